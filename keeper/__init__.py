@@ -1,0 +1,1 @@
+"""Health monitor, liquidator, oracle feeder, funding poster."""

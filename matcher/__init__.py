@@ -1,0 +1,1 @@
+"""The sequencer: order books, pre-trade risk, websocket API, journal."""

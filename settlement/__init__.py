@@ -1,0 +1,1 @@
+"""Settlement relayer and chain watcher."""
