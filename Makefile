@@ -1,0 +1,43 @@
+# Two commands matter: `make up` (run the exchange locally) and `make test` (everything).
+# Both install what they need on first use: a Python venv, the pinned npm toolchain, the contracts.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+FORGE := node_modules/.bin/forge
+
+.PHONY: up test setup build test-contracts test-python typecheck clean
+
+up: setup
+	$(VENV)/bin/crossbook up
+
+test: setup
+	$(MAKE) --no-print-directory test-contracts
+	$(MAKE) --no-print-directory test-python
+
+setup: $(VENV)/.installed node_modules/.installed build
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(VENV)/bin/python || $(PY) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e '.[test]'
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund
+	touch $@
+
+# forge caches per file, so this is quick when nothing changed.
+build: node_modules/.installed
+	cd contracts && ../$(FORGE) build --sizes > /dev/null
+
+test-contracts: node_modules/.installed
+	cd contracts && ../$(FORGE) test
+
+test-python: $(VENV)/.installed build
+	$(VENV)/bin/pytest -q
+
+typecheck: $(VENV)/.installed
+	$(VENV)/bin/mypy
+
+clean:
+	rm -rf contracts/out contracts/cache .crossbook

@@ -1,0 +1,1 @@
+"""Chain access: compiled artifacts, a local anvil node, transaction sending, deployment."""
