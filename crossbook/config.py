@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from crossbook.margin import CollateralConfig, MarketConfig, RiskParams, Tier
+
 USD = 10**6  # one quote unit in atoms
 PRICE = 10**8  # price scale
 SIZE = 10**8  # size scale
@@ -94,8 +96,12 @@ class ExchangeSpec:
         raise KeyError(symbol)
 
 
+UNBOUNDED_CAP = 2**128 - 1  # the last tier's cap is ignored on-chain; this keeps caps increasing
+
+
 def _tiers(*rows: tuple[int, int, int]) -> tuple[TierSpec, ...]:
-    return tuple(TierSpec(cap * USD, imf, mmf) for cap, imf, mmf in rows)
+    """Tiers from (cap in whole USD, imf, mmf); a cap of 0 marks the unbounded last tier."""
+    return tuple(TierSpec(cap * USD if cap else UNBOUNDED_CAP, imf, mmf) for cap, imf, mmf in rows)
 
 
 DEFAULT_SPEC = ExchangeSpec(
@@ -120,3 +126,19 @@ DEFAULT_SPEC = ExchangeSpec(
     pnl_haircut_ppm=200_000,
     escape_delay_s=24 * 3600,
 )
+
+
+def risk_params(spec: ExchangeSpec = DEFAULT_SPEC) -> RiskParams:
+    """The margin engine's view of a listing (the same numbers the deploy script lists on-chain)."""
+    return RiskParams(
+        collaterals={
+            i + 1: CollateralConfig(c.decimals, c.feed_id, c.weight_init_ppm, c.weight_maint_ppm, c.deposit_cap)
+            for i, c in enumerate(spec.collaterals)
+        },
+        markets={
+            i: MarketConfig(m.feed_id, m.tick_size, m.lot_size, m.open_interest_cap, m.max_funding_ppm,
+                            tuple(Tier(t.notional_cap, t.imf_ppm, t.mmf_ppm) for t in m.tiers))
+            for i, m in enumerate(spec.markets)
+        },
+        pnl_haircut_ppm=spec.pnl_haircut_ppm,
+    )
