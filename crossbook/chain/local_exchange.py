@@ -126,3 +126,17 @@ class LocalExchange:
             feed = self.client.feed(sym)
             answer = feed.functions.latestRoundData().call()[1]
             self.admin.transact(feed.functions.setAnswer(answer))
+
+    def fund_many(self, owners: Sequence[str], symbol: str, amount: int, subaccount: int = 0) -> None:
+        """Deposit `amount` into each owner's sub-account with one mint and one approval."""
+        tok = self.client.token(symbol)
+        total = amount * len(owners)
+        self.funder.transact(tok.functions.mint(self.funder.address, total))
+        self.funder.transact(tok.functions.approve(self.client.contract.address, total))
+        asset = self.spec.asset_id(symbol)
+        fn = self.client.contract.functions.deposit
+        hashes = [self.funder.send_raw({"to": self.client.contract.address, "gas": 200_000,
+                                        "data": fn(o, subaccount, asset, amount)._encode_transaction_data()},
+                                       wait=False) for o in owners]
+        for h in hashes:
+            assert self.w3.eth.wait_for_transaction_receipt(h, poll_latency=0.01)["status"] == 1

@@ -1,0 +1,92 @@
+"""`crossbook bench gas`: gas per settled fill on anvil, steady state and fresh takers.
+
+Steady state: 50 market-maker and 200 taker sub-accounts that already hold positions in every
+market; each fill pairs a fresh signed taker order with a maker's resting order (makers' orders
+fill many times, as on a live book). Fresh: 100 takers making their first trade.
+Gas per fill = the settle transaction's gasUsed (intrinsic 21k and calldata included) / fills.
+"""
+from __future__ import annotations
+
+import random
+import sys
+from typing import Any
+
+from crossbook.chain.anvil import AnvilNode
+from crossbook.chain.local_exchange import LocalExchange, user_signer
+from crossbook.config import DEFAULT_SPEC, SIZE, USD
+from crossbook.eip712 import Signer
+from crossbook.protocol_types import FillItem, Order
+
+MAKERS, TAKERS, FRESH = 50, 200, 100
+
+
+def _progress(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+class _Flow:
+    """Generates valid fills: random taker, random maker, random market, small size."""
+
+    def __init__(self, ex: LocalExchange, makers: list[Signer], rng: random.Random) -> None:
+        self.ex, self.makers, self.rng = ex, makers, rng
+        self.resting: dict[tuple[int, int, bool], tuple[Order, bytes]] = {}
+        for mi, m in enumerate(makers):
+            for market, spec in enumerate(DEFAULT_SPEC.markets):
+                px = self.price(market)
+                for is_buy in (True, False):
+                    limit = px - 10 * spec.tick_size if is_buy else px + 10 * spec.tick_size
+                    self.resting[(mi, market, is_buy)] = ex.order(m, market, is_buy, limit, 10**6 * SIZE)
+
+    @staticmethod
+    def price(market: int) -> int:
+        feed = DEFAULT_SPEC.markets[market].feed_id
+        return DEFAULT_SPEC.feeds[feed].initial_price
+
+    def fill(self, taker: Signer, market: int | None = None, taker_buys: bool | None = None) -> FillItem:
+        rng = self.rng
+        market = rng.randrange(len(DEFAULT_SPEC.markets)) if market is None else market
+        taker_buys = rng.random() < 0.5 if taker_buys is None else taker_buys
+        mi = rng.randrange(len(self.makers))
+        maker = self.resting[(mi, market, not taker_buys)]
+        spec = DEFAULT_SPEC.markets[market]
+        size = spec.lot_size * rng.randint(1, 20)
+        price = maker[0].price
+        taker_limit = price + 20 * spec.tick_size if taker_buys else price - 20 * spec.tick_size
+        taker_order = self.ex.order(taker, market, taker_buys, taker_limit, size)
+        return self.ex.fill(taker_order, maker, size, price)
+
+
+def _settle_all(ex: LocalExchange, items: list[FillItem]) -> int:
+    res = ex.settle(items, gas=29_000_000)
+    if res.rejected:
+        raise RuntimeError(f"benchmark fills were rejected: {res.rejected}")
+    return res.gas_used
+
+
+def run() -> dict[str, Any]:
+    """Measure and return the figures (keys documented in docs/performance.md)."""
+    rng = random.Random(7)
+    with AnvilNode(gas_limit=60_000_000) as node:
+        _progress("deploying ...")
+        ex = LocalExchange(node)
+        makers = [user_signer(1000 + i) for i in range(MAKERS)]
+        takers = [user_signer(2000 + i) for i in range(TAKERS)]
+        fresh = [user_signer(3000 + i) for i in range(FRESH)]
+        _progress(f"funding {MAKERS + TAKERS + FRESH} sub-accounts ...")
+        ex.fund_many([m.address for m in makers], "USDC", 50_000_000 * USD)
+        ex.fund_many([t.address for t in takers + fresh], "USDC", 1_000_000 * USD)
+        flow = _Flow(ex, makers, rng)
+        _progress("opening positions in every market for every account ...")
+        warmup = [flow.fill(t, market) for t in takers for market in range(len(DEFAULT_SPEC.markets))]
+        warmup += [flow.fill(takers[i % TAKERS], market=None) for i in range(MAKERS * 3)]
+        for i in range(0, len(warmup), 100):
+            _settle_all(ex, warmup[i:i + 100])
+        figures: dict[str, Any] = {}
+        for n in (1, 10, 100):
+            runs = [_settle_all(ex, [flow.fill(rng.choice(takers)) for _ in range(n)]) for _ in range(3)]
+            figures[f"gas_per_fill_{n}"] = sorted(runs)[1] // n  # median of three batches
+            _progress(f"steady state, batch {n}: {figures[f'gas_per_fill_{n}']} gas/fill")
+        figures["fresh_gas_per_fill_100"] = _settle_all(ex, [flow.fill(t) for t in fresh]) // FRESH
+        _progress(f"fresh takers, batch 100: {figures['fresh_gas_per_fill_100']} gas/fill")
+        figures.update(markets=len(DEFAULT_SPEC.markets), makers=MAKERS, takers=TAKERS)
+        return figures
