@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import subprocess
 import time
@@ -91,9 +92,9 @@ class AnvilNode:
         raise TimeoutError(f"anvil did not answer on {self.url} within {timeout}s")
 
     def stop(self) -> None:
-        """Terminate anvil (SIGTERM so it can dump its state file), then reap it."""
+        """Stop anvil with SIGINT (its Ctrl-C path dumps the state file), then reap it."""
         if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
+            self.proc.send_signal(signal.SIGINT)
             try:
                 self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
