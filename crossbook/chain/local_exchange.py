@@ -135,8 +135,8 @@ class LocalExchange:
         self.funder.transact(tok.functions.approve(self.client.contract.address, total))
         asset = self.spec.asset_id(symbol)
         fn = self.client.contract.functions.deposit
-        hashes = [self.funder.send_raw({"to": self.client.contract.address, "gas": 200_000,
-                                        "data": fn(o, subaccount, asset, amount)._encode_transaction_data()},
-                                       wait=False) for o in owners]
+        hashes = [self.funder.submit({"to": self.client.contract.address, "gas": 200_000,
+                                      "data": fn(o, subaccount, asset, amount)._encode_transaction_data()})
+                  for o in owners]
         for h in hashes:
-            assert self.w3.eth.wait_for_transaction_receipt(h, poll_latency=0.01)["status"] == 1
+            self.funder.wait(h)

@@ -56,8 +56,8 @@ class TxSender:
             return self.decoder.decode(bytes.fromhex(data[2:]))
         return ContractRevert(str(err), (), b"")
 
-    def send_raw(self, tx: dict[str, Any], wait: bool = True) -> TxReceipt | bytes:
-        """Fill in chain id, nonce, fees and gas; sign; send; optionally wait for the receipt.
+    def submit(self, tx: dict[str, Any]) -> bytes:
+        """Fill in chain id, nonce, fees and gas; sign; send. Returns the transaction hash.
 
         Reverts found while estimating gas raise `ContractRevert` with the decoded custom error.
         """
@@ -70,25 +70,28 @@ class TxSender:
         tx["nonce"] = self._next_nonce()
         signed = self.account.sign_transaction(tx)
         try:
-            tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction)
+            return bytes(self.w3.eth.send_raw_transaction(signed.raw_transaction))
         except Exception:
             self._nonce = None  # resync from the node: the nonce was not consumed
             raise
-        if not wait:
-            return bytes(tx_hash)
-        receipt = self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=120, poll_latency=0.01)
+
+    def wait(self, tx_hash: bytes) -> TxReceipt:
+        """Wait for a receipt; a mined revert raises `TxFailed`."""
+        receipt = self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=120, poll_latency=0.01)  # type: ignore[arg-type]
         if receipt["status"] != 1:
             raise TxFailed(receipt)
         return receipt
+
+    def send_raw(self, tx: dict[str, Any]) -> TxReceipt:
+        """`submit` then `wait`."""
+        return self.wait(self.submit(tx))
 
     def transact(self, fn: ContractFunction, value: int = 0, gas: int | None = None) -> TxReceipt:
         """Call a contract function in a transaction and wait for it to be mined."""
         tx: dict[str, Any] = {"to": fn.address, "data": fn._encode_transaction_data(), "value": value}
         if gas is not None:
             tx["gas"] = gas
-        receipt = self.send_raw(tx)
-        assert not isinstance(receipt, bytes)
-        return receipt
+        return self.send_raw(tx)
 
     def call(self, fn: ContractFunction) -> Any:
         """eth_call a view, decoding custom-error reverts."""
@@ -102,7 +105,6 @@ class TxSender:
         factory = self.w3.eth.contract(abi=artifact.abi, bytecode=artifact.bytecode)
         data = factory.constructor(*args).data_in_transaction
         receipt = self.send_raw({"data": data})
-        assert not isinstance(receipt, bytes)
         address = receipt["contractAddress"]
         assert address is not None
         return self.w3.eth.contract(address=address, abi=artifact.abi)

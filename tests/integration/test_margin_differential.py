@@ -90,9 +90,7 @@ def _write(ex: LocalExchange, owner: str, sub: int, acct: SubAccount) -> bytes:
         [p.funding_snapshot for p in acct.positions.values()],
     )
     tx = {"to": fn.address, "data": fn._encode_transaction_data(), "gas": 1_500_000}
-    sent = ex.admin.send_raw(tx, wait=False)
-    assert isinstance(sent, bytes)
-    return sent
+    return ex.admin.submit(tx)
 
 
 def test_contract_health_equals_python_on_random_portfolios(harness: LocalExchange) -> None:
@@ -112,7 +110,7 @@ def test_contract_health_equals_python_on_random_portfolios(harness: LocalExchan
         portfolios = [_random_portfolio(rng, prices) for _ in range(PORTFOLIOS // PRICE_SCENARIOS)]
         hashes = [_write(ex, owner, scenario * 1000 + i, a) for i, a in enumerate(portfolios)]
         for h in hashes:
-            assert ex.w3.eth.wait_for_transaction_receipt(h, poll_latency=0.01)["status"] == 1
+            ex.admin.wait(h)
         for i, acct in enumerate(portfolios):
             sub = scenario * 1000 + i
             assert ex.client.subaccount(owner, sub) == acct, "harness stored a different portfolio"

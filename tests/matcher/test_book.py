@@ -148,8 +148,8 @@ def test_gtc_no_cross_rests_at_back_of_level() -> None:
         b.place(od(i, owner, True, 900, 10 * i), 0)
     assert [o.oid for o in b.iter_side(True)] == [1, 2, 3]
     assert b.depth() == ([(900, 60)], [])
-    ev = b.place(od(4, "d", False, 900, 25), 0)
-    assert fills(ev) == [(1, 900, 10), (2, 900, 15)]
+    ev = b.place(od(4, "d", False, 900, 30), 0)
+    assert fills(ev) == [(1, 900, 10), (2, 900, 20)]
 
 
 def test_ioc_remainder_cancelled() -> None:
@@ -171,21 +171,22 @@ def test_market_order_protection_bound_need_not_be_on_tick() -> None:
 
 def test_fok_fills_fully_or_changes_nothing() -> None:
     b = book_with_asks()
-    sides = lambda: ([o.key() for o in b.iter_side(True)], [o.key() for o in b.iter_side(False)])
+
+    def sides() -> tuple[list[object], list[object], int]:
+        return ([o.key() for o in b.iter_side(True)], [o.key() for o in b.iter_side(False)],
+                b._fill_seq)
+
     before = sides()
-    ev = b.place(od(10, "t", True, 1100, 70), 0)  # GTC to compare with: would rest 10
-    b2 = book_with_asks()
-    ev = b2.place(od(10, "t", True, 1100, 70, Tif.FOK), 0)
-    assert ev == [Accepted(10, 70), Cancelled(10, CancelReason.FOK, 70)]
-    b = book_with_asks()
+    assert b.place(od(10, "t", True, 1100, 70, Tif.FOK), 0) == [
+        Accepted(10, 70), Cancelled(10, CancelReason.FOK, 70)]
+    ev = b.place(od(11, "t", True, 1000, 40, Tif.FOK), 0)  # 30 within the limit
+    assert ev[-1] == Cancelled(11, CancelReason.FOK, 40)
     assert sides() == before
-    ev = b.place(od(10, "t", True, 1000, 40, Tif.FOK), 0)
-    assert ev[-1] == Cancelled(10, CancelReason.FOK, 40) and sides() == before
-    ev = b.place(od(11, "t", True, 1100, 60, Tif.FOK), 0)
+    ev = b.place(od(12, "t", True, 1100, 60, Tif.FOK), 0)
     assert fills(ev) == [(1, 1000, 10), (2, 1000, 20), (3, 1100, 30)]
     assert len(b) == 0
-    ev = b.place(od(12, "t", True, 1100, 10, Tif.FOK), 0)  # nothing to cross
-    assert ev == [Accepted(12, 10), Cancelled(12, CancelReason.FOK, 10)]
+    assert b.place(od(13, "t", True, 1100, 10, Tif.FOK), 0) == [  # nothing to cross
+        Accepted(13, 10), Cancelled(13, CancelReason.FOK, 10)]
 
 
 def test_fok_skips_expired_and_stp_expire_maker_but_not_expire_taker() -> None:
@@ -229,19 +230,20 @@ def test_good_til_time() -> None:
     b.place(od(1, "a", False, 1000, 10, expiry=100), 0)
     b.place(od(2, "b", False, 1100, 10, expiry=200), 0)
     b.place(od(3, "c", False, 1200, 10), 0)
-    # expiry is inclusive: at now == expiry the order still trades
-    assert fills(b.place(od(4, "t", True, 1000, 5, Tif.IOC), 100)) == [(1, 1000, 5)]
-    ev = b.place(od(5, "t", True, 1100, 10, Tif.IOC), 101)
-    assert ev[1] == Cancelled(1, CancelReason.EXPIRED, 5)
+    # expiry is inclusive, like the contract's block.timestamp > expiry
+    assert fills(b.place(od(4, "t", True, 1000, 10, Tif.IOC), 100)) == [(1, 1000, 10)]
+    b.place(od(5, "a", False, 1000, 10, expiry=100), 0)
+    ev = b.place(od(6, "t", True, 1100, 10, Tif.IOC), 101)
+    assert ev[1] == Cancelled(5, CancelReason.EXPIRED, 10)  # met, removed, never matched
     assert fills(ev) == [(2, 1100, 10)]
-    b.place(od(6, "d", False, 1300, 10, expiry=150), 0)
-    b.place(od(7, "e", False, 1400, 10, expiry=120), 0)
-    assert b.expire(150) == [Cancelled(7, CancelReason.EXPIRED, 10)]
-    assert b.expire(1000) == [Cancelled(6, CancelReason.EXPIRED, 10)]
+    b.place(od(7, "d", False, 1300, 10, expiry=150), 0)
+    b.place(od(8, "e", False, 1400, 10, expiry=120), 0)
+    assert b.expire(150) == [Cancelled(8, CancelReason.EXPIRED, 10)]
+    assert b.expire(1000) == [Cancelled(7, CancelReason.EXPIRED, 10)]
     assert [o.oid for o in b.iter_side(False)] == [3]
     # modifying an expired order removes it
-    b.place(od(8, "f", True, 900, 10, expiry=10), 0)
-    assert b.modify(8, 800, 10, 11) == [Cancelled(8, CancelReason.EXPIRED, 10)]
+    b.place(od(9, "f", True, 900, 10, expiry=10), 0)
+    assert b.modify(9, 800, 10, 11) == [Cancelled(9, CancelReason.EXPIRED, 10)]
 
 
 def test_expiry_heap_stays_bounded() -> None:
@@ -283,9 +285,11 @@ def test_reduce_only_maker_rechecked_when_it_fills() -> None:
         Cancelled(2, CancelReason.REDUCE_ONLY, 20),
         Fill(2, 4, 3, 1000, 20, 20, 0, True),
     ]
-    pos[("m", 0)] = 15
-    b.place(od(5, "m", False, 1000, 30, reduce_only=True), 0)
-    ev = b.place(od(6, "u", False, 1000, 10), 0)  # resting sells behind it
+    b.cancel(4)  # the taker's unfilled 20 rested; clear it
+    pos[("m", 0)] = 35
+    assert b.place(od(5, "m", False, 1000, 40, reduce_only=True), 0) == [Accepted(5, 30)]
+    b.place(od(6, "u", False, 1000, 10), 0)
+    pos[("m", 0)] = 15  # the position shrank meanwhile (say another market's liquidation)
     ev = b.place(od(7, "t2", True, 1000, 40), 0)
     assert ev[1:] == [
         Fill(3, 7, 5, 1000, 10, 30, 20, True),

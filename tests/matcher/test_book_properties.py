@@ -39,8 +39,8 @@ class Harness:
     and a per-order ledger that every event is checked against."""
 
     def __init__(self, book_cls: Any, veto: bool) -> None:
-        self.positions: dict[tuple[str, int], int] = {}
-        self.accounts: dict[int, tuple[str, int]] = {}
+        self.positions: dict[tuple[Any, int], int] = {}
+        self.accounts: dict[int, tuple[Any, int]] = {}
         check = _veto if veto else None
         self.book = book_cls(7, TICK, LOT, position_of=self._pos, maker_check=check)
 
@@ -261,6 +261,7 @@ def run_checked(ops: list[tuple[Op, int]], veto: bool) -> Harness:
                 assert filled == ev[0].size and not any(
                     isinstance(e, Cancelled) and e.order_id == taker for e in ev)
             else:
+                assert taker is not None
                 assert len(ev) == 2 and ev[-1] in (
                     Cancelled(taker, CancelReason.FOK, ev[0].size),
                     Cancelled(taker, CancelReason.REDUCE_ONLY, ev[0].size))
