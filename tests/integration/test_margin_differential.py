@@ -20,7 +20,9 @@ from crossbook.margin import Position, Prices, SubAccount, compute_health
 
 PORTFOLIOS = 1_000
 PRICE_SCENARIOS = 20
-MAX_SIZE = 2**90  # int96 positions with headroom for products in 256 bits
+# On-chain storage ranges (docs/protocol.md §7): size int80, open notional int88.
+MAX_SIZE = 2**79 - 1
+MAX_OPEN_NOTIONAL = 2**86
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +46,8 @@ def _random_size(rng: random.Random, market: int, price: int) -> int:
     if kind < 0.25:
         size = _tier_boundary_size(rng, market, price)
     elif kind < 0.35:
-        size = rng.randint(1, MAX_SIZE // price)  # extreme
+        # extreme: as large as storage allows at up to 1.5x the price (the entry range below)
+        size = rng.randint(1, min(MAX_SIZE, MAX_OPEN_NOTIONAL * NOTIONAL_DIV // (price * 3 // 2)))
     elif kind < 0.45:
         size = rng.randint(1, 1000)  # dust: rounding dominates
     else:
