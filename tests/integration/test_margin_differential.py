@@ -141,6 +141,6 @@ def test_differential_covers_edge_cases(harness: LocalExchange) -> None:
                                        1: Position(10**9, 0, prices.funding[1] + 12345)}),
     ]
     for i, acct in enumerate(cases):
-        _write(ex, owner, i, acct)
+        ex.admin.wait(_write(ex, owner, i, acct))
         expected = compute_health(acct, params, prices.assets, prices.markets, prices.funding)
         assert ex.client.health(owner, i) == expected, f"case {i}: {acct}"

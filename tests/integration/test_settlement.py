@@ -8,7 +8,7 @@ from crossbook.chain.local_exchange import LocalExchange, user_key, user_signer
 from crossbook.config import PRICE, SIZE, USD, risk_params
 from crossbook.eip712 import Domain
 from crossbook.margin import compute_health_at, fee_amount, fill_cash
-from crossbook.protocol_types import RejectReason
+from crossbook.protocol_types import FillItem, RejectReason
 
 ETH = 0  # market ids of the default listing
 BTC = 1
@@ -43,8 +43,8 @@ def test_a_batch_of_signed_fills_moves_positions_cash_and_fees(ex: LocalExchange
     assert res.rejected == {}
     assert ex.client.next_seq() == seq + 2
     cash = fill_cash(SIZE, 3_000 * PRICE)
-    taker_fees = 2 * fee_amount(cash, 500)
-    maker_fees = 2 * fee_amount(cash, 200)
+    taker_fees = fee_amount(cash, 500) + fee_amount(2 * cash, 500)
+    maker_fees = fee_amount(cash, 200) + fee_amount(2 * cash, 200)
     assert ex.client.position(ALICE.address, 0, ETH).size == 3 * SIZE
     assert ex.client.position(BOB.address, 0, ETH).size == -3 * SIZE
     assert ex.client.quote_balance(ALICE.address, 0) == 100_000 * USD - 3 * cash - taker_fees
@@ -179,14 +179,20 @@ def test_signed_withdrawal_pays_the_owner_once(ex: LocalExchange) -> None:
 
 
 def test_withdrawal_that_would_break_initial_margin_is_refused(ex: LocalExchange) -> None:
-    _funded(ex, 10_000 * USD)
+    ex.fund(ALICE.address, 0, "WETH", 10 * 10**18)  # 30k USD, 24k after the initial weight
+    ex.fund(BOB.address, 0, "USDC", 100_000 * USD)
     ex.settle([ex.fill(ex.order(ALICE, ETH, True, 3_000 * PRICE, 30 * SIZE),
                        ex.order(BOB, ETH, False, 3_000 * PRICE, 30 * SIZE), 30 * SIZE, 3_000 * PRICE)])
-    # 90k notional at 5% needs 4.5k initial margin; withdrawing 9k of Alice's ~10k must fail.
-    res = ex.settle([ex.withdrawal(ALICE, 0, 9_000 * USD)])
+    # 90k notional at 5% needs 4.5k initial margin; keeping 1 WETH (2.4k) is not enough.
+    res = ex.settle([ex.withdrawal(ALICE, 1, 9 * 10**18)])
     assert list(res.rejected.values()) == [RejectReason.INSUFFICIENT_MARGIN]
-    ok = ex.settle([ex.withdrawal(ALICE, 0, 1_000 * USD)])
+    assert ex.client.collateral_balance(ALICE.address, 0, 1) == 10 * 10**18
+    # Quote is never borrowed by a withdrawal: Alice's quote balance is negative after buying.
+    res = ex.settle([ex.withdrawal(ALICE, 0, 1 * USD)])
+    assert list(res.rejected.values()) == [RejectReason.INSUFFICIENT_BALANCE]
+    ok = ex.settle([ex.withdrawal(ALICE, 1, 10**18)])
     assert ok.rejected == {}
+    assert ex.client.token("WETH").functions.balanceOf(ALICE.address).call() == 10**18
 
 
 def test_transfer_moves_collateral_between_own_subaccounts(ex: LocalExchange) -> None:
@@ -199,19 +205,25 @@ def test_transfer_moves_collateral_between_own_subaccounts(ex: LocalExchange) ->
 
 def test_stale_and_out_of_band_prices_block_margin_dependent_items(ex: LocalExchange) -> None:
     _funded(ex)
-    fill = lambda: ex.fill(ex.order(ALICE, ETH, True, 3_000 * PRICE, SIZE),  # noqa: E731
-                           ex.order(BOB, ETH, False, 3_000 * PRICE, SIZE), SIZE, 3_000 * PRICE)
+
+    def fill() -> FillItem:
+        return ex.fill(ex.order(ALICE, ETH, True, 3_000 * PRICE, SIZE),
+                       ex.order(BOB, ETH, False, 3_000 * PRICE, SIZE), SIZE, 3_000 * PRICE)
+
+    assert ex.settle([fill()]).rejected == {}
     ex.advance_time(2 * 3600)  # past the one-hour heartbeat
     res = ex.settle([fill()])
     assert list(res.rejected.values()) == [RejectReason.ORACLE_UNAVAILABLE]
-    with pytest.raises(ContractRevert):
+    with pytest.raises(ContractRevert) as err:  # Alice's ETH position needs the stale price
         ex.client.health(ALICE.address, 0)
+    assert err.value.name == "OracleUnavailable"
     ex.refresh_prices()
     ex.set_price("ETH", 5 * PRICE)  # below the configured band floor of 10 USD
     res = ex.settle([fill()])
     assert list(res.rejected.values()) == [RejectReason.ORACLE_UNAVAILABLE]
     ex.set_price("ETH", 3_000 * PRICE)
     assert ex.settle([fill()]).rejected == {}
+    assert ex.client.position(ALICE.address, 0, ETH).size == 2 * SIZE
 
 
 def test_escape_hatch_pays_out_after_the_delay_without_the_operator(ex: LocalExchange) -> None:

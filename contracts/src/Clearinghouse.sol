@@ -1,0 +1,479 @@
+// SPDX-License-Identifier: MIT
+pragma solidity ^0.8.24;
+
+import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
+import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
+import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
+import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
+import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
+import {IERC20Metadata} from "@openzeppelin/contracts/token/ERC20/extensions/IERC20Metadata.sol";
+import {MarginEngine} from "./impl/MarginEngine.sol";
+import {SettlementModule} from "./impl/SettlementModule.sol";
+import {ClearinghouseStorage as S} from "./impl/ClearinghouseStorage.sol";
+import {OrderHashing as H} from "./lib/OrderHashing.sol";
+import {Tier, MarketConfig, CollateralConfig, Health, Order, ForcedRequest} from "./interfaces/ICrossbookTypes.sol";
+
+/// @title Clearinghouse
+/// @notice Crossbook's cross-margin perpetual-futures clearinghouse: collateral vault, sub-accounts, markets,
+///         funding, sequenced batch settlement of signed orders/withdrawals/transfers, insurance fund, fee pool
+///         and an escape hatch. The spec is docs/protocol.md. Batch settlement runs in a SettlementModule
+///         (deployed by the constructor) through delegatecall, to keep both under the EIP-170 size limit.
+contract Clearinghouse is AccessControl, EIP712, ReentrancyGuardTransient, MarginEngine {
+    using SafeERC20 for IERC20;
+
+    bytes32 public constant OPERATOR_ROLE = keccak256("OPERATOR_ROLE");
+    uint32 internal constant PPM32 = 1_000_000;
+
+    uint64 internal immutable _escapeDelay;
+    address internal immutable _module;
+
+    /// @param admin Holder of DEFAULT_ADMIN_ROLE (grants OPERATOR_ROLE, lists assets and markets).
+    /// @param oracle_ OracleAdapter used for every price.
+    /// @param quoteToken_ The 6-decimal quote asset (asset id 0).
+    /// @param escapeDelay_ Seconds between a forced-withdrawal request and its on-chain execution.
+    constructor(address admin, address oracle_, address quoteToken_, uint64 escapeDelay_)
+        EIP712("Crossbook", "1")
+        MarginEngine(oracle_, quoteToken_)
+    {
+        if (admin == address(0) || oracle_ == address(0) || quoteToken_ == address(0)) revert ZeroAddress();
+        uint8 dec = IERC20Metadata(quoteToken_).decimals();
+        if (dec != 6) revert InvalidDecimals(dec);
+        _grantRole(DEFAULT_ADMIN_ROLE, admin);
+        _escapeDelay = escapeDelay_;
+        _module = address(new SettlementModule(oracle_, quoteToken_));
+        S.Layout storage l = S.store();
+        l.nextSeq = 1;
+        l.nextRequestId = 1;
+        l.collateralCount = 1;
+        l.collaterals[0] = S.Collateral(quoteToken_, 0, 6, PPM32, PPM32, type(uint128).max, 0);
+        l.tokenListed[quoteToken_] = true;
+    }
+
+    // ------------------------------------------------------------------------------------------ admin
+
+    /// @notice Lists a collateral token (asset ids 1..15). Reads its decimals.
+    /// @param token ERC20 token.
+    /// @param feedId Oracle feed id of its USD price.
+    /// @param weightInitPpm Initial weight, <= weightMaintPpm.
+    /// @param weightMaintPpm Maintenance weight, <= 1e6.
+    /// @param depositCap Cap on the total deposited balance (token atoms).
+    /// @return assetId The new asset id.
+    function listCollateral(
+        address token,
+        uint16 feedId,
+        uint32 weightInitPpm,
+        uint32 weightMaintPpm,
+        uint128 depositCap
+    ) external onlyRole(DEFAULT_ADMIN_ROLE) returns (uint16 assetId) {
+        S.Layout storage l = S.store();
+        if (token == address(0)) revert ZeroAddress();
+        if (l.tokenListed[token]) revert TokenAlreadyListed(token);
+        assetId = l.collateralCount;
+        if (assetId >= S.MAX_ASSETS) revert TooManyAssets();
+        _checkWeights(weightInitPpm, weightMaintPpm);
+        uint8 dec = IERC20Metadata(token).decimals();
+        if (dec > 36) revert InvalidDecimals(dec);
+        l.collaterals[assetId] = S.Collateral(token, feedId, dec, weightInitPpm, weightMaintPpm, depositCap, 0);
+        l.tokenListed[token] = true;
+        l.collateralCount = assetId + 1;
+        emit CollateralListed(assetId, token, feedId, weightInitPpm, weightMaintPpm, depositCap);
+    }
+
+    /// @notice Updates weights and deposit cap of an asset. For the quote asset (id 0) both weights must be 1e6.
+    function setCollateralParams(uint16 assetId, uint32 weightInitPpm, uint32 weightMaintPpm, uint128 depositCap)
+        external
+        onlyRole(DEFAULT_ADMIN_ROLE)
+    {
+        S.Layout storage l = S.store();
+        if (assetId >= l.collateralCount) revert UnknownAsset(assetId);
+        _checkWeights(weightInitPpm, weightMaintPpm);
+        if (assetId == 0 && (weightInitPpm != PPM32 || weightMaintPpm != PPM32)) revert InvalidWeights();
+        S.Collateral storage col = l.collaterals[assetId];
+        col.weightInitPpm = weightInitPpm;
+        col.weightMaintPpm = weightMaintPpm;
+        col.depositCap = depositCap;
+        emit CollateralParamsSet(assetId, weightInitPpm, weightMaintPpm, depositCap);
+    }
+
+    /// @notice Lists a perpetual market (ids 0..31).
+    /// @return marketId The new market id.
+    function listMarket(MarketConfig calldata cfg) external onlyRole(DEFAULT_ADMIN_ROLE) returns (uint32 marketId) {
+        S.Layout storage l = S.store();
+        marketId = l.marketCount;
+        if (marketId >= S.MAX_MARKETS) revert TooManyMarkets();
+        _writeMarket(marketId, cfg);
+        l.marketCount = marketId + 1;
+        emit MarketListed(marketId);
+    }
+
+    /// @notice Replaces the configuration of a listed market (state: funding index, open interest, funding
+    ///         balance are kept).
+    function setMarketConfig(uint32 marketId, MarketConfig calldata cfg) external onlyRole(DEFAULT_ADMIN_ROLE) {
+        if (marketId >= S.store().marketCount) revert UnknownMarket(marketId);
+        _writeMarket(marketId, cfg);
+        emit MarketConfigSet(marketId);
+    }
+
+    /// @notice Sets the haircut applied to positive unrealized PnL in initial equity (ppm, <= 1e6).
+    function setPnlHaircut(uint32 ppm) external onlyRole(DEFAULT_ADMIN_ROLE) {
+        if (ppm > PPM32) revert InvalidHaircut();
+        S.store().pnlHaircutPpm = ppm;
+        emit PnlHaircutSet(ppm);
+    }
+
+    /// @notice Withdraws accumulated trading fees (quote asset) from the fee pool.
+    function withdrawFees(address to, uint256 amount) external onlyRole(DEFAULT_ADMIN_ROLE) nonReentrant {
+        if (to == address(0)) revert ZeroAddress();
+        S.Layout storage l = S.store();
+        uint256 pool = l.feePool;
+        if (amount > pool) revert InsufficientFees(pool);
+        l.feePool = uint128(pool - amount);
+        IERC20(_quoteToken).safeTransfer(to, amount);
+        emit FeesWithdrawn(to, amount);
+    }
+
+    function _checkWeights(uint32 wInit, uint32 wMaint) internal pure {
+        if (wMaint > PPM32 || wInit > wMaint) revert InvalidWeights();
+    }
+
+    function _writeMarket(uint32 marketId, MarketConfig calldata cfg) internal {
+        uint256 n = cfg.tiers.length;
+        if (cfg.tickSize == 0 || cfg.lotSize == 0 || cfg.maxFundingPpm > PPM32) revert InvalidMarketConfig();
+        if (n == 0 || n > 4) revert InvalidTiers();
+        S.Market storage sm = S.store().markets[marketId];
+        uint256 prevCap;
+        uint256 prevImf;
+        uint256 prevMmf;
+        for (uint256 i = 0; i < n; ++i) {
+            Tier calldata t = cfg.tiers[i];
+            if (i + 1 < n && t.notionalCap <= prevCap) revert InvalidTiers();
+            if (t.mmfPpm == 0 || t.mmfPpm > t.imfPpm || t.imfPpm > PPM32) revert InvalidTiers();
+            if (t.imfPpm < prevImf || t.mmfPpm < prevMmf) revert InvalidTiers();
+            prevCap = t.notionalCap;
+            prevImf = t.imfPpm;
+            prevMmf = t.mmfPpm;
+            sm.tiers[i] = S.TierSlot(t.notionalCap, t.imfPpm, t.mmfPpm);
+        }
+        for (uint256 i = n; i < 4; ++i) {
+            delete sm.tiers[i];
+        }
+        sm.feedId = cfg.feedId;
+        sm.tickSize = cfg.tickSize;
+        sm.lotSize = cfg.lotSize;
+        sm.openInterestCap = cfg.openInterestCap;
+        sm.maxFundingPpm = cfg.maxFundingPpm;
+        sm.tierCount = uint8(n);
+    }
+
+    // ------------------------------------------------------------------------------------------ users
+
+    /// @notice Deposits `amount` of asset `asset` into `(owner, subaccount)`, paid by the caller. Credits what
+    ///         actually arrived (balance delta), subject to the asset's deposit cap.
+    function deposit(address owner, uint32 subaccount, uint16 asset, uint256 amount) external nonReentrant {
+        if (owner == address(0)) revert ZeroAddress();
+        if (amount == 0) revert ZeroAmount();
+        S.Layout storage l = S.store();
+        if (asset >= l.collateralCount) revert UnknownAsset(asset);
+        S.Collateral storage col = l.collaterals[asset];
+        uint256 received = _pull(col.token, amount);
+        uint256 total = uint256(col.totalDeposited) + received;
+        if (total > col.depositCap) revert DepositCapExceeded(asset, total, col.depositCap);
+        col.totalDeposited = uint128(total);
+        uint256 id = S.acctId(owner, subaccount);
+        if (asset == 0) {
+            uint256 hdr = l.acct[id];
+            int256 q = S.quoteOf(hdr) + int256(received);
+            if (!S.inQuoteRange(q)) revert BalanceOverflow();
+            l.acct[id] = S.withQuote(hdr, q);
+        } else {
+            l.acct[S.collateralKey(id, asset)] += received;
+            l.acct[id] |= uint256(1) << (160 + asset);
+        }
+        emit Deposit(owner, subaccount, asset, received);
+    }
+
+    /// @notice Adds quote tokens to the insurance fund (balance delta), paid by the caller.
+    function depositInsurance(uint256 amount) external nonReentrant {
+        if (amount == 0) revert ZeroAmount();
+        uint256 received = _pull(_quoteToken, amount);
+        S.Layout storage l = S.store();
+        uint256 total = uint256(l.insuranceFund) + received;
+        if (total > type(uint128).max) revert BalanceOverflow();
+        l.insuranceFund = uint128(total);
+        emit InsuranceDeposited(msg.sender, received);
+    }
+
+    function _pull(address token, uint256 amount) internal returns (uint256 received) {
+        uint256 before = IERC20(token).balanceOf(address(this));
+        IERC20(token).safeTransferFrom(msg.sender, address(this), amount);
+        received = IERC20(token).balanceOf(address(this)) - before;
+        if (received == 0) revert ZeroAmount();
+        if (received > type(uint128).max) revert BalanceOverflow();
+    }
+
+    /// @notice Approves or revokes `agent` to sign orders for every sub-account of the caller.
+    function setAgent(address agent, bool approved) external {
+        S.store().agents[msg.sender][agent] = approved;
+        emit AgentSet(msg.sender, agent, approved);
+    }
+
+    // ------------------------------------------------------------------------------------------ settlement
+
+    /// @notice Settles a packed batch of sequenced items (docs/protocol.md §5). Operator only.
+    /// @param batch firstSeq:uint64 count:uint16 item{count}, big-endian, tightly packed.
+    function settle(bytes calldata batch) external onlyRole(OPERATOR_ROLE) nonReentrant {
+        batch; // forwarded verbatim in msg.data
+        address module = _module;
+        assembly {
+            calldatacopy(0, 0, calldatasize())
+            let ok := delegatecall(gas(), module, 0, calldatasize(), 0, 0)
+            returndatacopy(0, 0, returndatasize())
+            if iszero(ok) { revert(0, returndatasize()) }
+        }
+    }
+
+    // ------------------------------------------------------------------------------------------ escape hatch
+
+    /// @notice Requests an on-chain withdrawal from the caller's sub-account, executable by the caller after
+    ///         escapeDelay (or earlier by the operator through a FORCED batch item).
+    /// @return requestId Id of the request (ids start at 1).
+    function requestForcedWithdrawal(uint32 subaccount, uint16 asset, uint128 amount)
+        external
+        returns (uint64 requestId)
+    {
+        S.Layout storage l = S.store();
+        if (asset >= l.collateralCount) revert UnknownAsset(asset);
+        if (amount == 0) revert ZeroAmount();
+        requestId = l.nextRequestId;
+        l.nextRequestId = requestId + 1;
+        uint64 when = uint64(block.timestamp) + _escapeDelay;
+        l.requests[requestId] = ForcedRequest(msg.sender, subaccount, asset, true, amount, when);
+        emit ForcedWithdrawalRequested(requestId, msg.sender, subaccount, asset, amount, when);
+    }
+
+    /// @notice Executes the caller's pending forced-withdrawal request once its delay has passed. Requires the
+    ///         balance and initial health >= 0 afterwards at oracle prices.
+    function executeForcedWithdrawal(uint64 requestId) external nonReentrant {
+        ForcedRequest storage r = S.store().requests[requestId];
+        if (!r.pending) revert RequestNotPending(requestId);
+        if (r.owner != msg.sender) revert NotRequestOwner(requestId);
+        if (block.timestamp < r.executableAt) revert TooEarly(r.executableAt);
+        Ctx memory c = _newCtx();
+        uint8 reason = _executeForced(c, requestId, 0);
+        if (reason == R_INSUFFICIENT_BALANCE) revert InsufficientBalance();
+        if (reason == R_INSUFFICIENT_MARGIN) revert InsufficientMargin();
+        if (reason == R_ORACLE_UNAVAILABLE) revert OracleUnavailable(0);
+        if (reason != 0) revert TransferFailed();
+    }
+
+    /// @notice A forced-withdrawal request.
+    function forcedRequest(uint64 requestId) external view returns (ForcedRequest memory) {
+        return S.store().requests[requestId];
+    }
+
+    // ------------------------------------------------------------------------------------------ views
+
+    /// @notice Margin figures of a sub-account at current oracle prices (docs/protocol.md §3). Reverts with
+    ///         OracleUnavailable(feedId) if a price it needs is unavailable.
+    function health(address owner, uint32 subaccount) public view returns (Health memory h) {
+        Ctx memory c = _newCtx();
+        uint256 id = S.acctId(owner, subaccount);
+        uint256 hdr = S.store().acct[id];
+        (bool ok, uint256 feed) = _pricesOk(c, hdr);
+        if (!ok) revert OracleUnavailable(uint16(feed));
+        _terms(c, id, hdr);
+        h.equity = c.base + int256(c.wMaint);
+        h.initialEquity = _initialEquity(c);
+        h.initialRequirement = int256(c.rIm);
+        h.maintenanceRequirement = int256(c.rMm);
+        h.initialHealth = h.initialEquity - h.initialRequirement;
+        h.maintenanceHealth = h.equity - h.maintenanceRequirement;
+    }
+
+    /// @notice True iff maintenance health < 0 at current oracle prices.
+    function isLiquidatable(address owner, uint32 subaccount) external view returns (bool) {
+        return health(owner, subaccount).maintenanceHealth < 0;
+    }
+
+    /// @notice Quote balance (atoms, may be negative).
+    function quoteBalance(address owner, uint32 subaccount) external view returns (int256) {
+        return S.quoteOf(S.store().acct[S.acctId(owner, subaccount)]);
+    }
+
+    /// @notice Balance of a collateral asset (id >= 1; for id 0 use quoteBalance).
+    function collateralBalance(address owner, uint32 subaccount, uint16 asset) external view returns (uint256) {
+        if (asset == 0) {
+            int256 q = S.quoteOf(S.store().acct[S.acctId(owner, subaccount)]);
+            return q > 0 ? uint256(q) : 0;
+        }
+        return S.store().acct[S.collateralKey(S.acctId(owner, subaccount), asset)];
+    }
+
+    /// @notice Position of a sub-account in a market.
+    function position(address owner, uint32 subaccount, uint32 market)
+        external
+        view
+        returns (int256 size, int256 openNotional, int256 fundingSnapshot)
+    {
+        return S.unpackPosition(S.store().acct[S.positionKey(S.acctId(owner, subaccount), market)]);
+    }
+
+    /// @notice Cumulative filled size of the order(s) signed by `owner` with `nonce`.
+    function filledAmount(address owner, uint64 nonce) external view returns (uint256) {
+        uint256 key = (uint256(uint160(owner)) << 62) | (nonce >> 2);
+        return (S.store().filled[key] >> ((nonce & 3) << 6)) & type(uint64).max;
+    }
+
+    /// @notice True once a withdrawal or transfer digest has been used.
+    function isDigestUsed(bytes32 digest) external view returns (bool) {
+        return S.store().usedDigest[digest];
+    }
+
+    /// @notice Whether `agent` may sign orders for `owner`.
+    function isAgent(address owner, address agent) external view returns (bool) {
+        return S.store().agents[owner][agent];
+    }
+
+    /// @notice Cumulative funding index of a market (1e8, quote per base unit).
+    function cumulativeFunding(uint32 market) external view returns (int256) {
+        return S.store().markets[market].cumulativeFunding;
+    }
+
+    /// @notice Open interest (total long size, 1e8) of a market.
+    function openInterest(uint32 market) external view returns (uint256) {
+        return S.store().markets[market].openInterest;
+    }
+
+    /// @notice Funding settlement balance of a market (quote atoms collected minus paid).
+    function fundingBalance(uint32 market) external view returns (int256) {
+        return S.store().markets[market].fundingBalance;
+    }
+
+    /// @notice Configuration of a market.
+    function marketConfig(uint32 marketId) external view returns (MarketConfig memory cfg) {
+        if (marketId >= S.store().marketCount) revert UnknownMarket(marketId);
+        S.Market storage sm = S.store().markets[marketId];
+        cfg.feedId = sm.feedId;
+        cfg.tickSize = sm.tickSize;
+        cfg.lotSize = sm.lotSize;
+        cfg.openInterestCap = sm.openInterestCap;
+        cfg.maxFundingPpm = sm.maxFundingPpm;
+        cfg.tiers = new Tier[](sm.tierCount);
+        for (uint256 i = 0; i < cfg.tiers.length; ++i) {
+            S.TierSlot storage t = sm.tiers[i];
+            cfg.tiers[i] = Tier(t.notionalCap, t.imfPpm, t.mmfPpm);
+        }
+    }
+
+    /// @notice Configuration and total deposited balance of an asset (id 0 is the quote asset).
+    function collateralConfig(uint16 assetId) external view returns (CollateralConfig memory) {
+        if (assetId >= S.store().collateralCount) revert UnknownAsset(assetId);
+        S.Collateral storage c = S.store().collaterals[assetId];
+        return CollateralConfig(
+            c.token, c.feedId, c.decimals, c.weightInitPpm, c.weightMaintPpm, c.depositCap, c.totalDeposited
+        );
+    }
+
+    /// @notice Number of listed markets.
+    function marketCount() external view returns (uint32) {
+        return S.store().marketCount;
+    }
+
+    /// @notice Number of assets including the quote asset.
+    function collateralCount() external view returns (uint16) {
+        return S.store().collateralCount;
+    }
+
+    /// @notice Sequence number the next batch must start with (starts at 1).
+    function nextSeq() external view returns (uint64) {
+        return S.store().nextSeq;
+    }
+
+    /// @notice Insurance fund (quote atoms).
+    function insuranceFund() external view returns (uint256) {
+        return S.store().insuranceFund;
+    }
+
+    /// @notice Fee pool (quote atoms).
+    function feePool() external view returns (uint256) {
+        return S.store().feePool;
+    }
+
+    /// @notice PnL haircut (ppm).
+    function pnlHaircut() external view returns (uint32) {
+        return S.store().pnlHaircutPpm;
+    }
+
+    /// @notice Escape-hatch delay in seconds.
+    function escapeDelay() external view returns (uint64) {
+        return _escapeDelay;
+    }
+
+    /// @notice The oracle adapter.
+    function oracle() external view returns (address) {
+        return address(_oracle);
+    }
+
+    /// @notice The quote token (asset id 0).
+    function quoteToken() external view returns (address) {
+        return _quoteToken;
+    }
+
+    /// @notice The settlement module the constructor deployed.
+    function settlementModule() external view returns (address) {
+        return _module;
+    }
+
+    /// @notice EIP-712 domain separator.
+    function domainSeparator() external view returns (bytes32) {
+        return _domainSeparatorV4();
+    }
+
+    /// @notice EIP-712 digest of an order.
+    function orderDigest(Order calldata o) external view returns (bytes32) {
+        return _hashTypedDataV4(
+            keccak256(
+                abi.encode(
+                    H.ORDER_TYPEHASH,
+                    o.owner,
+                    o.subaccount,
+                    o.market,
+                    o.isBuy,
+                    o.reduceOnly,
+                    o.price,
+                    o.size,
+                    o.nonce,
+                    o.expiry,
+                    o.maxFeePpm
+                )
+            )
+        );
+    }
+
+    /// @notice EIP-712 digest of a withdrawal.
+    function withdrawalDigest(
+        address owner,
+        uint32 subaccount,
+        uint16 asset,
+        uint128 amount,
+        uint64 nonce,
+        uint64 expiry
+    ) external view returns (bytes32) {
+        return _hashTypedDataV4(H.withdrawalStructHash(owner, subaccount, asset, amount, nonce, expiry));
+    }
+
+    /// @notice EIP-712 digest of a transfer.
+    function transferDigest(
+        address owner,
+        uint32 fromSubaccount,
+        uint32 toSubaccount,
+        uint16 asset,
+        uint128 amount,
+        uint64 nonce,
+        uint64 expiry
+    ) external view returns (bytes32) {
+        return _hashTypedDataV4(
+            H.transferStructHash(owner, fromSubaccount, toSubaccount, asset, amount, nonce, expiry)
+        );
+    }
+}

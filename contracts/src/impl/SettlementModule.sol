@@ -1,0 +1,356 @@
+// SPDX-License-Identifier: MIT
+pragma solidity ^0.8.24;
+
+import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
+import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
+import {MarginEngine} from "./MarginEngine.sol";
+import {ClearinghouseStorage as S} from "./ClearinghouseStorage.sol";
+import {MarginMath} from "../lib/MarginMath.sol";
+import {DivMath} from "../lib/DivMath.sol";
+import {BatchDecoder as B} from "../lib/BatchDecoder.sol";
+import {OrderHashing as H} from "../lib/OrderHashing.sol";
+
+/// @title SettlementModule
+/// @notice Batch settlement (docs/protocol.md §5). Runs only through delegatecall from the Clearinghouse,
+///         which checks OPERATOR_ROLE and holds all storage and tokens.
+contract SettlementModule is MarginEngine {
+    address private immutable _self;
+
+    /// @dev One side of a fill, reused across the batch.
+    struct Side {
+        uint256 off; // absolute calldata offset of the packed order
+        address owner;
+        uint256 sub;
+        uint256 market;
+        uint256 flags;
+        uint256 price;
+        uint256 size;
+        uint256 nonce;
+        uint256 expiry;
+        uint256 maxFee;
+        uint256 feePpm;
+        bool isBuy;
+        uint256 id;
+        uint256 hdr;
+        int256 s; // old size
+        int256 on; // old open notional
+        int256 snap; // old funding snapshot
+        int256 d; // size delta
+        uint256 newHdr;
+        uint256 newPos;
+        int256 newSize;
+        int256 funding; // funding settled into quote (owed)
+        uint256 fee;
+    }
+
+    constructor(address oracle_, address quoteToken_) MarginEngine(oracle_, quoteToken_) {
+        _self = address(this);
+    }
+
+    /// @notice Settles a packed batch (docs/protocol.md §5). Only reachable through Clearinghouse.settle,
+    ///         which enforces OPERATOR_ROLE and non-reentrancy.
+    /// @param batch firstSeq:uint64 count:uint16 item{count}
+    function settle(bytes calldata batch) external {
+        if (address(this) == _self) revert DirectCallForbidden();
+        S.Layout storage l = S.store();
+        uint256 base;
+        assembly {
+            base := batch.offset
+        }
+        uint256 len = batch.length;
+        if (len < B.HEADER) revert MalformedBatch(0);
+        uint64 firstSeq = uint64(B.u(base, 8));
+        uint256 count = B.u(base + 8, 2);
+        uint64 expected = l.nextSeq;
+        if (firstSeq != expected) revert BatchOutOfOrder(expected, firstSeq);
+
+        Ctx memory c = _newCtx();
+        c.domain = H.domainSeparator(address(this));
+        c.fundDelta = new int256[](c.nMarkets);
+        Side memory t;
+        Side memory k;
+        uint256 o = B.HEADER;
+        uint256 rejected;
+        for (uint256 j = 0; j < count; ++j) {
+            if (o >= len) revert MalformedBatch(o);
+            uint256 kind = B.u(base + o, 1);
+            uint256 bodyLen = B.bodyLength(kind);
+            if (bodyLen == 0 || o + 1 + bodyLen > len) revert MalformedBatch(o);
+            uint64 seq = firstSeq + uint64(j);
+            uint256 p = base + o + 1;
+            uint8 reason;
+            if (kind == B.KIND_FILL) reason = _fill(c, t, k, p);
+            else if (kind == B.KIND_WITHDRAW) reason = _withdraw(c, p, seq);
+            else if (kind == B.KIND_TRANSFER) reason = _transfer(c, p);
+            else if (kind == B.KIND_FUNDING) reason = _funding(c, p);
+            else reason = _executeForced(c, uint64(B.u(p, 8)), seq);
+            if (reason != 0) {
+                emit ItemRejected(seq, reason);
+                ++rejected;
+            }
+            o += 1 + bodyLen;
+        }
+        if (o != len) revert MalformedBatch(o);
+        l.nextSeq = firstSeq + uint64(count);
+        if (c.feeAcc != 0) l.feePool += uint128(c.feeAcc);
+        for (uint256 m = 0; m < c.nMarkets; ++m) {
+            int256 fd = c.fundDelta[m];
+            if (fd != 0) l.markets[m].fundingBalance += fd;
+        }
+        emit BatchSettled(firstSeq, uint16(count), uint16(rejected));
+    }
+
+    // ------------------------------------------------------------------------------------------ fills
+
+    function _readOrder(Side memory x, uint256 o) private pure {
+        x.off = o;
+        x.owner = B.addr(o);
+        x.sub = B.u(o + 20, 4);
+        x.market = B.u(o + 24, 4);
+        x.flags = B.u(o + 28, 1);
+        x.isBuy = x.flags & 1 != 0;
+        x.price = B.u(o + 29, 8);
+        x.size = B.u(o + 37, 8);
+        x.nonce = B.u(o + 45, 8);
+        x.expiry = B.u(o + 53, 8);
+        x.maxFee = B.u(o + 61, 4);
+        x.id = S.acctId(x.owner, x.sub);
+    }
+
+    function _fill(Ctx memory c, Side memory t, Side memory k, uint256 o) private returns (uint8 r) {
+        _readOrder(t, o);
+        _readOrder(k, o + 130);
+        uint256 fillSize = B.u(o + 260, 8);
+        uint256 fillPrice = B.u(o + 268, 8);
+        t.feePpm = B.u(o + 276, 4);
+        k.feePpm = B.u(o + 280, 4);
+        r = _fillChecks(c, t, k, fillSize, fillPrice);
+        if (r != 0) return r;
+        return _fillApply(c, t, k, fillSize, fillPrice);
+    }
+
+    /// @dev INVALID_ITEM, BAD_SIGNATURE, EXPIRED, OVERFILL, PRICE_LIMIT, FEE_TOO_HIGH (in that order).
+    function _fillChecks(Ctx memory c, Side memory t, Side memory k, uint256 fillSize, uint256 fillPrice)
+        private
+        view
+        returns (uint8)
+    {
+        uint256 m = t.market;
+        if (
+            m >= c.nMarkets || k.market != m || t.isBuy == k.isBuy || t.flags > 3 || k.flags > 3
+                || (t.owner == k.owner && (t.sub == k.sub || t.nonce == k.nonce))
+        ) return R_INVALID_ITEM;
+        _ensureMarket(c, m);
+        MarketCache memory mc = c.m[m];
+        if (fillSize == 0 || fillSize % mc.lotSize != 0 || fillPrice == 0 || fillPrice % mc.tickSize != 0) {
+            return R_INVALID_ITEM;
+        }
+        if (!_orderSigOk(c, t) || !_orderSigOk(c, k)) return R_BAD_SIGNATURE;
+        if (block.timestamp > t.expiry || block.timestamp > k.expiry) return R_EXPIRED;
+        if (_filled(t) + fillSize > t.size || _filled(k) + fillSize > k.size) return R_OVERFILL;
+        (uint256 buyLimit, uint256 sellLimit) = t.isBuy ? (t.price, k.price) : (k.price, t.price);
+        if (buyLimit < fillPrice || sellLimit > fillPrice) return R_PRICE_LIMIT;
+        if (t.feePpm > t.maxFee || k.feePpm > k.maxFee) return R_FEE_TOO_HIGH;
+        return 0;
+    }
+
+    function _orderSigOk(Ctx memory c, Side memory x) private view returns (bool) {
+        bytes32 d = H.digest(c.domain, H.orderStructHashCd(x.off));
+        address signer = H.recoverCd(d, x.off + 65);
+        if (signer == address(0)) return false;
+        return signer == x.owner || S.store().agents[x.owner][signer];
+    }
+
+    function _fillKey(Side memory x) private pure returns (uint256 key, uint256 shift) {
+        key = (uint256(uint160(x.owner)) << 62) | (x.nonce >> 2);
+        shift = (x.nonce & 3) << 6;
+    }
+
+    function _filled(Side memory x) private view returns (uint256) {
+        (uint256 key, uint256 shift) = _fillKey(x);
+        return (S.store().filled[key] >> shift) & type(uint64).max;
+    }
+
+    function _addFilled(Side memory x, uint256 amount) private {
+        (uint256 key, uint256 shift) = _fillKey(x);
+        mapping(uint256 => uint256) storage f = S.store().filled;
+        uint256 w = f[key];
+        uint256 v = ((w >> shift) & type(uint64).max) + amount;
+        f[key] = (w & ~(uint256(type(uint64).max) << shift)) | (v << shift);
+    }
+
+    /// @dev REDUCE_ONLY, range (INVALID_ITEM), OPEN_INTEREST_CAP, ORACLE_UNAVAILABLE, INSUFFICIENT_MARGIN,
+    ///      then applies the fill.
+    function _fillApply(Ctx memory c, Side memory t, Side memory k, uint256 fillSize, uint256 fillPrice)
+        private
+        returns (uint8)
+    {
+        S.Layout storage l = S.store();
+        uint256 m = t.market;
+        _loadSide(l, t, m, fillSize);
+        _loadSide(l, k, m, fillSize);
+        if (
+            (t.flags & 2 != 0 && !MarginMath.strictlyReduces(t.s, t.d))
+                || (k.flags & 2 != 0 && !MarginMath.strictlyReduces(k.s, k.d))
+        ) return R_REDUCE_ONLY;
+
+        S.Market storage sm = l.markets[m];
+        int256 cum = sm.cumulativeFunding;
+        uint256 cash = MarginMath.tradeCash(fillSize, fillPrice);
+        if (!_newState(t, cum, cash) || !_newState(k, cum, cash)) return R_INVALID_ITEM;
+
+        // open interest = total long size
+        int256 oiDelta = _longDelta(t) + _longDelta(k);
+        int256 newOi = int256(uint256(sm.openInterest)) + oiDelta;
+        if (newOi < 0) newOi = 0;
+        if (oiDelta > 0 && uint256(newOi) > c.m[m].oiCap) return R_OPEN_INTEREST_CAP;
+
+        if (_marketPrice(c, m) == BAD) return R_ORACLE_UNAVAILABLE;
+        (bool ok,) = _pricesOk(c, t.hdr);
+        if (ok) (ok,) = _pricesOk(c, k.hdr);
+        if (!ok) return R_ORACLE_UNAVAILABLE;
+
+        if (!_marginOk(c, t, m) || !_marginOk(c, k, m)) return R_INSUFFICIENT_MARGIN;
+
+        _commitFill(c, t, k, fillSize, uint256(newOi));
+        return 0;
+    }
+
+    function _commitFill(Ctx memory c, Side memory t, Side memory k, uint256 fillSize, uint256 newOi) private {
+        S.Layout storage l = S.store();
+        uint256 m = t.market;
+        l.acct[t.id] = t.newHdr;
+        l.acct[S.positionKey(t.id, m)] = t.newPos;
+        l.acct[k.id] = k.newHdr;
+        l.acct[S.positionKey(k.id, m)] = k.newPos;
+        _addFilled(t, fillSize);
+        _addFilled(k, fillSize);
+        l.markets[m].openInterest = uint128(newOi);
+        c.feeAcc += t.fee + k.fee;
+        int256 fundingSum = t.funding + k.funding;
+        if (fundingSum != 0) c.fundDelta[m] += fundingSum;
+    }
+
+    function _loadSide(S.Layout storage l, Side memory x, uint256 m, uint256 fillSize) private view {
+        x.hdr = l.acct[x.id];
+        (x.s, x.on, x.snap) = S.unpackPosition(l.acct[S.positionKey(x.id, m)]);
+        x.d = x.isBuy ? int256(fillSize) : -int256(fillSize);
+    }
+
+    /// @dev Steps 1-4 of "Applying a trade"; false when a value leaves its storage range.
+    function _newState(Side memory x, int256 cum, uint256 cash) private pure returns (bool) {
+        int256 signedCash = x.isBuy ? int256(cash) : -int256(cash);
+        x.funding = x.s == 0 ? int256(0) : MarginMath.accruedFunding(x.s, cum, x.snap);
+        x.fee = MarginMath.fee(cash, x.feePpm);
+        int256 q = S.quoteOf(x.hdr) - x.funding - signedCash - int256(x.fee);
+        (int256 ns, int256 non) = MarginMath.applyTrade(x.s, x.on, x.d, signedCash);
+        if (!S.inQuoteRange(q) || !S.positionInRange(ns, non, cum)) return false;
+        x.newSize = ns;
+        x.newPos = S.packPosition(ns, non, cum);
+        uint256 bit = uint256(1) << (128 + x.market);
+        uint256 h = S.withQuote(x.hdr, q);
+        x.newHdr = ns == 0 ? h & ~bit : h | bit;
+        return true;
+    }
+
+    function _longDelta(Side memory x) private pure returns (int256) {
+        int256 a = x.newSize > 0 ? x.newSize : int256(0);
+        int256 b = x.s > 0 ? x.s : int256(0);
+        return a - b;
+    }
+
+    /// @dev Risk rule of §3: H_im(after) >= 0, or strictly reducing and H_im(after) >= H_im(before).
+    function _marginOk(Ctx memory c, Side memory x, uint256 m) private view returns (bool) {
+        c.ovMarket = m;
+        c.ovPos = x.newPos;
+        _terms(c, x.id, x.newHdr);
+        c.ovMarket = NONE;
+        int256 afterH = _initialHealth(c);
+        if (afterH >= 0) return true;
+        if (!MarginMath.strictlyReduces(x.s, x.d)) return false;
+        _terms(c, x.id, x.hdr);
+        return afterH >= _initialHealth(c);
+    }
+
+    // ------------------------------------------------------------------------------------------ others
+
+    function _withdraw(Ctx memory c, uint256 o, uint64 seq) private returns (uint8) {
+        address owner = B.addr(o);
+        uint256 asset = B.u(o + 24, 2);
+        uint256 amount = B.u(o + 26, 16);
+        if (asset >= c.nAssets || amount == 0) return R_INVALID_ITEM;
+        bytes32 d = H.digest(
+            c.domain,
+            H.withdrawalStructHash(owner, B.u(o + 20, 4), asset, amount, B.u(o + 42, 8), B.u(o + 50, 8))
+        );
+        if (H.recoverCd(d, o + 58) != owner || owner == address(0)) return R_BAD_SIGNATURE;
+        if (block.timestamp > B.u(o + 50, 8)) return R_EXPIRED;
+        if (S.store().usedDigest[d]) return R_REPLAYED;
+        uint256 id = S.acctId(owner, B.u(o + 20, 4));
+        (uint8 reason, uint256 newHdr, uint256 newAmt) = _prepareDebit(c, id, asset, amount);
+        if (reason != 0) return reason;
+        if (!SafeERC20.trySafeTransfer(IERC20(_token(asset)), owner, amount)) return R_TRANSFER_FAILED;
+        _commitDebit(id, asset, amount, newHdr, newAmt);
+        S.store().usedDigest[d] = true;
+        emit Withdrawn(owner, uint32(B.u(o + 20, 4)), uint16(asset), amount, seq);
+        return 0;
+    }
+
+    function _transferDigest(Ctx memory c, uint256 o) private pure returns (bytes32) {
+        return H.digest(
+            c.domain,
+            H.transferStructHash(
+                B.addr(o), B.u(o + 20, 4), B.u(o + 24, 4), B.u(o + 28, 2), B.u(o + 30, 16), B.u(o + 46, 8), B.u(o + 54, 8)
+            )
+        );
+    }
+
+    function _transfer(Ctx memory c, uint256 o) private returns (uint8) {
+        address owner = B.addr(o);
+        uint256 asset = B.u(o + 28, 2);
+        uint256 amount = B.u(o + 30, 16);
+        if (asset >= c.nAssets || amount == 0 || B.u(o + 20, 4) == B.u(o + 24, 4)) return R_INVALID_ITEM;
+        bytes32 d = _transferDigest(c, o);
+        if (H.recoverCd(d, o + 62) != owner || owner == address(0)) return R_BAD_SIGNATURE;
+        if (block.timestamp > B.u(o + 54, 8)) return R_EXPIRED;
+        S.Layout storage l = S.store();
+        if (l.usedDigest[d]) return R_REPLAYED;
+        uint256 id = S.acctId(owner, B.u(o + 20, 4));
+        (uint8 reason, uint256 newHdr, uint256 newAmt) = _prepareDebit(c, id, asset, amount);
+        if (reason != 0) return reason;
+        uint256 to = S.acctId(owner, B.u(o + 24, 4));
+        uint256 toHdr = l.acct[to];
+        if (asset == 0) {
+            int256 q = S.quoteOf(toHdr) + int256(amount);
+            if (!S.inQuoteRange(q)) return R_INVALID_ITEM;
+            toHdr = S.withQuote(toHdr, q);
+        }
+        // commit source (totalDeposited is unchanged by a transfer)
+        l.acct[id] = newHdr;
+        if (asset != 0) {
+            l.acct[S.collateralKey(id, asset)] = newAmt;
+            l.acct[S.collateralKey(to, asset)] += amount;
+            toHdr |= uint256(1) << (160 + asset);
+        }
+        l.acct[to] = toHdr;
+        l.usedDigest[d] = true;
+        return 0;
+    }
+
+    function _funding(Ctx memory c, uint256 o) private returns (uint8) {
+        uint256 m = B.u(o, 4);
+        int256 rate = int256(int32(uint32(B.u(o + 4, 4))));
+        if (m >= c.nMarkets) return R_INVALID_ITEM;
+        uint256 p = _marketPrice(c, m);
+        if (p == BAD) return R_ORACLE_UNAVAILABLE;
+        int256 maxRate = int256(c.m[m].maxFunding);
+        if (rate > maxRate) rate = maxRate;
+        if (rate < -maxRate) rate = -maxRate;
+        S.Market storage sm = S.store().markets[m];
+        int256 cum = int256(sm.cumulativeFunding) + DivMath.truncDiv(rate * int256(p), int256(MarginMath.PPM));
+        if (cum < S.ON_MIN || cum > S.ON_MAX) return R_INVALID_ITEM;
+        sm.cumulativeFunding = int128(cum);
+        emit FundingUpdated(uint32(m), int32(rate), cum);
+        return 0;
+    }
+}
