@@ -11,7 +11,9 @@ from typing import Any, Callable
 
 BENCHMARKS = {
     "gas": "bench.gas_bench",
+    "intake": "bench.intake_bench",
     "matcher": "bench.matcher_bench",
+    "recovery": "bench.recovery_bench",
 }
 
 

@@ -430,6 +430,26 @@ class OrderBook:
                 ev.append(Cancelled(oid, _C_EXPIRED, o.size))
         return ev
 
+    def load_resting(self, orders: list[Order], last_oid: int, fill_seq: int) -> None:
+        """Rebuild an empty book from a snapshot (used by the matcher's journal recovery).
+
+        ``orders`` are the resting orders in priority order (``iter_side(True)`` then
+        ``iter_side(False)`` of the saved book), ``last_oid``/``fill_seq`` its counters. No
+        validation and no matching: the orders came out of a valid book. They are registered
+        in order-id order so per-account iteration (mass cancel) matches the original book.
+        """
+        if self._orders:
+            raise ValueError("load_resting needs an empty book")
+        for o in orders:
+            self._link(o)
+        for o in sorted(orders, key=lambda x: x.oid):
+            a = self._accts.get(o.acct)
+            if a is None:
+                a = self._accts[o.acct] = _AcctOrders()
+            self._register(o, a)
+        self._last_oid = last_oid
+        self._fill_seq = fill_seq
+
     # ------------------------------------------------------------------ internals
 
     def _classify(self, o: Order) -> RejectReason:

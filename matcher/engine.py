@@ -1,0 +1,757 @@
+"""The multi-market matching engine: books + shadow ledger + pre-trade risk + sequencing.
+
+Sans-I/O and deterministic: :meth:`Engine.apply` takes one command (see
+:mod:`matcher.commands`), changes in-memory state and returns a :class:`Result` (exactly one
+ack plus order updates, fills, busts and newly sequenced items). No clock, no sockets, no
+randomness; ``now`` arrives inside each command. Equal command streams give equal
+:meth:`Engine.state_hash`.
+
+Journaling contract: a command whose result has ``journal=False`` changed nothing (every
+rejection happens before any mutation), so the journal only needs the ``journal=True`` ones and
+replaying them reproduces the state. ``Result.ack.seq`` is the command's position in that
+journaled stream (``Engine.cmd_seq``).
+
+Every fill, withdrawal, transfer, funding update and forced withdrawal the engine accepts gets
+the next gap-free sequence number from the ledger (invariant 3) and stays retrievable through
+:meth:`Engine.items_from` until its batch settles.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import msgspec
+
+from crossbook.config import DEFAULT_SPEC, ExchangeSpec, risk_params
+from crossbook.margin import SubAccount, fee_amount
+from crossbook.protocol_types import (
+    FillItem,
+    ForcedItem,
+    FundingItem,
+    Item,
+    ItemKind,
+    Order as SignedOrder,
+    TransferItem,
+    WithdrawItem,
+)
+from matcher.book import OrderBook
+from matcher.commands import (
+    Ack,
+    AgentSet,
+    Bust,
+    CancelAll,
+    CancelOrder,
+    ChainBatchSettled,
+    ChainDeposit,
+    ChainForcedWithdrawalRequested,
+    Code,
+    Command,
+    ExpireTick,
+    FillReport,
+    ItemRejected,
+    ModifyOrder,
+    OrderStatus,
+    OrderUpdate,
+    Output,
+    PlaceOrder,
+    PostFunding,
+    RequestTransfer,
+    RequestWithdrawal,
+    Result,
+    Sequenced,
+    SetOraclePrices,
+)
+from matcher.ledger import Acct, Entry, Ledger, LedgerSnapshot, funding_delta
+from matcher.orders import (
+    Accepted,
+    CancelReason,
+    Cancelled,
+    CommandRejected,
+    Event,
+    Fill,
+    Modified,
+    Order as BookOrder,
+    Rejected,
+    RejectReason,
+    Stp,
+    Tif,
+)
+from matcher.risk import Exposure, RiskModel
+
+_U64 = 2**64 - 1
+_I32_MIN, _I32_MAX = -(2**31), 2**31 - 1
+_TIFS = frozenset(int(t) for t in Tif)
+_STPS = frozenset(int(s) for s in Stp)
+_POST_ONLY = int(Tif.POST_ONLY)
+_FILL_KIND = int(ItemKind.FILL)
+
+# book reject reasons -> engine codes
+_BOOK_CODES: dict[int, Code] = {
+    RejectReason.BAD_TYPE: Code.BAD_REQUEST,
+    RejectReason.OUT_OF_RANGE: Code.BAD_REQUEST,
+    RejectReason.BAD_SIZE: Code.BAD_SIZE,
+    RejectReason.BAD_PRICE: Code.BAD_PRICE,
+    RejectReason.OFF_TICK: Code.OFF_TICK,
+    RejectReason.OFF_LOT: Code.OFF_LOT,
+    RejectReason.DUPLICATE_ORDER_ID: Code.BAD_REQUEST,
+    RejectReason.DUPLICATE_CLIENT_ID: Code.DUPLICATE_CLIENT_ID,
+    RejectReason.UNKNOWN_ORDER: Code.UNKNOWN_ORDER,
+    RejectReason.EXPIRED: Code.EXPIRED,
+    RejectReason.POST_ONLY_WOULD_CROSS: Code.POST_ONLY_WOULD_CROSS,
+    RejectReason.BAD_ENUM: Code.BAD_REQUEST,
+}
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Limits of one engine. ``expiry_margin_s`` retires an order that many seconds before its
+    signed expiry, so a fill still settles before the contract would call it EXPIRED."""
+
+    spec: ExchangeSpec = DEFAULT_SPEC
+    max_unsettled_per_account: int = 10_000
+    max_unsettled_global: int = 1_000_000
+    max_open_orders_per_account: int = 1_000
+    expiry_margin_s: int = 0
+
+
+class OrderRec:
+    """The engine's record of a live order: the signed order the chain will see, plus the
+    book order and the running fill count of its nonce."""
+
+    __slots__ = ("oid", "market", "acct", "signed", "sig", "bo", "filled", "price", "remaining",
+                 "is_buy", "cid")
+
+    def __init__(self, oid: int, market: int, acct: Acct, signed: SignedOrder, sig: bytes,
+                 bo: BookOrder, filled: int, cid: int | None) -> None:
+        self.oid = oid
+        self.market = market
+        self.acct = acct
+        self.signed = signed
+        self.sig = sig
+        self.bo = bo
+        self.filled = filled  # cumulative on (owner, nonce), what the contract's budget sees
+        self.price = signed.price
+        self.remaining = 0  # open size counted in the exposure
+        self.is_buy = signed.is_buy
+        self.cid = cid
+
+
+class _RecRow(msgspec.Struct, array_like=True):
+    oid: int
+    market: int
+    owner: str
+    sub: int
+    signed: SignedOrder
+    sig: bytes
+    filled: int
+    remaining: int
+    cid: int | None
+    tif: int
+    stp: int
+    expiry: int
+
+
+class EngineSnapshot(msgspec.Struct, array_like=True):
+    """Everything :meth:`Engine.restore` needs; written by the journal's snapshots."""
+
+    cmd_seq: int
+    next_oid: int
+    books: list[tuple[int, int, int, list[int]]]  # market, last_oid, fill_seq, oids by priority
+    orders: list[_RecRow]
+    ledger: LedgerSnapshot
+    nonces: list[tuple[str, int]]
+    digests: list[bytes]
+    forced: list[int]
+    agents: list[tuple[str, str]]
+    asset_prices: dict[int, int]
+    market_prices: dict[int, int]
+
+
+def _ack(req_id: int, code: Code, message: str) -> Result:
+    return Result(Ack(req_id, False, code, message, 0, 0), [], False)
+
+
+class Engine:
+    """Books of every listed market, the shadow ledger, risk and the sequencer."""
+
+    def __init__(self, config: EngineConfig | None = None) -> None:
+        self.config = cfg = config or EngineConfig()
+        spec = cfg.spec
+        self.params = risk_params(spec)
+        self.risk = RiskModel(self.params, spec.fee_ppm_taker, spec.fee_ppm_maker)
+        self.taker_fee = spec.fee_ppm_taker
+        self.maker_fee = spec.fee_ppm_maker
+        self.ledger = Ledger()
+        for m in self.params.markets:
+            self.ledger.conf_funding[m] = 0
+            self.ledger.proj_funding[m] = 0
+        self.books: dict[int, OrderBook] = {}
+        for m, mc in self.params.markets.items():
+            self.books[m] = OrderBook(m, mc.tick_size, mc.lot_size,
+                                      position_of=self._position_of(m),
+                                      maker_check=self._maker_check)
+        self.orders: dict[int, OrderRec] = {}
+        self.open_count: dict[Acct, int] = {}
+        self.exposure: dict[Acct, Exposure] = {}
+        self.nonces: set[tuple[str, int]] = set()
+        self.digests: set[bytes] = set()
+        self.forced: set[int] = set()
+        self.agents: set[tuple[str, str]] = set()
+        self.next_oid = 1
+        self.cmd_seq = 0
+        # True while replaying the journal: accepted orders passed the pre-trade check when
+        # they were first processed, and the check is a pure function of journaled state, so it
+        # is skipped (maker re-checks still run: they decide what trades)
+        self.replaying = False
+        # maker accounts after the fills the current command already vetted (several makers of
+        # one account can trade against one taker)
+        self._scratch: dict[Acct, SubAccount] = {}
+        self._handlers: dict[type, Callable[[Any], Result]] = {
+            PlaceOrder: self._place, CancelOrder: self._cancel, CancelAll: self._cancel_all,
+            ModifyOrder: self._modify, ExpireTick: self._expire, ChainDeposit: self._deposit,
+            ChainBatchSettled: self._settled,
+            ChainForcedWithdrawalRequested: self._forced_request, AgentSet: self._agent_set,
+            RequestWithdrawal: self._withdraw, RequestTransfer: self._transfer,
+            PostFunding: self._funding, SetOraclePrices: self._prices,
+        }
+
+    # ================================================================ public API
+
+    def apply(self, cmd: Command) -> Result:
+        """Process one command; returns exactly one ack plus outputs. See the module docstring
+        for the journaling contract."""
+        res = self._handlers[type(cmd)](cmd)
+        self._scratch.clear()
+        if res.journal:
+            self.cmd_seq += 1
+            a = res.ack
+            res.ack = Ack(a.req_id, a.ok, a.code, a.message, a.order_id, self.cmd_seq)
+        return res
+
+    def items_from(self, seq: int) -> list[tuple[int, Item]]:
+        """Sequenced items not yet settled, from ``seq`` on (the relayer's replay)."""
+        return self.ledger.items_from(seq)
+
+    def is_agent(self, owner: str, agent: str) -> bool:
+        """True when ``agent`` may sign orders for ``owner`` (from AgentSet chain events)."""
+        return (owner.lower(), agent.lower()) in self.agents
+
+    def account(self, owner: str, sub: int) -> SubAccount:
+        """Projected state of a sub-account (read-only)."""
+        return self.ledger.account((owner.lower(), sub))
+
+    def confirmed_account(self, owner: str, sub: int) -> SubAccount:
+        """Chain-confirmed state of a sub-account (read-only; empty if unknown)."""
+        return self.ledger.confirmed.get((owner.lower(), sub)) or SubAccount()
+
+    def open_exposure(self, owner: str, sub: int) -> Exposure:
+        """Per market ``[buy size, buy size*price, sell size, sell size*price]`` of the
+        sub-account's live orders."""
+        return self.exposure.get((owner.lower(), sub), {})
+
+    def state_hash(self) -> bytes:
+        """blake2b-256 of books, live order records, ledger, sequence counters, nonces, digests,
+        agents and oracle prices; deterministic across processes and restarts."""
+        h = hashlib.blake2b(digest_size=32)
+        h.update(repr((self.cmd_seq, self.next_oid)).encode())
+        for m in sorted(self.books):
+            h.update(self.books[m].state_hash())
+        for oid in sorted(self.orders):
+            r = self.orders[oid]
+            h.update(repr((oid, r.market, r.acct, r.filled, r.remaining, r.price,
+                           r.signed.nonce, r.sig)).encode())
+        self.ledger.hash_into(h)
+        h.update(repr(sorted(self.nonces)).encode())
+        h.update(repr(sorted(self.digests)).encode())
+        h.update(repr((sorted(self.forced), sorted(self.agents),
+                       sorted(self.risk.asset_prices.items()),
+                       sorted(self.risk.market_prices.items()))).encode())
+        ex = {a: {m: tuple(v) for m, v in x.items() if any(v)} for a, x in self.exposure.items()}
+        h.update(repr(sorted((a, sorted(x.items())) for a, x in ex.items() if x)).encode())
+        return h.digest()
+
+    def snapshot(self) -> EngineSnapshot:
+        """The engine's complete state as a serializable value."""
+        books = []
+        for m in sorted(self.books):
+            b = self.books[m]
+            oids = [o.oid for o in b.iter_side(True)] + [o.oid for o in b.iter_side(False)]
+            books.append((m, b._last_oid, b._fill_seq, oids))
+        rows = [
+            _RecRow(r.oid, r.market, r.acct[0], r.acct[1], r.signed, r.sig, r.filled,
+                    r.remaining, r.cid, r.bo.tif, r.bo.stp, r.bo.expiry)
+            for r in self.orders.values()
+        ]
+        return EngineSnapshot(
+            self.cmd_seq, self.next_oid, books, rows, self.ledger.dump(), sorted(self.nonces),
+            sorted(self.digests), sorted(self.forced), sorted(self.agents),
+            dict(self.risk.asset_prices), dict(self.risk.market_prices),
+        )
+
+    @classmethod
+    def restore(cls, snap: EngineSnapshot, config: EngineConfig | None = None) -> Engine:
+        """An engine equal (same state hash) to the one :meth:`snapshot` was taken from."""
+        eng = cls(config)
+        eng.cmd_seq = snap.cmd_seq
+        eng.next_oid = snap.next_oid
+        eng.ledger = Ledger.load(snap.ledger)
+        by_oid: dict[int, BookOrder] = {}
+        for row in snap.orders:
+            s = row.signed
+            acct = (row.owner, row.sub)
+            bo = BookOrder(row.oid, row.owner, row.sub, s.is_buy, s.price, row.remaining,
+                           row.tif, cid=row.cid, stp=row.stp, reduce_only=s.reduce_only,
+                           expiry=row.expiry)
+            rec = OrderRec(row.oid, row.market, acct, s, row.sig, bo, row.filled, row.cid)
+            eng.orders[row.oid] = rec
+            eng.open_count[acct] = eng.open_count.get(acct, 0) + 1
+            eng._expose(rec, row.remaining)
+            by_oid[row.oid] = bo
+        for m, last_oid, fill_seq, oids in snap.books:
+            eng.books[m].load_resting([by_oid[o] for o in oids], last_oid, fill_seq)
+        eng.nonces = {(o, n) for o, n in snap.nonces}
+        eng.digests = set(snap.digests)
+        eng.forced = set(snap.forced)
+        eng.agents = {(o, a) for o, a in snap.agents}
+        eng.risk.asset_prices.update(snap.asset_prices)
+        eng.risk.market_prices.update(snap.market_prices)
+        return eng
+
+    # ================================================================ book hooks
+
+    def _position_of(self, market: int) -> Callable[[Any, int], int]:
+        def position_of(owner: Any, sub: int) -> int:
+            # read the ledger through self: restore() replaces it
+            return self.ledger.position((owner, sub), market)
+
+        return position_of
+
+    def _maker_check(self, m: BookOrder, size: int, price: int) -> bool:
+        rec = self.orders[m.oid]
+        acct = rec.acct
+        st = self._scratch.get(acct)
+        if st is None:
+            st = self.ledger.account(acct)
+        after = self.risk.check_fill(st, rec.market, rec.is_buy, size, price, self.maker_fee,
+                                     self.ledger.proj_funding)
+        if after is None:
+            return False
+        self._scratch[acct] = after
+        return True
+
+    # ================================================================ exposure bookkeeping
+
+    def _expose(self, rec: OrderRec, size: int) -> None:
+        """Add ``size`` (negative: remove) of ``rec`` at its limit to its account's exposure."""
+        ex = self.exposure.get(rec.acct)
+        if ex is None:
+            ex = self.exposure[rec.acct] = {}
+        x = ex.get(rec.market)
+        if x is None:
+            x = ex[rec.market] = [0, 0, 0, 0]
+        if rec.is_buy:
+            x[0] += size
+            x[1] += size * rec.price
+        else:
+            x[2] += size
+            x[3] += size * rec.price
+        rec.remaining += size
+
+    def _forget(self, rec: OrderRec) -> None:
+        """A live order ended: drop it from the records (its exposure is already zero)."""
+        del self.orders[rec.oid]
+        acct = rec.acct
+        n = self.open_count[acct] - 1
+        if n:
+            self.open_count[acct] = n
+        else:
+            del self.open_count[acct]
+
+    def _update(self, rec: OrderRec, status: OrderStatus, reason: int = 0) -> OrderUpdate:
+        return OrderUpdate(rec.oid, rec.acct[0], rec.acct[1], rec.market, rec.cid, status,
+                           rec.price, rec.filled, rec.remaining, reason)
+
+    def _events(self, events: list[Event], out: list[Output], start: int) -> None:
+        """Apply book events (from index ``start``) to records, exposure and the ledger."""
+        orders = self.orders
+        ledger = self.ledger
+        for ev in events[start:]:
+            t = type(ev)
+            if t is Fill:
+                assert isinstance(ev, Fill)
+                tk = orders[ev.taker_id]
+                mk = orders[ev.maker_id]
+                q = ev.size
+                px = ev.price
+                item = FillItem(tk.signed, tk.sig, mk.signed, mk.sig, q, px,
+                                self.taker_fee, self.maker_fee)
+                cash = q * px // 10**10
+                fee_t = fee_amount(cash, self.taker_fee)
+                fee_m = fee_amount(cash, self.maker_fee)
+                seq = ledger.sequence(Entry(0, _FILL_KIND, item, tk.acct, mk.acct, tk.market,
+                                            0, q, px, tk.is_buy, fee_t, fee_m))
+                tk.filled += q
+                mk.filled += q
+                self._expose(tk, -q)
+                self._expose(mk, -q)
+                out.append(Sequenced(seq, item))
+                out.append(FillReport(seq, tk.market, px, q, tk.oid, mk.oid, tk.acct[0],
+                                      tk.acct[1], mk.acct[0], mk.acct[1], tk.is_buy, fee_t,
+                                      fee_m))
+                for r in (mk, tk):
+                    if r.remaining == 0:
+                        out.append(self._update(r, OrderStatus.FILLED))
+                        self._forget(r)
+                    else:
+                        out.append(self._update(r, OrderStatus.PARTIALLY_FILLED))
+            elif t is Cancelled:
+                assert isinstance(ev, Cancelled)
+                rec = orders.get(ev.order_id)
+                if rec is None:  # pragma: no cover - the book only cancels live orders
+                    continue
+                self._expose(rec, -rec.remaining)
+                out.append(self._update(rec, OrderStatus.CANCELLED, int(ev.reason)))
+                self._forget(rec)
+            elif t is Modified:
+                assert isinstance(ev, Modified)
+                rec = orders[ev.order_id]
+                self._expose(rec, ev.size - rec.remaining)
+                out.append(self._update(rec, OrderStatus.MODIFIED))
+
+    # ================================================================ orders
+
+    def _authorised(self, owner: str, signer: str) -> bool:
+        s = signer.lower()
+        return s == owner or (owner, s) in self.agents
+
+    def _validate_order(self, o: SignedOrder, signer: str, tif: int, stp: int,
+                        now: int) -> tuple[Code, str] | None:
+        """Checks shared by new and replacement orders; None when fine."""
+        mc = self.params.markets.get(o.market)
+        if mc is None:
+            return Code.UNKNOWN_MARKET, f"unknown market {o.market}"
+        owner = o.owner.lower()
+        if not self._authorised(owner, signer):
+            return Code.NOT_AUTHORISED, "signer is neither the owner nor an approved agent"
+        if tif not in _TIFS or stp not in _STPS or tif == Tif.MARKET:
+            return Code.BAD_REQUEST, "bad tif or stp"
+        if type(o.size) is not int or not 0 < o.size <= _U64:
+            return Code.BAD_SIZE, "size must be in 1..2**64-1"
+        if type(o.price) is not int or not 0 < o.price <= _U64:
+            return Code.BAD_PRICE, "price must be in 1..2**64-1"
+        if o.price % mc.tick_size:
+            return Code.OFF_TICK, f"price not a multiple of tick {mc.tick_size}"
+        if o.size % mc.lot_size:
+            return Code.OFF_LOT, f"size not a multiple of lot {mc.lot_size}"
+        if o.expiry - self.config.expiry_margin_s < max(now, 1):
+            return Code.EXPIRED, "order expired (or expires within the settlement margin)"
+        need = self.maker_fee if tif == _POST_ONLY else max(self.taker_fee, self.maker_fee)
+        if o.max_fee_ppm < need:
+            return Code.FEE_TOO_HIGH, f"max_fee_ppm below the exchange fee {need}"
+        return None
+
+    def _risk_gate(self, acct: Acct, market: int, is_buy: bool, size: int, price: int,
+                   reduce_only: bool, removed: OrderRec | None = None) -> tuple[Code, str] | None:
+        """Settlement-lag bound and worst-case margin check of a new order; None when fine.
+        ``removed`` is an order being replaced (its exposure does not count)."""
+        if self.replaying:
+            return None
+        st = self.ledger.account(acct)
+        ex = self.exposure.get(acct)
+        if removed is not None and ex is not None:
+            ex = {m: list(v) for m, v in ex.items()}
+            x = ex[removed.market]
+            k = 0 if removed.is_buy else 2
+            x[k] -= removed.remaining
+            x[k + 1] -= removed.remaining * removed.price
+        risk = self.risk
+        reducing = reduce_only or risk.reduces(st, ex, market, is_buy, size)
+        if not reducing:
+            cfg = self.config
+            if (self.ledger.pending.get(acct, 0) >= cfg.max_unsettled_per_account
+                    or len(self.ledger.unsettled) >= cfg.max_unsettled_global):
+                return Code.SETTLEMENT_LAG, "settlement lags; only risk-reducing orders accepted"
+        if reduce_only:
+            # a reduce-only order is capped to the position by the book and refused on-chain if
+            # it would grow it, so it can never add risk
+            return None
+        try:
+            ok = risk.check_order(st, ex, market, is_buy, size, price, self.ledger.proj_funding)
+        except KeyError:
+            return Code.ORACLE_UNAVAILABLE, "no oracle price for a market or asset held"
+        if not ok:
+            return Code.INSUFFICIENT_MARGIN, "initial health would fall below 0"
+        return None
+
+    def _place(self, cmd: PlaceOrder) -> Result:
+        o = cmd.order
+        bad = self._validate_order(o, cmd.signer, cmd.tif, cmd.stp, cmd.now)
+        if bad is not None:
+            return _ack(cmd.req_id, *bad)
+        owner = o.owner.lower()
+        acct = (owner, o.subaccount)
+        if (owner, o.nonce) in self.nonces:
+            return _ack(cmd.req_id, Code.REPLAYED_NONCE, f"nonce {o.nonce} already used")
+        cid = cmd.client_id
+        if cid is not None:
+            if type(cid) is not int or not 0 <= cid <= _U64:
+                return _ack(cmd.req_id, Code.BAD_REQUEST, "client id must be a uint64")
+            if self.books[o.market].order_id_of(owner, o.subaccount, cid) is not None:
+                return _ack(cmd.req_id, Code.DUPLICATE_CLIENT_ID, "client id in use")
+        if self.open_count.get(acct, 0) >= self.config.max_open_orders_per_account:
+            return _ack(cmd.req_id, Code.TOO_MANY_OPEN_ORDERS, "too many open orders")
+        bad = self._risk_gate(acct, o.market, o.is_buy, o.size, o.price, o.reduce_only)
+        if bad is not None:
+            return _ack(cmd.req_id, *bad)
+        return self._submit(cmd.req_id, o, cmd.signature, cmd.tif, cmd.stp, cid, cmd.now,
+                            acct, 0, o.size, [])
+
+    def _submit(self, req_id: int, o: SignedOrder, sig: bytes, tif: int, stp: int,
+                cid: int | None, now: int, acct: Acct, filled: int, size: int,
+                out: list[Output]) -> Result:
+        """Hand a checked order to its book and turn the events into outputs."""
+        oid = self.next_oid
+        bo = BookOrder(oid, acct[0], acct[1], o.is_buy, o.price, size, tif, cid=cid, stp=stp,
+                       reduce_only=o.reduce_only, expiry=o.expiry - self.config.expiry_margin_s)
+        events = self.books[o.market].place(bo, now)
+        first = events[0]
+        if type(first) is Rejected:
+            assert isinstance(first, Rejected)
+            code = _BOOK_CODES.get(first.reason, Code.BAD_REQUEST)
+            return Result(Ack(req_id, False, code, first.reason.name, 0, 0), out, bool(out))
+        assert isinstance(first, Accepted)
+        self.next_oid = oid + 1
+        self.nonces.add((acct[0], o.nonce))
+        rec = OrderRec(oid, o.market, acct, o, sig, bo, filled, cid)
+        self.orders[oid] = rec
+        self.open_count[acct] = self.open_count.get(acct, 0) + 1
+        self._expose(rec, first.size)
+        out.append(self._update(rec, OrderStatus.OPEN))
+        self._events(events, out, 1)
+        return Result(Ack(req_id, True, Code.OK, "", oid, 0), out, True)
+
+    def _owned(self, owner: str, oid: int | None) -> OrderRec | Result:
+        rec = self.orders.get(oid) if oid is not None else None
+        if rec is None:
+            return _ack(0, Code.UNKNOWN_ORDER, f"no live order {oid}")
+        if rec.acct[0] != owner.lower():
+            return _ack(0, Code.NOT_AUTHORISED, "not your order")
+        return rec
+
+    def _cancel(self, cmd: CancelOrder) -> Result:
+        oid = cmd.order_id
+        if oid is None and cmd.client_id is not None:
+            book = self.books.get(cmd.market)
+            oid = None if book is None else book.order_id_of(cmd.owner.lower(), cmd.sub,
+                                                              cmd.client_id)
+        rec = self._owned(cmd.owner, oid)
+        if isinstance(rec, Result):
+            return _ack(cmd.req_id, rec.ack.code, rec.ack.message)
+        out: list[Output] = []
+        self._events(self.books[rec.market].cancel(rec.oid, CancelReason.USER), out, 0)
+        return Result(Ack(cmd.req_id, True, Code.OK, "", rec.oid, 0), out, True)
+
+    def _cancel_all(self, cmd: CancelAll) -> Result:
+        owner = cmd.owner.lower()
+        if cmd.market is not None and cmd.market not in self.books:
+            return _ack(cmd.req_id, Code.UNKNOWN_MARKET, f"unknown market {cmd.market}")
+        markets = [cmd.market] if cmd.market is not None else sorted(self.books)
+        out: list[Output] = []
+        for m in markets:
+            self._events(self.books[m].cancel_all(owner, cmd.sub), out, 0)
+        return Result(Ack(cmd.req_id, True, Code.OK, "", 0, 0), out, bool(out))
+
+    def _modify(self, cmd: ModifyOrder) -> Result:
+        rec = self._owned(cmd.owner, cmd.order_id)
+        if isinstance(rec, Result):
+            return _ack(cmd.req_id, rec.ack.code, rec.ack.message)
+        book = self.books[rec.market]
+        out: list[Output] = []
+        if cmd.new_order is None:
+            # the signed order stays: filled + open <= signed size still holds on-chain
+            if not 0 < cmd.size <= rec.remaining:
+                return _ack(cmd.req_id, Code.BAD_SIZE,
+                            "without a new signed order only a size decrease is possible")
+            if cmd.size % book.lot_size:
+                return _ack(cmd.req_id, Code.OFF_LOT, "size off lot")
+            self._events(book.modify(rec.oid, rec.price, cmd.size, cmd.now), out, 0)
+            return Result(Ack(cmd.req_id, True, Code.OK, "", rec.oid, 0), out, True)
+        n = cmd.new_order
+        if (n.owner.lower() != rec.acct[0] or n.subaccount != rec.acct[1]
+                or n.market != rec.market or n.is_buy != rec.is_buy
+                or cmd.new_signature is None or cmd.new_signer is None):
+            return _ack(cmd.req_id, Code.BAD_REQUEST,
+                        "replacement must keep owner, sub-account, market and side")
+        bo = rec.bo
+        bad = self._validate_order(n, cmd.new_signer, bo.tif, bo.stp, cmd.now)
+        if bad is not None:
+            return _ack(cmd.req_id, *bad)
+        same_nonce = n.nonce == rec.signed.nonce
+        if not same_nonce and (rec.acct[0], n.nonce) in self.nonces:
+            return _ack(cmd.req_id, Code.REPLAYED_NONCE, f"nonce {n.nonce} already used")
+        # on the same nonce the contract's budget already holds what the old order filled
+        filled = rec.filled if same_nonce else 0
+        size = n.size - filled
+        if size <= 0:
+            return _ack(cmd.req_id, Code.BAD_SIZE, "new size not above the amount filled")
+        if bo.tif == _POST_ONLY:
+            best = book.best_ask() if n.is_buy else book.best_bid()
+            if best is not None and (n.price >= best if n.is_buy else n.price <= best):
+                return _ack(cmd.req_id, Code.POST_ONLY_WOULD_CROSS, "post-only would cross")
+        bad = self._risk_gate(rec.acct, n.market, n.is_buy, size, n.price, n.reduce_only, rec)
+        if bad is not None:
+            return _ack(cmd.req_id, *bad)
+        self._events(book.cancel(rec.oid, CancelReason.USER), out, 0)
+        return self._submit(cmd.req_id, n, cmd.new_signature, bo.tif, bo.stp, rec.cid, cmd.now,
+                            rec.acct, filled, size, out)
+
+    def _expire(self, cmd: ExpireTick) -> Result:
+        out: list[Output] = []
+        for m in sorted(self.books):
+            self._events(self.books[m].expire(cmd.now), out, 0)
+        return Result(Ack(cmd.req_id, True, Code.OK, "", 0, 0), out, bool(out))
+
+    # ================================================================ chain events
+
+    def _deposit(self, cmd: ChainDeposit) -> Result:
+        if cmd.asset != 0 and cmd.asset not in self.params.collaterals:
+            return _ack(cmd.req_id, Code.UNKNOWN_ASSET, f"unknown asset {cmd.asset}")
+        if cmd.amount <= 0:
+            return _ack(cmd.req_id, Code.BAD_SIZE, "deposit amount must be positive")
+        self.ledger.deposit((cmd.owner.lower(), cmd.sub), cmd.asset, cmd.amount)
+        return Result(Ack(cmd.req_id, True, Code.OK, "", 0, 0), [], True)
+
+    def _settled(self, cmd: ChainBatchSettled) -> Result:
+        led = self.ledger
+        last = cmd.first_seq + cmd.count - 1
+        if cmd.count == 0 or last <= led.settled_seq:
+            # an empty batch or one already applied (watcher replay): nothing to do
+            return Result(Ack(cmd.req_id, True, Code.OK, "already settled", 0, 0), [], False)
+        if cmd.first_seq != led.settled_seq + 1 or last >= led.next_seq:
+            return _ack(cmd.req_id, Code.STALE_SETTLEMENT,
+                        f"batch {cmd.first_seq}+{cmd.count} does not continue settled "
+                        f"prefix {led.settled_seq} (next {led.next_seq})")
+        res = led.settle(cmd.first_seq, cmd.count, cmd.rejected)
+        out: list[Output] = []
+        for e, reason in res.rejected:
+            if e.kind == _FILL_KIND:
+                assert e.a is not None and e.b is not None
+                out.append(Bust(e.seq, reason, e.a, e.b))
+            else:
+                out.append(ItemRejected(e.seq, reason, e.kind, e.a))
+        return Result(Ack(cmd.req_id, True, Code.OK, "", 0, 0), out, True)
+
+    def _agent_set(self, cmd: AgentSet) -> Result:
+        key = (cmd.owner.lower(), cmd.agent.lower())
+        if cmd.approved:
+            self.agents.add(key)
+        else:
+            self.agents.discard(key)
+        return Result(Ack(cmd.req_id, True, Code.OK, "", 0, 0), [], True)
+
+    # ================================================================ withdrawals & co
+
+    def _debit_check(self, acct: Acct, asset: int, amount: int,
+                     now: int, expiry: int | None) -> tuple[Code, str] | None:
+        """The contract's withdrawal rule on the projected state: known asset, positive amount,
+        not expired, balance (quote: a positive balance; never borrowed), lag bound, and
+        ``H_im >= 0`` afterwards."""
+        if asset != 0 and asset not in self.params.collaterals:
+            return Code.UNKNOWN_ASSET, f"unknown asset {asset}"
+        if amount <= 0:
+            return Code.BAD_SIZE, "amount must be positive"
+        if expiry is not None and now > expiry:
+            return Code.EXPIRED, "request expired"
+        st = self.ledger.account(acct)
+        have = st.quote if asset == 0 else st.collateral.get(asset, 0)
+        if amount > have:
+            return Code.INSUFFICIENT_BALANCE, f"balance {max(have, 0)} < {amount}"
+        cfg = self.config
+        if (self.ledger.pending.get(acct, 0) >= cfg.max_unsettled_per_account
+                or len(self.ledger.unsettled) >= cfg.max_unsettled_global):
+            return Code.SETTLEMENT_LAG, "settlement lags"
+        after = st.copy()
+        if asset == 0:
+            after.quote -= amount
+        else:
+            after.collateral[asset] -= amount
+        try:
+            h = self.risk.health(after, self.ledger.proj_funding)
+        except KeyError:
+            return Code.ORACLE_UNAVAILABLE, "no oracle price for a holding"
+        if h < 0:
+            return Code.INSUFFICIENT_MARGIN, "initial health would fall below 0"
+        return None
+
+    def _withdraw(self, cmd: RequestWithdrawal) -> Result:
+        w = cmd.withdrawal
+        if cmd.digest in self.digests:
+            return _ack(cmd.req_id, Code.REPLAYED, "withdrawal already used")
+        acct = (w.owner.lower(), w.subaccount)
+        bad = self._debit_check(acct, w.asset, w.amount, cmd.now, w.expiry)
+        if bad is not None:
+            return _ack(cmd.req_id, *bad)
+        self.digests.add(cmd.digest)
+        item = WithdrawItem(w, cmd.signature)
+        seq = self.ledger.sequence(Entry(0, int(ItemKind.WITHDRAW), item, acct, None,
+                                         asset=w.asset, qty=w.amount))
+        return Result(Ack(cmd.req_id, True, Code.OK, "", 0, 0), [Sequenced(seq, item)], True)
+
+    def _transfer(self, cmd: RequestTransfer) -> Result:
+        t = cmd.transfer
+        if cmd.digest in self.digests:
+            return _ack(cmd.req_id, Code.REPLAYED, "transfer already used")
+        if t.from_subaccount == t.to_subaccount:
+            return _ack(cmd.req_id, Code.BAD_REQUEST, "source and destination are equal")
+        owner = t.owner.lower()
+        src = (owner, t.from_subaccount)
+        bad = self._debit_check(src, t.asset, t.amount, cmd.now, t.expiry)
+        if bad is not None:
+            return _ack(cmd.req_id, *bad)
+        self.digests.add(cmd.digest)
+        item = TransferItem(t, cmd.signature)
+        seq = self.ledger.sequence(Entry(0, int(ItemKind.TRANSFER), item, src,
+                                         (owner, t.to_subaccount), asset=t.asset, qty=t.amount))
+        return Result(Ack(cmd.req_id, True, Code.OK, "", 0, 0), [Sequenced(seq, item)], True)
+
+    def _forced_request(self, cmd: ChainForcedWithdrawalRequested) -> Result:
+        if cmd.request_id in self.forced:
+            return _ack(cmd.req_id, Code.REPLAYED, "forced request already executed")
+        acct = (cmd.owner.lower(), cmd.sub)
+        bad = self._debit_check(acct, cmd.asset, cmd.amount, 0, None)
+        if bad is not None:
+            # the owner can still execute it on-chain after the escape delay
+            return _ack(cmd.req_id, *bad)
+        self.forced.add(cmd.request_id)
+        item = ForcedItem(cmd.request_id)
+        seq = self.ledger.sequence(Entry(0, int(ItemKind.FORCED), item, acct, None,
+                                         asset=cmd.asset, qty=cmd.amount))
+        return Result(Ack(cmd.req_id, True, Code.OK, "", 0, 0), [Sequenced(seq, item)], True)
+
+    def _funding(self, cmd: PostFunding) -> Result:
+        mc = self.params.markets.get(cmd.market)
+        if mc is None:
+            return _ack(cmd.req_id, Code.UNKNOWN_MARKET, f"unknown market {cmd.market}")
+        if type(cmd.rate_ppm) is not int or not _I32_MIN <= cmd.rate_ppm <= _I32_MAX:
+            return _ack(cmd.req_id, Code.BAD_REQUEST, "rate_ppm must be an int32")
+        price = self.risk.market_prices.get(cmd.market)
+        if price is None:
+            return _ack(cmd.req_id, Code.ORACLE_UNAVAILABLE, "no oracle price for the market")
+        item = FundingItem(cmd.market, cmd.rate_ppm)
+        seq = self.ledger.sequence(Entry(0, int(ItemKind.FUNDING), item, market=cmd.market,
+                                         delta=funding_delta(cmd.rate_ppm, mc.max_funding_ppm,
+                                                             price)))
+        return Result(Ack(cmd.req_id, True, Code.OK, "", 0, 0), [Sequenced(seq, item)], True)
+
+    def _prices(self, cmd: SetOraclePrices) -> Result:
+        for k, v in list(cmd.assets.items()) + list(cmd.markets.items()):
+            if type(v) is not int or v <= 0:
+                return _ack(cmd.req_id, Code.BAD_PRICE, f"bad price {v!r} for id {k}")
+        self.risk.asset_prices.update(cmd.assets)
+        self.risk.market_prices.update(cmd.markets)
+        return Result(Ack(cmd.req_id, True, Code.OK, "", 0, 0), [], True)
+
+
+__all__ = ["Engine", "EngineConfig", "EngineSnapshot", "OrderRec"]

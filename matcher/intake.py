@@ -1,0 +1,155 @@
+"""Intake: validation and signature verification in front of the engine.
+
+Raw requests (from the websocket layer) are checked for types and Solidity ranges
+(``crossbook.protocol_types.validate``), market, tick/lot grid, expiry and fee cap, then the
+EIP-712 signer is recovered once (``crossbook.eip712``, ~50 us, the dominant cost) and must be
+the owner or an agent the owner approved on-chain (from ``AgentSet`` events the engine holds).
+The result is an engine command, or a rejected :class:`Ack` — intake never touches engine state,
+so its rejections need no journaling.
+
+Cheap checks run before the recovery, so garbage costs microseconds, not a curve operation.
+"""
+
+from __future__ import annotations
+
+from crossbook.eip712 import (
+    Domain,
+    InvalidSignature,
+    order_digest,
+    recover_address_bytes,
+    transfer_digest,
+    withdrawal_digest,
+)
+from crossbook.protocol_types import (
+    Order,
+    ProtocolRangeError,
+    Transfer,
+    Withdrawal,
+    validate,
+)
+from matcher.commands import (
+    Ack,
+    Code,
+    ModifyOrder,
+    PlaceOrder,
+    RequestTransfer,
+    RequestWithdrawal,
+)
+from matcher.engine import Engine
+from matcher.orders import Stp, Tif
+
+_TIFS = frozenset(int(t) for t in Tif if t != Tif.MARKET)
+_STPS = frozenset(int(s) for s in Stp)
+
+
+def _reject(req_id: int, code: Code, message: str) -> Ack:
+    return Ack(req_id, False, code, message, 0, 0)
+
+
+class Intake:
+    """Turns raw signed requests into engine commands. Reads (never writes) the engine's agent
+    approvals and market grid."""
+
+    def __init__(self, engine: Engine, domain: Domain) -> None:
+        self.engine = engine
+        self.domain = domain
+        self._markets = engine.params.markets
+        self._fee_any = max(engine.taker_fee, engine.maker_fee)
+        self._fee_post = engine.maker_fee
+        self._margin = engine.config.expiry_margin_s
+
+    def _check_order(self, req_id: int, o: Order, sig: bytes, tif: int,
+                     now: int) -> tuple[str, None] | tuple[None, Ack]:
+        """Validate and recover the signer of one signed order: (signer, None) or (None, ack)."""
+        try:
+            validate(o)
+        except ProtocolRangeError as exc:
+            return None, _reject(req_id, Code.BAD_REQUEST, str(exc))
+        if type(sig) is not bytes or len(sig) != 65:
+            return None, _reject(req_id, Code.BAD_SIGNATURE, "signature must be 65 bytes")
+        mc = self._markets.get(o.market)
+        if mc is None:
+            return None, _reject(req_id, Code.UNKNOWN_MARKET, f"unknown market {o.market}")
+        if o.size == 0:
+            return None, _reject(req_id, Code.BAD_SIZE, "size must be positive")
+        if o.price == 0:
+            return None, _reject(req_id, Code.BAD_PRICE, "price must be positive")
+        if o.price % mc.tick_size:
+            return None, _reject(req_id, Code.OFF_TICK, f"price not on tick {mc.tick_size}")
+        if o.size % mc.lot_size:
+            return None, _reject(req_id, Code.OFF_LOT, f"size not on lot {mc.lot_size}")
+        if o.expiry - self._margin < max(now, 1):
+            return None, _reject(req_id, Code.EXPIRED, "order expired")
+        if o.max_fee_ppm < (self._fee_post if tif == Tif.POST_ONLY else self._fee_any):
+            return None, _reject(req_id, Code.FEE_TOO_HIGH, "exchange fee above max_fee_ppm")
+        try:
+            signer = recover_address_bytes(order_digest(self.domain, o), sig)
+        except (InvalidSignature, ProtocolRangeError) as exc:
+            return None, _reject(req_id, Code.BAD_SIGNATURE, str(exc))
+        signer_hex = "0x" + signer.hex()
+        owner = o.owner.lower()
+        if signer_hex != owner and not self.engine.is_agent(owner, signer_hex):
+            return None, _reject(req_id, Code.BAD_SIGNATURE,
+                                 "signer is neither the owner nor an approved agent")
+        return signer_hex, None
+
+    def place(self, req_id: int, order: Order, signature: bytes, *, tif: int = Tif.GTC,
+              client_id: int | None = None, stp: int = Stp.EXPIRE_TAKER,
+              now: int) -> PlaceOrder | Ack:
+        """A verified :class:`PlaceOrder`, or the rejection ack."""
+        if type(tif) is not int and not isinstance(tif, Tif) or int(tif) not in _TIFS:
+            return _reject(req_id, Code.BAD_REQUEST, "unknown tif")
+        if int(stp) not in _STPS:
+            return _reject(req_id, Code.BAD_REQUEST, "unknown stp")
+        if client_id is not None and (type(client_id) is not int
+                                      or not 0 <= client_id < 2**64):
+            return _reject(req_id, Code.BAD_REQUEST, "client id must be a uint64")
+        signer, err = self._check_order(req_id, order, signature, int(tif), now)
+        if err is not None:
+            return err
+        assert signer is not None
+        return PlaceOrder(req_id, order, signature, signer, int(tif), client_id, int(stp), now)
+
+    def replace(self, req_id: int, owner: str, order_id: int, new_order: Order,
+                signature: bytes, *, now: int) -> ModifyOrder | Ack:
+        """A verified cancel-replace of ``order_id`` into ``new_order``."""
+        rec = self.engine.orders.get(order_id)
+        tif = int(rec.bo.tif) if rec is not None else int(Tif.GTC)
+        signer, err = self._check_order(req_id, new_order, signature, tif, now)
+        if err is not None:
+            return err
+        return ModifyOrder(req_id, owner, order_id, new_order.size, new_order, signature, signer,
+                           now)
+
+    def withdrawal(self, req_id: int, w: Withdrawal, signature: bytes, *,
+                   now: int) -> RequestWithdrawal | Ack:
+        """A verified :class:`RequestWithdrawal` (must be signed by the owner itself)."""
+        try:
+            validate(w)
+            digest = withdrawal_digest(self.domain, w)
+            signer = recover_address_bytes(digest, signature)
+        except ProtocolRangeError as exc:
+            return _reject(req_id, Code.BAD_REQUEST, str(exc))
+        except InvalidSignature as exc:
+            return _reject(req_id, Code.BAD_SIGNATURE, str(exc))
+        if "0x" + signer.hex() != w.owner.lower():
+            return _reject(req_id, Code.BAD_SIGNATURE, "withdrawals must be signed by the owner")
+        return RequestWithdrawal(req_id, w, signature, digest, now)
+
+    def transfer(self, req_id: int, t: Transfer, signature: bytes, *,
+                 now: int) -> RequestTransfer | Ack:
+        """A verified :class:`RequestTransfer` (must be signed by the owner itself)."""
+        try:
+            validate(t)
+            digest = transfer_digest(self.domain, t)
+            signer = recover_address_bytes(digest, signature)
+        except ProtocolRangeError as exc:
+            return _reject(req_id, Code.BAD_REQUEST, str(exc))
+        except InvalidSignature as exc:
+            return _reject(req_id, Code.BAD_SIGNATURE, str(exc))
+        if "0x" + signer.hex() != t.owner.lower():
+            return _reject(req_id, Code.BAD_SIGNATURE, "transfers must be signed by the owner")
+        return RequestTransfer(req_id, t, signature, digest, now)
+
+
+__all__ = ["Intake"]

@@ -1,0 +1,278 @@
+"""Write-ahead journal, snapshots and recovery of the matching engine (brief invariant 7).
+
+Record framing (the sans-I/O part, :func:`frame` / :func:`unframe`)::
+
+    record := length:uint32le crc32:uint32le payload[length]
+    payload := msgpack(Record(seq, command))
+
+``seq`` is the engine's command sequence number (``Ack.seq``), so a replay can check that the
+journal is gap-free. A record cut short by a crash (kill -9 mid-write) fails the length or CRC
+test; recovery stops there and truncates the file to the last whole record.
+
+Durability: :class:`JournalWriter` writes every record with one unbuffered ``write`` before
+``append`` returns, so the record is in the kernel (it survives the process being killed) before
+the caller releases the ack. Whether it is also fsynced before the ack is the ``fsync`` policy:
+``FSYNC_EVERY_RECORD`` (power-loss safe per ack), or ``FSYNC_BY_SHELL`` where the shell calls
+:meth:`JournalWriter.sync` on a timer (every N ms, group commit) and holds acks until then if it
+wants power-loss safety for them.
+
+Snapshots are the engine's :meth:`matcher.engine.Engine.snapshot` plus the journal offset it
+covers, written to ``snapshot-<seq>.bin`` atomically (tmp file, fsync, rename, fsync dir).
+Recovery = newest valid snapshot + replay of the journal from its offset, without signature
+checks (intake verified them before journaling) and without the pre-trade check (a journaled
+order was accepted, and the check is a function of journaled state).
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import msgspec
+
+from matcher.commands import Command, Result
+from matcher.engine import Engine, EngineConfig, EngineSnapshot
+
+_HEADER = struct.Struct("<II")
+HEADER_SIZE = _HEADER.size
+MAX_RECORD = 64 * 1024 * 1024  # a larger length is corruption, not a record
+
+FSYNC_EVERY_RECORD = "every_record"
+FSYNC_BY_SHELL = "by_shell"
+
+
+class Record(msgspec.Struct, array_like=True):
+    """One journaled command and its engine command sequence number."""
+
+    seq: int
+    cmd: Command
+
+
+class SnapshotFile(msgspec.Struct, array_like=True):
+    """A snapshot: the engine state after command ``seq``, covering the journal up to byte
+    ``journal_offset``."""
+
+    seq: int
+    journal_offset: int
+    engine: EngineSnapshot
+
+
+_enc = msgspec.msgpack.Encoder()
+_rec_dec = msgspec.msgpack.Decoder(Record)
+_snap_dec = msgspec.msgpack.Decoder(SnapshotFile)
+
+
+def frame(payload: bytes) -> bytes:
+    """Length- and CRC-prefix one payload."""
+    return _HEADER.pack(len(payload), zlib.crc32(payload)) + payload
+
+
+def unframe(buf: bytes | memoryview, offset: int) -> tuple[bytes, int] | None:
+    """The payload of the record at ``offset`` and the offset after it, or None when the bytes
+    there are not a whole, intact record (end of data or a torn/corrupt tail)."""
+    end = offset + HEADER_SIZE
+    if end > len(buf):
+        return None
+    length, crc = _HEADER.unpack_from(buf, offset)
+    if length > MAX_RECORD or end + length > len(buf):
+        return None
+    payload = bytes(buf[end:end + length])
+    if zlib.crc32(payload) != crc:
+        return None
+    return payload, end + length
+
+
+def encode_record(seq: int, cmd: Command) -> bytes:
+    """A framed journal record."""
+    return frame(_enc.encode(Record(seq, cmd)))
+
+
+def iter_records(buf: bytes, offset: int = 0) -> Iterator[tuple[Record, int]]:
+    """Decode records from ``offset`` until the data ends or a torn record; yields each record
+    with the offset just after it."""
+    dec = _rec_dec.decode
+    while True:
+        got = unframe(buf, offset)
+        if got is None:
+            return
+        payload, offset = got
+        yield dec(payload), offset
+
+
+class JournalWriter:
+    """Appends framed records to a journal file (created if missing)."""
+
+    def __init__(self, path: str | Path, fsync: str = FSYNC_EVERY_RECORD) -> None:
+        if fsync not in (FSYNC_EVERY_RECORD, FSYNC_BY_SHELL):
+            raise ValueError(f"unknown fsync policy {fsync!r}")
+        self.path = Path(path)
+        self.fsync_policy = fsync
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self.offset = os.fstat(self._fd).st_size
+        self._dirty = False
+
+    def append(self, seq: int, cmd: Command) -> int:
+        """Write one record (and fsync it under FSYNC_EVERY_RECORD) before returning; returns
+        the journal offset after it. Call this before releasing the command's ack."""
+        data = encode_record(seq, cmd)
+        n = os.write(self._fd, data)
+        while n < len(data):  # regular files take it all at once; be safe anyway
+            n += os.write(self._fd, data[n:])
+        self.offset += len(data)
+        if self.fsync_policy == FSYNC_EVERY_RECORD:
+            os.fsync(self._fd)
+        else:
+            self._dirty = True
+        return self.offset
+
+    def sync(self) -> None:
+        """fsync what was written (the shell's timer under FSYNC_BY_SHELL)."""
+        if self._dirty:
+            os.fsync(self._fd)
+            self._dirty = False
+
+    def close(self) -> None:
+        """Sync and close the file."""
+        self.sync()
+        os.close(self._fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_snapshot(directory: str | Path, engine: Engine, journal_offset: int) -> Path:
+    """Atomically write the engine's snapshot (tmp + fsync + rename); returns its path."""
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    snap = SnapshotFile(engine.cmd_seq, journal_offset, engine.snapshot())
+    data = frame(_enc.encode(snap))
+    final = d / f"snapshot-{engine.cmd_seq:016d}.bin"
+    tmp = final.with_suffix(".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, final)
+    _fsync_dir(d)
+    return final
+
+
+def load_latest_snapshot(directory: str | Path) -> SnapshotFile | None:
+    """The newest snapshot that passes its CRC (a damaged one is skipped), or None."""
+    d = Path(directory)
+    if not d.is_dir():
+        return None
+    for p in sorted(d.glob("snapshot-*.bin"), reverse=True):
+        got = unframe(p.read_bytes(), 0)
+        if got is not None:
+            return _snap_dec.decode(got[0])
+    return None
+
+
+class JournalError(RuntimeError):
+    """The journal does not continue the snapshot (a gap or reordering of records)."""
+
+
+@dataclass
+class Recovery:
+    """Outcome of :func:`recover`."""
+
+    engine: Engine
+    journal_offset: int  # valid length of the journal (the file was truncated to it)
+    replayed: int  # records replayed on top of the snapshot
+    truncated: int  # bytes of torn tail removed
+
+
+def recover(
+    journal_path: str | Path,
+    snapshot_dir: str | Path | None = None,
+    config: EngineConfig | None = None,
+    *,
+    truncate: bool = True,
+) -> Recovery:
+    """Rebuild the engine: newest snapshot (if any) + replay of the journal after it.
+
+    A torn last record is cut off (``truncate``) so the writer can append after it.
+    """
+    snap = load_latest_snapshot(snapshot_dir) if snapshot_dir is not None else None
+    if snap is not None:
+        engine = Engine.restore(snap.engine, config)
+        offset = snap.journal_offset
+    else:
+        engine = Engine(config)
+        offset = 0
+    path = Path(journal_path)
+    buf = path.read_bytes() if path.exists() else b""
+    if offset > len(buf):
+        raise JournalError("snapshot covers more journal than exists")
+    engine.replaying = True
+    replayed = 0
+    apply = engine.apply
+    try:
+        for rec, end in iter_records(buf, offset):
+            if rec.seq <= engine.cmd_seq:
+                offset = end
+                continue
+            if rec.seq != engine.cmd_seq + 1:
+                raise JournalError(f"journal gap: expected {engine.cmd_seq + 1}, got {rec.seq}")
+            res: Result = apply(rec.cmd)
+            if not res.journal:
+                raise JournalError(f"record {rec.seq} changed nothing on replay")
+            replayed += 1
+            offset = end
+    finally:
+        engine.replaying = False
+    cut = len(buf) - offset
+    if cut and truncate:
+        with open(path, "r+b") as f:
+            f.truncate(offset)
+            f.flush()
+            os.fsync(f.fileno())
+    return Recovery(engine, offset, replayed, cut)
+
+
+class JournaledEngine:
+    """An engine with its journal: :meth:`submit` applies a command and journals it (when it
+    changed state) before returning the result, so the caller may release the ack right away.
+    Takes a snapshot every ``snapshot_every`` journaled commands (0: never)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        writer: JournalWriter,
+        snapshot_dir: str | Path | None = None,
+        snapshot_every: int = 0,
+    ) -> None:
+        self.engine = engine
+        self.writer = writer
+        self.snapshot_dir = snapshot_dir
+        self.snapshot_every = snapshot_every
+        self._since = 0
+
+    def submit(self, cmd: Command) -> Result:
+        """Apply, journal, maybe snapshot; then the ack in the result may be released."""
+        res = self.engine.apply(cmd)
+        if res.journal:
+            self.writer.append(res.ack.seq, cmd)
+            if self.snapshot_every and self.snapshot_dir is not None:
+                self._since += 1
+                if self._since >= self.snapshot_every:
+                    self._since = 0
+                    write_snapshot(self.snapshot_dir, self.engine, self.writer.offset)
+        return res
+
+
+__all__ = [
+    "FSYNC_BY_SHELL", "FSYNC_EVERY_RECORD", "HEADER_SIZE", "JournalError", "JournalWriter",
+    "JournaledEngine", "Record", "Recovery", "SnapshotFile", "encode_record", "frame",
+    "iter_records", "load_latest_snapshot", "recover", "unframe", "write_snapshot",
+]
