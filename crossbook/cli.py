@@ -14,6 +14,7 @@ BENCHMARKS = {
     "intake": "bench.intake_bench",
     "matcher": "bench.matcher_bench",
     "recovery": "bench.recovery_bench",
+    "settle": "bench.settle_bench",
 }
 
 

@@ -42,6 +42,7 @@ class RejectReason(IntEnum):
     OPEN_INTEREST_CAP = 10
     REPLAYED = 11
     INSUFFICIENT_BALANCE = 12
+    TRANSFER_FAILED = 13
 
 
 class Order(msgspec.Struct, frozen=True):

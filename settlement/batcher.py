@@ -1,0 +1,152 @@
+"""Sans-I/O batch builder: a stream of ``(seq, item)`` in, contiguous batches out.
+
+It cuts batches by item count, calldata bytes, an upper gas estimate and the age of the
+oldest waiting item (``now`` is always passed in, so tests drive the clock). It knows the
+sequence number the contract accepts next and only ever emits batches that start exactly
+where the previous one ended: no overlap, no gap (invariant 3). The relayer resets it to the
+chain's ``nextSeq`` whenever the chain says otherwise.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from crossbook.batch_codec import HEADER_SIZE, MAX_ITEMS, encode_batch, encoded_item_size
+from crossbook.protocol_types import FillItem, ForcedItem, FundingItem, Item, TransferItem, WithdrawItem
+
+# Upper bounds of execution gas per item (measured on anvil with fresh storage slots, then
+# rounded up); only used to keep a batch under the block gas limit, the node charges gasUsed.
+DEFAULT_ITEM_GAS: Mapping[type, int] = {
+    FillItem: 260_000,
+    WithdrawItem: 140_000,
+    TransferItem: 120_000,
+    FundingItem: 60_000,
+    ForcedItem: 140_000,
+}
+
+
+class SequenceGap(Exception):
+    """An item arrived with a sequence number past the one expected: the source skipped."""
+
+
+@dataclass(frozen=True)
+class BatchLimits:
+    """When to cut a batch. A batch always holds at least one item, whatever its size."""
+
+    max_items: int = 200
+    max_calldata_bytes: int = 120_000
+    max_gas: int = 25_000_000
+    max_age_s: float = 0.2
+    base_gas: int = 80_000  # intrinsic 21k + settle() overhead, rounded up
+    calldata_gas_per_byte: int = 16
+    item_gas: Mapping[type, int] = field(default_factory=lambda: dict(DEFAULT_ITEM_GAS))
+
+    def gas_of(self, item: Item) -> int:
+        """Upper gas estimate of one item, its calldata included."""
+        return self.item_gas[type(item)] + self.calldata_gas_per_byte * encoded_item_size(item)
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One ``settle`` payload: items ``first_seq .. first_seq + count - 1``."""
+
+    first_seq: int
+    items: tuple[Item, ...]
+    size_bytes: int
+    gas_estimate: int
+
+    @property
+    def count(self) -> int:
+        """Number of items."""
+        return len(self.items)
+
+    @property
+    def end_seq(self) -> int:
+        """The sequence number after the last item (the contract's nextSeq once settled)."""
+        return self.first_seq + len(self.items)
+
+    def encode(self) -> bytes:
+        """The packed batch bytes (docs/protocol.md section 5)."""
+        return encode_batch(self.first_seq, self.items)
+
+
+class Batcher:
+    """Accumulates items and emits gap-free, non-overlapping batches."""
+
+    def __init__(self, next_seq: int, limits: BatchLimits | None = None) -> None:
+        self.limits = limits or BatchLimits()
+        self._cap: int | None = None
+        self.reset(next_seq)
+
+    def reset(self, next_seq: int) -> None:
+        """Drop everything waiting and start again at ``next_seq`` (the chain's nextSeq)."""
+        self.emit_seq = next_seq  # first seq of the next batch
+        self._pending: list[tuple[Item, int, int, float]] = []  # (item, bytes, gas, arrival)
+
+    @property
+    def expected_seq(self) -> int:
+        """The seq :meth:`add` accepts next."""
+        return self.emit_seq + len(self._pending)
+
+    @property
+    def pending(self) -> int:
+        """Items waiting for a batch."""
+        return len(self._pending)
+
+    def set_item_cap(self, cap: int | None) -> None:
+        """Temporarily cap the items per batch (the relayer splits a failing batch this way)."""
+        self._cap = None if cap is None else max(1, cap)
+
+    @property
+    def item_cap(self) -> int:
+        """Items per batch in force now."""
+        cap = min(self.limits.max_items, MAX_ITEMS)
+        return cap if self._cap is None else min(cap, self._cap)
+
+    def add(self, seq: int, item: Item, now: float) -> bool:
+        """Queue ``item``. Returns False for a seq already queued or emitted (a replay after a
+        source restart is harmless); raises :class:`SequenceGap` for a seq past the expected one."""
+        if seq < self.expected_seq:
+            return False
+        if seq > self.expected_seq:
+            raise SequenceGap(f"expected seq {self.expected_seq}, got {seq}")
+        self._pending.append((item, encoded_item_size(item), self.limits.gas_of(item), now))
+        return True
+
+    def _fit(self) -> int:
+        """How many leading pending items fit in one batch (at least one if any wait)."""
+        lim = self.limits
+        size, gas, n = HEADER_SIZE, lim.base_gas + lim.calldata_gas_per_byte * HEADER_SIZE, 0
+        for _, b, g, _ in self._pending[: self.item_cap]:
+            if n and (size + b > lim.max_calldata_bytes or gas + g > lim.max_gas):
+                break
+            size, gas, n = size + b, gas + g, n + 1
+        return n
+
+    def full(self) -> bool:
+        """True when the waiting items fill a batch (more would not fit)."""
+        if not self._pending:
+            return False
+        return len(self._pending) >= self.item_cap or self._fit() < len(self._pending)
+
+    def deadline(self) -> float | None:
+        """When the oldest waiting item reaches ``max_age_s`` (None if nothing waits)."""
+        return self._pending[0][3] + self.limits.max_age_s if self._pending else None
+
+    def ready(self, now: float) -> bool:
+        """Whether :meth:`take` would emit a batch at ``now``."""
+        deadline = self.deadline()
+        return self.full() or (deadline is not None and now >= deadline)
+
+    def take(self, now: float, force: bool = False) -> Batch | None:
+        """Emit the next batch if one is due (or ``force`` and anything waits)."""
+        if not self._pending or not (force or self.ready(now)):
+            return None
+        n = self._fit()
+        chunk, self._pending = self._pending[:n], self._pending[n:]
+        lim = self.limits
+        size = HEADER_SIZE + sum(c[1] for c in chunk)
+        gas = lim.base_gas + lim.calldata_gas_per_byte * HEADER_SIZE + sum(c[2] for c in chunk)
+        batch = Batch(self.emit_seq, tuple(c[0] for c in chunk), size, gas)
+        self.emit_seq += n
+        return batch

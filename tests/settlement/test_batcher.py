@@ -1,0 +1,108 @@
+"""Batching rules (sans-I/O)."""
+from __future__ import annotations
+
+import pytest
+
+from crossbook.batch_codec import FILL_SIZE, FUNDING_SIZE, HEADER_SIZE, decode_batch
+from crossbook.protocol_types import FillItem, FundingItem, Order
+from settlement.batcher import Batcher, BatchLimits, SequenceGap
+from settlement.lag import LagTracker, percentile
+
+_O = Order("0x" + "11" * 20, 0, 0, True, False, 1, 1, 1, 1, 0)
+FILL = FillItem(_O, b"\x01" * 65, _O, b"\x02" * 65, 1, 1, 0, 0)
+
+
+def fund(i: int) -> FundingItem:
+    return FundingItem(0, i)
+
+
+def test_cuts_by_item_count_and_emits_contiguous_batches() -> None:
+    b = Batcher(7, BatchLimits(max_items=3, max_age_s=10))
+    for s in range(7, 14):
+        b.add(s, fund(s), now=0.0)
+    batches = []
+    while (x := b.take(now=0.0)) is not None:
+        batches.append(x)
+    assert [(x.first_seq, x.count) for x in batches] == [(7, 3), (10, 3)]
+    assert b.pending == 1 and b.take(now=0.0) is None  # one item, not yet old: waits
+    last = b.take(now=0.0, force=True)
+    assert last is not None and (last.first_seq, last.count) == (13, 1)
+    first_seq, items = decode_batch(batches[1].encode())
+    assert first_seq == 10 and items == [fund(10), fund(11), fund(12)]
+
+
+def test_cuts_by_age() -> None:
+    b = Batcher(1, BatchLimits(max_items=100, max_age_s=0.5))
+    b.add(1, fund(1), now=10.0)
+    b.add(2, fund(2), now=10.3)
+    assert b.deadline() == 10.5
+    assert not b.ready(10.4) and b.take(10.4) is None
+    batch = b.take(10.5)
+    assert batch is not None and batch.count == 2 and b.deadline() is None
+
+
+def test_cuts_by_calldata_bytes() -> None:
+    limit = HEADER_SIZE + 2 * FILL_SIZE + FUNDING_SIZE
+    b = Batcher(1, BatchLimits(max_items=100, max_calldata_bytes=limit, max_age_s=10))
+    for s in range(1, 5):
+        b.add(s, FILL, now=0.0)
+    x = b.take(0.0)
+    assert x is not None and x.count == 2 and x.size_bytes == HEADER_SIZE + 2 * FILL_SIZE
+    assert len(x.encode()) == x.size_bytes <= limit
+
+
+def test_cuts_by_gas_and_always_takes_one_item() -> None:
+    lim = BatchLimits(max_items=100, max_gas=1, max_age_s=10)  # not even one item fits
+    b = Batcher(1, lim)
+    b.add(1, FILL, 0.0)
+    b.add(2, FILL, 0.0)
+    x = b.take(0.0)
+    assert x is not None and x.count == 1  # a lone oversized item still goes: the chain decides
+    lim2 = BatchLimits(max_items=100, max_gas=lim.base_gas + 16 * HEADER_SIZE + 3 * lim.gas_of(FILL), max_age_s=10)
+    b2 = Batcher(1, lim2)
+    for s in range(1, 8):
+        b2.add(s, FILL, 0.0)
+    y = b2.take(0.0)
+    assert y is not None and y.count == 3 and y.gas_estimate <= lim2.max_gas
+
+
+def test_replays_are_ignored_and_gaps_refused() -> None:
+    b = Batcher(5, BatchLimits(max_items=2, max_age_s=10))
+    assert b.add(4, fund(4), 0.0) is False  # already settled on-chain
+    assert b.add(5, fund(5), 0.0) and b.add(6, fund(6), 0.0)
+    assert b.add(5, fund(5), 0.0) is False  # the source restarted a little early
+    with pytest.raises(SequenceGap):
+        b.add(8, fund(8), 0.0)
+    x = b.take(0.0)
+    assert x is not None and (x.first_seq, x.end_seq) == (5, 7)
+    assert b.add(6, fund(6), 0.0) is False  # emitted already
+    assert b.expected_seq == 7
+
+
+def test_reset_and_item_cap_split() -> None:
+    b = Batcher(1, BatchLimits(max_items=8, max_age_s=10))
+    for s in range(1, 9):
+        b.add(s, fund(s), 0.0)
+    b.reset(3)  # the chain says 3: drop everything, restart there
+    assert b.pending == 0 and b.expected_seq == 3
+    b.set_item_cap(8 // 2)
+    for s in range(3, 11):
+        b.add(s, fund(s), 0.0)
+    x = b.take(0.0)
+    assert x is not None and (x.first_seq, x.count) == (3, 4)
+    b.set_item_cap(None)
+    assert b.item_cap == 8
+
+
+def test_lag_tracker_items_and_percentiles() -> None:
+    lag = LagTracker(settled_seq=0)
+    for s in range(1, 11):
+        lag.matched(s, t=float(s))
+    snap = lag.snapshot(now=10.0)
+    assert snap.items == 10 and snap.oldest_unsettled_s == 9.0
+    lag.settled(1, 5, t=11.0)  # delays 10, 9, 8, 7, 6
+    lag.settled(6, 5, t=12.0)  # delays 6, 5, 4, 3, 2
+    snap = lag.snapshot(now=12.0)
+    assert snap.items == 0 and snap.settled_seq == 10 and snap.samples == 10
+    assert snap.p50_s == 6.0 and snap.p99_s == 10.0
+    assert percentile([], 0.5) == 0.0

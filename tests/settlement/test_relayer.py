@@ -1,0 +1,131 @@
+"""The relayer against a real anvil and the real contracts: exactly once, in order."""
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from web3 import AsyncWeb3
+
+from crossbook.chain.devkeys import dev_key
+from crossbook.chain.local_exchange import LocalExchange
+from crossbook.config import SIZE
+from crossbook.protocol_types import RejectReason
+from settlement.batcher import BatchLimits
+from settlement.relayer import Relayer, RelayerConfig, RelayerError
+from settlement.source import InMemorySource
+from tests.settlement.conftest import OPERATOR_KEY, SECOND_OPERATOR_KEY, USERS, assert_exactly_once, make_fills
+
+CFG = RelayerConfig(limits=BatchLimits(max_items=4, max_age_s=0.02), max_in_flight=3, poll_interval_s=0.01)
+
+
+async def test_settles_a_stream_exactly_once_in_order(ex: LocalExchange, aw3: AsyncWeb3) -> None:
+    first = ex.client.next_seq()
+    fills = make_fills(ex, 22)
+    src = InMemorySource(first_seq=first)
+    relayer = Relayer(aw3, ex.client.contract.address, OPERATOR_KEY, src, CFG)
+    task = asyncio.create_task(relayer.run())
+    for f in fills:  # items keep arriving while batches are in flight
+        src.append(f)
+        await asyncio.sleep(0.002)
+    src.close()
+    await asyncio.wait_for(task, 60)
+    evs = assert_exactly_once(ex, first, len(fills))
+    assert all(e.rejected == [] for e in evs)
+    assert [(e.first_seq, e.count) for e in relayer.settled] == [(e.first_seq, e.count) for e in evs]
+    assert sum(abs(ex.client.position(u.address, 0, 0).size) for u in USERS) > 0
+    assert sum(ex.client.position(u.address, 0, 0).size for u in USERS) == 0
+    lag = relayer.lag.snapshot(now=0.0)
+    assert lag.items == 0 and lag.samples == len(fills)
+
+
+async def test_restart_mid_stream_is_harmless(ex: LocalExchange, aw3: AsyncWeb3) -> None:
+    first = ex.client.next_seq()
+    fills = make_fills(ex, 30)
+    src = InMemorySource(fills, first_seq=first)
+    src.close()
+    for stop_after in (2, 3):  # kill twice while transactions are in flight
+        r = Relayer(aw3, ex.client.contract.address, OPERATOR_KEY, src, CFG)
+        task = asyncio.create_task(r.run())
+        while len(r.settled) < stop_after:
+            await asyncio.sleep(0.005)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert ex.client.next_seq() < first + len(fills)
+    final = Relayer(aw3, ex.client.contract.address, OPERATOR_KEY, src, CFG)
+    await asyncio.wait_for(final.run(), 60)
+    assert_exactly_once(ex, first, len(fills))
+    # every fill applied once: each order's filled amount is exactly its size
+    for f in fills:
+        assert ex.client.filled_amount(f.taker.owner, f.taker.nonce) == SIZE
+
+
+async def test_a_finished_stream_resubmitted_is_a_noop(ex: LocalExchange, aw3: AsyncWeb3) -> None:
+    first = ex.client.next_seq()
+    src = InMemorySource(make_fills(ex, 5), first_seq=first)
+    src.close()
+    await Relayer(aw3, ex.client.contract.address, OPERATOR_KEY, src, CFG).run()
+    again = Relayer(aw3, ex.client.contract.address, OPERATOR_KEY, src, CFG)
+    await again.run()
+    assert again.settled == []
+    assert_exactly_once(ex, first, 5)
+
+
+async def test_two_relayers_started_at_once_never_double_settle(ex: LocalExchange, aw3: AsyncWeb3) -> None:
+    first = ex.client.next_seq()
+    src = InMemorySource(make_fills(ex, 40), first_seq=first)
+    src.close()
+    a = Relayer(aw3, ex.client.contract.address, OPERATOR_KEY, src, CFG)
+    b = Relayer(aw3, ex.client.contract.address, SECOND_OPERATOR_KEY, src, CFG)
+    await asyncio.wait_for(asyncio.gather(a.run(), b.run()), 90)
+    evs = assert_exactly_once(ex, first, 40)
+    assert len(a.settled) + len(b.settled) == len(evs)
+    assert a.settled and b.settled or any(r.name == "BatchOutOfOrder" for r in a.reverts + b.reverts)
+
+
+async def test_a_rejected_item_is_reported(ex: LocalExchange, aw3: AsyncWeb3) -> None:
+    first = ex.client.next_seq()
+    fills = make_fills(ex, 6, expired={3})
+    src = InMemorySource(fills, first_seq=first)
+    src.close()
+    seen: list[tuple[int, int]] = []
+    r = Relayer(aw3, ex.client.contract.address, OPERATOR_KEY, src, CFG,
+                on_settled=lambda ev: seen.extend(ev.rejected))
+    await r.run()
+    assert seen == [(first + 3, RejectReason.EXPIRED)]
+    evs = assert_exactly_once(ex, first, 6)
+    assert [rj for e in evs for rj in e.rejected] == [(first + 3, RejectReason.EXPIRED)]
+
+
+async def test_a_persistent_revert_stops_with_a_clear_error(ex: LocalExchange, aw3: AsyncWeb3) -> None:
+    first = ex.client.next_seq()
+    src = InMemorySource(make_fills(ex, 8), first_seq=first)
+    src.close()
+    cfg = RelayerConfig(limits=BatchLimits(max_items=8, max_age_s=0.01), max_failures=3, poll_interval_s=0.01)
+    r = Relayer(aw3, ex.client.contract.address, dev_key(7), src, cfg)  # not an operator
+    with pytest.raises(RelayerError, match="AccessControlUnauthorizedAccount") as err:
+        await asyncio.wait_for(r.run(), 30)
+    assert r.failures == 3 and err.value.revert is not None
+    assert r.batcher.item_cap == 2  # it split 8 -> 4 -> 2 before giving up
+    assert ex.client.next_seq() == first
+
+
+async def test_a_stuck_transaction_is_replaced_with_higher_fees(ex: LocalExchange, aw3: AsyncWeb3) -> None:
+    first = ex.client.next_seq()
+    src = InMemorySource(make_fills(ex, 3), first_seq=first)
+    src.close()
+    cfg = RelayerConfig(limits=BatchLimits(max_items=3, max_age_s=0.01), stuck_after_s=0.3, poll_interval_s=0.01)
+    r = Relayer(aw3, ex.client.contract.address, OPERATOR_KEY, src, cfg)
+    await aw3.provider.make_request("evm_setAutomine", [False])  # type: ignore[arg-type]
+    try:
+        task = asyncio.create_task(r.run())
+        await asyncio.sleep(1.0)  # the tx sits in the mempool; the relayer bumps it (twice or more)
+        assert not task.done()
+        await aw3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
+        await asyncio.wait_for(task, 20)
+    finally:
+        await aw3.provider.make_request("evm_setAutomine", [True])  # type: ignore[arg-type]
+    assert_exactly_once(ex, first, 3)
+    assert len(r.settled) == 1
+    tx = await aw3.eth.get_transaction(r.settled[0].tx_hash)  # type: ignore[arg-type]
+    assert tx["maxPriorityFeePerGas"] > cfg.priority_fee_wei  # the replacement, not the original, was mined
