@@ -42,6 +42,7 @@ abstract contract MarginEngine is IClearinghouseEvents {
         uint256 lotSize;
         uint256 oiCap;
         uint256 maxFunding;
+        int256 cum; // cumulative funding index (kept in sync by FUNDING items)
         uint256 tierCount;
         uint256[4] caps;
         uint256[4] imf;
@@ -80,6 +81,11 @@ abstract contract MarginEngine is IClearinghouseEvents {
         uint256 feeAcc;
         int256[] fundDelta;
         bytes32 domain;
+        // bit masks of markets / assets whose price is cached and available
+        uint256 okMarkets;
+        uint256 okAssets;
+        // settlement only: per market 5 words (ready flag, K_0..K_3 cumulative full-tier initial requirements)
+        uint256[] kIm;
     }
 
     constructor(address oracle_, address quoteToken_) {
@@ -110,6 +116,7 @@ abstract contract MarginEngine is IClearinghouseEvents {
         mc.lotSize = sm.lotSize;
         mc.oiCap = sm.openInterestCap;
         mc.maxFunding = sm.maxFundingPpm;
+        mc.cum = sm.cumulativeFunding;
         uint256 n = sm.tierCount;
         mc.tierCount = n;
         for (uint256 i = 0; i < n; ++i) {
@@ -128,6 +135,7 @@ abstract contract MarginEngine is IClearinghouseEvents {
         if (p == 0) {
             p = _fetch(mc.feedId);
             mc.price = p;
+            if (p != BAD) c.okMarkets |= uint256(1) << m;
         }
     }
 
@@ -141,18 +149,23 @@ abstract contract MarginEngine is IClearinghouseEvents {
         ac.unit = 10 ** (uint256(col.decimals) + 2);
         ac.wInit = col.weightInitPpm;
         ac.wMaint = col.weightMaintPpm;
-        ac.price = _fetch(ac.feedId);
-        return ac.price;
+        uint256 p = _fetch(ac.feedId);
+        ac.price = p;
+        if (p != BAD) c.okAssets |= uint256(1) << a;
+        return p;
     }
 
     function _fetch(uint256 feedId) internal view returns (uint256) {
         (bool ok, uint256 p) = _oracle.tryPrice(uint16(feedId));
-        return ok && p != 0 ? p : BAD;
+        // The adapter bands prices to uint64; anything >= 2**128 cannot come from it and is refused, so the
+        // margin maths may rely on p < 2**128.
+        return ok && p != 0 && p <= type(uint128).max ? p : BAD;
     }
 
     /// @dev Checks that every price the header's holdings need is available. Returns the first bad feed.
     function _pricesOk(Ctx memory c, uint256 hdr) internal view returns (bool, uint256) {
         uint256 bits = S.marketBits(hdr);
+        if (bits & ~c.okMarkets == 0 && S.assetBits(hdr) & ~c.okAssets == 0) return (true, 0);
         for (uint256 m = 0; bits != 0; ++m) {
             if (bits & 1 != 0 && _marketPrice(c, m) == BAD) return (false, c.m[m].feedId);
             bits >>= 1;
@@ -178,7 +191,7 @@ abstract contract MarginEngine is IClearinghouseEvents {
         uint256 bits = S.marketBits(hdr);
         for (uint256 m = 0; bits != 0; ++m) {
             if (bits & 1 != 0) {
-                _addPosition(c, l, m, m == c.ovMarket ? c.ovPos : l.acct[S.positionKey(id, m)]);
+                _addPosition(c, m, m == c.ovMarket ? c.ovPos : l.acct[S.positionKey(id, m)]);
             }
             bits >>= 1;
         }
@@ -195,13 +208,13 @@ abstract contract MarginEngine is IClearinghouseEvents {
         }
     }
 
-    function _addPosition(Ctx memory c, S.Layout storage l, uint256 m, uint256 packed) private view {
+    function _addPosition(Ctx memory c, uint256 m, uint256 packed) private pure {
         (int256 size, int256 on, int256 snap) = S.unpackPosition(packed);
         if (size == 0) return;
         MarketCache memory mc = c.m[m];
         uint256 p = mc.price;
         int256 pv = MarginMath.positionValue(size, p);
-        int256 acc = MarginMath.accruedFunding(size, l.markets[m].cumulativeFunding, snap);
+        int256 acc = MarginMath.accruedFunding(size, mc.cum, snap);
         c.base += pv - acc;
         int256 u = pv - on;
         if (u > 0) c.posPnl += uint256(u);

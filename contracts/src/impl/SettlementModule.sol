@@ -41,6 +41,7 @@ contract SettlementModule is MarginEngine {
         int256 newSize;
         int256 funding; // funding settled into quote (owed)
         uint256 fee;
+        uint256 fslot; // storage slot of the order's filled-amount word
     }
 
     constructor(address oracle_, address quoteToken_) MarginEngine(oracle_, quoteToken_) {
@@ -67,6 +68,7 @@ contract SettlementModule is MarginEngine {
         Ctx memory c = _newCtx();
         c.domain = H.domainSeparator(address(this));
         c.fundDelta = new int256[](c.nMarkets);
+        c.kIm = new uint256[](c.nMarkets * 5);
         Side memory t;
         Side memory k;
         uint256 o = B.HEADER;
@@ -103,18 +105,27 @@ contract SettlementModule is MarginEngine {
     // ------------------------------------------------------------------------------------------ fills
 
     function _readOrder(Side memory x, uint256 o) private pure {
-        x.off = o;
-        x.owner = B.addr(o);
-        x.sub = B.u(o + 20, 4);
-        x.market = B.u(o + 24, 4);
-        x.flags = B.u(o + 28, 1);
-        x.isBuy = x.flags & 1 != 0;
-        x.price = B.u(o + 29, 8);
-        x.size = B.u(o + 37, 8);
-        x.nonce = B.u(o + 45, 8);
-        x.expiry = B.u(o + 53, 8);
-        x.maxFee = B.u(o + 61, 4);
-        x.id = S.acctId(x.owner, x.sub);
+        // Side layout: off, owner, sub, market, flags, price, size, nonce, expiry, maxFee, feePpm, isBuy, id
+        assembly ("memory-safe") {
+            mstore(x, o)
+            let w := calldataload(o)
+            let owner := shr(96, w)
+            mstore(add(x, 0x20), owner)
+            let sub_ := and(shr(64, w), 0xffffffff)
+            mstore(add(x, 0x40), sub_)
+            mstore(add(x, 0x60), and(shr(32, w), 0xffffffff))
+            w := calldataload(add(o, 28))
+            let flags := shr(248, w)
+            mstore(add(x, 0x80), flags)
+            mstore(add(x, 0xa0), and(shr(184, w), 0xffffffffffffffff))
+            mstore(add(x, 0xc0), and(shr(120, w), 0xffffffffffffffff))
+            mstore(add(x, 0xe0), and(shr(56, w), 0xffffffffffffffff))
+            w := calldataload(add(o, 53))
+            mstore(add(x, 0x100), shr(192, w))
+            mstore(add(x, 0x120), and(shr(160, w), 0xffffffff))
+            mstore(add(x, 0x160), and(flags, 1))
+            mstore(add(x, 0x180), shl(16, or(shl(32, owner), sub_)))
+        }
     }
 
     function _fill(Ctx memory c, Side memory t, Side memory k, uint256 o) private returns (uint8 r) {
@@ -147,16 +158,56 @@ contract SettlementModule is MarginEngine {
         }
         if (!_orderSigOk(c, t) || !_orderSigOk(c, k)) return R_BAD_SIGNATURE;
         if (block.timestamp > t.expiry || block.timestamp > k.expiry) return R_EXPIRED;
-        if (_filled(t) + fillSize > t.size || _filled(k) + fillSize > k.size) return R_OVERFILL;
+        if (_filled(t) + fillSize > t.size) return R_OVERFILL;
+        if (_filled(k) + fillSize > k.size) return R_OVERFILL;
         (uint256 buyLimit, uint256 sellLimit) = t.isBuy ? (t.price, k.price) : (k.price, t.price);
         if (buyLimit < fillPrice || sellLimit > fillPrice) return R_PRICE_LIMIT;
         if (t.feePpm > t.maxFee || k.feePpm > k.maxFee) return R_FEE_TOO_HIGH;
         return 0;
     }
 
+    /// @dev EIP-712 digest of the packed order at calldata offset `o` (H.orderStructHashCd + H.digest) and a
+    ///      low-s ecrecover of the signature that follows it (H.recoverCd), in one pass.
     function _orderSigOk(Ctx memory c, Side memory x) private view returns (bool) {
-        bytes32 d = H.digest(c.domain, H.orderStructHashCd(x.off));
-        address signer = H.recoverCd(d, x.off + 65);
+        bytes32 th = H.ORDER_TYPEHASH;
+        uint256 halfN = H.HALF_N;
+        bytes32 domain = c.domain;
+        uint256 o = x.off;
+        address signer;
+        assembly ("memory-safe") {
+            let p := mload(0x40)
+            mstore(p, th)
+            let w := calldataload(o)
+            mstore(add(p, 0x20), shr(96, w))
+            mstore(add(p, 0x40), and(shr(64, w), 0xffffffff))
+            mstore(add(p, 0x60), and(shr(32, w), 0xffffffff))
+            w := calldataload(add(o, 28))
+            let flags := shr(248, w)
+            mstore(add(p, 0x80), and(flags, 1))
+            mstore(add(p, 0xa0), and(shr(1, flags), 1))
+            mstore(add(p, 0xc0), and(shr(184, w), 0xffffffffffffffff))
+            mstore(add(p, 0xe0), and(shr(120, w), 0xffffffffffffffff))
+            mstore(add(p, 0x100), and(shr(56, w), 0xffffffffffffffff))
+            w := calldataload(add(o, 53))
+            mstore(add(p, 0x120), shr(192, w))
+            mstore(add(p, 0x140), and(shr(160, w), 0xffffffff))
+            let h := keccak256(p, 0x160)
+            mstore(p, hex"1901")
+            mstore(add(p, 0x02), domain)
+            mstore(add(p, 0x22), h)
+            let d := keccak256(p, 0x42)
+            let r := calldataload(add(o, 65))
+            let s_ := calldataload(add(o, 97))
+            let v := shr(248, calldataload(add(o, 129)))
+            if and(iszero(gt(s_, halfN)), or(eq(v, 27), eq(v, 28))) {
+                mstore(p, d)
+                mstore(add(p, 0x20), v)
+                mstore(add(p, 0x40), r)
+                mstore(add(p, 0x60), s_)
+                mstore(0x00, 0)
+                if staticcall(gas(), 1, p, 0x80, 0x00, 0x20) { signer := mload(0x00) }
+            }
+        }
         if (signer == address(0)) return false;
         return signer == x.owner || S.store().agents[x.owner][signer];
     }
@@ -166,17 +217,27 @@ contract SettlementModule is MarginEngine {
         shift = (x.nonce & 3) << 6;
     }
 
-    function _filled(Side memory x) private view returns (uint256) {
-        (uint256 key, uint256 shift) = _fillKey(x);
-        return (S.store().filled[key] >> shift) & type(uint64).max;
-    }
-
-    function _addFilled(Side memory x, uint256 amount) private {
+    function _filled(Side memory x) private view returns (uint256 v) {
         (uint256 key, uint256 shift) = _fillKey(x);
         mapping(uint256 => uint256) storage f = S.store().filled;
-        uint256 w = f[key];
-        uint256 v = ((w >> shift) & type(uint64).max) + amount;
-        f[key] = (w & ~(uint256(type(uint64).max) << shift)) | (v << shift);
+        assembly ("memory-safe") {
+            mstore(0, key)
+            mstore(0x20, f.slot)
+            let slot := keccak256(0, 0x40)
+            mstore(add(x, 0x2e0), slot)
+            v := and(shr(shift, sload(slot)), 0xffffffffffffffff)
+        }
+    }
+
+    /// @dev Adds to the lane located by _filled (re-read: both sides may share a word).
+    function _addFilled(Side memory x, uint256 amount) private {
+        uint256 shift = (x.nonce & 3) << 6;
+        uint256 slot = x.fslot;
+        assembly ("memory-safe") {
+            let w := sload(slot)
+            let v := add(and(shr(shift, w), 0xffffffffffffffff), amount) // <= order size < 2**64 (OVERFILL)
+            sstore(slot, or(and(w, not(shl(shift, 0xffffffffffffffff))), shl(shift, v)))
+        }
     }
 
     /// @dev REDUCE_ONLY, range (INVALID_ITEM), OPEN_INTEREST_CAP, ORACLE_UNAVAILABLE, INSUFFICIENT_MARGIN,
@@ -195,8 +256,11 @@ contract SettlementModule is MarginEngine {
         ) return R_REDUCE_ONLY;
 
         S.Market storage sm = l.markets[m];
-        int256 cum = sm.cumulativeFunding;
-        uint256 cash = MarginMath.tradeCash(fillSize, fillPrice);
+        int256 cum = c.m[m].cum;
+        uint256 cash;
+        unchecked {
+            cash = fillSize * fillPrice / uint256(MarginMath.NOTIONAL_DIV); // both < 2**64
+        }
         if (!_newState(t, cum, cash) || !_newState(k, cum, cash)) return R_INVALID_ITEM;
 
         // open interest = total long size
@@ -239,18 +303,42 @@ contract SettlementModule is MarginEngine {
 
     /// @dev Steps 1-4 of "Applying a trade"; false when a value leaves its storage range.
     function _newState(Side memory x, int256 cum, uint256 cash) private pure returns (bool) {
-        int256 signedCash = x.isBuy ? int256(cash) : -int256(cash);
-        x.funding = x.s == 0 ? int256(0) : MarginMath.accruedFunding(x.s, cum, x.snap);
-        x.fee = MarginMath.fee(cash, x.feePpm);
-        int256 q = S.quoteOf(x.hdr) - x.funding - signedCash - int256(x.fee);
-        (int256 ns, int256 non) = MarginMath.applyTrade(x.s, x.on, x.d, signedCash);
-        if (!S.inQuoteRange(q) || !S.positionInRange(ns, non, cum)) return false;
+        // Ranges: cash < 2**128, fee < 2**160 (fee rate < 2**32), s and d < 2**80, on, cum, snap < 2**88,
+        // quote < 2**128: nothing below can overflow int256.
+        unchecked {
+            int256 signedCash = x.isBuy ? int256(cash) : -int256(cash);
+            int256 s = x.s;
+            int256 funding;
+            if (s != 0) {
+                int256 a = s * (cum - x.snap);
+                funding = a / 1e10;
+                if (a % 1e10 != 0 && a > 0) funding += 1; // ceil_div
+            }
+            x.funding = funding;
+            uint256 fee = cash * x.feePpm / MarginMath.PPM;
+            x.fee = fee;
+            int256 q = S.quoteOf(x.hdr) - funding - signedCash - int256(fee);
+            int256 d = x.d;
+            int256 ns = s + d;
+            int256 non;
+            if (ns != 0) {
+                if (s == 0 || (s > 0) == (d > 0)) non = x.on + signedCash;
+                else if ((d < 0 ? -d : d) <= (s < 0 ? -s : s)) non = (x.on * ns) / s;
+                else non = (signedCash * ns) / d;
+            }
+            if (q < S.QUOTE_MIN || q > S.QUOTE_MAX || ns < S.SIZE_MIN || ns > S.SIZE_MAX || non < S.ON_MIN
+                || non > S.ON_MAX || cum < S.ON_MIN || cum > S.ON_MAX) return false;
+            _setNewState(x, q, ns, non, cum);
+            return true;
+        }
+    }
+
+    function _setNewState(Side memory x, int256 q, int256 ns, int256 non, int256 cum) private pure {
         x.newSize = ns;
         x.newPos = S.packPosition(ns, non, cum);
         uint256 bit = uint256(1) << (128 + x.market);
         uint256 h = S.withQuote(x.hdr, q);
         x.newHdr = ns == 0 ? h & ~bit : h | bit;
-        return true;
     }
 
     function _longDelta(Side memory x) private pure returns (int256) {
@@ -261,15 +349,106 @@ contract SettlementModule is MarginEngine {
 
     /// @dev Risk rule of §3: H_im(after) >= 0, or strictly reducing and H_im(after) >= H_im(before).
     function _marginOk(Ctx memory c, Side memory x, uint256 m) private view returns (bool) {
-        c.ovMarket = m;
-        c.ovPos = x.newPos;
-        _terms(c, x.id, x.newHdr);
-        c.ovMarket = NONE;
-        int256 afterH = _initialHealth(c);
+        int256 afterH = _imHealth(c, x.id, x.newHdr, m, x.newPos);
         if (afterH >= 0) return true;
         if (!MarginMath.strictlyReduces(x.s, x.d)) return false;
-        _terms(c, x.id, x.hdr);
-        return afterH >= _initialHealth(c);
+        return afterH >= _imHealth(c, x.id, x.hdr, NONE, 0);
+    }
+
+    /// @dev Initial health H_im (§3) of sub-account `id` with header `hdr`, the position of market `om`
+    ///      replaced by `opos`. Every price the header needs must have been checked (_pricesOk). Position terms
+    ///      are computed unchecked: |size| < 2**79, p < 2**128 (_fetch), on, snapshot, index < 2**87, so every
+    ///      product stays below 2**210; collateral terms and the final sum stay checked as in _terms.
+    function _imHealth(Ctx memory c, uint256 id, uint256 hdr, uint256 om, uint256 opos)
+        private
+        view
+        returns (int256)
+    {
+        int256 base = S.quoteOf(hdr);
+        uint256 posPnl;
+        uint256 rIm;
+        MarketCache[] memory ms = c.m;
+        uint256[] memory kIm = c.kIm;
+        bytes32 acctSlot = _acctSlot();
+        assembly ("memory-safe") {
+            let bits := and(shr(128, hdr), 0xffffffff)
+            for { let m := 0 } bits { m := add(m, 1) } {
+                if and(bits, 1) {
+                    let packed := opos
+                    if iszero(eq(m, om)) {
+                        mstore(0, or(id, or(0x100, m)))
+                        mstore(0x20, acctSlot)
+                        packed := sload(keccak256(0, 0x40))
+                    }
+                    let size := signextend(9, packed)
+                    if size {
+                        let mc := mload(add(add(ms, 0x20), shl(5, m)))
+                        let sp := mul(size, mload(add(mc, 0x20)))
+                        let pv := sdiv(sp, 10000000000)
+                        if and(slt(sp, 0), iszero(iszero(smod(sp, 10000000000)))) { pv := sub(pv, 1) }
+                        let fa := mul(size, sub(mload(add(mc, 0xe0)), signextend(10, shr(168, packed))))
+                        let acc := sdiv(fa, 10000000000)
+                        if and(sgt(fa, 0), iszero(iszero(smod(fa, 10000000000)))) { acc := add(acc, 1) }
+                        base := add(base, sub(pv, acc))
+                        let u := sub(pv, signextend(10, shr(80, packed)))
+                        if sgt(u, 0) { posPnl := add(posPnl, u) }
+                        if slt(sp, 0) { sp := sub(0, sp) }
+                        let n := div(add(sp, 9999999999), 10000000000)
+                        // marginal tiers (caps strictly increasing, the last one unbounded): with
+                        // cap_{i-1} < n <= cap_i, R = K_i + ceil((n - cap_{i-1}) * imf_i / PPM) where
+                        // K_i = sum_{j<i} ceil((cap_j - cap_{j-1}) * imf_j / PPM), built once per batch.
+                        let caps := mload(add(mc, 0x120))
+                        let fr := mload(add(mc, 0x140))
+                        let last := sub(mload(add(mc, 0x100)), 1)
+                        let kt := add(kIm, add(0x20, mul(m, 0xa0)))
+                        if iszero(mload(kt)) {
+                            mstore(kt, 1)
+                            let k := 0
+                            let lo := 0
+                            for { let i := 0 } lt(i, last) { i := add(i, 1) } {
+                                let cap := mload(add(caps, shl(5, i)))
+                                let x := mul(sub(cap, lo), mload(add(fr, shl(5, i))))
+                                k := add(k, add(div(x, 1000000), gt(mod(x, 1000000), 0)))
+                                lo := cap
+                                mstore(add(kt, shl(5, add(i, 2))), k)
+                            }
+                        }
+                        let i := 0
+                        let lo := 0
+                        for {} lt(i, last) { i := add(i, 1) } {
+                            let cap := mload(add(caps, shl(5, i)))
+                            if iszero(gt(n, cap)) { break }
+                            lo := cap
+                        }
+                        let x := mul(sub(n, lo), mload(add(fr, shl(5, i))))
+                        rIm := add(rIm, add(mload(add(kt, shl(5, add(i, 1)))), add(div(x, 1000000), gt(mod(x, 1000000), 0))))
+                    }
+                }
+                bits := shr(1, bits)
+            }
+        }
+        return base + int256(_wInit(c, id, hdr)) - int256(MarginMath.haircut(posPnl, c.haircut)) - int256(rIm);
+    }
+
+    /// @dev sum_a W_a^init (checked, as in _terms).
+    function _wInit(Ctx memory c, uint256 id, uint256 hdr) private view returns (uint256 wInit) {
+        mapping(uint256 => uint256) storage acct = S.store().acct;
+        uint256 abits = S.assetBits(hdr);
+        for (uint256 a = 0; abits != 0; ++a) {
+            if (abits & 1 != 0) {
+                AssetCache memory ac = c.a[a];
+                uint256 v = MarginMath.collateralValue(acct[id | 0x200 | a], ac.price, ac.unit);
+                wInit += MarginMath.weighted(v, ac.wInit);
+            }
+            abits >>= 1;
+        }
+    }
+
+    function _acctSlot() private view returns (bytes32 slot) {
+        mapping(uint256 => uint256) storage acct = S.store().acct;
+        assembly ("memory-safe") {
+            slot := acct.slot
+        }
     }
 
     // ------------------------------------------------------------------------------------------ others
@@ -350,6 +529,7 @@ contract SettlementModule is MarginEngine {
         int256 cum = int256(sm.cumulativeFunding) + DivMath.truncDiv(rate * int256(p), int256(MarginMath.PPM));
         if (cum < S.ON_MIN || cum > S.ON_MAX) return R_INVALID_ITEM;
         sm.cumulativeFunding = int128(cum);
+        c.m[m].cum = cum;
         emit FundingUpdated(uint32(m), int32(rate), cum);
         return 0;
     }
