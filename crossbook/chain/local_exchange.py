@@ -47,7 +47,7 @@ class LocalExchange:
         self.operator = self.client.sender(dev_key(OPERATOR))
         self.funder = self.client.sender(dev_key(FIRST_USER))
         self.domain: Domain = self.client.domain
-        self._nonces = itertools.count(1)
+        self._nonces: dict[str, itertools.count[int]] = {}
 
     # --- accounts ---------------------------------------------------------------------------
     def fund(self, owner: str, subaccount: int, symbol: str, amount: int) -> None:
@@ -59,18 +59,21 @@ class LocalExchange:
         rpc_call(self.node.url, "anvil_setBalance", [address, hex(wei)])
 
     # --- signed items -----------------------------------------------------------------------
-    def next_nonce(self) -> int:
-        """A fresh order/withdrawal nonce (unique across this exchange's users)."""
-        return next(self._nonces)
+    def next_nonce(self, owner: str) -> int:
+        """The owner's next nonce. Sequential per owner, as a client SDK issues them: the contract
+        packs four consecutive nonces' fill amounts into one storage slot."""
+        counter = self._nonces.setdefault(owner.lower(), itertools.count(1))
+        return next(counter)
 
     def order(self, signer: Signer, market: int, is_buy: bool, price: int, size: int, *,
               subaccount: int = 0, owner: str | None = None, nonce: int | None = None,
               expiry: int = FAR_FUTURE, reduce_only: bool = False, max_fee_ppm: int = 1_000,
               domain: Domain | None = None) -> tuple[Order, bytes]:
         """An order signed by `signer` (for `owner`, default the signer itself)."""
-        o = Order(owner=owner or signer.address, subaccount=subaccount, market=market, is_buy=is_buy,
+        owner = owner or signer.address
+        o = Order(owner=owner, subaccount=subaccount, market=market, is_buy=is_buy,
                   reduce_only=reduce_only, price=price, size=size,
-                  nonce=self.next_nonce() if nonce is None else nonce, expiry=expiry, max_fee_ppm=max_fee_ppm)
+                  nonce=self.next_nonce(owner) if nonce is None else nonce, expiry=expiry, max_fee_ppm=max_fee_ppm)
         return o, signer.sign_order(domain or self.domain, o)
 
     @staticmethod
@@ -84,14 +87,14 @@ class LocalExchange:
                    nonce: int | None = None, expiry: int = FAR_FUTURE) -> WithdrawItem:
         """A withdrawal item signed by the owner."""
         w = Withdrawal(owner=signer.address, subaccount=subaccount, asset=asset, amount=amount,
-                       nonce=self.next_nonce() if nonce is None else nonce, expiry=expiry)
+                       nonce=self.next_nonce(signer.address) if nonce is None else nonce, expiry=expiry)
         return WithdrawItem(withdrawal=w, sig=signer.sign_withdrawal(self.domain, w))
 
     def transfer(self, signer: Signer, asset: int, amount: int, from_sub: int, to_sub: int, *,
                  expiry: int = FAR_FUTURE) -> TransferItem:
         """A transfer item between two of the signer's sub-accounts."""
         t = Transfer(owner=signer.address, from_subaccount=from_sub, to_subaccount=to_sub, asset=asset,
-                     amount=amount, nonce=self.next_nonce(), expiry=expiry)
+                     amount=amount, nonce=self.next_nonce(signer.address), expiry=expiry)
         return TransferItem(transfer=t, sig=signer.sign_transfer(self.domain, t))
 
     # --- settlement -------------------------------------------------------------------------
