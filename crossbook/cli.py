@@ -15,6 +15,7 @@ BENCHMARKS = {
     "matcher": "bench.matcher_bench",
     "recovery": "bench.recovery_bench",
     "settle": "bench.settle_bench",
+    "ws": "bench.ws_bench",
 }
 
 

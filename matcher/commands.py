@@ -90,6 +90,9 @@ class CancelOrder(msgspec.Struct, frozen=True, array_like=True, tag=2):
     market: int
     client_id: int | None
     now: int
+    # additive, defaulted last field: old journal records (7 fields) still decode; the
+    # websocket shell's dead-man's switch sends 8 (DEAD_MAN) so owners see why
+    reason: int = 1  # matcher.orders.CancelReason; only USER (1) and DEAD_MAN (8) are accepted
 
 
 class CancelAll(msgspec.Struct, frozen=True, array_like=True, tag=3):

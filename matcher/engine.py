@@ -86,6 +86,7 @@ _TIFS = frozenset(int(t) for t in Tif)
 _STPS = frozenset(int(s) for s in Stp)
 _POST_ONLY = int(Tif.POST_ONLY)
 _FILL_KIND = int(ItemKind.FILL)
+_CANCEL_REASONS = frozenset((int(CancelReason.USER), int(CancelReason.DEAD_MAN)))
 
 # book reject reasons -> engine codes
 _BOOK_CODES: dict[int, Code] = {
@@ -549,8 +550,10 @@ class Engine:
         rec = self._owned(cmd.owner, oid)
         if isinstance(rec, Result):
             return _ack(cmd.req_id, rec.ack.code, rec.ack.message)
+        if cmd.reason not in _CANCEL_REASONS:
+            return _ack(cmd.req_id, Code.BAD_REQUEST, f"bad cancel reason {cmd.reason!r}")
         out: list[Output] = []
-        self._events(self.books[rec.market].cancel(rec.oid, CancelReason.USER), out, 0)
+        self._events(self.books[rec.market].cancel(rec.oid, CancelReason(cmd.reason)), out, 0)
         return Result(Ack(cmd.req_id, True, Code.OK, "", rec.oid, 0), out, True)
 
     def _cancel_all(self, cmd: CancelAll) -> Result:

@@ -1,0 +1,434 @@
+"""Subscriptions and fan-out of engine outputs to websocket connections.
+
+Everything here runs on the event loop thread, synchronously after each engine command (the
+engine task calls :meth:`Hub.publish`), so channel state is always exactly the engine state after
+the last command: a snapshot taken by :meth:`Hub.subscribe` and the deltas that follow it can
+never skip or repeat a change.
+
+Back-pressure: every connection has a bounded outbound queue drained by its own writer task. The
+engine only ever appends to it (never awaits); a connection whose queue is full is a slow
+consumer and is disconnected (close 1008, "slow consumer"), so one stuck client can neither stall
+the engine nor make the server buffer without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from typing import Any, Iterable
+
+from websockets.protocol import State
+
+from crossbook.margin import compute_health
+from crossbook.protocol_types import TransferItem, WithdrawItem
+from matcher.commands import (
+    Bust,
+    ChainDeposit,
+    Command,
+    FillReport,
+    ItemRejected,
+    OrderStatus,
+    OrderUpdate,
+    RequestTransfer,
+    RequestWithdrawal,
+    Result,
+    Sequenced,
+    SetOraclePrices,
+)
+from matcher.engine import Engine
+from matcher.orders import CancelReason
+from matcher.sessions import Session
+from matcher.ws_messages import (
+    BookMsg,
+    BustMsg,
+    FillMsg,
+    HealthMsg,
+    MarketInfo,
+    MarketsMsg,
+    OrderMsg,
+    PositionEntry,
+    PositionMsg,
+    PricesMsg,
+    TradeMsg,
+    encoder,
+)
+
+log = logging.getLogger(__name__)
+_OPEN = State.OPEN
+
+PRIVATE = ("orders", "fills", "positions", "health")
+_STATUS = {int(s): s.name for s in OrderStatus}
+_REASON = {int(r): r.name for r in CancelReason}
+Acct = tuple[str, int]
+
+
+class Conn:
+    """One websocket connection's outbound side: a bounded frame queue and its writer task."""
+
+    __slots__ = ("ws", "id", "session", "subs", "queue", "limit", "closed", "_wake",
+                 "_waiting", "bucket", "strikes", "strike_window", "close_reason", "closing", "writer_task", "__weakref__")
+
+    def __init__(self, ws: Any, conn_id: int, limit: int, session: Session) -> None:
+        self.ws = ws
+        self.id = conn_id
+        self.session = session
+        self.subs: set[str] = set()
+        self.queue: deque[bytes] = deque()
+        self.limit = limit
+        self.closed = False
+        self._wake = asyncio.Event()
+        self._waiting = False
+        self.bucket: Any = None
+        self.strikes = 0  # rate-limited requests in the current window (flood detection)
+        self.strike_window = 0.0
+        self.close_reason: str | None = None
+        self.closing: asyncio.Task[None] | None = None
+        self.writer_task: asyncio.Task[None] | None = None
+
+    def send(self, frame: bytes) -> bool:
+        """Queue one encoded frame; disconnects the connection when its queue is full.
+        Never blocks (the engine calls this)."""
+        if self.closed:
+            return False
+        if self._waiting:
+            # Fast path: the writer is idle (queue empty) and the socket is not applying
+            # back-pressure, so write the frame now instead of waking the writer task - this
+            # saves an event-loop round trip on every ack. Frames are always whole messages, so
+            # this cannot interleave inside another send.
+            ws = self.ws
+            try:
+                if ws.protocol.state is _OPEN and not ws.paused:
+                    ws.protocol.send_text(frame)
+                    ws.send_data()
+                    return True
+            except Exception:  # fall back to the writer task, which reports errors properly
+                pass
+        if len(self.queue) >= self.limit:
+            self.kill(1008, "slow consumer")
+            return False
+        self.queue.append(frame)
+        if self._waiting:
+            self._waiting = False
+            self._wake.set()
+        return True
+
+    async def writer(self) -> None:
+        """Drain the queue into the socket until the connection closes."""
+        q = self.queue
+        send = self.ws.send
+        try:
+            while True:
+                while q:
+                    await send(q.popleft(), text=True)
+                if self.closed:
+                    return
+                self._wake.clear()
+                self._waiting = True
+                await self._wake.wait()
+        except Exception:  # the peer went away: the reader side notices and cleans up
+            self.closed = True
+
+    def kill(self, code: int, reason: str) -> None:
+        """Close the connection soon (never awaited by the caller)."""
+        if self.closed:
+            return
+        self.closed = True
+        self.close_reason = reason
+        self.queue.clear()
+        self._wake.set()
+        # the connection handler awaits this before returning, else websockets would close
+        # the connection itself with 1000 and the client would not learn why
+        self.closing = asyncio.get_running_loop().create_task(self._close(code, reason))
+
+    async def _close(self, code: int, reason: str) -> None:
+        try:
+            # a slow consumer's socket buffer is full and a flooder's inbound queue is (so the
+            # peer's close frame is never read): the handshake may never finish, so cap it
+            await asyncio.wait_for(self.ws.close(code, reason), 0.2)
+        except Exception:
+            pass
+        transport = getattr(self.ws, "transport", None)
+        if transport is not None:
+            transport.abort()
+
+
+class _BookFeed:
+    """Top-``depth`` L2 view of one market as last published, and its channel sequence."""
+
+    __slots__ = ("market", "depth", "seq", "bids", "asks", "fresh")
+
+    def __init__(self, market: int, depth: int) -> None:
+        self.market = market
+        self.depth = depth
+        self.seq = 0
+        self.bids: dict[int, int] = {}
+        self.asks: dict[int, int] = {}
+        self.fresh = False  # bids/asks equal the book (only maintained while subscribed)
+
+
+def _diff(old: dict[int, int], new: dict[int, int]) -> list[tuple[int, int]]:
+    ch = [(p, s) for p, s in new.items() if old.get(p) != s]
+    ch.extend((p, 0) for p in old if p not in new)
+    return ch
+
+
+class Hub:
+    """Channel registry and fan-out."""
+
+    def __init__(self, engine: Engine, symbols: dict[int, str], book_depth: int = 50) -> None:
+        self.engine = engine
+        self.symbols = symbols
+        self.public: dict[str, set[Conn]] = {}
+        self.private: dict[str, dict[str, set[Conn]]] = {k: {} for k in PRIVATE}
+        self.books = {m: _BookFeed(m, book_depth) for m in engine.books}
+        self._bbo: dict[int, tuple[int | None, int | None, int | None]] = {}
+        self.valid_public = {"markets", "prices"}
+        for m in engine.books:
+            self.valid_public.add(f"book.{m}")
+            self.valid_public.add(f"trades.{m}")
+
+    # ---------------------------------------------------------------- subscriptions
+
+    def check_channel(self, name: str, session: Session) -> str | None:
+        """An error code for subscribing to ``name``, or None when allowed."""
+        if name in self.valid_public:
+            return None
+        if name in self.private:
+            return None if session.logged_in else "NOT_LOGGED_IN"
+        return "UNKNOWN_CHANNEL"
+
+    def subscribe(self, conn: Conn, name: str) -> None:
+        """Register ``conn`` (after :meth:`check_channel`) and send the channel's snapshot."""
+        if name in conn.subs:
+            return
+        conn.subs.add(name)
+        if name in self.private:
+            owner = conn.session.owner
+            assert owner is not None
+            self.private[name].setdefault(owner, set()).add(conn)
+            self._private_snapshot(conn, name, owner)
+            return
+        self.public.setdefault(name, set()).add(conn)
+        if name.startswith("book."):
+            feed = self.books[int(name[5:])]
+            self._refresh(feed)
+            conn.send(encoder.encode(BookMsg(name, feed.market, "snapshot", feed.seq, feed.seq,
+                                             sorted(feed.bids.items(), reverse=True),
+                                             sorted(feed.asks.items()))))
+        elif name == "markets":
+            conn.send(encoder.encode(MarketsMsg(name, [self._market_info(m)
+                                                       for m in sorted(self.books)])))
+        elif name == "prices":
+            r = self.engine.risk
+            conn.send(encoder.encode(PricesMsg(name, dict(r.asset_prices),
+                                               dict(r.market_prices))))
+
+    def unsubscribe(self, conn: Conn, name: str) -> None:
+        """Drop one subscription (no error when absent)."""
+        if name not in conn.subs:
+            return
+        conn.subs.discard(name)
+        if name in self.private:
+            owner = conn.session.owner
+            group = self.private[name].get(owner or "")
+            if group is not None:
+                group.discard(conn)
+                if not group:
+                    del self.private[name][owner or ""]
+            return
+        group = self.public.get(name)
+        if group is not None:
+            group.discard(conn)
+            if not group:
+                del self.public[name]
+                if name.startswith("book."):
+                    self.books[int(name[5:])].fresh = False
+
+    def drop(self, conn: Conn) -> None:
+        """Forget a closed connection."""
+        for name in list(conn.subs):
+            self.unsubscribe(conn, name)
+
+    # ---------------------------------------------------------------- snapshots
+
+    def _refresh(self, feed: _BookFeed) -> None:
+        if feed.fresh:
+            return
+        bids, asks = self.engine.books[feed.market].depth(feed.depth)
+        feed.bids, feed.asks = dict(bids), dict(asks)
+        feed.seq += 1  # a new baseline: any old delta stream is over
+        feed.fresh = True
+
+    def _market_info(self, m: int) -> MarketInfo:
+        b = self.engine.books[m]
+        mc = self.engine.params.markets[m]
+        return MarketInfo(m, self.symbols.get(m, str(m)), mc.tick_size, mc.lot_size,
+                          b.best_bid(), b.best_ask(), self.engine.risk.market_prices.get(m))
+
+    def _owner_subs(self, owner: str) -> list[int]:
+        return sorted(sub for (o, sub) in self.engine.ledger.projected if o == owner)
+
+    def _private_snapshot(self, conn: Conn, name: str, owner: str) -> None:
+        if name == "orders":
+            for rec in sorted(self.engine.orders.values(), key=lambda r: r.oid):
+                if rec.acct[0] == owner:
+                    st = OrderStatus.OPEN if rec.filled == 0 else OrderStatus.PARTIALLY_FILLED
+                    conn.send(encoder.encode(OrderMsg("orders", rec.oid, rec.acct[1], rec.market,
+                                                      rec.cid, st.name, rec.price, rec.filled,
+                                                      rec.remaining, None)))
+        elif name == "positions":
+            for sub in self._owner_subs(owner):
+                conn.send(self._position_frame((owner, sub)))
+        elif name == "health":
+            for sub in self._owner_subs(owner):
+                conn.send(self._health_frame((owner, sub)))
+
+    def _position_frame(self, acct: Acct) -> bytes:
+        st = self.engine.ledger.account(acct)
+        pos = [PositionEntry(m, p.size, p.open_notional, p.funding_snapshot)
+               for m, p in sorted(st.positions.items()) if p.size]
+        return encoder.encode(PositionMsg("positions", acct[1], st.quote,
+                                          {a: v for a, v in st.collateral.items() if v}, pos))
+
+    def _health_frame(self, acct: Acct) -> bytes:
+        eng = self.engine
+        try:
+            h = compute_health(eng.ledger.account(acct), eng.params, eng.risk.asset_prices,
+                               eng.risk.market_prices, eng.ledger.proj_funding)
+        except KeyError:
+            return encoder.encode(HealthMsg("health", acct[1], None, None, None, None))
+        return encoder.encode(HealthMsg("health", acct[1], h.equity, h.initial_health,
+                                        h.maintenance_health, h.maintenance_health < 0))
+
+    # ---------------------------------------------------------------- fan-out
+
+    def _to_owner(self, channel: str, owner: str, frame: bytes) -> None:
+        group = self.private[channel].get(owner)
+        if group:
+            for c in tuple(group):
+                c.send(frame)
+
+    def _to_public(self, channel: str, frame: bytes) -> None:
+        group = self.public.get(channel)
+        if group:
+            for c in tuple(group):
+                c.send(frame)
+
+    def publish(self, cmd: Command, res: Result) -> None:
+        """Fan out what one command produced (call right after the engine applied it)."""
+        outs = res.outputs
+        touched_markets: set[int] = set()
+        touched_accts: set[Acct] = set()
+        ts_ms = int(time.time() * 1000)
+        private = self.private
+        orders_subs = private["orders"]
+        fills_subs = private["fills"]
+        for o in outs:
+            t = type(o)
+            if t is OrderUpdate:
+                assert isinstance(o, OrderUpdate)
+                touched_markets.add(o.market)
+                if o.owner in orders_subs:
+                    self._to_owner("orders", o.owner, encoder.encode(OrderMsg(
+                        "orders", o.order_id, o.sub, o.market, o.client_id, _STATUS[o.status],
+                        o.price, o.filled, o.remaining, _REASON.get(o.reason))))
+            elif t is FillReport:
+                assert isinstance(o, FillReport)
+                touched_markets.add(o.market)
+                touched_accts.add((o.taker_owner, o.taker_sub))
+                touched_accts.add((o.maker_owner, o.maker_sub))
+                self._to_public(f"trades.{o.market}", encoder.encode(TradeMsg(
+                    f"trades.{o.market}", o.market, o.seq, o.price, o.size,
+                    "buy" if o.taker_is_buy else "sell", ts_ms)))
+                if o.taker_owner in fills_subs:
+                    self._to_owner("fills", o.taker_owner, encoder.encode(FillMsg(
+                        "fills", o.seq, o.market, o.taker_order_id, o.taker_sub,
+                        "buy" if o.taker_is_buy else "sell", "taker", o.price, o.size,
+                        o.taker_fee, ts_ms)))
+                if o.maker_owner in fills_subs:
+                    self._to_owner("fills", o.maker_owner, encoder.encode(FillMsg(
+                        "fills", o.seq, o.market, o.maker_order_id, o.maker_sub,
+                        "sell" if o.taker_is_buy else "buy", "maker", o.price, o.size,
+                        o.maker_fee, ts_ms)))
+            elif t is Bust:
+                assert isinstance(o, Bust)
+                for acct in (o.taker, o.maker):
+                    a = (acct[0], acct[1])
+                    touched_accts.add(a)
+                    self._to_owner("fills", a[0], encoder.encode(BustMsg("fills", o.seq, a[1],
+                                                                         o.reason)))
+            elif t is ItemRejected:
+                assert isinstance(o, ItemRejected)
+                if o.account is not None:
+                    touched_accts.add((o.account[0], o.account[1]))
+            elif t is Sequenced:
+                assert isinstance(o, Sequenced)
+                it = o.item
+                if isinstance(it, WithdrawItem):
+                    touched_accts.add((it.withdrawal.owner.lower(), it.withdrawal.subaccount))
+                elif isinstance(it, TransferItem):
+                    ow = it.transfer.owner.lower()
+                    touched_accts.add((ow, it.transfer.from_subaccount))
+                    touched_accts.add((ow, it.transfer.to_subaccount))
+        ct = type(cmd)
+        if ct is ChainDeposit and res.ack.ok:
+            assert isinstance(cmd, ChainDeposit)
+            touched_accts.add((cmd.owner.lower(), cmd.sub))
+        elif ct is SetOraclePrices and res.ack.ok:
+            assert isinstance(cmd, SetOraclePrices)
+            self._to_public("prices", encoder.encode(PricesMsg("prices", dict(cmd.assets),
+                                                               dict(cmd.markets))))
+            touched_markets.update(m for m in cmd.markets if m in self.books)
+            # every account's health moves with prices: refresh all the subscribed ones
+            for owner in list(private["health"]):
+                for sub in self._owner_subs(owner):
+                    self._to_owner("health", owner, self._health_frame((owner, sub)))
+        elif ct is RequestWithdrawal or ct is RequestTransfer:
+            pass  # covered by the Sequenced output
+        for m in touched_markets:
+            self._publish_book(m)
+        if touched_markets and "markets" in self.public:
+            changed = [self._market_info(m) for m in sorted(touched_markets)]
+            changed = [mi for mi in changed
+                       if self._bbo.get(mi.market) != (mi.best_bid, mi.best_ask, mi.oracle_price)]
+            for mi in changed:
+                self._bbo[mi.market] = (mi.best_bid, mi.best_ask, mi.oracle_price)
+            if changed:
+                self._to_public("markets", encoder.encode(MarketsMsg("markets", changed)))
+        if touched_accts:
+            self._publish_accounts(touched_accts)
+
+    def _publish_book(self, m: int) -> None:
+        feed = self.books.get(m)
+        if feed is None:
+            return
+        name = f"book.{m}"
+        if name not in self.public:
+            feed.fresh = False
+            return
+        bids, asks = self.engine.books[m].depth(feed.depth)
+        nb, na = dict(bids), dict(asks)
+        db, da = _diff(feed.bids, nb), _diff(feed.asks, na)
+        if not db and not da:
+            return
+        feed.bids, feed.asks = nb, na
+        prev = feed.seq
+        feed.seq += 1
+        db.sort(reverse=True)
+        da.sort()
+        self._to_public(name, encoder.encode(BookMsg(name, m, "delta", prev, feed.seq, db, da)))
+
+    def _publish_accounts(self, accts: Iterable[Acct]) -> None:
+        pos_subs = self.private["positions"]
+        health_subs = self.private["health"]
+        for acct in sorted(accts):
+            owner = acct[0]
+            if owner in pos_subs:
+                self._to_owner("positions", owner, self._position_frame(acct))
+            if owner in health_subs:
+                self._to_owner("health", owner, self._health_frame(acct))
+
+
+__all__ = ["Conn", "Hub", "PRIVATE"]

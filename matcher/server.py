@@ -1,0 +1,674 @@
+"""The matcher's websocket server: the I/O shell around :class:`JournaledEngine` + :class:`Intake`.
+
+Threading model: everything runs on one event loop thread (uvloop when available). Connection
+handlers decode, rate-limit, authenticate and verify signatures (intake), then put an engine
+command on one bounded ``asyncio.Queue``. A single engine task takes commands off it one at a
+time and calls :meth:`JournaledEngine.submit` (apply + journal write before the ack is released),
+so the engine sees one deterministic command stream - the same stream the journal replays. The
+engine task then queues the response on the requesting connection and fans the outputs out
+(:mod:`matcher.channels`) without ever awaiting a socket.
+
+``now`` (unix seconds) is read from the server's clock when the command is built, with no await
+between reading the clock and enqueueing, so commands enter the queue in clock order.
+
+See docs/api.md for the protocol.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import msgspec
+import websockets
+from websockets.asyncio.server import Server, ServerConnection, serve
+
+from crossbook.batch_codec import encode_item
+from crossbook.eip712 import Domain
+from matcher.channels import Conn, Hub
+from matcher.commands import (
+    Ack,
+    CancelAll,
+    CancelOrder,
+    ChainBatchSettled,
+    Command,
+    ExpireTick,
+    ModifyOrder,
+    OrderStatus,
+    OrderUpdate,
+    PlaceOrder,
+    Result,
+    Sequenced,
+)
+from matcher.engine import Engine
+from matcher.intake import Intake
+from matcher.journal import FSYNC_BY_SHELL, JournaledEngine
+from matcher.limits import Limits, TokenBucket
+from matcher.orders import CancelReason, Stp, Tif
+from matcher.sessions import Authenticator, LoginError, Session
+from matcher.ws_messages import (
+    Cancel,
+    CancelAllReq,
+    DeadMan,
+    DeadManFired,
+    GetChallenge,
+    Heartbeat,
+    Hello,
+    ItemMsg,
+    Login,
+    Modify,
+    Ping,
+    Place,
+    RangeError,
+    Response,
+    Stream,
+    StreamGap,
+    Subscribe,
+    TransferReq,
+    Unsubscribe,
+    WithdrawReq,
+    check_ranges,
+    encoder,
+    request_decoder,
+)
+
+log = logging.getLogger(__name__)
+
+_TIF = {"GTC": int(Tif.GTC), "IOC": int(Tif.IOC), "FOK": int(Tif.FOK),
+        "POST_ONLY": int(Tif.POST_ONLY)}
+_STP = {s.name: int(s) for s in Stp}
+_TERMINAL = (OrderStatus.FILLED, OrderStatus.CANCELLED)
+_lenient = msgspec.json.Decoder()
+
+
+@dataclass
+class ServerConfig:
+    """Everything the server needs besides the engine (docs/api.md lists the defaults)."""
+
+    host: str = "127.0.0.1"
+    port: int = 0  # 0: an ephemeral port (read it back from MatcherServer.port)
+    chain_id: int = 31337
+    verifying_contract: str = "0x" + "00" * 20
+    limits: Limits = field(default_factory=Limits)
+    heartbeat_s: float = 5.0  # app-level heartbeat frame period
+    ping_interval_s: float | None = 20.0  # websocket ping/pong keepalive
+    ping_timeout_s: float | None = 20.0
+    challenge_ttl_s: float = 60.0
+    max_login_expiry_s: int = 300
+    stream_token: str | None = None  # required by the `stream` op when set
+    book_depth: int = 50
+    expire_tick_s: float = 1.0  # ExpireTick period (0: never)
+    fsync_interval_s: float = 0.05  # group-commit timer under the FSYNC_BY_SHELL policy
+
+
+def _extract_id(raw: str | bytes) -> int | None:
+    """Best-effort request id of a message strict decoding refused (to echo it)."""
+    try:
+        obj = _lenient.decode(raw)
+    except Exception:
+        return None
+    if isinstance(obj, dict):
+        v = obj.get("id")
+        if type(v) is int and 0 <= v < 2**64:
+            return v
+    return None
+
+
+def _err(rid: int | None, code: str, message: str) -> bytes:
+    return encoder.encode(Response(rid, False, None, code, message))
+
+
+def _ok(rid: int | None, result: Any) -> bytes:
+    return encoder.encode(Response(rid, True, result))
+
+
+def _hex_bytes(s: str) -> bytes | None:
+    try:
+        return bytes.fromhex(s[2:])
+    except ValueError:
+        return None
+
+
+# one queued engine job: command, requesting connection, client request id, admin future
+_Job = tuple[Command, Conn | None, int | None, "asyncio.Future[Result] | None"]
+
+
+class MatcherServer:
+    """Websocket API server around one journaled engine. Use :meth:`start` / :meth:`close`
+    inside a running loop; :meth:`submit` is the in-process door for chain events and admin
+    commands (watcher deposits, agent approvals, oracle prices, settlements)."""
+
+    def __init__(self, jengine: JournaledEngine, config: ServerConfig | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.jengine = jengine
+        self.engine: Engine = jengine.engine
+        self.config = cfg = config or ServerConfig()
+        self.limits = cfg.limits
+        self.clock = clock
+        self.domain = Domain(cfg.chain_id, cfg.verifying_contract)
+        self.intake = Intake(self.engine, self.domain)
+        self.auth = Authenticator(self.domain, cfg.challenge_ttl_s, cfg.max_login_expiry_s)
+        symbols = {i: m.symbol for i, m in enumerate(self.engine.config.spec.markets)}
+        self.hub = Hub(self.engine, symbols, cfg.book_depth)
+        self.conns: set[Conn] = set()
+        self.port = 0
+        self._queue: asyncio.Queue[_Job] = asyncio.Queue(self.limits.engine_queue)
+        self._req_ids = itertools.count(1)
+        self._conn_ids = itertools.count(1)
+        self._oid_session: dict[int, Session] = {}
+        self._seq_ts: dict[int, int] = {}
+        self._seq_event = asyncio.Event()
+        self._server: Server | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._hello_limits = {
+            "max_message_bytes": self.limits.max_message_bytes,
+            "hard_max_message_bytes": self.limits.hard_max_message_bytes,
+            "msgs_per_s": int(self.limits.msgs_per_s),
+            "burst": self.limits.burst,
+            "send_queue_frames": self.limits.send_queue_frames,
+            "max_subscriptions": self.limits.max_subscriptions,
+            "open_orders_per_subaccount": self.limits.open_orders(self.engine.config),
+        }
+
+    # ================================================================ lifecycle
+
+    async def start(self) -> None:
+        """Bind the listening socket and start the engine, heartbeat and timer tasks."""
+        cfg = self.config
+        self._server = await serve(
+            self._handler, cfg.host, cfg.port,
+            max_size=self.limits.hard_max_message_bytes,
+            ping_interval=cfg.ping_interval_s, ping_timeout=cfg.ping_timeout_s,
+            compression=None,  # deflate costs latency and CPU; frames are small JSON
+            max_queue=64,  # inbound frames buffered per connection before TCP back-pressure
+        )
+        self.port = list(self._server.sockets)[0].getsockname()[1]
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._engine_loop(), name="engine"),
+                       loop.create_task(self._heartbeat_loop(), name="heartbeat")]
+        if cfg.expire_tick_s > 0:
+            self._tasks.append(loop.create_task(self._expire_loop(), name="expire"))
+        if self.jengine.writer.fsync_policy == FSYNC_BY_SHELL and cfg.fsync_interval_s > 0:
+            self._tasks.append(loop.create_task(self._fsync_loop(), name="fsync"))
+
+    async def close(self) -> None:
+        """Stop accepting, close every connection, drain the engine queue, sync the journal."""
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        while not self._queue.empty():
+            self._run(self._queue.get_nowait())
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.jengine.writer.sync()
+
+    @property
+    def url(self) -> str:
+        """``ws://host:port`` of the listening socket."""
+        return f"ws://{self.config.host}:{self.port}"
+
+    def now(self) -> int:
+        """Unix seconds from the server clock (what goes into commands)."""
+        return int(self.clock())
+
+    async def submit(self, cmd: Command) -> Result:
+        """Run an admin / chain-event command through the engine queue; returns its result."""
+        fut: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait((cmd, None, None, fut))
+        return await fut
+
+    def next_req_id(self) -> int:
+        """A fresh engine correlation id (journaled with the command)."""
+        return next(self._req_ids)
+
+    # ================================================================ engine task
+
+    async def _engine_loop(self) -> None:
+        q = self._queue
+        run = self._run
+        while True:
+            job = await q.get()
+            run(job)
+            # drain what is already queued without a loop round-trip per command
+            while not q.empty():
+                run(q.get_nowait())
+
+    def _run(self, job: _Job) -> None:
+        cmd, conn, rid, fut = job
+        try:
+            res = self.jengine.submit(cmd)
+        except Exception as exc:  # an engine bug must not take the server down
+            log.exception("engine failed on %r", cmd)
+            if conn is not None:
+                conn.send(_err(rid, "INTERNAL", f"internal error: {type(exc).__name__}"))
+            if fut is not None and not fut.done():
+                fut.set_exception(exc)
+            return
+        ack = res.ack
+        if conn is not None:
+            if ack.ok:
+                conn.send(_ok(rid, {"order_id": ack.order_id, "seq": ack.seq}))
+                if ack.order_id and ack.order_id in self.engine.orders and (
+                        type(cmd) is PlaceOrder or type(cmd) is ModifyOrder):
+                    conn.session.orders.add(ack.order_id)
+                    self._oid_session[ack.order_id] = conn.session
+            else:
+                conn.send(_err(rid, ack.code.name, ack.message))
+        if fut is not None and not fut.done():
+            fut.set_result(res)
+        sequenced = False
+        ts = 0
+        for o in res.outputs:
+            t = type(o)
+            if t is OrderUpdate:
+                assert isinstance(o, OrderUpdate)
+                if o.status in _TERMINAL:
+                    s = self._oid_session.pop(o.order_id, None)
+                    if s is not None:
+                        s.orders.discard(o.order_id)
+            elif t is Sequenced:
+                assert isinstance(o, Sequenced)
+                if not sequenced:
+                    sequenced = True
+                    ts = int(time.time() * 1000)
+                self._seq_ts[o.seq] = ts
+        try:
+            self.hub.publish(cmd, res)
+        except Exception:  # a fan-out bug must not stop the engine
+            log.exception("fan-out failed")
+        if type(cmd) is ChainBatchSettled:
+            settled = self.engine.ledger.settled_seq
+            for q in [q for q in self._seq_ts if q <= settled]:
+                del self._seq_ts[q]
+        if sequenced:
+            ev = self._seq_event
+            self._seq_event = asyncio.Event()
+            ev.set()
+
+    def _enqueue(self, conn: Conn, rid: int, cmd: Command) -> None:
+        try:
+            self._queue.put_nowait((cmd, conn, rid, None))
+        except asyncio.QueueFull:
+            conn.send(_err(rid, "OVERLOADED", "engine queue full; retry later"))
+
+    # ================================================================ timers
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.heartbeat_s)
+            frame = encoder.encode(Heartbeat(int(time.time() * 1000),
+                                             self.engine.ledger.next_seq - 1))
+            for c in tuple(self.conns):
+                c.send(frame)
+
+    async def _expire_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.expire_tick_s)
+            try:
+                self._queue.put_nowait((ExpireTick(self.next_req_id(), self.now()), None, None,
+                                        None))
+            except asyncio.QueueFull:
+                pass  # the next tick sweeps the same orders
+
+    async def _fsync_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.fsync_interval_s)
+            self.jengine.writer.sync()
+
+    # ================================================================ connections
+
+    async def _handler(self, ws: ServerConnection) -> None:
+        cid = next(self._conn_ids)
+        conn = Conn(ws, cid, self.limits.send_queue_frames, Session(cid))
+        conn.bucket = TokenBucket(self.limits.msgs_per_s, self.limits.burst)
+        self.conns.add(conn)
+        ch = conn.session.new_challenge()
+        conn.send(encoder.encode(Hello(
+            "0x" + ch.hex(), int(self.clock() + self.config.challenge_ttl_s),
+            self.config.chain_id, self.config.verifying_contract, self._hello_limits)))
+        conn.writer_task = asyncio.get_running_loop().create_task(conn.writer())
+        try:
+            async for raw in ws:
+                if conn.closed:
+                    break
+                self._on_message(conn, raw)
+        except websockets.ConnectionClosed:
+            pass
+        finally:
+            self._disconnected(conn)
+            if conn.closing is not None:
+                await conn.closing
+
+    def _disconnected(self, conn: Conn) -> None:
+        self.conns.discard(conn)
+        self.hub.drop(conn)
+        s = conn.session
+        if s.dead_man_timer is not None:
+            s.dead_man_timer.cancel()
+            s.dead_man_timer = None
+        if s.cancel_on_disconnect and s.orders:
+            self._cancel_session_orders(s, CancelReason.USER, None)
+        if not conn.closed:
+            conn.closed = True
+        conn.queue.clear()
+        if conn.writer_task is not None:
+            conn.writer_task.cancel()
+
+    def _on_message(self, conn: Conn, raw: str | bytes) -> None:
+        lim = self.limits
+        if not conn.bucket.take():
+            # refused messages are counted per 1 s window: a client that backs off recovers,
+            # one that keeps hammering is cut off (its errors would be a flood of their own)
+            now = time.monotonic()
+            if now - conn.strike_window > 1.0:
+                conn.strike_window = now
+                conn.strikes = 0
+            conn.strikes += 1
+            if conn.strikes >= lim.flood_disconnect_after:
+                conn.kill(1008, "flood")
+            else:
+                conn.send(_err(_extract_id(raw) if len(raw) <= lim.max_message_bytes else None,
+                               "RATE_LIMITED", f"more than {lim.msgs_per_s:g} msgs/s"))
+            return
+        if len(raw) > lim.max_message_bytes:
+            conn.send(_err(None, "MESSAGE_TOO_LARGE",
+                           f"message of {len(raw)} bytes above {lim.max_message_bytes}"))
+            return
+        try:
+            req = request_decoder.decode(raw)
+        except msgspec.ValidationError as exc:
+            conn.send(_err(_extract_id(raw), "BAD_REQUEST", str(exc)))
+            return
+        except msgspec.DecodeError as exc:
+            conn.send(_err(None, "MALFORMED_JSON", str(exc)))
+            return
+        try:
+            check_ranges(req)
+        except RangeError as exc:
+            conn.send(_err(req.id, "BAD_REQUEST", str(exc)))
+            return
+        try:
+            self._dispatch(conn, req)
+        except Exception as exc:  # a handler bug answers the request and keeps the server up
+            log.exception("request failed")
+            conn.send(_err(req.id, "INTERNAL", f"internal error: {type(exc).__name__}"))
+
+    # ================================================================ requests
+
+    def _owner(self, conn: Conn, rid: int) -> str | None:
+        """The session owner, or None after sending the error (not logged in / agent revoked)."""
+        s = conn.session
+        owner = s.owner
+        if owner is None:
+            conn.send(_err(rid, "NOT_LOGGED_IN", "log in first"))
+            return None
+        signer = s.signer
+        if signer != owner and not self.engine.is_agent(owner, signer or ""):
+            conn.send(_err(rid, "NOT_AUTHORISED", "the session's agent approval was revoked"))
+            return None
+        return owner
+
+    def _dispatch(self, conn: Conn, req: Any) -> None:
+        t = type(req)
+        rid: int = req.id
+        if t is Place:
+            self._place(conn, req)
+        elif t is Cancel:
+            owner = self._owner(conn, rid)
+            if owner is None:
+                return
+            if req.order_id is None and req.client_id is None:
+                conn.send(_err(rid, "BAD_REQUEST", "give order_id or client_id"))
+                return
+            self._enqueue(conn, rid, CancelOrder(self.next_req_id(), owner, req.order_id,
+                                                 req.sub, req.market, req.client_id, self.now()))
+        elif t is CancelAllReq:
+            owner = self._owner(conn, rid)
+            if owner is not None:
+                self._enqueue(conn, rid, CancelAll(self.next_req_id(), owner, req.sub,
+                                                   req.market, self.now()))
+        elif t is Modify:
+            self._modify(conn, req)
+        elif t is Login:
+            self._login(conn, req)
+        elif t is GetChallenge:
+            ch = conn.session.new_challenge()
+            conn.send(_ok(rid, {"challenge": "0x" + ch.hex(),
+                                "expires_at": int(self.clock() + self.config.challenge_ttl_s)}))
+        elif t is Subscribe:
+            self._subscribe(conn, req)
+        elif t is Unsubscribe:
+            for name in req.channels:
+                self.hub.unsubscribe(conn, name)
+            conn.send(_ok(rid, {"channels": sorted(conn.subs)}))
+        elif t is Ping:
+            conn.send(_ok(rid, {"ts_ms": int(time.time() * 1000)}))
+        elif t is DeadMan:
+            self._dead_man(conn, req)
+        elif t is WithdrawReq:
+            owner = self._owner(conn, rid)
+            if owner is None:
+                return
+            w = req.withdrawal.to_withdrawal()
+            sig = _hex_bytes(req.signature)
+            if w.owner.lower() != owner or sig is None:
+                conn.send(_err(rid, "NOT_AUTHORISED" if sig is not None else "BAD_REQUEST",
+                               "withdrawal owner must be the session owner"
+                               if sig is not None else "signature is not hex"))
+                return
+            got = self.intake.withdrawal(self.next_req_id(), w, sig, now=self.now())
+            self._submit_or_reject(conn, rid, got)
+        elif t is TransferReq:
+            owner = self._owner(conn, rid)
+            if owner is None:
+                return
+            tr = req.transfer.to_transfer()
+            sig = _hex_bytes(req.signature)
+            if tr.owner.lower() != owner or sig is None:
+                conn.send(_err(rid, "NOT_AUTHORISED" if sig is not None else "BAD_REQUEST",
+                               "transfer owner must be the session owner"
+                               if sig is not None else "signature is not hex"))
+                return
+            self._submit_or_reject(conn, rid, self.intake.transfer(
+                self.next_req_id(), tr, sig, now=self.now()))
+        elif t is Stream:
+            self._stream(conn, req)
+        else:  # pragma: no cover - the decoder only yields the types above
+            conn.send(_err(rid, "BAD_REQUEST", "unknown op"))
+
+    def _submit_or_reject(self, conn: Conn, rid: int, got: Any) -> None:
+        if isinstance(got, Ack):
+            conn.send(_err(rid, got.code.name, got.message))
+        else:
+            self._enqueue(conn, rid, got)
+
+    def _place(self, conn: Conn, req: Place) -> None:
+        rid = req.id
+        owner = self._owner(conn, rid)
+        if owner is None:
+            return
+        if req.order.owner.lower() != owner:
+            conn.send(_err(rid, "NOT_AUTHORISED", "order owner must be the session owner"))
+            return
+        sig = _hex_bytes(req.signature)
+        if sig is None:
+            conn.send(_err(rid, "BAD_REQUEST", "signature is not hex"))
+            return
+        got = self.intake.place(self.next_req_id(), req.order.to_order(), sig,
+                                tif=_TIF[req.tif], client_id=req.client_id, stp=_STP[req.stp],
+                                now=self.now())
+        self._submit_or_reject(conn, rid, got)
+
+    def _modify(self, conn: Conn, req: Modify) -> None:
+        rid = req.id
+        owner = self._owner(conn, rid)
+        if owner is None:
+            return
+        if req.order is not None:
+            if req.size is not None or req.signature is None:
+                conn.send(_err(rid, "BAD_REQUEST",
+                               "a replacement takes `order` + `signature` and no `size`"))
+                return
+            sig = _hex_bytes(req.signature)
+            if sig is None:
+                conn.send(_err(rid, "BAD_REQUEST", "signature is not hex"))
+                return
+            if req.order.owner.lower() != owner:
+                conn.send(_err(rid, "NOT_AUTHORISED", "order owner must be the session owner"))
+                return
+            got = self.intake.replace(self.next_req_id(), owner, req.order_id,
+                                      req.order.to_order(), sig, now=self.now())
+            self._submit_or_reject(conn, rid, got)
+        elif req.size is not None and req.signature is None:
+            self._enqueue(conn, rid, ModifyOrder(self.next_req_id(), owner, req.order_id,
+                                                 req.size, None, None, None, self.now()))
+        else:
+            conn.send(_err(rid, "BAD_REQUEST", "give `size` or `order` + `signature`"))
+
+    def _login(self, conn: Conn, req: Login) -> None:
+        s = conn.session
+        try:
+            self.auth.verify(s, req.owner, req.signer, req.challenge, req.expiry,
+                             req.signature, self.now(), self.engine.is_agent)
+        except LoginError as exc:
+            conn.send(_err(req.id, exc.code, exc.message))
+            return
+        s.cancel_on_disconnect = req.cancel_on_disconnect
+        conn.send(_ok(req.id, {"owner": s.owner, "signer": s.signer,
+                               "cancel_on_disconnect": s.cancel_on_disconnect}))
+
+    def _subscribe(self, conn: Conn, req: Subscribe) -> None:
+        rid = req.id
+        for name in req.channels:
+            code = self.hub.check_channel(name, conn.session)
+            if code is not None:
+                msg = ("log in to use private channels" if code == "NOT_LOGGED_IN"
+                       else f"no channel {name!r}")
+                conn.send(_err(rid, code, msg))
+                return
+        if len(conn.subs | set(req.channels)) > self.limits.max_subscriptions:
+            conn.send(_err(rid, "TOO_MANY_SUBSCRIPTIONS",
+                           f"at most {self.limits.max_subscriptions} channels"))
+            return
+        conn.send(_ok(rid, {"channels": sorted(conn.subs | set(req.channels))}))
+        for name in req.channels:  # snapshots follow the response
+            self.hub.subscribe(conn, name)
+
+    # ================================================================ dead-man's switch
+
+    def _dead_man(self, conn: Conn, req: DeadMan) -> None:
+        if self._owner(conn, req.id) is None:
+            return
+        s = conn.session
+        if s.dead_man_timer is not None:
+            s.dead_man_timer.cancel()
+            s.dead_man_timer = None
+        s.dead_man_ms = req.timeout_ms
+        if req.timeout_ms:
+            s.dead_man_timer = asyncio.get_running_loop().call_later(
+                req.timeout_ms / 1000, self._dead_man_fire, conn)
+        deadline = int(time.time() * 1000) + req.timeout_ms if req.timeout_ms else None
+        conn.send(_ok(req.id, {"timeout_ms": req.timeout_ms, "deadline_ms": deadline}))
+
+    def _dead_man_fire(self, conn: Conn) -> None:
+        s = conn.session
+        s.dead_man_timer = None
+        s.dead_man_ms = 0
+        oids = self._cancel_session_orders(s, CancelReason.DEAD_MAN, conn)
+        conn.send(encoder.encode(DeadManFired(oids)))
+
+    def _cancel_session_orders(self, s: Session, reason: CancelReason,
+                               conn: Conn | None) -> list[int]:
+        """Queue a cancel of every live order this session placed; returns their ids."""
+        owner = s.owner
+        if owner is None:
+            return []
+        oids = sorted(o for o in s.orders if o in self.engine.orders)
+        now = self.now()
+        for oid in oids:
+            cmd = CancelOrder(self.next_req_id(), owner, oid, 0, 0, None, now, int(reason))
+            try:
+                self._queue.put_nowait((cmd, None, None, None))
+            except asyncio.QueueFull:  # pragma: no cover - the queue holds 100k commands
+                log.error("engine queue full: dead-man cancel of %d dropped", oid)
+        return oids
+
+    # ================================================================ relayer stream
+
+    def _stream(self, conn: Conn, req: Stream) -> None:
+        tok = self.config.stream_token
+        if tok is not None and req.token != tok:
+            conn.send(_err(req.id, "NOT_AUTHORISED", "bad stream token"))
+            return
+        if "stream" in conn.subs:
+            conn.send(_err(req.id, "BAD_REQUEST", "already streaming on this connection"))
+            return
+        led = self.engine.ledger
+        if req.from_seq <= led.settled_seq:
+            conn.send(_err(req.id, "SEQ_UNAVAILABLE",
+                           f"seq {req.from_seq} is settled and pruned (settled up to "
+                           f"{led.settled_seq}); stream from {led.settled_seq + 1}"))
+            return
+        conn.subs.add("stream")
+        resp = _ok(req.id, {"from_seq": req.from_seq, "next_seq": led.next_seq,
+                            "settled_seq": led.settled_seq})
+        asyncio.get_running_loop().create_task(self._stream_task(conn, req.from_seq, resp))
+
+    async def _stream_task(self, conn: Conn, cursor: int, resp: bytes) -> None:
+        """Pull items from the engine outbox and send them in order. Sends straight to the
+        socket (awaiting it) instead of the bounded queue: a lagging relayer only lags, it is
+        not a slow consumer to drop, and the outbox already holds everything unsettled."""
+        ws = conn.ws
+        led = self.engine.ledger
+        chunk = self.limits.stream_chunk
+        try:
+            await ws.send(resp, text=True)
+            while not conn.closed:
+                if cursor <= led.settled_seq:
+                    await ws.send(encoder.encode(StreamGap(cursor, led.settled_seq)), text=True)
+                    conn.kill(1011, "stream gap")
+                    return
+                end = min(led.next_seq, cursor + chunk)
+                if cursor < end:
+                    # build the whole chunk before awaiting: settlement may prune the outbox
+                    frames = []
+                    for s in range(cursor, end):
+                        data = encode_item(led.unsettled[s].item)
+                        frames.append(encoder.encode(ItemMsg(s, data[0], "0x" + data.hex(),
+                                                             self._seq_ts.get(s, 0))))
+                    cursor = end
+                    for f in frames:
+                        await ws.send(f, text=True)
+                    continue
+                await self._seq_event.wait()
+        except websockets.ConnectionClosed:
+            pass
+
+
+async def serve_engine(jengine: JournaledEngine, config: ServerConfig | None = None) -> None:
+    """Run a server until cancelled."""
+    server = MatcherServer(jengine, config)
+    await server.start()
+    log.info("matcher websocket API on %s", server.url)
+    try:
+        await asyncio.Future()
+    finally:
+        await server.close()
+
+
+def run(jengine: JournaledEngine, config: ServerConfig | None = None) -> None:
+    """Blocking entry point: uvloop when installed, else the default asyncio loop."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency, but stay runnable
+        asyncio.run(serve_engine(jengine, config))
+    else:
+        uvloop.run(serve_engine(jengine, config))
+
+
+__all__ = ["MatcherServer", "ServerConfig", "run", "serve_engine"]

@@ -1,0 +1,451 @@
+"""Wire types of the matcher's websocket API (docs/api.md): requests, responses, channel messages.
+
+Every frame is one JSON object (a text frame). Requests carry ``op`` (the tag) and a client-chosen
+``id`` that the server echoes in exactly one :class:`Response`. Server-initiated frames carry
+``type``.
+
+Decoding is strict: unknown fields, missing fields, wrong JSON types (a float or a string or a bool
+where an integer belongs), negative integers and integers above their Solidity width are all
+refused with a structured error *before* anything reaches intake or the engine. msgspec decodes
+arbitrarily large JSON integers into Python ints and only supports ``Meta(ge=...)`` bounds inside
+int64, so the upper bounds are checked by :func:`check_ranges` after decoding.
+
+Numbers are JSON integers in protocol units (docs/protocol.md section 1); no floats anywhere.
+Signatures and challenges are ``0x``-prefixed hex strings.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Final, Literal, Union
+
+import msgspec
+
+from crossbook.protocol_types import Order, Transfer, Withdrawal
+
+# ------------------------------------------------------------------------------ scalars
+
+Uint = Annotated[int, msgspec.Meta(ge=0)]
+PosInt = Annotated[int, msgspec.Meta(gt=0)]
+# 0x + hex; the exact length is checked where it matters (signatures 65 bytes, challenge 32)
+Hex = Annotated[str, msgspec.Meta(pattern=r"^0[xX][0-9a-fA-F]*$", max_length=1026)]
+Address = Annotated[str, msgspec.Meta(pattern=r"^0[xX][0-9a-fA-F]{40}$")]
+Channel = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+
+TifName = Literal["GTC", "IOC", "FOK", "POST_ONLY"]
+StpName = Literal["EXPIRE_TAKER", "EXPIRE_MAKER", "EXPIRE_BOTH"]
+
+U64_MAX: Final = 2**64 - 1
+U32_MAX: Final = 2**32 - 1
+
+
+
+class WireOrder(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """The EIP-712 ``Order`` exactly as signed (docs/protocol.md section 4)."""
+
+    owner: Address
+    subaccount: Uint
+    market: Uint
+    is_buy: bool
+    reduce_only: bool
+    price: Uint
+    size: Uint
+    nonce: Uint
+    expiry: Uint
+    max_fee_ppm: Uint
+
+    def to_order(self) -> Order:
+        """The protocol value intake verifies."""
+        return Order(self.owner, self.subaccount, self.market, self.is_buy, self.reduce_only,
+                     self.price, self.size, self.nonce, self.expiry, self.max_fee_ppm)
+
+
+class WireWithdrawal(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """The EIP-712 ``Withdrawal`` as signed."""
+
+    owner: Address
+    subaccount: Uint
+    asset: Uint
+    amount: Uint
+    nonce: Uint
+    expiry: Uint
+
+    def to_withdrawal(self) -> Withdrawal:
+        """The protocol value intake verifies."""
+        return Withdrawal(self.owner, self.subaccount, self.asset, self.amount, self.nonce,
+                          self.expiry)
+
+
+class WireTransfer(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """The EIP-712 ``Transfer`` as signed."""
+
+    owner: Address
+    from_subaccount: Uint
+    to_subaccount: Uint
+    asset: Uint
+    amount: Uint
+    nonce: Uint
+    expiry: Uint
+
+    def to_transfer(self) -> Transfer:
+        """The protocol value intake verifies."""
+        return Transfer(self.owner, self.from_subaccount, self.to_subaccount, self.asset,
+                        self.amount, self.nonce, self.expiry)
+
+
+# ------------------------------------------------------------------------------ requests
+
+
+class Login(msgspec.Struct, tag="login", tag_field="op", forbid_unknown_fields=True,
+                  frozen=True):
+    """Sign in with the connection's current challenge (EIP-712 ``Login``, see docs/api.md)."""
+
+    id: Uint
+    owner: Address
+    signer: Address
+    challenge: Hex
+    expiry: Uint
+    signature: Hex
+    cancel_on_disconnect: bool = False
+
+
+class GetChallenge(msgspec.Struct, tag="challenge", tag_field="op", forbid_unknown_fields=True,
+                  frozen=True):
+    """Ask for a fresh login challenge (each one is single use)."""
+
+    id: Uint
+
+
+class Place(msgspec.Struct, tag="place", tag_field="op", forbid_unknown_fields=True,
+                  frozen=True):
+    """Place a signed order."""
+
+    id: Uint
+    order: WireOrder
+    signature: Hex
+    tif: TifName = "GTC"
+    client_id: Uint | None = None
+    stp: StpName = "EXPIRE_TAKER"
+
+
+class Cancel(msgspec.Struct, tag="cancel", tag_field="op", forbid_unknown_fields=True,
+                  frozen=True):
+    """Cancel by exchange ``order_id``, or by ``(sub, market, client_id)``."""
+
+    id: Uint
+    order_id: Uint | None = None
+    sub: Uint = 0
+    market: Uint = 0
+    client_id: Uint | None = None
+
+
+class CancelAllReq(msgspec.Struct, tag="cancel_all", tag_field="op", forbid_unknown_fields=True,
+                  frozen=True):
+    """Cancel every live order of one sub-account (optionally one market)."""
+
+    id: Uint
+    sub: Uint = 0
+    market: Uint | None = None
+
+
+class Modify(msgspec.Struct, tag="modify", tag_field="op", forbid_unknown_fields=True,
+                  frozen=True):
+    """Reduce an order's open size (``size``), or cancel-replace it into a new signed order
+    (``order`` + ``signature``: the old order is reported CANCELLED and the replacement gets
+    a new exchange order id, returned in the response; the client id carries over)."""
+
+    id: Uint
+    order_id: Uint
+    size: Uint | None = None
+    order: WireOrder | None = None
+    signature: Hex | None = None
+
+
+class WithdrawReq(msgspec.Struct, tag="withdraw", tag_field="op", forbid_unknown_fields=True,
+                  frozen=True):
+    """A withdrawal signed by the owner."""
+
+    id: Uint
+    withdrawal: WireWithdrawal
+    signature: Hex
+
+
+class TransferReq(msgspec.Struct, tag="transfer", tag_field="op", forbid_unknown_fields=True,
+                  frozen=True):
+    """A transfer between two sub-accounts, signed by the owner."""
+
+    id: Uint
+    transfer: WireTransfer
+    signature: Hex
+
+
+class Subscribe(msgspec.Struct, tag="subscribe", tag_field="op", forbid_unknown_fields=True,
+                  frozen=True):
+    """Subscribe to channels (``book.<market>``, ``trades.<market>``, ``markets``, ``prices``,
+    ``orders``, ``fills``, ``positions``, ``health``)."""
+
+    id: Uint
+    channels: Annotated[list[Channel], msgspec.Meta(min_length=1, max_length=64)]
+
+
+class Unsubscribe(msgspec.Struct, tag="unsubscribe", tag_field="op", forbid_unknown_fields=True,
+                  frozen=True):
+    """Stop channels."""
+
+    id: Uint
+    channels: Annotated[list[Channel], msgspec.Meta(min_length=1, max_length=64)]
+
+
+class DeadMan(msgspec.Struct, tag="dead_man", tag_field="op", forbid_unknown_fields=True,
+                  frozen=True):
+    """Arm/refresh (``timeout_ms`` > 0) or disarm (0) the dead-man's switch."""
+
+    id: Uint
+    timeout_ms: Uint
+
+
+class Ping(msgspec.Struct, tag="ping", tag_field="op", forbid_unknown_fields=True,
+                  frozen=True):
+    """App-level ping; answered by a response carrying the server time."""
+
+    id: Uint
+
+
+class Stream(msgspec.Struct, tag="stream", tag_field="op", forbid_unknown_fields=True,
+                  frozen=True):
+    """Relayer: every sequenced item from ``from_seq`` on, in order, then live."""
+
+    id: Uint
+    from_seq: PosInt
+    token: str | None = None
+
+
+Request = Union[Login, GetChallenge, Place, Cancel, CancelAllReq, Modify, WithdrawReq,
+                TransferReq, Subscribe, Unsubscribe, DeadMan, Ping, Stream]
+
+# uint32 fields (everything else integral is uint64; Withdrawal/Transfer amounts are checked by
+# crossbook.protocol_types.validate as uint128 and are exempt here)
+_U32_FIELDS: Final = frozenset({"subaccount", "market", "sub", "max_fee_ppm", "from_subaccount",
+                                "to_subaccount"})
+_WIDE_FIELDS: Final = frozenset({"amount"})
+_MAX_TIMEOUT_MS: Final = 24 * 3600 * 1000
+
+
+class RangeError(ValueError):
+    """A decoded integer does not fit its field."""
+
+
+def _check(obj: msgspec.Struct, path: str) -> None:
+    for name in obj.__struct_fields__:
+        v = getattr(obj, name)
+        if type(v) is int:
+            if name in _WIDE_FIELDS:
+                continue
+            hi = U32_MAX if name in _U32_FIELDS else U64_MAX
+            if v > hi:
+                raise RangeError(f"`{path}.{name}` = {v} exceeds {'uint32' if hi == U32_MAX else 'uint64'}")
+        elif isinstance(v, msgspec.Struct):
+            _check(v, f"{path}.{name}")
+
+
+def check_ranges(req: msgspec.Struct) -> None:
+    """Raise :class:`RangeError` when an integer field exceeds its width (uint32/uint64)."""
+    _check(req, "$")
+    if isinstance(req, DeadMan) and req.timeout_ms > _MAX_TIMEOUT_MS:
+        raise RangeError(f"`$.timeout_ms` above {_MAX_TIMEOUT_MS}")
+
+
+request_decoder: Final = msgspec.json.Decoder(Request)
+
+
+# ------------------------------------------------------------------------------ server -> client
+
+
+class Response(msgspec.Struct, tag="response", tag_field="type", omit_defaults=True):
+    """Exactly one per request, echoing its ``id`` (None only when the request was not even
+    parseable JSON with an integer id). ``ok`` true carries ``result``; false carries a
+    machine-readable ``code`` and a human ``message``."""
+
+    id: int | None
+    ok: bool
+    result: Any = None
+    code: str | None = None
+    message: str | None = None
+
+
+class Hello(msgspec.Struct, tag="hello", tag_field="type"):
+    """First frame on every connection: protocol facts and the first login challenge."""
+
+    challenge: str
+    challenge_expires_at: int
+    chain_id: int
+    verifying_contract: str
+    limits: dict[str, int]
+
+
+class Heartbeat(msgspec.Struct, tag="heartbeat", tag_field="type"):
+    """Periodic liveness frame; ``last_seq`` is the newest sequenced item."""
+
+    ts_ms: int
+    last_seq: int
+
+
+class BookMsg(msgspec.Struct, tag="book", tag_field="type"):
+    """L2 book (top ``depth`` levels): ``kind`` is ``snapshot`` (full levels) or ``delta``
+    (changed levels, size 0 = removed). A delta's ``prev_seq`` equals the previous message's
+    ``seq`` on this channel; otherwise the client missed something and must resubscribe."""
+
+    channel: str
+    market: int
+    kind: str
+    prev_seq: int
+    seq: int
+    bids: list[tuple[int, int]]
+    asks: list[tuple[int, int]]
+
+
+class TradeMsg(msgspec.Struct, tag="trade", tag_field="type"):
+    """A public trade; ``seq`` is the sequence number of the fill item that settles it."""
+
+    channel: str
+    market: int
+    seq: int
+    price: int
+    size: int
+    taker_side: str
+    ts_ms: int
+
+
+class MarketInfo(msgspec.Struct):
+    """Static listing plus top of book and oracle price."""
+
+    market: int
+    symbol: str
+    tick_size: int
+    lot_size: int
+    best_bid: int | None
+    best_ask: int | None
+    oracle_price: int | None
+
+
+class MarketsMsg(msgspec.Struct, tag="markets", tag_field="type"):
+    """``markets`` channel: every market on subscribe, then the ones whose top of book or
+    oracle price changed."""
+
+    channel: str
+    markets: list[MarketInfo]
+
+
+class PricesMsg(msgspec.Struct, tag="prices", tag_field="type"):
+    """``prices`` channel: the matcher's oracle prices (1e8) by asset id and market id."""
+
+    channel: str
+    assets: dict[int, int]
+    markets: dict[int, int]
+
+
+class OrderMsg(msgspec.Struct, tag="order", tag_field="type"):
+    """``orders`` channel: an order of the logged-in owner changed."""
+
+    channel: str
+    order_id: int
+    sub: int
+    market: int
+    client_id: int | None
+    status: str
+    price: int
+    filled: int
+    remaining: int
+    reason: str | None
+
+
+class FillMsg(msgspec.Struct, tag="fill", tag_field="type"):
+    """``fills`` channel: one side of a trade, from the logged-in owner's point of view."""
+
+    channel: str
+    seq: int
+    market: int
+    order_id: int
+    sub: int
+    side: str
+    liquidity: str
+    price: int
+    size: int
+    fee: int
+    ts_ms: int
+
+
+class BustMsg(msgspec.Struct, tag="bust", tag_field="type"):
+    """``fills`` channel: a fill the chain rejected and the matcher reversed."""
+
+    channel: str
+    seq: int
+    sub: int
+    reason: int
+
+
+class PositionEntry(msgspec.Struct):
+    """One perp position."""
+
+    market: int
+    size: int
+    open_notional: int
+    funding_snapshot: int
+
+
+class PositionMsg(msgspec.Struct, tag="position", tag_field="type"):
+    """``positions`` channel: projected balances and positions of one sub-account."""
+
+    channel: str
+    sub: int
+    quote: int
+    collateral: dict[int, int]
+    positions: list[PositionEntry]
+
+
+class HealthMsg(msgspec.Struct, tag="health", tag_field="type"):
+    """``health`` channel: margin health of one sub-account at the matcher's oracle prices
+    (fields null when a needed price is missing)."""
+
+    channel: str
+    sub: int
+    equity: int | None
+    initial_health: int | None
+    maintenance_health: int | None
+    liquidatable: bool | None
+
+
+class ItemMsg(msgspec.Struct, tag="item", tag_field="type"):
+    """Relayer stream: one sequenced item; ``data`` is its docs/protocol.md section-5 encoding
+    (``kind`` byte + body, hex), exactly the bytes that go into a batch."""
+
+    seq: int
+    kind: int
+    data: str
+    ts_ms: int
+
+
+encoder: Final = msgspec.json.Encoder()
+
+__all__ = [
+    "Address", "BookMsg", "BustMsg", "Cancel", "CancelAllReq", "DeadMan", "FillMsg",
+    "GetChallenge", "HealthMsg", "Heartbeat", "Hello", "ItemMsg", "Login", "MarketInfo",
+    "MarketsMsg", "Modify", "OrderMsg", "Ping", "Place", "PositionEntry", "PositionMsg",
+    "PricesMsg", "RangeError", "Request", "Response", "Stream", "Subscribe", "TradeMsg",
+    "TransferReq", "Unsubscribe", "WireOrder", "WireTransfer", "WireWithdrawal", "WithdrawReq",
+    "check_ranges", "encoder", "request_decoder", "U32_MAX", "U64_MAX",
+]
+
+
+class DeadManFired(msgspec.Struct, tag="dead_man", tag_field="type"):
+    """The dead-man's switch ran out: the session's live orders are being cancelled (their
+    ``order`` updates follow with reason ``DEAD_MAN``)."""
+
+    cancelling: list[int]
+
+
+class StreamGap(msgspec.Struct, tag="stream_gap", tag_field="type"):
+    """Relayer stream: the next sequence number was settled and pruned before it could be
+    sent; the server closes the stream (resubscribe from the chain's ``nextSeq``)."""
+
+    expected: int
+    settled_seq: int
