@@ -42,6 +42,11 @@ contract Clearinghouse is AccessControl, EIP712, ReentrancyGuardTransient, Margi
         _escapeDelay = escapeDelay_;
         _module = address(new SettlementModule(oracle_, quoteToken_));
         S.Layout storage l = S.store();
+        // liquidation defaults (protocol §9.1): 2% penalty, half to insurance, 10% buffer, tier 2 below 50%
+        l.penaltyPpm = 20_000;
+        l.insuranceSharePpm = 500_000;
+        l.bufferPpm = 100_000;
+        l.criticalPpm = 500_000;
         l.nextSeq = 1;
         l.nextRequestId = 1;
         l.collateralCount = 1;
@@ -223,12 +228,105 @@ contract Clearinghouse is AccessControl, EIP712, ReentrancyGuardTransient, Margi
     /// @param batch firstSeq:uint64 count:uint16 item{count}, big-endian, tightly packed.
     function settle(bytes calldata batch) external onlyRole(OPERATOR_ROLE) nonReentrant {
         batch; // forwarded verbatim in msg.data
-        address module = _module;
+        _delegate(_module);
+    }
+
+    /// @dev Delegatecalls `module` with the original calldata; bubbles a revert, ignores return data.
+    function _delegate(address module) private {
         assembly {
             calldatacopy(0, 0, calldatasize())
             let ok := delegatecall(gas(), module, 0, calldatasize(), 0, 0)
             returndatacopy(0, 0, returndatasize())
             if iszero(ok) { revert(0, returndatasize()) }
+        }
+    }
+
+    // ------------------------------------------------------------------------------------------ liquidation
+    // Thin forwarders to the LiquidationModule (docs/protocol.md §9); the module holds the logic and NatSpec.
+    // Arguments travel verbatim in msg.data, so the parameters are unnamed here. The module takes the same
+    // transient reentrancy guard as nonReentrant (the forwarders return from assembly, skipping epilogues).
+
+    /// @notice Takes over (part of) a liquidatable position at the liquidation price (protocol §9.2-9.4).
+    ///         Args: owner, subaccount, market, maxSize, priceLimit, liquidatorSubaccount.
+    /// @return size Size taken over. @return price Liquidation price.
+    function liquidate(address, uint32, uint32, uint64, uint64, uint32)
+        external
+        returns (uint64 size, uint64 price)
+    {
+        (size, price) = (0, 0);
+        _toLiq();
+    }
+
+    /// @notice Buys a liquidatable account's collateral at a discount against its negative quote (protocol §9.5).
+    ///         Args: owner, subaccount, asset, maxAmount, priceLimit, liquidatorSubaccount.
+    /// @return amount Collateral taken. @return price Discounted price.
+    function liquidateCollateral(address, uint32, uint16, uint128, uint64, uint32)
+        external
+        returns (uint128 amount, uint64 price)
+    {
+        (amount, price) = (0, 0);
+        _toLiq();
+    }
+
+    /// @notice Covers a bankrupt account's negative quote: insurance, fee pool, then unbacked debt (protocol §9.6).
+    ///         Args: owner, subaccount.
+    function settleBadDebt(address, uint32) external {
+        _toLiq();
+    }
+
+    /// @notice Auto-deleveraging against a profitable opposite position, KEEPER_ROLE only (protocol §9.7).
+    ///         Args: owner, subaccount, market, counterparty, counterpartySubaccount, size.
+    function deleverage(address, uint32, uint32, address, uint32, uint64) external {
+        _toLiq();
+    }
+
+    /// @notice Sets penalty, insurance share, buffer and critical fractions (ppm), admin only (protocol §9.1).
+    function setLiquidationParams(uint32, uint32, uint32, uint32) external {
+        _toLiq();
+    }
+
+    /// @notice Liquidation parameters (ppm).
+    function liquidationParams()
+        external
+        view
+        returns (uint32 penaltyPpm, uint32 insuranceSharePpm, uint32 bufferPpm, uint32 criticalPpm)
+    {
+        S.Layout storage l = S.store();
+        return (l.penaltyPpm, l.insuranceSharePpm, l.bufferPpm, l.criticalPpm);
+    }
+
+    /// @notice Bad debt neither the insurance fund nor the fee pool could cover (quote atoms); the token balance
+    ///         is short of the account balances by exactly this much (protocol §9.6).
+    function unbackedDebt() external view returns (uint256) {
+        return S.store().unbackedDebt;
+    }
+
+    /// @notice Installs the LiquidationModule, once (docs/trust-model.md "Liquidation module"). The module cannot be
+    ///         embedded like the SettlementModule: the Clearinghouse initcode would exceed EIP-3860's 49,152 bytes.
+    /// @param module A LiquidationModule deployed for this Clearinghouse's oracle.
+    function setLiquidationModule(address module) external onlyRole(DEFAULT_ADMIN_ROLE) {
+        S.Layout storage l = S.store();
+        if (l.liquidationModule != address(0) || module.code.length == 0) revert LiquidationModuleLocked();
+        l.liquidationModule = module;
+        emit LiquidationModuleSet(module);
+    }
+
+    /// @notice The installed liquidation module (zero until setLiquidationModule).
+    function liquidationModule() external view returns (address) {
+        return S.store().liquidationModule;
+    }
+
+    /// @dev Delegatecalls the liquidation module with the original calldata and returns or reverts with its data.
+    ///      A delegatecall to an address without code would succeed silently, hence the explicit check.
+    function _toLiq() private {
+        address module = S.store().liquidationModule;
+        if (module == address(0)) revert LiquidationModuleLocked();
+        assembly {
+            calldatacopy(0, 0, calldatasize())
+            let ok := delegatecall(gas(), module, 0, calldatasize(), 0, 0)
+            returndatacopy(0, 0, returndatasize())
+            if iszero(ok) { revert(0, returndatasize()) }
+            return(0, returndatasize())
         }
     }
 
@@ -252,18 +350,11 @@ contract Clearinghouse is AccessControl, EIP712, ReentrancyGuardTransient, Margi
     }
 
     /// @notice Executes the caller's pending forced-withdrawal request once its delay has passed. Requires the
-    ///         balance and initial health >= 0 afterwards at oracle prices.
+    ///         balance and initial health >= 0 afterwards at oracle prices. Runs in the SettlementModule, which
+    ///         already holds the debit path FORCED items use (one copy of that code instead of two).
     function executeForcedWithdrawal(uint64 requestId) external nonReentrant {
-        ForcedRequest storage r = S.store().requests[requestId];
-        if (!r.pending) revert RequestNotPending(requestId);
-        if (r.owner != msg.sender) revert NotRequestOwner(requestId);
-        if (block.timestamp < r.executableAt) revert TooEarly(r.executableAt);
-        Ctx memory c = _newCtx();
-        uint8 reason = _executeForced(c, requestId, 0);
-        if (reason == R_INSUFFICIENT_BALANCE) revert InsufficientBalance();
-        if (reason == R_INSUFFICIENT_MARGIN) revert InsufficientMargin();
-        if (reason == R_ORACLE_UNAVAILABLE) revert OracleUnavailable(0);
-        if (reason != 0) revert TransferFailed();
+        requestId; // forwarded verbatim in msg.data
+        _delegate(_module);
     }
 
     /// @notice A forced-withdrawal request.

@@ -22,6 +22,24 @@ from crossbook.margin import Health, Position, Prices, SubAccount
 from crossbook.protocol_types import Item, RejectReason
 
 
+@dataclass(frozen=True)
+class LiquidatedEvent:
+    """A decoded ``Liquidated`` event (docs/protocol.md section 9.4). ``size_delta`` is the liquidated
+    account's size change; the liquidator's is its negation."""
+
+    owner: str
+    subaccount: int
+    market: int
+    liquidator: str
+    liquidator_subaccount: int
+    size_delta: int
+    price: int
+    penalty: int
+    insurance_share: int
+    block_number: int
+    tx_hash: str
+
+
 @dataclass
 class SettleResult:
     """What one `settle` transaction did."""
@@ -83,12 +101,87 @@ class ClearinghouseClient:
         }
         return SettleResult(receipt, first_seq, len(items), rejected)
 
+    # --- liquidation (docs/protocol.md section 9) -------------------------------------------
+    def liquidate(self, liquidator: TxSender, owner: str, subaccount: int, market: int, max_size: int,
+                  price_limit: int, liquidator_subaccount: int, gas: int | None = None) -> TxReceipt:
+        """Send ``liquidate``: ``liquidator``'s sub-account takes over (part of) the position."""
+        return liquidator.transact(self.contract.functions.liquidate(
+            Web3.to_checksum_address(owner), subaccount, market, max_size, price_limit, liquidator_subaccount),
+            gas=gas)
+
+    def call_liquidate(self, liquidator: str, owner: str, subaccount: int, market: int, max_size: int,
+                       price_limit: int, liquidator_subaccount: int) -> tuple[int, int]:
+        """``(size, price)`` that ``liquidate`` would return now (eth_call from ``liquidator``); raises
+        the decoded ContractRevert when it would revert."""
+        fn = self.contract.functions.liquidate(
+            Web3.to_checksum_address(owner), subaccount, market, max_size, price_limit, liquidator_subaccount)
+        size, price = self._call_from(fn, liquidator)
+        return int(size), int(price)
+
+    def liquidate_collateral(self, liquidator: TxSender, owner: str, subaccount: int, asset: int,
+                             max_amount: int, price_limit: int, liquidator_subaccount: int) -> TxReceipt:
+        """Send ``liquidateCollateral``: buy the target's collateral at a discount against its debt."""
+        return liquidator.transact(self.contract.functions.liquidateCollateral(
+            Web3.to_checksum_address(owner), subaccount, asset, max_amount, price_limit, liquidator_subaccount))
+
+    def settle_bad_debt(self, sender: TxSender, owner: str, subaccount: int) -> TxReceipt:
+        """Send ``settleBadDebt`` (permissionless)."""
+        return sender.transact(self.contract.functions.settleBadDebt(Web3.to_checksum_address(owner), subaccount))
+
+    def deleverage(self, keeper: TxSender, owner: str, subaccount: int, market: int, counterparty: str,
+                   counterparty_subaccount: int, size: int) -> TxReceipt:
+        """Send ``deleverage`` (KEEPER_ROLE): close ``size`` against the counterparty at the bankruptcy price."""
+        return keeper.transact(self.contract.functions.deleverage(
+            Web3.to_checksum_address(owner), subaccount, market, Web3.to_checksum_address(counterparty),
+            counterparty_subaccount, size))
+
+    def liquidation_params(self) -> tuple[int, int, int, int]:
+        """``(penaltyPpm, insuranceSharePpm, bufferPpm, criticalPpm)``."""
+        return tuple(int(x) for x in self._call(self.contract.functions.liquidationParams()))  # type: ignore[return-value]
+
+    def unbacked_debt(self) -> int:
+        """Bad debt nobody covered (quote atoms)."""
+        return int(self._call(self.contract.functions.unbackedDebt()))
+
+    def insurance_fund(self) -> int:
+        """Insurance fund (quote atoms)."""
+        return int(self._call(self.contract.functions.insuranceFund()))
+
+    def liquidated_events(self, from_block: int = 0, to_block: int | str = "latest") -> list[LiquidatedEvent]:
+        """Every ``Liquidated`` event in the block range, oldest first."""
+        logs = self.contract.events.Liquidated().get_logs(from_block=from_block, to_block=to_block)
+        return [self._liquidated(ev) for ev in logs]
+
+    def liquidated_in(self, receipt: TxReceipt) -> list[LiquidatedEvent]:
+        """The ``Liquidated`` events of one transaction receipt."""
+        return [self._liquidated(ev)
+                for ev in self.contract.events.Liquidated().process_receipt(receipt, errors=DISCARD)]
+
+    @staticmethod
+    def _liquidated(ev: Any) -> LiquidatedEvent:
+        a = ev["args"]
+        return LiquidatedEvent(
+            owner=str(a["owner"]), subaccount=int(a["subaccount"]), market=int(a["market"]),
+            liquidator=str(a["liquidator"]), liquidator_subaccount=int(a["liquidatorSubaccount"]),
+            size_delta=int(a["sizeDelta"]), price=int(a["price"]), penalty=int(a["penalty"]),
+            insurance_share=int(a["insuranceShare"]), block_number=int(ev["blockNumber"]),
+            tx_hash=ev["transactionHash"].hex())
+
     # --- views ------------------------------------------------------------------------------
     def _call(self, fn: Any) -> Any:
         from web3.exceptions import ContractLogicError
 
         try:
             return fn.call()
+        except ContractLogicError as err:
+            data = err.data if isinstance(err.data, str) else ""
+            raise self.decoder.decode(bytes.fromhex(data[2:]) if data.startswith("0x") else b"") from None
+
+    def _call_from(self, fn: Any, sender: str) -> Any:
+        from web3.exceptions import ContractLogicError
+
+        try:
+            return fn.call({"from": Web3.to_checksum_address(sender)})
         except ContractLogicError as err:
             data = err.data if isinstance(err.data, str) else ""
             raise self.decoder.decode(bytes.fromhex(data[2:]) if data.startswith("0x") else b"") from None

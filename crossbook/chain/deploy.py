@@ -98,6 +98,10 @@ def deploy_exchange(
     else:
         ch_art = load_artifact(CLEARINGHOUSE)
     ch = tx.deploy(ch_art, tx.address, oracle.address, tokens[spec.quote_symbol].address, spec.escape_delay_s)
+    # The liquidation module cannot be embedded in the Clearinghouse initcode (EIP-3860), so it is deployed
+    # separately and installed once (docs/trust-model.md "Liquidation module").
+    liq = tx.deploy(load_artifact("LiquidationModule"), oracle.address)
+    tx.transact(ch.functions.setLiquidationModule(liq.address))
     for c in spec.collaterals:
         tx.transact(ch.functions.listCollateral(
             tokens[c.symbol].address, c.feed_id, c.weight_init_ppm, c.weight_maint_ppm, c.deposit_cap))

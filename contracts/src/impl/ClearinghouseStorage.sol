@@ -62,6 +62,13 @@ library ClearinghouseStorage {
         mapping(uint256 => Collateral) collaterals;
         mapping(address => bool) tokenListed;
         mapping(uint64 => ForcedRequest) requests;
+        // liquidation (docs/protocol.md §9); appended so earlier fields keep their slots
+        uint32 penaltyPpm;
+        uint32 insuranceSharePpm;
+        uint32 bufferPpm;
+        uint32 criticalPpm;
+        uint128 unbackedDebt;
+        address liquidationModule;
     }
 
     // keccak256(abi.encode(uint256(keccak256("crossbook.clearinghouse")) - 1)) & ~bytes32(uint256(0xff))

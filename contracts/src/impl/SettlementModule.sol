@@ -9,6 +9,7 @@ import {MarginMath} from "../lib/MarginMath.sol";
 import {DivMath} from "../lib/DivMath.sol";
 import {BatchDecoder as B} from "../lib/BatchDecoder.sol";
 import {OrderHashing as H} from "../lib/OrderHashing.sol";
+import {ForcedRequest} from "../interfaces/ICrossbookTypes.sol";
 
 /// @title SettlementModule
 /// @notice Batch settlement (docs/protocol.md §5). Runs only through delegatecall from the Clearinghouse,
@@ -100,6 +101,22 @@ contract SettlementModule is MarginEngine {
             if (fd != 0) l.markets[m].fundingBalance += fd;
         }
         emit BatchSettled(firstSeq, uint16(count), uint16(rejected));
+    }
+
+    /// @notice Escape hatch (docs/protocol.md §8), reached through Clearinghouse.executeForcedWithdrawal, which
+    ///         enforces non-reentrancy. Same checks and errors as before the move.
+    function executeForcedWithdrawal(uint64 requestId) external {
+        if (address(this) == _self) revert DirectCallForbidden();
+        ForcedRequest storage r = S.store().requests[requestId];
+        if (!r.pending) revert RequestNotPending(requestId);
+        if (r.owner != msg.sender) revert NotRequestOwner(requestId);
+        if (block.timestamp < r.executableAt) revert TooEarly(r.executableAt);
+        Ctx memory c = _newCtx();
+        uint8 reason = _executeForced(c, requestId, 0);
+        if (reason == R_INSUFFICIENT_BALANCE) revert InsufficientBalance();
+        if (reason == R_INSUFFICIENT_MARGIN) revert InsufficientMargin();
+        if (reason == R_ORACLE_UNAVAILABLE) revert OracleUnavailable(0);
+        if (reason != 0) revert TransferFailed();
     }
 
     // ------------------------------------------------------------------------------------------ fills

@@ -24,6 +24,44 @@ interface IClearinghouseEvents {
     event ForcedWithdrawalExecuted(uint64 requestId);
     event InsuranceDeposited(address indexed from, uint256 amount);
     event FeesWithdrawn(address indexed to, uint256 amount);
+    /// @dev sizeDelta is the liquidated account's size change (negative when a long was taken over); the
+    ///      liquidator's is its negation. penalty = liquidator's price discount + insuranceShare (protocol §9).
+    event Liquidated(
+        address indexed owner,
+        uint32 subaccount,
+        uint32 market,
+        address indexed liquidator,
+        uint32 liquidatorSubaccount,
+        int256 sizeDelta,
+        uint64 price,
+        uint256 penalty,
+        uint256 insuranceShare
+    );
+    event CollateralLiquidated(
+        address indexed owner,
+        uint32 subaccount,
+        uint16 asset,
+        address indexed liquidator,
+        uint32 liquidatorSubaccount,
+        uint256 amount,
+        uint64 price,
+        uint256 paid
+    );
+    event BadDebtSettled(
+        address indexed owner, uint32 subaccount, uint256 insurancePaid, uint256 feePoolPaid, uint256 unbacked
+    );
+    /// @dev sizeDelta is the deleveraged account's size change; the counterparty's is its negation.
+    event Deleveraged(
+        address indexed owner,
+        uint32 subaccount,
+        uint32 market,
+        address indexed counterparty,
+        uint32 counterpartySubaccount,
+        int256 sizeDelta,
+        uint64 price
+    );
+    event LiquidationModuleSet(address module);
+    event LiquidationParamsSet(uint32 penaltyPpm, uint32 insuranceSharePpm, uint32 bufferPpm, uint32 criticalPpm);
 
     error BatchOutOfOrder(uint64 expected, uint64 got);
     error MalformedBatch(uint256 offset);
@@ -50,4 +88,16 @@ interface IClearinghouseEvents {
     error TransferFailed();
     error InsufficientFees(uint256 available);
     error DirectCallForbidden();
+    error NotLiquidatable();
+    error PriceLimit();
+    error LiquidatorUnhealthy();
+    error NothingToLiquidate();
+    error SelfLiquidation();
+    error InvalidLiquidationParams();
+    error InvalidLiquidationPrice();
+    error NoBadDebt();
+    error NotDeleveragable();
+    error InvalidCounterparty();
+    /// @dev setLiquidationModule called twice or with a non-contract, or a liquidation call before it.
+    error LiquidationModuleLocked();
 }

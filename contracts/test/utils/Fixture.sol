@@ -4,6 +4,7 @@ pragma solidity ^0.8.24;
 import {Test, Vm} from "./Test.sol";
 import {ClearinghouseHarness} from "../harness/ClearinghouseHarness.sol";
 import {Clearinghouse} from "../../src/Clearinghouse.sol";
+import {LiquidationModule} from "../../src/impl/LiquidationModule.sol";
 import {OracleAdapter} from "../../src/oracles/OracleAdapter.sol";
 import {SettableFeed} from "../../src/oracles/SettableFeed.sol";
 import {TestToken} from "../../src/test-tokens/TestToken.sol";
@@ -76,6 +77,7 @@ abstract contract Fixture is Test, IClearinghouseEvents {
         oracle.setFeed(3, address(fSol), 3600, 1, type(uint64).max);
 
         ch = new ClearinghouseHarness(admin, address(oracle), address(usdc), DELAY);
+        ch.setLiquidationModule(address(new LiquidationModule(address(oracle))));
         ch.grantRole(ch.OPERATOR_ROLE(), operator);
         ch.listCollateral(address(weth), 1, 800_000, 900_000, type(uint128).max);
         ch.listCollateral(address(wbtc), 2, 700_000, 850_000, type(uint128).max);
