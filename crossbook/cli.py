@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import importlib
 import json
+import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -12,6 +15,7 @@ from typing import Any, Callable
 BENCHMARKS = {
     "gas": "bench.gas_bench",
     "intake": "bench.intake_bench",
+    "keeper": "bench.keeper_bench",
     "matcher": "bench.matcher_bench",
     "recovery": "bench.recovery_bench",
     "settle": "bench.settle_bench",
@@ -39,6 +43,87 @@ def _cmd_up(args: argparse.Namespace) -> int:
                      port=args.port, fresh=args.fresh)
 
 
+def _env(name: str, default: str | None = None) -> str | None:
+    """An environment-variable fallback for a flag (docker-compose configures services so)."""
+    return os.environ.get(name, default)
+
+
+def _service_common(p: argparse.ArgumentParser, matcher_url: bool = True) -> None:
+    p.add_argument("--deployment", default=_env("CROSSBOOK_DEPLOYMENT"),
+                   help="deployment JSON written by `crossbook up` [$CROSSBOOK_DEPLOYMENT]")
+    p.add_argument("--rpc-url", default=_env("CROSSBOOK_RPC_URL"),
+                   help="JSON-RPC endpoint (default: the deployment's) [$CROSSBOOK_RPC_URL]")
+    if matcher_url:
+        p.add_argument("--matcher-url", default=_env("CROSSBOOK_MATCHER_URL", "ws://127.0.0.1:8765"),
+                       help="matcher websocket URL [$CROSSBOOK_MATCHER_URL]")
+    p.add_argument("--log-level", default=_env("CROSSBOOK_LOG_LEVEL", "INFO"),
+                   help="logging level [$CROSSBOOK_LOG_LEVEL]")
+
+
+def _service_setup(args: argparse.Namespace) -> tuple[Any, str]:
+    """Logging, the deployment and the RPC URL shared by every service."""
+    from crossbook.chain.deploy import Deployment
+
+    logging.basicConfig(level=str(args.log_level).upper(),
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # one line per connection open/close drowns what matters
+    logging.getLogger("websockets").setLevel(logging.WARNING)
+    if not args.deployment:
+        raise SystemExit("--deployment (or $CROSSBOOK_DEPLOYMENT) is required")
+    dep = Deployment.load(Path(args.deployment))
+    return dep, args.rpc_url or dep.rpc_url
+
+
+def _run_async(coro: Any) -> Any:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency
+        return asyncio.run(coro)
+    return uvloop.run(coro)
+
+
+def _cmd_matcher(args: argparse.Namespace) -> int:
+    from settlement.services import MatcherOptions, run_matcher
+
+    dep, rpc = _service_setup(args)
+    if not args.journal_dir:
+        raise SystemExit("--journal-dir (or $CROSSBOOK_JOURNAL_DIR) is required")
+    _run_async(run_matcher(MatcherOptions(
+        deployment=dep, rpc_url=rpc, journal_dir=Path(args.journal_dir), host=args.host,
+        port=args.port, operator_token=args.operator_token, stream_token=args.stream_token,
+        snapshot_every=args.snapshot_every, snapshot_interval_s=args.snapshot_interval,
+        max_unsettled_per_account=args.max_unsettled_per_account,
+        max_unsettled_global=args.max_unsettled_global, max_open_orders=args.max_open_orders)))
+    return 0
+
+
+def _cmd_relayer(args: argparse.Namespace) -> int:
+    from settlement.services import RelayerOptions, run_relayer
+
+    dep, rpc = _service_setup(args)
+    if not args.operator_key:
+        raise SystemExit("--operator-key (or $CROSSBOOK_OPERATOR_KEY) is required")
+    rc: int = _run_async(run_relayer(RelayerOptions(
+        deployment=dep, rpc_url=rpc, matcher_url=args.matcher_url, operator_key=args.operator_key,
+        stream_token=args.stream_token, max_items=args.max_items, max_age_s=args.max_age,
+        max_in_flight=args.in_flight)))
+    return rc
+
+
+def _cmd_watcher(args: argparse.Namespace) -> int:
+    from settlement.services import WatcherOptions, run_watcher
+
+    dep, rpc = _service_setup(args)
+    if not args.operator_token:
+        raise SystemExit("--operator-token (or $CROSSBOOK_OPERATOR_TOKEN) is required")
+    rc: int = _run_async(run_watcher(WatcherOptions(
+        deployment=dep, rpc_url=rpc, matcher_url=args.matcher_url,
+        operator_token=args.operator_token, confirmations=args.confirmations,
+        poll_interval_s=args.poll_interval,
+        state_path=Path(args.state) if args.state else None)))
+    return rc
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The CLI's argument parser (exposed for tests and docs)."""
     p = argparse.ArgumentParser(prog="crossbook", description=__doc__)
@@ -54,6 +139,50 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--home", help="state directory (default .crossbook, or $CROSSBOOK_HOME)")
     u.add_argument("--fresh", action="store_true", help="discard saved chain state and redeploy")
     u.set_defaults(func=_cmd_up)
+
+    m = sub.add_parser("matcher", help="run the matcher: recover from the journal, serve the websocket API")
+    _service_common(m, matcher_url=False)
+    m.add_argument("--journal-dir", default=_env("CROSSBOOK_JOURNAL_DIR"),
+                   help="journal + snapshots directory [$CROSSBOOK_JOURNAL_DIR]")
+    m.add_argument("--host", default=_env("CROSSBOOK_MATCHER_HOST", "127.0.0.1"),
+                   help="listen address [$CROSSBOOK_MATCHER_HOST]")
+    m.add_argument("--port", type=int, default=int(_env("CROSSBOOK_MATCHER_PORT", "8765") or 8765),
+                   help="listen port [$CROSSBOOK_MATCHER_PORT]")
+    m.add_argument("--operator-token", default=_env("CROSSBOOK_OPERATOR_TOKEN"),
+                   help="token the watcher's `chain` op must carry [$CROSSBOOK_OPERATOR_TOKEN]")
+    m.add_argument("--stream-token", default=_env("CROSSBOOK_STREAM_TOKEN"),
+                   help="token the relayer's `stream` op must carry [$CROSSBOOK_STREAM_TOKEN]")
+    m.add_argument("--snapshot-every", type=int, default=50_000, help="journaled commands between snapshots")
+    m.add_argument("--snapshot-interval", type=float, default=60.0, help="seconds between snapshots")
+    m.add_argument("--max-unsettled-per-account", type=int, default=10_000,
+                   help="unsettled items per sub-account before risk-increasing orders are refused")
+    m.add_argument("--max-unsettled-global", type=int, default=1_000_000,
+                   help="unsettled items overall before risk-increasing orders are refused")
+    m.add_argument("--max-open-orders", type=int, default=1_000, help="open orders per sub-account")
+    m.set_defaults(func=_cmd_matcher)
+
+    r = sub.add_parser("relayer", help="settle the matcher's sequenced stream on-chain")
+    _service_common(r)
+    r.add_argument("--operator-key", default=_env("CROSSBOOK_OPERATOR_KEY"),
+                   help="private key holding OPERATOR_ROLE [$CROSSBOOK_OPERATOR_KEY]")
+    r.add_argument("--stream-token", default=_env("CROSSBOOK_STREAM_TOKEN"),
+                   help="the matcher's stream token [$CROSSBOOK_STREAM_TOKEN]")
+    r.add_argument("--max-items", type=int, default=200, help="items per batch")
+    r.add_argument("--max-age", type=float, default=0.2, help="seconds before a partial batch is sent")
+    r.add_argument("--in-flight", type=int, default=4, help="pipelined settle transactions")
+    r.set_defaults(func=_cmd_relayer)
+
+    w = sub.add_parser("watcher", help="forward confirmed clearinghouse events to the matcher")
+    _service_common(w)
+    w.add_argument("--operator-token", default=_env("CROSSBOOK_OPERATOR_TOKEN"),
+                   help="the matcher's operator token [$CROSSBOOK_OPERATOR_TOKEN]")
+    w.add_argument("--confirmations", type=int,
+                   default=int(_env("CROSSBOOK_CONFIRMATIONS", "1") or 1),
+                   help="blocks a log must be buried under before it is forwarded [$CROSSBOOK_CONFIRMATIONS]")
+    w.add_argument("--poll-interval", type=float, default=0.25, help="seconds between chain polls")
+    w.add_argument("--state", default=_env("CROSSBOOK_WATCHER_STATE"),
+                   help="reorg-detection state file (optional) [$CROSSBOOK_WATCHER_STATE]")
+    w.set_defaults(func=_cmd_watcher)
     return p
 
 

@@ -59,6 +59,10 @@ _EXPIRE_TAKER = int(Stp.EXPIRE_TAKER)
 _EXPIRE_MAKER = int(Stp.EXPIRE_MAKER)
 _TIFS = frozenset(int(t) for t in Tif)
 _STPS = frozenset(int(s) for s in Stp)
+# both enums are contiguous from 0, so an int in [0, max] is a member
+_TIF_MAX = max(_TIFS)
+_STP_MAX = max(_STPS)
+assert _TIFS == frozenset(range(_TIF_MAX + 1)) and _STPS == frozenset(range(_STP_MAX + 1))
 _U32 = 2**32 - 1
 # best key of an empty side: above every real key (|key| <= 2**64 - 1), so nothing crosses it
 _INF = 2**64
@@ -116,6 +120,10 @@ class OrderBook:
     Level keys live in a ``SortedList`` per side, plus the best key cached per side (``_INF``
     when the side is empty). Levels that empty below the top stay in place to be reused: a
     market's orders cluster near the mid, so most inserts then touch no sorted structure at all.
+    Each side's levels are also indexed by price (``_px``; plus the best bid's price), so the hot
+    paths (a passive move, a resting place) never build a negated key: a move that lands on an
+    existing level does two dict lookups, an unlink and an append. A price that names an existing
+    level is known to be valid, which spares those paths the range and tick tests.
     """
 
     def __init__(
@@ -135,9 +143,14 @@ class OrderBook:
         self.position_of = position_of
         self.maker_check = maker_check
         self._levels: tuple[dict[int, _Level], dict[int, _Level]] = ({}, {})
+        # the same levels keyed by price, so the hot paths need no negated (allocated) key
+        self._px: tuple[dict[int, _Level], dict[int, _Level]] = ({}, {})
+        self._bid_lv, self._ask_lv = self._px
         self._keys: tuple[SortedList, SortedList] = (SortedList(), SortedList())
         # invariant: _best[s] == _keys[s][0] and that level is non-empty (or _INF, no levels)
         self._best = [_INF, _INF]
+        # the best bid's price (0: no bids), so a sell's cross test needs no negation
+        self._bid_px = 0
         self._orders: dict[int, Order] = {}
         self._accts: dict[Account, _AcctOrders] = {}
         self._last_oid = 0
@@ -225,14 +238,21 @@ class OrderBook:
         price = o.price
         size = o.size
         tif = o.tif
-        # fast path for well-formed input; the slow path only names the reason
+        stp = o.stp
+        is_buy = o.is_buy
+        # fast path for well-formed input; the slow path only names the reason. A price that
+        # names an existing level of the order's side is on tick and in range; an int or enum
+        # member in range is a valid tif / stp without hashing it into the sets
         if not (
             type(oid) is int and type(price) is int and type(size) is int
-            and 0 < price <= UINT64_MAX and 0 < size <= UINT64_MAX and 0 < oid <= UINT64_MAX
-            and not size % self.lot_size and (not price % self.tick_size or tif == _MARKET)
-            and tif in _TIFS and o.stp in _STPS
+            and type(is_buy) is bool
+            and ((lvl := (self._bid_lv if is_buy else self._ask_lv).get(price)) is not None
+                 or 0 < price <= UINT64_MAX and (not price % self.tick_size or tif == _MARKET))
+            and 0 < size <= UINT64_MAX and 0 < oid <= UINT64_MAX and not size % self.lot_size
+            and (type(tif) is Tif or type(tif) is int and 0 <= tif <= _TIF_MAX or tif in _TIFS)
+            and (type(stp) is Stp or type(stp) is int and 0 <= stp <= _STP_MAX or stp in _STPS)
             and type(o.expiry) is int and 0 <= o.expiry <= UINT64_MAX
-            and type(o.is_buy) is bool and type(o.reduce_only) is bool
+            and type(o.reduce_only) is bool
             and type(o.sub) is int and 0 <= o.sub <= _U32
             and (o.cid is None or _is_u64(o.cid, 0))
         ):
@@ -244,9 +264,7 @@ class OrderBook:
             return [Rejected(oid, RejectReason.DUPLICATE_CLIENT_ID)]
         if o.expiry and now > o.expiry:
             return [Rejected(oid, RejectReason.EXPIRED)]
-        is_buy = o.is_buy
-        limkey = price if is_buy else -price
-        crosses = self._best[is_buy] <= limkey
+        crosses = self._best[1] <= price if is_buy else self._bid_px >= price
         if crosses and tif == _POST_ONLY:
             return [Rejected(oid, RejectReason.POST_ONLY_WOULD_CROSS)]
 
@@ -257,8 +275,11 @@ class OrderBook:
                 return [Accepted(oid, size), Cancelled(oid, _C_RO, size)]
             if size > allowed:
                 size = o.size = allowed
+            # the position hook is the caller's code: look the level up again after it
+            lvl = (self._bid_lv if is_buy else self._ask_lv).get(price)
         ev: list[Event] = [Accepted(oid, size)]
         if crosses:
+            limkey = price if is_buy else -price
             check = self.maker_check
             if tif == _FOK:
                 plan = self._fok_plan(o, limkey, now)
@@ -269,6 +290,8 @@ class OrderBook:
                     check = _replay_vetoes(plan)
             if not self._match(o, limkey, now, ev, check) or o.size == 0:
                 return ev
+            # matching only changes the other side, unless a hook re-entered the book
+            lvl = (self._bid_lv if is_buy else self._ask_lv).get(price)
         elif tif == _FOK:
             ev.append(Cancelled(oid, _C_FOK, size))
             return ev
@@ -277,14 +300,39 @@ class OrderBook:
             return ev
         if a is None:
             a = self._accts[o.acct] = _AcctOrders()
-        self._link(o)
-        self._register(o, a)
+        if lvl is None:
+            self._link(o)
+        else:
+            # _link, inlined for the usual case of an existing level (matching only touched the
+            # other side, so ``lvl`` is still this side's level at ``price``)
+            tail = lvl.tail
+            if tail is None:
+                lvl.head = o
+                o.prev = None
+            else:
+                tail.next = o
+                o.prev = tail
+            lvl.tail = o
+            lvl.total += o.size
+            o.level = lvl
+        if o.cid is None and not o.reduce_only and not o.expiry:
+            # _register, inlined for a plain order
+            o.book_acct = a
+            self._orders[oid] = o
+            a.orders[oid] = o
+            if is_buy:
+                a.open_buy += o.size
+            else:
+                a.open_sell += o.size
+        else:
+            self._register(o, a)
         return ev
 
     def cancel(self, order_id: int, reason: CancelReason = CancelReason.USER) -> list[Event]:
         """Cancel a live order by id. The caller has checked that the requester may do so."""
-        o = self._orders.get(order_id)
-        if o is None:
+        try:
+            o = self._orders[order_id]
+        except KeyError:
             return [CommandRejected(order_id, RejectReason.UNKNOWN_ORDER)]
         self._drop(o)
         return [Cancelled(order_id, reason, o.size)]
@@ -327,32 +375,95 @@ class OrderBook:
         reduce-only order is capped to its position as if new. An expired order is removed
         (``Cancelled(EXPIRED)``) instead.
         """
-        o = self._orders.get(order_id)
-        if o is None:
+        try:
+            o = self._orders[order_id]
+        except KeyError:
             return [CommandRejected(order_id, RejectReason.UNKNOWN_ORDER)]
+        if type(price) is not int or type(size) is not int:
+            return [CommandRejected(order_id, RejectReason.BAD_TYPE)]
+        old = o.size
+        if o.is_buy:
+            levels = self._bid_lv
+            crosses = self._best[1] <= price
+        else:
+            levels = self._ask_lv
+            crosses = self._bid_px >= price
+        nl = levels.get(price)
+        # validity: a price that names an existing level is on tick and in range, and the
+        # order's current size is a valid size, so the common move skips those tests
         if not (
-            type(price) is int and type(size) is int
-            and 0 < price <= UINT64_MAX and 0 < size <= UINT64_MAX
-            and not price % self.tick_size and not size % self.lot_size
+            (size == old or (0 < size <= UINT64_MAX and not size % self.lot_size))
+            and (nl is not None or (0 < price <= UINT64_MAX and not price % self.tick_size))
         ):
             return [CommandRejected(order_id, self._classify_px(price, size, False))]
         exp = o.expiry
         if exp and now > exp:
             self._drop(o)
             return [Cancelled(order_id, _C_EXPIRED, o.size)]
-        old = o.size
-        is_buy = o.is_buy
-        a = o.book_acct
-        if price == o.price and size <= old:
+        lvl: _Level = o.level
+        if lvl is nl and size <= old:
             if size < old:
                 d = old - size
                 o.size = size
-                o.level.total -= d
-                if is_buy:
-                    a.open_buy -= d
+                lvl.total -= d
+                if o.is_buy:
+                    o.book_acct.open_buy -= d
                 else:
-                    a.open_sell -= d
+                    o.book_acct.open_sell -= d
             return [Modified(order_id, price, size, True)]
+        # the common move: a passive re-queue of a plain order (no cross, not reduce-only)
+        if crosses or o.reduce_only:
+            return self._modify_slow(o, price, size, now)
+        prev = o.prev
+        nxt = o.next
+        if prev is None:
+            if nxt is None:
+                lvl.head = None
+                self._emptied(lvl, lvl.key > 0)
+                # emptying the best level may have deleted empty levels next to it
+                nl = levels.get(price)
+            else:
+                lvl.head = nxt
+                nxt.prev = None
+                lvl.total -= old
+        else:
+            prev.next = nxt
+            if nxt is None:
+                lvl.tail = prev
+            else:
+                nxt.prev = prev
+            lvl.total -= old
+        o.price = price
+        if size != old:
+            o.size = size
+            if o.is_buy:
+                o.book_acct.open_buy += size - old
+            else:
+                o.book_acct.open_sell += size - old
+        if nl is None:
+            self._link(o)
+            return [Modified(order_id, price, size, False)]
+        lvl = nl
+        tail = lvl.tail
+        if tail is None:
+            lvl.head = o
+            o.prev = None
+        else:
+            tail.next = o
+            o.prev = tail
+        o.next = None
+        lvl.tail = o
+        lvl.total += size
+        o.level = lvl
+        return [Modified(order_id, price, size, False)]
+
+    def _modify_slow(self, o: Order, price: int, size: int, now: int) -> list[Event]:
+        """``modify`` of a valid, unexpired order that needs a re-queue and may cross or is
+        reduce-only."""
+        order_id = o.oid
+        old = o.size
+        is_buy = o.is_buy
+        a = o.book_acct
         limkey = price if is_buy else -price
         crosses = self._best[is_buy] <= limkey
         if crosses and o.tif == _POST_ONLY:
@@ -395,7 +506,7 @@ class OrderBook:
                 return ev
             old = 0
             size = o.size
-        lvl = self._levels[side].get(-limkey)
+        lvl = self._px[side].get(price)
         if lvl is None:
             self._link(o)
         else:
@@ -621,10 +732,12 @@ class OrderBook:
         levels = self._levels[side]
         lvl = levels.get(k)
         if lvl is None:
-            lvl = levels[k] = _Level(k, price)
+            lvl = levels[k] = self._px[side][price] = _Level(k, price)
             self._keys[side].add(k)
             if k < self._best[side]:
                 self._best[side] = k
+                if not side:
+                    self._bid_px = price
             elif len(levels) > 2 * len(self._orders) + 1024:
                 self._purge_empty(side)
         tail = lvl.tail
@@ -647,9 +760,12 @@ class OrderBook:
             # keep the invariant that the best key names a live level
             keys = self._keys[side]
             levels = self._levels[side]
+            px = self._px[side]
             while keys and levels[keys[0]].head is None:
-                del levels[keys.pop(0)]
-            self._best[side] = keys[0] if keys else _INF
+                del px[levels.pop(keys.pop(0)).price]
+            best = self._best[side] = keys[0] if keys else _INF
+            if not side:
+                self._bid_px = 0 if best == _INF else -best
 
     def _purge_empty(self, side: int) -> None:
         """Drop all empty levels of a side, so orders spread over many prices once and then
@@ -659,6 +775,7 @@ class OrderBook:
         empty = [k for k, lvl in levels.items() if lvl.head is None]
         for k in empty:
             del levels[k]
+            del self._px[side][-k if k < 0 else k]
         keys.clear()
         keys.update(levels)
 
@@ -721,7 +838,17 @@ class OrderBook:
             a.open_buy -= o.size
         else:
             a.open_sell -= o.size
-        self._unregister(o, a)
+        # _unregister, inlined: cancels and fills end here
+        oid = o.oid
+        del self._orders[oid]
+        del a.orders[oid]
+        if o.cid is not None:
+            del a.cids[o.cid]
+        if o.reduce_only:
+            self._n_ro -= 1
+        if o.expiry:
+            self._n_exp -= 1
+        o.level = o.book_acct = None
 
 
 def _replay_vetoes(verdicts: dict[int, bool]) -> MakerCheck:

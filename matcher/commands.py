@@ -136,6 +136,11 @@ class ChainDeposit(msgspec.Struct, frozen=True, array_like=True, tag=6):
     sub: int
     asset: int
     amount: int
+    # additive, defaulted trailing fields: the log's chain position. Old journal records
+    # (without them) still decode; a position of (0, 0) means "unknown" and bypasses the
+    # engine's exactly-once cursor (in-process tests and tools)
+    block: int = 0
+    log_index: int = 0
 
 
 class ChainBatchSettled(msgspec.Struct, frozen=True, array_like=True, tag=7):
@@ -146,6 +151,11 @@ class ChainBatchSettled(msgspec.Struct, frozen=True, array_like=True, tag=7):
     first_seq: int
     count: int
     rejected: list[tuple[int, int]]
+    # additive, defaulted trailing fields: the log's chain position. Old journal records
+    # (without them) still decode; a position of (0, 0) means "unknown" and bypasses the
+    # engine's exactly-once cursor (in-process tests and tools)
+    block: int = 0
+    log_index: int = 0
 
 
 class ChainForcedWithdrawalRequested(msgspec.Struct, frozen=True, array_like=True, tag=8):
@@ -158,6 +168,11 @@ class ChainForcedWithdrawalRequested(msgspec.Struct, frozen=True, array_like=Tru
     sub: int
     asset: int
     amount: int
+    # additive, defaulted trailing fields: the log's chain position. Old journal records
+    # (without them) still decode; a position of (0, 0) means "unknown" and bypasses the
+    # engine's exactly-once cursor (in-process tests and tools)
+    block: int = 0
+    log_index: int = 0
 
 
 class AgentSet(msgspec.Struct, frozen=True, array_like=True, tag=9):
@@ -167,6 +182,11 @@ class AgentSet(msgspec.Struct, frozen=True, array_like=True, tag=9):
     owner: str
     agent: str
     approved: bool
+    # additive, defaulted trailing fields: the log's chain position. Old journal records
+    # (without them) still decode; a position of (0, 0) means "unknown" and bypasses the
+    # engine's exactly-once cursor (in-process tests and tools)
+    block: int = 0
+    log_index: int = 0
 
 
 class RequestWithdrawal(msgspec.Struct, frozen=True, array_like=True, tag=10):

@@ -87,6 +87,8 @@ _STPS = frozenset(int(s) for s in Stp)
 _POST_ONLY = int(Tif.POST_ONLY)
 _FILL_KIND = int(ItemKind.FILL)
 _CANCEL_REASONS = frozenset((int(CancelReason.USER), int(CancelReason.DEAD_MAN)))
+# commands that carry a chain log position (block, log_index): exactly-once via the chain cursor
+_CHAIN_CMDS = frozenset((ChainDeposit, ChainBatchSettled, ChainForcedWithdrawalRequested, AgentSet))
 
 # book reject reasons -> engine codes
 _BOOK_CODES: dict[int, Code] = {
@@ -168,6 +170,8 @@ class EngineSnapshot(msgspec.Struct, array_like=True):
     agents: list[tuple[str, str]]
     asset_prices: dict[int, int]
     market_prices: dict[int, int]
+    # additive, defaulted: snapshots written before the chain cursor existed still decode
+    chain_cursor: tuple[int, int] = (0, 0)
 
 
 def _ack(req_id: int, code: Code, message: str) -> Result:
@@ -202,6 +206,9 @@ class Engine:
         self.agents: set[tuple[str, str]] = set()
         self.next_oid = 1
         self.cmd_seq = 0
+        # (block_number, log_index) of the last chain event applied: the watcher resumes from
+        # here and anything at or before it is a duplicate delivery (at-least-once -> once)
+        self.chain_cursor: tuple[int, int] = (0, 0)
         # True while replaying the journal: accepted orders passed the pre-trade check when
         # they were first processed, and the check is a pure function of journaled state, so it
         # is skipped (maker re-checks still run: they decide what trades)
@@ -223,8 +230,20 @@ class Engine:
     def apply(self, cmd: Command) -> Result:
         """Process one command; returns exactly one ack plus outputs. See the module docstring
         for the journaling contract."""
-        res = self._handlers[type(cmd)](cmd)
+        t = type(cmd)
+        pos: tuple[int, int] | None = None
+        if t in _CHAIN_CMDS and cmd.block:  # type: ignore[union-attr]
+            pos = (cmd.block, cmd.log_index)  # type: ignore[union-attr]
+            if pos <= self.chain_cursor:
+                return Result(Ack(cmd.req_id, True, Code.OK, "already applied", 0, 0), [], False)
+        res = self._handlers[t](cmd)
         self._scratch.clear()
+        if pos is not None:
+            # the cursor moves even when the event changed nothing else (a rejected forced
+            # request, an already-settled batch), so that command is journaled too: replay must
+            # reach the same cursor
+            self.chain_cursor = pos
+            res.journal = True
         if res.journal:
             self.cmd_seq += 1
             a = res.ack
@@ -256,7 +275,7 @@ class Engine:
         """blake2b-256 of books, live order records, ledger, sequence counters, nonces, digests,
         agents and oracle prices; deterministic across processes and restarts."""
         h = hashlib.blake2b(digest_size=32)
-        h.update(repr((self.cmd_seq, self.next_oid)).encode())
+        h.update(repr((self.cmd_seq, self.next_oid, self.chain_cursor)).encode())
         for m in sorted(self.books):
             h.update(self.books[m].state_hash())
         for oid in sorted(self.orders):
@@ -288,7 +307,7 @@ class Engine:
         return EngineSnapshot(
             self.cmd_seq, self.next_oid, books, rows, self.ledger.dump(), sorted(self.nonces),
             sorted(self.digests), sorted(self.forced), sorted(self.agents),
-            dict(self.risk.asset_prices), dict(self.risk.market_prices),
+            dict(self.risk.asset_prices), dict(self.risk.market_prices), self.chain_cursor,
         )
 
     @classmethod
@@ -297,6 +316,7 @@ class Engine:
         eng = cls(config)
         eng.cmd_seq = snap.cmd_seq
         eng.next_oid = snap.next_oid
+        eng.chain_cursor = (snap.chain_cursor[0], snap.chain_cursor[1])
         eng.ledger = Ledger.load(snap.ledger)
         by_oid: dict[int, BookOrder] = {}
         for row in snap.orders:

@@ -32,9 +32,12 @@ from crossbook.eip712 import Domain
 from matcher.channels import Conn, Hub
 from matcher.commands import (
     Ack,
+    AgentSet,
     CancelAll,
     CancelOrder,
     ChainBatchSettled,
+    ChainDeposit,
+    ChainForcedWithdrawalRequested,
     Command,
     ExpireTick,
     ModifyOrder,
@@ -53,6 +56,8 @@ from matcher.sessions import Authenticator, LoginError, Session
 from matcher.ws_messages import (
     Cancel,
     CancelAllReq,
+    ChainCursorReq,
+    ChainReq,
     DeadMan,
     DeadManFired,
     GetChallenge,
@@ -65,6 +70,7 @@ from matcher.ws_messages import (
     Place,
     RangeError,
     Response,
+    StatusReq,
     Stream,
     StreamGap,
     Subscribe,
@@ -75,6 +81,8 @@ from matcher.ws_messages import (
     encoder,
     request_decoder,
 )
+from settlement import events as chain_events
+from settlement.lag import LagTracker
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +108,7 @@ class ServerConfig:
     challenge_ttl_s: float = 60.0
     max_login_expiry_s: int = 300
     stream_token: str | None = None  # required by the `stream` op when set
+    operator_token: str | None = None  # required by the `chain` op; None disables the op
     book_depth: int = 50
     expire_tick_s: float = 1.0  # ExpireTick period (0: never)
     fsync_interval_s: float = 0.05  # group-commit timer under the FSYNC_BY_SHELL policy
@@ -162,6 +171,10 @@ class MatcherServer:
         self._oid_session: dict[int, Session] = {}
         self._seq_ts: dict[int, int] = {}
         self._seq_event = asyncio.Event()
+        # matched vs settled sequence in items and seconds (invariant 6); observability only:
+        # the engine's gate counts unsettled items, which replay deterministically
+        self.lag = LagTracker(self.engine.ledger.settled_seq)
+        self.lag.matched_seq = self.engine.ledger.next_seq - 1
         self._server: Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._hello_limits = {
@@ -240,6 +253,7 @@ class MatcherServer:
 
     def _run(self, job: _Job) -> None:
         cmd, conn, rid, fut = job
+        settled_before = self.engine.ledger.settled_seq
         try:
             res = self.jengine.submit(cmd)
         except Exception as exc:  # an engine bug must not take the server down
@@ -277,12 +291,15 @@ class MatcherServer:
                     sequenced = True
                     ts = int(time.time() * 1000)
                 self._seq_ts[o.seq] = ts
+                self.lag.matched(o.seq, ts / 1000)
         try:
             self.hub.publish(cmd, res)
         except Exception:  # a fan-out bug must not stop the engine
             log.exception("fan-out failed")
         if type(cmd) is ChainBatchSettled:
             settled = self.engine.ledger.settled_seq
+            if settled > settled_before:
+                self.lag.settled(settled_before + 1, settled - settled_before, time.time())
             for q in [q for q in self._seq_ts if q <= settled]:
                 del self._seq_ts[q]
         if sequenced:
@@ -478,6 +495,15 @@ class MatcherServer:
                 self.next_req_id(), tr, sig, now=self.now()))
         elif t is Stream:
             self._stream(conn, req)
+        elif t is ChainReq:
+            self._chain(conn, req)
+        elif t is ChainCursorReq:
+            led = self.engine.ledger
+            block, log_index = self.engine.chain_cursor
+            conn.send(_ok(rid, {"block": block, "log_index": log_index,
+                                "settled_seq": led.settled_seq, "next_seq": led.next_seq}))
+        elif t is StatusReq:
+            conn.send(_ok(rid, self.status()))
         else:  # pragma: no cover - the decoder only yields the types above
             conn.send(_err(rid, "BAD_REQUEST", "unknown op"))
 
@@ -597,6 +623,60 @@ class MatcherServer:
             except asyncio.QueueFull:  # pragma: no cover - the queue holds 100k commands
                 log.error("engine queue full: dead-man cancel of %d dropped", oid)
         return oids
+
+    # ================================================================ operator: chain events
+
+    def _chain(self, conn: Conn, req: ChainReq) -> None:
+        """A confirmed chain event from the watcher -> the engine command it implies. Events
+        whose effect already reaches the engine through ``BatchSettled`` (withdrawals, funding,
+        executed forced withdrawals) are acknowledged and dropped."""
+        tok = self.config.operator_token
+        if tok is None or req.token != tok:
+            conn.send(_err(req.id, "NOT_AUTHORISED", "bad operator token"))
+            return
+        ev = req.event
+        rid = self.next_req_id()
+        cmd: Command
+        if isinstance(ev, chain_events.ChainDeposit):
+            cmd = ChainDeposit(rid, ev.owner.lower(), ev.subaccount, ev.asset, ev.amount,
+                               ev.block_number, ev.log_index)
+        elif isinstance(ev, chain_events.ChainBatchSettled):
+            cmd = ChainBatchSettled(rid, ev.first_seq, ev.count,
+                                    [(int(s), int(r)) for s, r in ev.rejected],
+                                    ev.block_number, ev.log_index)
+        elif isinstance(ev, chain_events.ChainAgentSet):
+            cmd = AgentSet(rid, ev.owner.lower(), ev.agent.lower(), ev.approved,
+                           ev.block_number, ev.log_index)
+        elif isinstance(ev, chain_events.ChainForcedWithdrawalRequested):
+            cmd = ChainForcedWithdrawalRequested(rid, ev.request_id, ev.owner.lower(),
+                                                 ev.subaccount, ev.asset, ev.amount,
+                                                 ev.block_number, ev.log_index)
+        else:
+            conn.send(_ok(req.id, {"ignored": True}))
+            return
+        self._enqueue(conn, req.id, cmd)
+
+    def status(self) -> dict[str, Any]:
+        """Sequencing and settlement-lag figures (the ``status`` op)."""
+        led = self.engine.ledger
+        now = time.time()
+        snap = self.lag.snapshot(now)
+        oldest = self._seq_ts.get(led.settled_seq + 1)
+        cfg = self.engine.config
+        block, log_index = self.engine.chain_cursor
+        return {
+            "cmd_seq": self.engine.cmd_seq,
+            "matched_seq": led.next_seq - 1,
+            "settled_seq": led.settled_seq,
+            "lag_items": led.next_seq - 1 - led.settled_seq,
+            # age of the oldest unsettled item (0 when none, or unknown after a restart)
+            "lag_ms": int(now * 1000) - oldest if oldest and led.unsettled else 0,
+            "settle_p50_ms": int(snap.p50_s * 1000),
+            "settle_p99_ms": int(snap.p99_s * 1000),
+            "max_unsettled_per_account": cfg.max_unsettled_per_account,
+            "max_unsettled_global": cfg.max_unsettled_global,
+            "chain_cursor": [block, log_index],
+        }
 
     # ================================================================ relayer stream
 

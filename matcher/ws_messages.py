@@ -21,6 +21,7 @@ from typing import Annotated, Any, Final, Literal, Union
 import msgspec
 
 from crossbook.protocol_types import Order, Transfer, Withdrawal
+from settlement.events import ChainEvent
 
 # ------------------------------------------------------------------------------ scalars
 
@@ -219,8 +220,34 @@ class Stream(msgspec.Struct, tag="stream", tag_field="op", forbid_unknown_fields
     token: str | None = None
 
 
+class ChainReq(msgspec.Struct, tag="chain", tag_field="op", forbid_unknown_fields=True,
+               frozen=True):
+    """Operator (watcher): one confirmed clearinghouse event, in chain order. ``event`` is a
+    :mod:`settlement.events` value in its JSON form (``type`` tag + fields); ``token`` must
+    equal the server's ``operator_token``."""
+
+    id: Uint
+    token: str
+    event: ChainEvent
+
+
+class ChainCursorReq(msgspec.Struct, tag="chain_cursor", tag_field="op",
+                     forbid_unknown_fields=True, frozen=True):
+    """The engine's last applied chain position (where a watcher resumes)."""
+
+    id: Uint
+
+
+class StatusReq(msgspec.Struct, tag="status", tag_field="op", forbid_unknown_fields=True,
+                frozen=True):
+    """Sequencing and settlement-lag figures (invariant 6)."""
+
+    id: Uint
+
+
 Request = Union[Login, GetChallenge, Place, Cancel, CancelAllReq, Modify, WithdrawReq,
-                TransferReq, Subscribe, Unsubscribe, DeadMan, Ping, Stream]
+                TransferReq, Subscribe, Unsubscribe, DeadMan, Ping, Stream, ChainReq,
+                ChainCursorReq, StatusReq]
 
 # uint32 fields (everything else integral is uint64; Withdrawal/Transfer amounts are checked by
 # crossbook.protocol_types.validate as uint128 and are exempt here)
@@ -249,6 +276,10 @@ def _check(obj: msgspec.Struct, path: str) -> None:
 
 def check_ranges(req: msgspec.Struct) -> None:
     """Raise :class:`RangeError` when an integer field exceeds its width (uint32/uint64)."""
+    if isinstance(req, ChainReq):
+        # chain events carry uint256 values (funding indices, amounts) the contract already
+        # accepted; only the operator can send them
+        return
     _check(req, "$")
     if isinstance(req, DeadMan) and req.timeout_ms > _MAX_TIMEOUT_MS:
         raise RangeError(f"`$.timeout_ms` above {_MAX_TIMEOUT_MS}")
@@ -427,7 +458,8 @@ class ItemMsg(msgspec.Struct, tag="item", tag_field="type"):
 encoder: Final = msgspec.json.Encoder()
 
 __all__ = [
-    "Address", "BookMsg", "BustMsg", "Cancel", "CancelAllReq", "DeadMan", "FillMsg",
+    "Address", "BookMsg", "BustMsg", "Cancel", "CancelAllReq", "ChainCursorReq", "ChainReq",
+    "StatusReq", "DeadMan", "FillMsg",
     "GetChallenge", "HealthMsg", "Heartbeat", "Hello", "ItemMsg", "Login", "MarketInfo",
     "MarketsMsg", "Modify", "OrderMsg", "Ping", "Place", "PositionEntry", "PositionMsg",
     "PricesMsg", "RangeError", "Request", "Response", "Stream", "Subscribe", "TradeMsg",

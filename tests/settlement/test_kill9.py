@@ -32,7 +32,7 @@ def test_kill_minus_nine_at_random_points_settles_everything_exactly_once(ex: Lo
     fills = make_fills(ex, 60)
     items = tmp_path / "items.msgpack"
     InMemorySource(fills).dump(str(items))
-    progress = []
+    progress: list[int] = []
     # one-second blocks: kills land while settle transactions wait in the mempool
     ex.w3.provider.make_request("evm_setIntervalMining", [1])  # type: ignore[arg-type]
     try:

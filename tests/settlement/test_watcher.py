@@ -23,8 +23,9 @@ from settlement.watcher import ChainWatcher, WatcherState
 from tests.settlement.conftest import USERS, make_fills
 
 
-def _watcher(ex: LocalExchange, aw3: AsyncWeb3, state: Path, **kw: int) -> ChainWatcher:
-    return ChainWatcher(aw3, ex.client.contract.address, state, start_block=ex.w3.eth.block_number + 1, **kw)
+def _watcher(ex: LocalExchange, aw3: AsyncWeb3, state: Path, confirmations: int = 0) -> ChainWatcher:
+    return ChainWatcher(aw3, ex.client.contract.address, state, start_block=ex.w3.eth.block_number + 1,
+                        confirmations=confirmations)
 
 
 async def _drain(w: ChainWatcher) -> list[WatcherOutput]:

@@ -1,0 +1,385 @@
+"""The long-running services behind ``crossbook matcher | relayer | watcher``.
+
+Each service resumes from what the chain and the matcher's journal say (invariant 7), never from
+private memory:
+
+- matcher: recovers the engine from its journal + newest snapshot, serves the websocket API,
+  snapshots periodically and feeds the engine the oracle prices it reads from the chain.
+- relayer: reads ``nextSeq()`` from the contract and follows the matcher's ``stream`` from there
+  (:class:`~settlement.ws_source.WsItemSource`); the contract's ordering check makes a second or
+  restarted relayer harmless.
+- watcher: asks the matcher for its chain cursor (``chain_cursor`` op), follows the contract's
+  logs from that block with ``confirmations`` blocks of safety and forwards each event with the
+  authenticated ``chain`` op, one at a time and in order; the engine ignores anything at or
+  before its cursor, so re-delivery after a crash is harmless.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import websockets
+from web3 import AsyncWeb3
+from websockets.asyncio.client import ClientConnection, connect
+
+from crossbook.chain.artifacts import load_artifact
+from crossbook.chain.deploy import Deployment
+from crossbook.config import DEFAULT_SPEC, ExchangeSpec
+from matcher.commands import Code
+from settlement.batcher import BatchLimits
+from settlement.events import ChainReorg, WatcherOutput
+from settlement.relayer import Relayer, RelayerConfig, RelayerError
+from settlement.relayer import connect as connect_rpc
+from settlement.watcher import ChainWatcher
+from settlement.ws_source import WsItemSource
+
+log = logging.getLogger(__name__)
+
+
+def _stop_event() -> asyncio.Event:
+    """An event set by SIGTERM / SIGINT (graceful shutdown of a service)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+# ============================================================================ matcher
+
+
+@dataclass
+class MatcherOptions:
+    """Configuration of ``crossbook matcher`` (flags / environment, see crossbook/cli.py)."""
+
+    deployment: Deployment
+    rpc_url: str
+    journal_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 8765
+    operator_token: str | None = None
+    stream_token: str | None = None
+    snapshot_every: int = 50_000  # journaled commands between snapshots
+    snapshot_interval_s: float = 60.0  # and at least this often when anything changed
+    oracle_poll_s: float = 0.25  # how often to look for a new block
+    max_unsettled_per_account: int = 10_000
+    max_unsettled_global: int = 1_000_000
+    max_open_orders: int = 1_000
+    expiry_margin_s: int = 0
+
+
+class OraclePoller:
+    """Reads the oracle adapter's prices once per new block and hands the engine the ones that
+    changed (as ``SetOraclePrices``), so the pre-trade check uses the prices the contract will."""
+
+    def __init__(self, w3: AsyncWeb3, oracle: str, spec: ExchangeSpec = DEFAULT_SPEC) -> None:
+        self.w3 = w3
+        self.oracle = w3.eth.contract(address=AsyncWeb3.to_checksum_address(oracle),
+                                      abi=load_artifact("OracleAdapter").abi)
+        self.spec = spec
+        self.last_block = -1
+        self.assets: dict[int, int] = {}
+        self.markets: dict[int, int] = {}
+
+    async def read(self) -> tuple[dict[int, int], dict[int, int]] | None:
+        """Prices that changed since the last read, or None when there is no new block or no
+        change. A feed the adapter refuses (stale, out of band) keeps its previous price: the
+        contract refuses trades needing it anyway, and the matcher must not invent one."""
+        block = await self.w3.eth.block_number
+        if block == self.last_block:
+            return None
+        self.last_block = block
+        feeds = sorted({f.feed_id for f in self.spec.feeds})
+        got = await asyncio.gather(*(self.oracle.functions.tryPrice(f).call() for f in feeds))
+        price = {f: int(p) for f, (ok, p) in zip(feeds, got) if ok and int(p) > 0}
+        assets = {i + 1: price[c.feed_id] for i, c in enumerate(self.spec.collaterals)
+                  if c.feed_id in price}
+        markets = {i: price[m.feed_id] for i, m in enumerate(self.spec.markets)
+                   if m.feed_id in price}
+        new_a = {k: v for k, v in assets.items() if self.assets.get(k) != v}
+        new_m = {k: v for k, v in markets.items() if self.markets.get(k) != v}
+        if not new_a and not new_m:
+            return None
+        return new_a, new_m
+
+    def applied(self, assets: dict[int, int], markets: dict[int, int]) -> None:
+        """The engine took these prices."""
+        self.assets.update(assets)
+        self.markets.update(markets)
+
+
+async def run_matcher(opts: MatcherOptions) -> None:
+    """Recover, serve, snapshot and poll oracle prices until SIGTERM / SIGINT."""
+    from matcher.commands import SetOraclePrices
+    from matcher.engine import EngineConfig
+    from matcher.journal import FSYNC_BY_SHELL, JournaledEngine, JournalWriter, recover
+    from matcher.journal import write_snapshot
+    from matcher.server import MatcherServer, ServerConfig
+
+    opts.journal_dir.mkdir(parents=True, exist_ok=True)
+    journal = opts.journal_dir / "journal.bin"
+    snapdir = opts.journal_dir / "snapshots"
+    cfg = EngineConfig(max_unsettled_per_account=opts.max_unsettled_per_account,
+                       max_unsettled_global=opts.max_unsettled_global,
+                       max_open_orders_per_account=opts.max_open_orders,
+                       expiry_margin_s=opts.expiry_margin_s)
+    t0 = time.monotonic()
+    rec = recover(journal, snapdir, cfg)
+    eng = rec.engine
+    log.info("recovered engine: %d records replayed in %.2fs, cmd_seq %d, next seq %d, "
+             "settled %d, chain cursor %s", rec.replayed, time.monotonic() - t0, eng.cmd_seq,
+             eng.ledger.next_seq, eng.ledger.settled_seq, eng.chain_cursor)
+    writer = JournalWriter(journal, fsync=FSYNC_BY_SHELL)
+    jengine = JournaledEngine(eng, writer, snapdir, opts.snapshot_every)
+    dep = opts.deployment
+    server = MatcherServer(jengine, ServerConfig(
+        host=opts.host, port=opts.port, chain_id=dep.chain_id,
+        verifying_contract=dep.clearinghouse.lower(), stream_token=opts.stream_token,
+        operator_token=opts.operator_token))
+    stop = _stop_event()
+    await server.start()
+    print(f"matcher listening on {server.url}", flush=True)
+    poller = OraclePoller(connect_rpc(opts.rpc_url), dep.oracle)
+
+    async def poll_prices() -> None:
+        while True:
+            try:
+                got = await poller.read()
+                if got is not None:
+                    res = await server.submit(SetOraclePrices(server.next_req_id(), got[0],
+                                                              got[1], server.now()))
+                    if res.ack.ok:
+                        poller.applied(*got)
+                    else:
+                        log.error("oracle prices refused: %s", res.ack.message)
+            except Exception as exc:  # noqa: BLE001 - a flaky RPC must not stop the matcher
+                log.warning("oracle poll failed: %s", exc)
+            await asyncio.sleep(opts.oracle_poll_s)
+
+    async def snapshots() -> None:
+        last = eng.cmd_seq
+        while True:
+            await asyncio.sleep(opts.snapshot_interval_s)
+            if eng.cmd_seq != last:
+                # the engine runs on this loop, so state and journal offset are consistent here
+                writer.sync()
+                write_snapshot(snapdir, eng, writer.offset)
+                last = eng.cmd_seq
+
+    tasks = [asyncio.create_task(poll_prices()), asyncio.create_task(snapshots())]
+    try:
+        await stop.wait()
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await server.close()
+        write_snapshot(snapdir, eng, writer.offset)
+        writer.close()
+        log.info("matcher stopped at cmd_seq %d", eng.cmd_seq)
+
+
+# ============================================================================ relayer
+
+
+@dataclass
+class RelayerOptions:
+    """Configuration of ``crossbook relayer``."""
+
+    deployment: Deployment
+    rpc_url: str
+    matcher_url: str
+    operator_key: str
+    stream_token: str | None = None
+    max_items: int = 200
+    max_age_s: float = 0.2
+    max_in_flight: int = 4
+
+
+async def run_relayer(opts: RelayerOptions) -> int:
+    """Settle the matcher's stream until SIGTERM / SIGINT; returns the exit status (1 when a
+    batch keeps failing for a reason other than ordering: never retried blindly forever)."""
+    source = WsItemSource(opts.matcher_url, opts.stream_token)
+    cfg = RelayerConfig(limits=BatchLimits(max_items=opts.max_items, max_age_s=opts.max_age_s),
+                        max_in_flight=opts.max_in_flight)
+    relayer = Relayer(connect_rpc(opts.rpc_url), opts.deployment.clearinghouse,
+                      opts.operator_key, source, cfg)
+    stop = _stop_event()
+
+    async def loop() -> int:
+        while not stop.is_set():
+            try:
+                # run() reads nextSeq() and the pending nonce again on every pass; it returns
+                # when the stream ended (items settled elsewhere): resync from the chain
+                await relayer.run()
+            except RelayerError as exc:
+                log.error("relayer stopped: %s", exc)
+                return 1
+            except (OSError, asyncio.TimeoutError) as exc:
+                log.warning("chain unavailable (%s); retrying", exc)
+            await asyncio.sleep(0.2)
+        return 0
+
+    task = asyncio.create_task(loop())
+    stopper = asyncio.create_task(stop.wait())
+    await asyncio.wait([task, stopper], return_when=asyncio.FIRST_COMPLETED)
+    if not task.done():
+        relayer.stop()
+        source.close()
+        try:
+            await asyncio.wait_for(task, 30)
+        except (asyncio.TimeoutError, asyncio.CancelledError):
+            task.cancel()
+        return 0
+    stopper.cancel()
+    return task.result()
+
+
+# ============================================================================ watcher
+
+
+@dataclass
+class WatcherOptions:
+    """Configuration of ``crossbook watcher``."""
+
+    deployment: Deployment
+    rpc_url: str
+    matcher_url: str
+    operator_token: str
+    confirmations: int = 1
+    poll_interval_s: float = 0.25
+    state_path: Path | None = None
+
+
+class MatcherLink:
+    """One operator websocket connection: request/response by id, frames in between ignored."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws = ws
+        self._ids = 0
+
+    async def call(self, req: dict[str, Any]) -> dict[str, Any]:
+        """Send ``req`` (an ``id`` is added) and return its response frame."""
+        self._ids += 1
+        rid = self._ids
+        await self.ws.send(json.dumps({**req, "id": rid}))
+        while True:
+            msg = json.loads(await self.ws.recv())
+            # id None: the server could not even read the request (too large, not JSON)
+            if msg.get("type") == "response" and msg.get("id") in (rid, None):
+                return dict(msg)
+
+
+_enc = msgspec.json.Encoder()
+# answers meaning "the engine did not take it, try the same event again" (bounded, see forward)
+_TRANSIENT = frozenset(("OVERLOADED", "RATE_LIMITED", "INTERNAL"))
+# engine refusals of a chain event: the refusal itself moved the engine's cursor
+_ENGINE_CODES = frozenset(c.name for c in Code) - {"BAD_REQUEST", "NOT_AUTHORISED"}
+_MAX_RETRIES = 600
+
+
+class ForwardError(Exception):
+    """An event could not be handed to the engine: the watcher stops rather than skip it
+    (skipping would let the next event move the cursor past it)."""
+
+
+async def forward(link: MatcherLink, token: str, ev: WatcherOutput,
+                  cursor: tuple[int, int]) -> None:
+    """Hand one watcher output to the matcher; returns once the engine has applied it.
+
+    Strictly one at a time: the engine's cursor skips anything at or before the last applied
+    event, so an event must never overtake an earlier one that could still fail."""
+    if isinstance(ev, ChainReorg):
+        # confirmations >= the reorg depth keep reorged logs away from the engine; a deeper
+        # reorg means already-applied events may be void: an operator must look (docs)
+        log.critical("chain reorg below block %d deeper than the confirmation depth: the "
+                     "matcher may hold events the chain dropped", ev.common_block)
+        return
+    if (ev.block_number, ev.log_index) <= cursor:
+        return  # the engine has it (saves a round trip; the engine would ignore it too)
+    event = json.loads(_enc.encode(ev))
+    for _ in range(_MAX_RETRIES):
+        resp = await link.call({"op": "chain", "token": token, "event": event})
+        code = resp.get("code")
+        if resp.get("ok"):
+            return
+        if code in _TRANSIENT:
+            await asyncio.sleep(0.1)  # the same event again, never the next one
+            continue
+        if code == "NOT_AUTHORISED":
+            raise PermissionError("the matcher refused the operator token")
+        if code in _ENGINE_CODES:
+            # the engine refused the event (e.g. a forced withdrawal it cannot execute early);
+            # the refusal moved its cursor, so it is not a reason to stall the stream
+            log.warning("matcher refused %s at %d/%d: %s %s", type(ev).__name__,
+                        ev.block_number, ev.log_index, code, resp.get("message"))
+            return
+        raise ForwardError(f"{type(ev).__name__} at {ev.block_number}/{ev.log_index} did not "
+                           f"reach the engine: {code} {resp.get('message')}")
+    raise ForwardError(f"{type(ev).__name__} at {ev.block_number}/{ev.log_index}: the matcher "
+                       f"kept answering {code} for {_MAX_RETRIES} attempts")
+
+
+async def _watch_session(opts: WatcherOptions, w3: AsyncWeb3, stop: asyncio.Event) -> None:
+    async with connect(opts.matcher_url, max_size=None, compression=None,
+                       open_timeout=5) as ws:
+        await ws.recv()  # hello
+        link = MatcherLink(ws)
+        cur = await link.call({"op": "chain_cursor"})
+        if not cur.get("ok"):
+            raise RuntimeError(f"chain_cursor refused: {cur}")
+        cursor = (int(cur["result"]["block"]), int(cur["result"]["log_index"]))
+        # resume at the cursor's own block: later logs of that block may still be missing
+        start = max(opts.deployment.start_block, cursor[0])
+        state = opts.state_path or Path(tempfile.gettempdir()) / f"crossbook-watcher-{os.getpid()}.json"
+        # the matcher's cursor is the truth; the state file only serves reorg detection
+        # within this session, so a stale one from an earlier run is discarded
+        state.unlink(missing_ok=True)
+        watcher = ChainWatcher(w3, opts.deployment.clearinghouse, state, start_block=start,
+                               confirmations=opts.confirmations,
+                               poll_interval_s=opts.poll_interval_s)
+        log.info("watcher resuming at block %d (matcher cursor %s)", start, cursor)
+        while not stop.is_set():
+            out, st = await watcher.poll()
+            for ev in out:
+                await forward(link, opts.operator_token, ev, cursor)
+            watcher.commit(st)
+            if not out:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(stop.wait(), opts.poll_interval_s)
+
+
+async def run_watcher(opts: WatcherOptions) -> int:
+    """Follow the chain into the matcher until SIGTERM / SIGINT; reconnects (and resumes from
+    the matcher's cursor) whenever the matcher or the chain goes away."""
+    w3 = connect_rpc(opts.rpc_url)
+    stop = _stop_event()
+    while not stop.is_set():
+        try:
+            await _watch_session(opts, w3, stop)
+        except (PermissionError, ForwardError) as exc:
+            log.error("watcher stopped: %s", exc)
+            return 1
+        except (OSError, asyncio.TimeoutError, websockets.ConnectionClosed,
+                websockets.InvalidHandshake) as exc:
+            log.warning("watcher session ended (%s); reconnecting", exc)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.5)
+    return 0
+
+
+__all__ = [
+    "ForwardError", "MatcherLink", "MatcherOptions", "OraclePoller", "RelayerOptions", "WatcherOptions",
+    "forward", "run_matcher", "run_relayer", "run_watcher",
+]
