@@ -26,9 +26,12 @@ from crossbook.protocol_types import TransferItem, WithdrawItem
 from matcher.commands import (
     Bust,
     ChainDeposit,
+    ChainForcedWithdrawalExecuted,
+    ChainForcedWithdrawalRequested,
     Command,
     FillReport,
     ItemRejected,
+    Liquidation,
     OrderStatus,
     OrderUpdate,
     RequestTransfer,
@@ -45,6 +48,7 @@ from matcher.ws_messages import (
     BustMsg,
     FillMsg,
     HealthMsg,
+    LiquidatedMsg,
     MarketInfo,
     MarketsMsg,
     OrderMsg,
@@ -359,6 +363,9 @@ class Hub:
                     touched_accts.add(a)
                     self._to_owner("fills", a[0], encoder.encode(BustMsg("fills", o.seq, a[1],
                                                                          o.reason)))
+            elif t is Liquidation:
+                assert isinstance(o, Liquidation)
+                self._publish_liquidation(o, touched_accts)
             elif t is ItemRejected:
                 assert isinstance(o, ItemRejected)
                 if o.account is not None:
@@ -375,6 +382,12 @@ class Hub:
         ct = type(cmd)
         if ct is ChainDeposit and res.ack.ok:
             assert isinstance(cmd, ChainDeposit)
+            touched_accts.add((cmd.owner.lower(), cmd.sub))
+        elif ((ct is ChainForcedWithdrawalExecuted or ct is ChainForcedWithdrawalRequested)
+              and res.ack.ok):
+            # a sequenced FORCED item (its item names only the request id) or an owner-executed
+            # escape-hatch withdrawal moved this account's balances
+            assert isinstance(cmd, (ChainForcedWithdrawalExecuted, ChainForcedWithdrawalRequested))
             touched_accts.add((cmd.owner.lower(), cmd.sub))
         elif ct is SetOraclePrices and res.ack.ok:
             assert isinstance(cmd, SetOraclePrices)
@@ -399,6 +412,24 @@ class Hub:
                 self._to_public("markets", encoder.encode(MarketsMsg("markets", changed)))
         if touched_accts:
             self._publish_accounts(touched_accts)
+
+    def _publish_liquidation(self, o: Liquidation, touched: set[Acct]) -> None:
+        """A ``liquidated`` message to the target's owner and to the liquidator's / ADL
+        counterparty's owner (on ``fills``, next to busts: both are the chain overruling the
+        matcher); both accounts' positions and health are refreshed after it."""
+        counter_role = "counterparty" if o.kind == "deleveraged" else "liquidator"
+        sides: list[tuple[Acct, str, Acct | None]] = [((o.target[0], o.target[1]), "target",
+                                                       o.counterparty)]
+        if o.counterparty is not None:
+            sides.append(((o.counterparty[0], o.counterparty[1]), counter_role, o.target))
+        for acct, role, other in sides:
+            touched.add(acct)
+            self._to_owner("fills", acct[0], encoder.encode(LiquidatedMsg(
+                "fills", o.kind, role, acct[1], None if other is None else other[0],
+                None if other is None else other[1], o.market, o.asset,
+                o.size_delta if role == "target" else -o.size_delta, o.amount, o.price,
+                o.penalty, o.insurance_share, o.covered, o.unbacked,
+                o.cancelled if role == "target" else [], o.block, o.log_index)))
 
     def _publish_book(self, m: int) -> None:
         feed = self.books.get(m)

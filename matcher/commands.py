@@ -229,10 +229,111 @@ class SetOraclePrices(msgspec.Struct, frozen=True, array_like=True, tag=13):
     now: int
 
 
+# Liquidation-path and escape-hatch events (docs/protocol.md sections 8 and 9). They happen on-chain
+# without the matcher, so the engine applies them to its CONFIRMED state with the contract's own
+# arithmetic (crossbook/liquidation.py) and rebuilds the projected state on top. Like the other chain
+# commands they carry the log's position for the exactly-once cursor.
+
+
+class ChainLiquidated(msgspec.Struct, frozen=True, array_like=True, tag=14):
+    """``Liquidated``: ``liquidator``'s sub-account took over part of ``(owner, sub)``'s position in
+    ``market`` at ``price`` (section 9.4). ``size_delta`` is the target's size change (the
+    liquidator's is its negation); ``insurance_share`` went from the target's quote to the fund."""
+
+    req_id: int
+    owner: str
+    sub: int
+    market: int
+    liquidator: str
+    liquidator_sub: int
+    size_delta: int
+    price: int
+    penalty: int
+    insurance_share: int
+    block: int = 0
+    log_index: int = 0
+
+
+class ChainCollateralLiquidated(msgspec.Struct, frozen=True, array_like=True, tag=15):
+    """``CollateralLiquidated`` (section 9.5): the liquidator bought ``amount`` of ``asset`` from the
+    target for ``paid`` quote atoms."""
+
+    req_id: int
+    owner: str
+    sub: int
+    asset: int
+    liquidator: str
+    liquidator_sub: int
+    amount: int
+    price: int
+    paid: int
+    block: int = 0
+    log_index: int = 0
+
+
+class ChainBadDebtSettled(msgspec.Struct, frozen=True, array_like=True, tag=16):
+    """``BadDebtSettled`` (section 9.6): the target's negative quote was covered and set to 0."""
+
+    req_id: int
+    owner: str
+    sub: int
+    insurance_paid: int
+    fee_pool_paid: int
+    unbacked: int
+    block: int = 0
+    log_index: int = 0
+
+
+class ChainDeleveraged(msgspec.Struct, frozen=True, array_like=True, tag=17):
+    """``Deleveraged`` (section 9.7): ``|size_delta|`` of the target's position was closed against
+    the counterparty at the bankruptcy ``price`` (no fee, no insurance share)."""
+
+    req_id: int
+    owner: str
+    sub: int
+    market: int
+    counterparty: str
+    counterparty_sub: int
+    size_delta: int
+    price: int
+    block: int = 0
+    log_index: int = 0
+
+
+class ChainForcedWithdrawalExecuted(msgspec.Struct, frozen=True, array_like=True, tag=18):
+    """The owner executed escape-hatch request ``request_id`` on-chain after the delay
+    (``executeForcedWithdrawal``: ``Withdrawn`` with seq 0 + ``ForcedWithdrawalExecuted``);
+    ``amount`` of ``asset`` left ``(owner, sub)``. A FORCED batch item's execution (seq != 0)
+    reaches the engine through ``ChainBatchSettled`` instead."""
+
+    req_id: int
+    request_id: int
+    owner: str
+    sub: int
+    asset: int
+    amount: int
+    block: int = 0
+    log_index: int = 0
+
+
+class ChainLiquidationParamsSet(msgspec.Struct, frozen=True, array_like=True, tag=19):
+    """``LiquidationParamsSet`` (section 9.1): mirrored so the engine (and its API) quote the
+    same penalty, buffer and critical ratio as the contract."""
+
+    req_id: int
+    penalty_ppm: int
+    insurance_share_ppm: int
+    buffer_ppm: int
+    critical_ppm: int
+    block: int = 0
+    log_index: int = 0
+
+
 Command = Union[
     PlaceOrder, CancelOrder, CancelAll, ModifyOrder, ExpireTick, ChainDeposit, ChainBatchSettled,
     ChainForcedWithdrawalRequested, AgentSet, RequestWithdrawal, RequestTransfer, PostFunding,
-    SetOraclePrices,
+    SetOraclePrices, ChainLiquidated, ChainCollateralLiquidated, ChainBadDebtSettled,
+    ChainDeleveraged, ChainForcedWithdrawalExecuted, ChainLiquidationParamsSet,
 ]
 
 
@@ -312,7 +413,34 @@ class Sequenced(msgspec.Struct, frozen=True, array_like=True, tag="seq"):
     item: Item
 
 
-Output = Union[OrderUpdate, FillReport, Bust, ItemRejected, Sequenced]
+class Liquidation(msgspec.Struct, frozen=True, array_like=True, tag="liquidation"):
+    """A liquidation-path event the chain applied to ``target`` (sent to both sides' owners).
+
+    ``kind`` is ``"liquidated"``, ``"collateral_liquidated"``, ``"bad_debt_settled"`` or
+    ``"deleveraged"``; ``counterparty`` is the liquidator / ADL counterparty (None for bad debt).
+    ``market`` or ``asset`` names what moved, ``size_delta`` (target's) / ``amount`` how much,
+    ``price`` at what price; ``penalty`` and ``insurance_share`` as in the event (0 when the event
+    has none), ``covered`` the bad debt paid by insurance + fee pool and ``unbacked`` the rest.
+    ``cancelled`` lists the target's order ids the engine cancelled (reason LIQUIDATION)."""
+
+    kind: str
+    target: tuple[str, int]
+    counterparty: tuple[str, int] | None
+    market: int | None
+    asset: int | None
+    size_delta: int
+    amount: int
+    price: int
+    penalty: int
+    insurance_share: int
+    covered: int
+    unbacked: int
+    cancelled: list[int]
+    block: int
+    log_index: int
+
+
+Output = Union[OrderUpdate, FillReport, Bust, ItemRejected, Sequenced, Liquidation]
 
 
 class Result(msgspec.Struct):
@@ -329,4 +457,6 @@ __all__ = [
     "ChainDeposit", "ChainBatchSettled", "ChainForcedWithdrawalRequested", "AgentSet",
     "RequestWithdrawal", "RequestTransfer", "PostFunding", "SetOraclePrices", "Command", "Ack",
     "OrderUpdate", "FillReport", "Bust", "ItemRejected", "Sequenced", "Output", "Result",
+    "ChainLiquidated", "ChainCollateralLiquidated", "ChainBadDebtSettled", "ChainDeleveraged",
+    "ChainForcedWithdrawalExecuted", "ChainLiquidationParamsSet", "Liquidation",
 ]

@@ -25,7 +25,8 @@ from typing import Any, Callable
 import msgspec
 
 from crossbook.config import DEFAULT_SPEC, ExchangeSpec, risk_params
-from crossbook.margin import SubAccount, fee_amount
+from crossbook.liquidation import LiquidationParams, LiquidationQuote, apply_liquidation
+from crossbook.margin import SubAccount, fee_amount, fill_cash
 from crossbook.protocol_types import (
     FillItem,
     ForcedItem,
@@ -43,14 +44,21 @@ from matcher.commands import (
     Bust,
     CancelAll,
     CancelOrder,
+    ChainBadDebtSettled,
     ChainBatchSettled,
+    ChainCollateralLiquidated,
+    ChainDeleveraged,
     ChainDeposit,
+    ChainForcedWithdrawalExecuted,
     ChainForcedWithdrawalRequested,
+    ChainLiquidated,
+    ChainLiquidationParamsSet,
     Code,
     Command,
     ExpireTick,
     FillReport,
     ItemRejected,
+    Liquidation,
     ModifyOrder,
     OrderStatus,
     OrderUpdate,
@@ -63,7 +71,7 @@ from matcher.commands import (
     Sequenced,
     SetOraclePrices,
 )
-from matcher.ledger import Acct, Entry, Ledger, LedgerSnapshot, funding_delta
+from matcher.ledger import Acct, Entry, Ledger, LedgerSnapshot, add_asset, funding_delta
 from matcher.orders import (
     Accepted,
     CancelReason,
@@ -88,7 +96,10 @@ _POST_ONLY = int(Tif.POST_ONLY)
 _FILL_KIND = int(ItemKind.FILL)
 _CANCEL_REASONS = frozenset((int(CancelReason.USER), int(CancelReason.DEAD_MAN)))
 # commands that carry a chain log position (block, log_index): exactly-once via the chain cursor
-_CHAIN_CMDS = frozenset((ChainDeposit, ChainBatchSettled, ChainForcedWithdrawalRequested, AgentSet))
+_CHAIN_CMDS = frozenset((ChainDeposit, ChainBatchSettled, ChainForcedWithdrawalRequested, AgentSet,
+                         ChainLiquidated, ChainCollateralLiquidated, ChainBadDebtSettled,
+                         ChainDeleveraged, ChainForcedWithdrawalExecuted,
+                         ChainLiquidationParamsSet))
 
 # book reject reasons -> engine codes
 _BOOK_CODES: dict[int, Code] = {
@@ -172,6 +183,8 @@ class EngineSnapshot(msgspec.Struct, array_like=True):
     market_prices: dict[int, int]
     # additive, defaulted: snapshots written before the chain cursor existed still decode
     chain_cursor: tuple[int, int] = (0, 0)
+    # additive, defaulted: the mirrored section 9.1 parameters (contract defaults until an event)
+    liquidation_params: tuple[int, int, int, int] = (20_000, 500_000, 100_000, 500_000)
 
 
 def _ack(req_id: int, code: Code, message: str) -> Result:
@@ -209,6 +222,10 @@ class Engine:
         # (block_number, log_index) of the last chain event applied: the watcher resumes from
         # here and anything at or before it is a duplicate delivery (at-least-once -> once)
         self.chain_cursor: tuple[int, int] = (0, 0)
+        # the clearinghouse's liquidation parameters (LiquidationParamsSet events), for callers
+        # that quote liquidations; applying a liquidation event never needs them (it carries
+        # every amount)
+        self.liquidation_params = LiquidationParams()
         # True while replaying the journal: accepted orders passed the pre-trade check when
         # they were first processed, and the check is a pure function of journaled state, so it
         # is skipped (maker re-checks still run: they decide what trades)
@@ -223,6 +240,10 @@ class Engine:
             ChainForcedWithdrawalRequested: self._forced_request, AgentSet: self._agent_set,
             RequestWithdrawal: self._withdraw, RequestTransfer: self._transfer,
             PostFunding: self._funding, SetOraclePrices: self._prices,
+            ChainLiquidated: self._liquidated, ChainCollateralLiquidated: self._coll_liquidated,
+            ChainBadDebtSettled: self._bad_debt, ChainDeleveraged: self._deleveraged,
+            ChainForcedWithdrawalExecuted: self._forced_executed,
+            ChainLiquidationParamsSet: self._liq_params,
         }
 
     # ================================================================ public API
@@ -290,7 +311,12 @@ class Engine:
                        sorted(self.risk.market_prices.items()))).encode())
         ex = {a: {m: tuple(v) for m, v in x.items() if any(v)} for a, x in self.exposure.items()}
         h.update(repr(sorted((a, sorted(x.items())) for a, x in ex.items() if x)).encode())
+        h.update(repr(self._liq_params_tuple()).encode())
         return h.digest()
+
+    def _liq_params_tuple(self) -> tuple[int, int, int, int]:
+        p = self.liquidation_params
+        return (p.penalty_ppm, p.insurance_share_ppm, p.buffer_ppm, p.critical_ppm)
 
     def snapshot(self) -> EngineSnapshot:
         """The engine's complete state as a serializable value."""
@@ -308,6 +334,7 @@ class Engine:
             self.cmd_seq, self.next_oid, books, rows, self.ledger.dump(), sorted(self.nonces),
             sorted(self.digests), sorted(self.forced), sorted(self.agents),
             dict(self.risk.asset_prices), dict(self.risk.market_prices), self.chain_cursor,
+            self._liq_params_tuple(),
         )
 
     @classmethod
@@ -317,6 +344,7 @@ class Engine:
         eng.cmd_seq = snap.cmd_seq
         eng.next_oid = snap.next_oid
         eng.chain_cursor = (snap.chain_cursor[0], snap.chain_cursor[1])
+        eng.liquidation_params = LiquidationParams(*snap.liquidation_params)
         eng.ledger = Ledger.load(snap.ledger)
         by_oid: dict[int, BookOrder] = {}
         for row in snap.orders:
@@ -672,6 +700,129 @@ class Engine:
             self.agents.add(key)
         else:
             self.agents.discard(key)
+        return Result(Ack(cmd.req_id, True, Code.OK, "", 0, 0), [], True)
+
+    # ================================================================ liquidation path (chain)
+    # These events happen on-chain without the matcher: the engine applies them to the CONFIRMED
+    # state with the contract's own arithmetic (crossbook/liquidation.py, proven equal to the
+    # Solidity by the differential test), then rebuilds the projected state of the accounts they
+    # touched as confirmed + the unsettled items. An unsettled item the event made invalid stays
+    # sequenced (the relayer must still send it: sequence numbers are gap-free); the contract
+    # rejects it and ChainBatchSettled busts it like any other rejection (invariant 4).
+
+    def _liquidation_cancel(self, acct: Acct, out: list[Output]) -> list[int]:
+        """Cancel every live order of a liquidated sub-account (reason LIQUIDATION): they were
+        priced for a portfolio that no longer exists and would mostly be rejected on-chain."""
+        start = len(out)
+        for m in sorted(self.books):
+            self._events(self.books[m].cancel_all(acct[0], acct[1], CancelReason.LIQUIDATION),
+                         out, 0)
+        return [o.order_id for o in out[start:] if isinstance(o, OrderUpdate)]
+
+    def _trade_event(self, cmd: ChainLiquidated | ChainDeleveraged, counter: Acct,
+                     insurance_share: int, penalty: int) -> Result:
+        """Apply a Liquidated / Deleveraged trade (both are a fill of ``|size_delta|`` at the
+        event price without fees, funding settled first) to the confirmed state."""
+        if cmd.market not in self.params.markets:
+            return _ack(cmd.req_id, Code.UNKNOWN_MARKET, f"unknown market {cmd.market}")
+        if cmd.size_delta == 0 or cmd.price <= 0 or insurance_share < 0:
+            return _ack(cmd.req_id, Code.BAD_REQUEST, "size_delta, price or share out of range")
+        target = (cmd.owner.lower(), cmd.sub)
+        if counter == target:
+            return _ack(cmd.req_id, Code.BAD_REQUEST, "target and counterparty are equal")
+        led = self.ledger
+        size = abs(cmd.size_delta)
+        # the quote the contract executed, rebuilt from the event: cash = floor(x * price / 1e10)
+        # as in penalty_terms; `critical` does not affect how it is applied
+        q = LiquidationQuote(size, cmd.price, cmd.size_delta, fill_cash(size, cmd.price),
+                             insurance_share, penalty, False)
+        apply_liquidation(led.confirmed_for_update(target), led.confirmed_for_update(counter),
+                          cmd.market, q, led.conf_funding.get(cmd.market, 0))
+        led.reproject({target, counter})
+        out: list[Output] = []
+        cancelled = self._liquidation_cancel(target, out)
+        kind = "liquidated" if isinstance(cmd, ChainLiquidated) else "deleveraged"
+        out.append(Liquidation(kind, target, counter, cmd.market, None, cmd.size_delta, size,
+                               cmd.price, penalty, insurance_share, 0, 0, cancelled, cmd.block,
+                               cmd.log_index))
+        return Result(Ack(cmd.req_id, True, Code.OK, "", 0, 0), out, True)
+
+    def _liquidated(self, cmd: ChainLiquidated) -> Result:
+        return self._trade_event(cmd, (cmd.liquidator.lower(), cmd.liquidator_sub),
+                                 cmd.insurance_share, cmd.penalty)
+
+    def _deleveraged(self, cmd: ChainDeleveraged) -> Result:
+        # section 9.7: the counterparty takes the other side at the bankruptcy price, no share
+        return self._trade_event(cmd, (cmd.counterparty.lower(), cmd.counterparty_sub), 0, 0)
+
+    def _coll_liquidated(self, cmd: ChainCollateralLiquidated) -> Result:
+        if cmd.asset not in self.params.collaterals:
+            return _ack(cmd.req_id, Code.UNKNOWN_ASSET, f"unknown asset {cmd.asset}")
+        if cmd.amount <= 0 or cmd.paid < 0:
+            return _ack(cmd.req_id, Code.BAD_SIZE, "amount must be positive")
+        target = (cmd.owner.lower(), cmd.sub)
+        liq = (cmd.liquidator.lower(), cmd.liquidator_sub)
+        if liq == target:
+            return _ack(cmd.req_id, Code.BAD_REQUEST, "target and liquidator are equal")
+        led = self.ledger
+        # section 9.5 (_moveCollateral): the target gets +paid quote and loses amount; the
+        # liquidator the reverse
+        t = led.confirmed_for_update(target)
+        lq = led.confirmed_for_update(liq)
+        add_asset(t, cmd.asset, -cmd.amount)
+        add_asset(t, 0, cmd.paid)
+        add_asset(lq, cmd.asset, cmd.amount)
+        add_asset(lq, 0, -cmd.paid)
+        led.reproject({target, liq})
+        out: list[Output] = []
+        cancelled = self._liquidation_cancel(target, out)
+        out.append(Liquidation("collateral_liquidated", target, liq, None, cmd.asset, 0,
+                               cmd.amount, cmd.price, 0, 0, 0, 0, cancelled, cmd.block,
+                               cmd.log_index))
+        return Result(Ack(cmd.req_id, True, Code.OK, "", 0, 0), out, True)
+
+    def _bad_debt(self, cmd: ChainBadDebtSettled) -> Result:
+        if min(cmd.insurance_paid, cmd.fee_pool_paid, cmd.unbacked) < 0:
+            return _ack(cmd.req_id, Code.BAD_REQUEST, "negative amounts")
+        target = (cmd.owner.lower(), cmd.sub)
+        led = self.ledger
+        # section 9.6: settleBadDebt sets the quote to 0 (it was -(insurance + fee pool +
+        # unbacked)); setting rather than adding is what the contract does
+        led.confirmed_for_update(target).quote = 0
+        led.reproject({target})
+        out: list[Output] = []
+        cancelled = self._liquidation_cancel(target, out)
+        out.append(Liquidation("bad_debt_settled", target, None, None, 0, 0,
+                               cmd.insurance_paid + cmd.fee_pool_paid + cmd.unbacked, 0, 0, 0,
+                               cmd.insurance_paid + cmd.fee_pool_paid, cmd.unbacked, cancelled,
+                               cmd.block, cmd.log_index))
+        return Result(Ack(cmd.req_id, True, Code.OK, "", 0, 0), out, True)
+
+    def _forced_executed(self, cmd: ChainForcedWithdrawalExecuted) -> Result:
+        if cmd.asset != 0 and cmd.asset not in self.params.collaterals:
+            return _ack(cmd.req_id, Code.UNKNOWN_ASSET, f"unknown asset {cmd.asset}")
+        if cmd.amount <= 0:
+            return _ack(cmd.req_id, Code.BAD_SIZE, "amount must be positive")
+        acct = (cmd.owner.lower(), cmd.sub)
+        led = self.ledger
+        # the owner's executeForcedWithdrawal already moved the tokens: debit the confirmed
+        # state (section 8: same debit as a withdrawal)
+        add_asset(led.confirmed_for_update(acct), cmd.asset, -cmd.amount)
+        led.reproject({acct})
+        # the request is used up: a FORCED item already sequenced for it stays in the outbox
+        # (gap-free seqs) and the contract rejects it REPLAYED, which reverses it in the
+        # projected state; a later duplicate request id is never sequenced again
+        self.forced.add(cmd.request_id)
+        return Result(Ack(cmd.req_id, True, Code.OK, "", 0, 0), [], True)
+
+    def _liq_params(self, cmd: ChainLiquidationParamsSet) -> Result:
+        p = LiquidationParams(cmd.penalty_ppm, cmd.insurance_share_ppm, cmd.buffer_ppm,
+                              cmd.critical_ppm)
+        try:
+            p.validate()
+        except ValueError as exc:
+            return _ack(cmd.req_id, Code.BAD_REQUEST, str(exc))
+        self.liquidation_params = p
         return Result(Ack(cmd.req_id, True, Code.OK, "", 0, 0), [], True)
 
     # ================================================================ withdrawals & co

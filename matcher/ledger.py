@@ -89,6 +89,8 @@ def _apply_side(
 
 
 def _add_asset(st: SubAccount, asset: int, amount: int) -> None:
+    """Add ``amount`` (negative: remove) of ``asset`` (0: quote) to ``st``; zero collateral is
+    dropped, like the contract clears an asset's bit when its balance reaches 0."""
     if asset == 0:
         st.quote += amount
     else:
@@ -169,6 +171,22 @@ class Ledger:
             if st is None:
                 st = accounts[acct] = SubAccount()
             _add_asset(st, asset, amount)
+
+    def confirmed_for_update(self, acct: Acct) -> SubAccount:
+        """The confirmed state of ``acct`` to change in place (created empty if unknown).
+
+        For chain events that bypass the sequencer (liquidations, owner-executed escape-hatch
+        withdrawals): the caller changes the confirmed state exactly as the contract did, then
+        calls :meth:`reproject` so projected = confirmed + unsettled items again."""
+        st = self.confirmed.get(acct)
+        if st is None:
+            st = self.confirmed[acct] = SubAccount()
+        return st
+
+    def reproject(self, accounts: set[Acct]) -> None:
+        """Rebuild the projected state of ``accounts`` from their confirmed state and the
+        unsettled items (after :meth:`confirmed_for_update` changes)."""
+        self.rebuild(accounts)
 
     def sequence(self, e: Entry) -> int:
         """Give ``e`` the next sequence number, apply it to the projected state, keep it in the
@@ -325,5 +343,7 @@ def iter_fills(entries: Iterable[Entry]) -> Iterator[FillItem]:
 
 __all__ = [
     "Acct", "Entry", "Ledger", "LedgerSnapshot", "SettleResult", "apply_entry", "funding_delta",
-    "iter_fills", "FundingItem", "ForcedItem",
+    "iter_fills", "FundingItem", "ForcedItem", "add_asset",
 ]
+
+add_asset = _add_asset

@@ -35,9 +35,15 @@ from matcher.commands import (
     AgentSet,
     CancelAll,
     CancelOrder,
+    ChainBadDebtSettled,
     ChainBatchSettled,
+    ChainCollateralLiquidated,
+    ChainDeleveraged,
     ChainDeposit,
+    ChainForcedWithdrawalExecuted,
     ChainForcedWithdrawalRequested,
+    ChainLiquidated,
+    ChainLiquidationParamsSet,
     Command,
     ExpireTick,
     ModifyOrder,
@@ -628,8 +634,10 @@ class MatcherServer:
 
     def _chain(self, conn: Conn, req: ChainReq) -> None:
         """A confirmed chain event from the watcher -> the engine command it implies. Events
-        whose effect already reaches the engine through ``BatchSettled`` (withdrawals, funding,
-        executed forced withdrawals) are acknowledged and dropped."""
+        whose effect already reaches the engine through ``BatchSettled`` (sequenced withdrawals,
+        funding, forced withdrawals a FORCED item executed) are acknowledged and dropped; an
+        escape-hatch withdrawal the owner executed on-chain (seq 0) and the liquidation-path
+        events change the confirmed state directly."""
         tok = self.config.operator_token
         if tok is None or req.token != tok:
             conn.send(_err(req.id, "NOT_AUTHORISED", "bad operator token"))
@@ -651,6 +659,34 @@ class MatcherServer:
             cmd = ChainForcedWithdrawalRequested(rid, ev.request_id, ev.owner.lower(),
                                                  ev.subaccount, ev.asset, ev.amount,
                                                  ev.block_number, ev.log_index)
+        elif isinstance(ev, chain_events.ChainLiquidated):
+            cmd = ChainLiquidated(rid, ev.owner.lower(), ev.subaccount, ev.market,
+                                  ev.liquidator.lower(), ev.liquidator_subaccount, ev.size_delta,
+                                  ev.price, ev.penalty, ev.insurance_share, ev.block_number,
+                                  ev.log_index)
+        elif isinstance(ev, chain_events.ChainCollateralLiquidated):
+            cmd = ChainCollateralLiquidated(rid, ev.owner.lower(), ev.subaccount, ev.asset,
+                                            ev.liquidator.lower(), ev.liquidator_subaccount,
+                                            ev.amount, ev.price, ev.paid, ev.block_number,
+                                            ev.log_index)
+        elif isinstance(ev, chain_events.ChainBadDebtSettled):
+            cmd = ChainBadDebtSettled(rid, ev.owner.lower(), ev.subaccount, ev.insurance_paid,
+                                      ev.fee_pool_paid, ev.unbacked, ev.block_number,
+                                      ev.log_index)
+        elif isinstance(ev, chain_events.ChainDeleveraged):
+            cmd = ChainDeleveraged(rid, ev.owner.lower(), ev.subaccount, ev.market,
+                                   ev.counterparty.lower(), ev.counterparty_subaccount,
+                                   ev.size_delta, ev.price, ev.block_number, ev.log_index)
+        elif isinstance(ev, chain_events.ChainLiquidationParamsSet):
+            cmd = ChainLiquidationParamsSet(rid, ev.penalty_ppm, ev.insurance_share_ppm,
+                                            ev.buffer_ppm, ev.critical_ppm, ev.block_number,
+                                            ev.log_index)
+        elif (isinstance(ev, chain_events.ChainForcedWithdrawalExecuted) and ev.seq == 0
+              and ev.owner):
+            # seq 0: the owner executed it on-chain after the delay, outside any batch
+            cmd = ChainForcedWithdrawalExecuted(rid, ev.request_id, ev.owner.lower(),
+                                                ev.subaccount, ev.asset, ev.amount,
+                                                ev.block_number, ev.log_index)
         else:
             conn.send(_ok(req.id, {"ignored": True}))
             return

@@ -414,6 +414,31 @@ class BustMsg(msgspec.Struct, tag="bust", tag_field="type"):
     reason: int
 
 
+class LiquidatedMsg(msgspec.Struct, tag="liquidated", tag_field="type"):
+    """``fills`` channel: a liquidation-path event the chain applied to one of the owner's
+    sub-accounts, as target (``role`` "target") or as liquidator / ADL counterparty
+    (``role`` "liquidator" / "counterparty"). See docs/api.md."""
+
+    channel: str
+    kind: str
+    role: str
+    sub: int
+    counterparty: str | None
+    counterparty_sub: int | None
+    market: int | None
+    asset: int | None
+    size_delta: int
+    amount: int
+    price: int
+    penalty: int
+    insurance_share: int
+    covered: int
+    unbacked: int
+    cancelled: list[int]
+    block: int
+    log_index: int
+
+
 class PositionEntry(msgspec.Struct):
     """One perp position."""
 
@@ -460,7 +485,7 @@ encoder: Final = msgspec.json.Encoder()
 __all__ = [
     "Address", "BookMsg", "BustMsg", "Cancel", "CancelAllReq", "ChainCursorReq", "ChainReq",
     "StatusReq", "DeadMan", "FillMsg",
-    "GetChallenge", "HealthMsg", "Heartbeat", "Hello", "ItemMsg", "Login", "MarketInfo",
+    "GetChallenge", "HealthMsg", "Heartbeat", "Hello", "ItemMsg", "LiquidatedMsg", "Login", "MarketInfo",
     "MarketsMsg", "Modify", "OrderMsg", "Ping", "Place", "PositionEntry", "PositionMsg",
     "PricesMsg", "RangeError", "Request", "Response", "Stream", "Subscribe", "TradeMsg",
     "TransferReq", "Unsubscribe", "WireOrder", "WireTransfer", "WireWithdrawal", "WithdrawReq",

@@ -70,9 +70,18 @@ class ChainForcedWithdrawalRequested(ChainEventBase, frozen=True, kw_only=True, 
 
 
 class ChainForcedWithdrawalExecuted(ChainEventBase, frozen=True, kw_only=True, tag="forced_executed"):
-    """``ForcedWithdrawalExecuted(requestId)``."""
+    """``ForcedWithdrawalExecuted(requestId)``, with the ``Withdrawn`` log the contract emits just
+    before it in the same transaction folded in (``owner`` .. ``seq``; the request id event alone
+    does not say whose balance moved). ``seq`` is 0 when the owner executed the request on-chain
+    after the escape delay, the FORCED item's sequence number when a batch executed it. The
+    folded fields are empty (``owner == ""``) if no such ``Withdrawn`` log was seen."""
 
     request_id: int
+    owner: str = ""
+    subaccount: int = 0
+    asset: int = 0
+    amount: int = 0
+    seq: int = 0
 
 
 class ChainFundingUpdated(ChainEventBase, frozen=True, kw_only=True, tag="funding_updated"):
@@ -81,6 +90,64 @@ class ChainFundingUpdated(ChainEventBase, frozen=True, kw_only=True, tag="fundin
     market: int
     rate_ppm: int
     cumulative_index: int
+
+
+class ChainLiquidated(ChainEventBase, frozen=True, kw_only=True, tag="liquidated"):
+    """``Liquidated`` (docs/protocol.md section 9.4); ``size_delta`` is the target's size change."""
+
+    owner: str
+    subaccount: int
+    market: int
+    liquidator: str
+    liquidator_subaccount: int
+    size_delta: int
+    price: int
+    penalty: int
+    insurance_share: int
+
+
+class ChainCollateralLiquidated(ChainEventBase, frozen=True, kw_only=True, tag="collateral_liquidated"):
+    """``CollateralLiquidated`` (section 9.5): ``amount`` of ``asset`` bought for ``paid`` quote."""
+
+    owner: str
+    subaccount: int
+    asset: int
+    liquidator: str
+    liquidator_subaccount: int
+    amount: int
+    price: int
+    paid: int
+
+
+class ChainBadDebtSettled(ChainEventBase, frozen=True, kw_only=True, tag="bad_debt_settled"):
+    """``BadDebtSettled`` (section 9.6)."""
+
+    owner: str
+    subaccount: int
+    insurance_paid: int
+    fee_pool_paid: int
+    unbacked: int
+
+
+class ChainDeleveraged(ChainEventBase, frozen=True, kw_only=True, tag="deleveraged"):
+    """``Deleveraged`` (section 9.7); ``size_delta`` is the target's size change."""
+
+    owner: str
+    subaccount: int
+    market: int
+    counterparty: str
+    counterparty_subaccount: int
+    size_delta: int
+    price: int
+
+
+class ChainLiquidationParamsSet(ChainEventBase, frozen=True, kw_only=True, tag="liquidation_params"):
+    """``LiquidationParamsSet`` (section 9.1), all ppm."""
+
+    penalty_ppm: int
+    insurance_share_ppm: int
+    buffer_ppm: int
+    critical_ppm: int
 
 
 class ChainReorg(msgspec.Struct, frozen=True, kw_only=True, tag="reorg"):
@@ -96,6 +163,7 @@ class ChainReorg(msgspec.Struct, frozen=True, kw_only=True, tag="reorg"):
 
 ChainEvent = Union[
     ChainDeposit, ChainBatchSettled, ChainWithdrawn, ChainAgentSet, ChainForcedWithdrawalRequested,
-    ChainForcedWithdrawalExecuted, ChainFundingUpdated,
+    ChainForcedWithdrawalExecuted, ChainFundingUpdated, ChainLiquidated, ChainCollateralLiquidated,
+    ChainBadDebtSettled, ChainDeleveraged, ChainLiquidationParamsSet,
 ]
 WatcherOutput = Union[ChainEvent, ChainReorg]

@@ -25,12 +25,17 @@ from web3 import AsyncWeb3
 from crossbook.chain.artifacts import load_artifact
 from settlement.events import (
     ChainAgentSet,
+    ChainBadDebtSettled,
     ChainBatchSettled,
+    ChainCollateralLiquidated,
+    ChainDeleveraged,
     ChainDeposit,
     ChainEvent,
     ChainForcedWithdrawalExecuted,
     ChainForcedWithdrawalRequested,
     ChainFundingUpdated,
+    ChainLiquidated,
+    ChainLiquidationParamsSet,
     ChainReorg,
     ChainWithdrawn,
     WatcherOutput,
@@ -62,13 +67,16 @@ def _event_signature(ev: Mapping[str, Any]) -> str:
 class EventDecoder:
     """Turns raw clearinghouse logs into typed chain events. Pure: no I/O.
 
-    ``ItemRejected`` logs are folded into the ``BatchSettled`` of the same transaction, so
+    ``ItemRejected`` logs are folded into the ``BatchSettled`` of the same transaction, and the
+    ``Withdrawn`` log right before a ``ForcedWithdrawalExecuted`` into it (owner, amount...), so
     :meth:`decode_logs` needs every log of a transaction in one call (``eth_getLogs`` over a
     block range and a receipt's logs both give that).
     """
 
     NAMES = ("Deposit", "BatchSettled", "ItemRejected", "Withdrawn", "AgentSet",
-             "ForcedWithdrawalRequested", "ForcedWithdrawalExecuted", "FundingUpdated")
+             "ForcedWithdrawalRequested", "ForcedWithdrawalExecuted", "FundingUpdated",
+             "Liquidated", "CollateralLiquidated", "BadDebtSettled", "Deleveraged",
+             "LiquidationParamsSet")
 
     def __init__(self, abi: Iterable[Mapping[str, Any]] | None = None, address: str | None = None) -> None:
         if abi is None:
@@ -104,6 +112,9 @@ class EventDecoder:
         """Decode logs in chain order; unknown logs (other contracts, other events) are skipped."""
         out: list[ChainEvent] = []
         rejected: dict[bytes, list[tuple[int, int]]] = {}
+        # the last Withdrawn of each transaction: _executeForced emits it immediately before
+        # ForcedWithdrawalExecuted, which alone does not say whose balance moved
+        withdrawn: dict[bytes, ChainWithdrawn] = {}
         for lg in logs:
             decoded = self._args(lg)
             if decoded is None:
@@ -129,6 +140,7 @@ class EventDecoder:
             elif name == "Withdrawn":
                 ev = ChainWithdrawn(owner=to_checksum_address(a["owner"]), subaccount=a["subaccount"],
                                     asset=a["asset"], amount=a["amount"], seq=a["seq"], **pos)
+                withdrawn[tx] = ev
             elif name == "AgentSet":
                 ev = ChainAgentSet(owner=to_checksum_address(a["owner"]), agent=to_checksum_address(a["agent"]),
                                    approved=bool(a["approved"]), **pos)
@@ -137,7 +149,41 @@ class EventDecoder:
                     request_id=a["requestId"], owner=to_checksum_address(a["owner"]), subaccount=a["subaccount"],
                     asset=a["asset"], amount=a["amount"], executable_at=a["executableAt"], **pos)
             elif name == "ForcedWithdrawalExecuted":
-                ev = ChainForcedWithdrawalExecuted(request_id=a["requestId"], **pos)
+                w = withdrawn.pop(tx, None)
+                if w is None:
+                    log.warning("ForcedWithdrawalExecuted at %s without a Withdrawn log", pos["tx_hash"])
+                    ev = ChainForcedWithdrawalExecuted(request_id=a["requestId"], **pos)
+                else:
+                    ev = ChainForcedWithdrawalExecuted(
+                        request_id=a["requestId"], owner=w.owner, subaccount=w.subaccount, asset=w.asset,
+                        amount=w.amount, seq=w.seq, **pos)
+            elif name == "Liquidated":
+                ev = ChainLiquidated(
+                    owner=to_checksum_address(a["owner"]), subaccount=a["subaccount"], market=a["market"],
+                    liquidator=to_checksum_address(a["liquidator"]),
+                    liquidator_subaccount=a["liquidatorSubaccount"], size_delta=a["sizeDelta"],
+                    price=a["price"], penalty=a["penalty"], insurance_share=a["insuranceShare"], **pos)
+            elif name == "CollateralLiquidated":
+                ev = ChainCollateralLiquidated(
+                    owner=to_checksum_address(a["owner"]), subaccount=a["subaccount"], asset=a["asset"],
+                    liquidator=to_checksum_address(a["liquidator"]),
+                    liquidator_subaccount=a["liquidatorSubaccount"], amount=a["amount"], price=a["price"],
+                    paid=a["paid"], **pos)
+            elif name == "BadDebtSettled":
+                ev = ChainBadDebtSettled(
+                    owner=to_checksum_address(a["owner"]), subaccount=a["subaccount"],
+                    insurance_paid=a["insurancePaid"], fee_pool_paid=a["feePoolPaid"], unbacked=a["unbacked"],
+                    **pos)
+            elif name == "Deleveraged":
+                ev = ChainDeleveraged(
+                    owner=to_checksum_address(a["owner"]), subaccount=a["subaccount"], market=a["market"],
+                    counterparty=to_checksum_address(a["counterparty"]),
+                    counterparty_subaccount=a["counterpartySubaccount"], size_delta=a["sizeDelta"],
+                    price=a["price"], **pos)
+            elif name == "LiquidationParamsSet":
+                ev = ChainLiquidationParamsSet(
+                    penalty_ppm=a["penaltyPpm"], insurance_share_ppm=a["insuranceSharePpm"],
+                    buffer_ppm=a["bufferPpm"], critical_ppm=a["criticalPpm"], **pos)
             else:  # FundingUpdated
                 ev = ChainFundingUpdated(market=a["market"], rate_ppm=a["ratePpm"],
                                          cumulative_index=a["cumulativeIndex"], **pos)
