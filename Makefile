@@ -5,7 +5,7 @@ PY ?= python3
 VENV := .venv
 FORGE := node_modules/.bin/forge
 
-.PHONY: up test setup build test-contracts test-python typecheck clean
+.PHONY: up test setup build browser test-contracts test-python typecheck clean
 
 up: setup
 	$(VENV)/bin/crossbook up
@@ -33,8 +33,17 @@ build: node_modules/.installed
 test-contracts: node_modules/.installed
 	cd contracts && ../$(FORGE) test
 
-test-python: $(VENV)/.installed build
+test-python: $(VENV)/.installed build browser
 	$(VENV)/bin/pytest -q
+
+# The dashboard test drives Debian's headless Chromium through its chromedriver.
+browser:
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+		echo "installing chromium + chromium-driver (Debian packages) ..."; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
+			--no-install-recommends chromium chromium-driver fonts-dejavu-core; \
+	fi
 
 typecheck: $(VENV)/.installed
 	$(VENV)/bin/mypy

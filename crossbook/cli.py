@@ -37,10 +37,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _cmd_up(args: argparse.Namespace) -> int:
-    from crossbook.stack import run_stack
+    from crossbook.supervisor import run_up
 
-    return run_stack(rpc_url=args.rpc_url, home=Path(args.home) if args.home else None,
-                     port=args.port, fresh=args.fresh)
+    return run_up(args)
 
 
 def _env(name: str, default: str | None = None) -> str | None:
@@ -48,7 +47,8 @@ def _env(name: str, default: str | None = None) -> str | None:
     return os.environ.get(name, default)
 
 
-def _service_common(p: argparse.ArgumentParser, matcher_url: bool = True) -> None:
+def _service_common(p: argparse.ArgumentParser, matcher_url: bool = True, service: str = "",
+                    metrics_port: int = 0) -> None:
     p.add_argument("--deployment", default=_env("CROSSBOOK_DEPLOYMENT"),
                    help="deployment JSON written by `crossbook up` [$CROSSBOOK_DEPLOYMENT]")
     p.add_argument("--rpc-url", default=_env("CROSSBOOK_RPC_URL"),
@@ -56,18 +56,18 @@ def _service_common(p: argparse.ArgumentParser, matcher_url: bool = True) -> Non
     if matcher_url:
         p.add_argument("--matcher-url", default=_env("CROSSBOOK_MATCHER_URL", "ws://127.0.0.1:8765"),
                        help="matcher websocket URL [$CROSSBOOK_MATCHER_URL]")
-    p.add_argument("--log-level", default=_env("CROSSBOOK_LOG_LEVEL", "INFO"),
-                   help="logging level [$CROSSBOOK_LOG_LEVEL]")
+    from crossbook.commands.common import add_service_args
+
+    add_service_args(p, service, metrics_port)  # --log-level, --log-format, --metrics-port/-host
 
 
 def _service_setup(args: argparse.Namespace) -> tuple[Any, str]:
     """Logging, the deployment and the RPC URL shared by every service."""
     from crossbook.chain.deploy import Deployment
 
-    logging.basicConfig(level=str(args.log_level).upper(),
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    # one line per connection open/close drowns what matters
-    logging.getLogger("websockets").setLevel(logging.WARNING)
+    from crossbook.commands.common import start_service
+
+    start_service(args)  # JSON-lines logs (crossbook/logs.py) and the /metrics exporter
     if not args.deployment:
         raise SystemExit("--deployment (or $CROSSBOOK_DEPLOYMENT) is required")
     dep = Deployment.load(Path(args.deployment))
@@ -133,15 +133,15 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("name", help=f"one of: {', '.join(sorted(BENCHMARKS))}")
     b.set_defaults(func=_cmd_bench)
 
-    u = sub.add_parser("up", help="start the exchange on a local anvil (or --rpc-url) and print its addresses")
-    u.add_argument("--rpc-url", help="use an existing chain instead of starting anvil")
-    u.add_argument("--port", type=int, default=8545, help="anvil port (default 8545)")
-    u.add_argument("--home", help="state directory (default .crossbook, or $CROSSBOOK_HOME)")
-    u.add_argument("--fresh", action="store_true", help="discard saved chain state and redeploy")
+    from crossbook.supervisor import add_up_args
+
+    u = sub.add_parser("up", help="start the whole stack (anvil or --rpc-url, contracts, matcher, relayer, "
+                                  "watcher, keeper, feeder, bots, dashboard) and supervise it until Ctrl-C")
+    add_up_args(u)
     u.set_defaults(func=_cmd_up)
 
     m = sub.add_parser("matcher", help="run the matcher: recover from the journal, serve the websocket API")
-    _service_common(m, matcher_url=False)
+    _service_common(m, matcher_url=False, service="matcher", metrics_port=9101)
     m.add_argument("--journal-dir", default=_env("CROSSBOOK_JOURNAL_DIR"),
                    help="journal + snapshots directory [$CROSSBOOK_JOURNAL_DIR]")
     m.add_argument("--host", default=_env("CROSSBOOK_MATCHER_HOST", "127.0.0.1"),
@@ -162,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.set_defaults(func=_cmd_matcher)
 
     r = sub.add_parser("relayer", help="settle the matcher's sequenced stream on-chain")
-    _service_common(r)
+    _service_common(r, service="relayer", metrics_port=9102)
     r.add_argument("--operator-key", default=_env("CROSSBOOK_OPERATOR_KEY"),
                    help="private key holding OPERATOR_ROLE [$CROSSBOOK_OPERATOR_KEY]")
     r.add_argument("--stream-token", default=_env("CROSSBOOK_STREAM_TOKEN"),
@@ -173,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=_cmd_relayer)
 
     w = sub.add_parser("watcher", help="forward confirmed clearinghouse events to the matcher")
-    _service_common(w)
+    _service_common(w, service="watcher", metrics_port=9103)
     w.add_argument("--operator-token", default=_env("CROSSBOOK_OPERATOR_TOKEN"),
                    help="the matcher's operator token [$CROSSBOOK_OPERATOR_TOKEN]")
     w.add_argument("--confirmations", type=int,
@@ -183,6 +183,10 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--state", default=_env("CROSSBOOK_WATCHER_STATE"),
                    help="reorg-detection state file (optional) [$CROSSBOOK_WATCHER_STATE]")
     w.set_defaults(func=_cmd_watcher)
+
+    from crossbook.commands import register as _register_commands
+
+    _register_commands(sub)  # keeper, feeder, deposit, withdraw, account, markets, oracle
     return p
 
 

@@ -75,7 +75,30 @@ class ChainLiquidated(ChainEventBase, frozen=True, kw_only=True, tag="liquidated
     insurance_share: int
 
 
-KeeperEvent = ChainEvent | ChainLiquidated
+class ChainTouched(ChainEventBase, frozen=True, kw_only=True, tag="touched"):
+    """``CollateralLiquidated`` / ``BadDebtSettled`` / ``Deleveraged``: the sub-accounts whose state
+    the event changed (the index only needs to know what to re-read)."""
+
+    name: str
+    accounts: list[tuple[str, int]]
+
+
+# The other §9 events, by (name, the sub-account fields after the indexed owner): the account
+# pairs they touch are (owner, subaccount) and (topic 2 address, the second uint32).
+_TOUCH_EVENTS: dict[str, list[str]] = {
+    "CollateralLiquidated": ["uint32", "uint16", "uint32", "uint256", "uint64", "uint256"],
+    "BadDebtSettled": ["uint32", "uint256", "uint256", "uint256"],
+    "Deleveraged": ["uint32", "uint32", "uint32", "int256", "uint64"],
+}
+_TOUCH_SIGS: dict[str, str] = {
+    "CollateralLiquidated": "CollateralLiquidated(address,uint32,uint16,address,uint32,uint256,uint64,uint256)",
+    "BadDebtSettled": "BadDebtSettled(address,uint32,uint256,uint256,uint256)",
+    "Deleveraged": "Deleveraged(address,uint32,uint32,address,uint32,int256,uint64)",
+}
+# index (into the non-indexed values) of the second party's sub-account, if any
+_SECOND_SUB = {"CollateralLiquidated": 2, "Deleveraged": 2}
+
+KeeperEvent = ChainEvent | ChainLiquidated | ChainTouched
 
 
 class KeeperEventDecoder(EventDecoder):
@@ -88,11 +111,28 @@ class KeeperEventDecoder(EventDecoder):
         inputs = LIQUIDATED_ABI["inputs"]
         self._liq_topic = keccak(text="Liquidated(" + ",".join(i["type"] for i in inputs) + ")")
         self._liq_inputs = inputs
+        self._touch_topics = {keccak(text=sig): name for name, sig in _TOUCH_SIGS.items()}
 
     @property
     def topics(self) -> list[str]:
         """topic0 of every decoded event, ``Liquidated`` included."""
-        return super().topics + ["0x" + self._liq_topic.hex()]
+        return super().topics + ["0x" + t.hex() for t in (self._liq_topic, *self._touch_topics)]
+
+    def _touched(self, lg: Mapping[str, Any]) -> ChainTouched | None:
+        topics = [_bytes(t) for t in lg["topics"]]
+        if not topics or topics[0] not in self._touch_topics or len(topics) < 2:
+            return None
+        if self.address and str(lg["address"]).lower() != self.address:
+            return None
+        name = self._touch_topics[topics[0]]
+        vals = abi_decode(_TOUCH_EVENTS[name], _bytes(lg["data"]))
+        accounts: list[tuple[str, int]] = [(str(to_checksum_address(abi_decode(["address"], topics[1])[0])), int(vals[0]))]
+        if name in _SECOND_SUB and len(topics) >= 3:
+            accounts.append((str(to_checksum_address(abi_decode(["address"], topics[2])[0])),
+                             int(vals[_SECOND_SUB[name]])))
+        return ChainTouched(name=name, accounts=accounts, block_number=_int(lg["blockNumber"]),
+                            block_hash=_hex(lg["blockHash"]), log_index=_int(lg["logIndex"]),
+                            tx_hash=_hex(lg["transactionHash"]))
 
     def _liquidated(self, lg: Mapping[str, Any]) -> ChainLiquidated | None:
         topics = [_bytes(t) for t in lg["topics"]]
@@ -117,6 +157,7 @@ class KeeperEventDecoder(EventDecoder):
         logs = list(logs)
         out: list[KeeperEvent] = list(super().decode_logs(logs))
         out += [ev for ev in map(self._liquidated, logs) if ev is not None]
+        out += [ev for ev in map(self._touched, logs) if ev is not None]
         out.sort(key=lambda e: (e.block_number, e.log_index))
         return out
 
@@ -271,7 +312,7 @@ class SubAccountIndex:
         self.known.add(key)
         self.dirty.add(key)
 
-    async def apply(self, events: Iterable[WatcherOutput | ChainLiquidated]) -> None:
+    async def apply(self, events: Iterable[WatcherOutput | ChainLiquidated | ChainTouched]) -> None:
         """Fold watcher outputs into the index (marks accounts for re-reading)."""
         funding: dict[int, int] = {}
         for ev in events:
@@ -281,6 +322,9 @@ class SubAccountIndex:
                 if isinstance(ev, ChainLiquidated):
                     # the liquidator's sub-account took the position over
                     self._touch(ev.liquidator, ev.liquidator_subaccount)
+            elif isinstance(ev, ChainTouched):
+                for owner, sub in ev.accounts:
+                    self._touch(owner, sub)
             elif isinstance(ev, ChainBatchSettled):
                 if ev.count:
                     await self._batch_accounts(ev.tx_hash)

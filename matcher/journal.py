@@ -63,7 +63,13 @@ class SnapshotFile(msgspec.Struct, array_like=True):
 
 _enc = msgspec.msgpack.Encoder()
 _rec_dec = msgspec.msgpack.Decoder(Record)
-_snap_dec = msgspec.msgpack.Decoder(SnapshotFile)
+# msgpack stops at 64-bit integers, but amounts are uint128 (1e20 atoms is 100 WETH). A record
+# that does not fit is written as JSON instead; both decode by their first byte ('[' is JSON,
+# an array_like msgpack record starts with an array marker), so the fast path stays msgpack.
+_json_enc = msgspec.json.Encoder()
+_rec_json_dec = msgspec.json.Decoder(Record)
+_snap_json_dec = msgspec.json.Decoder(SnapshotFile)
+_JSON_START = ord("[")
 
 
 def frame(payload: bytes) -> bytes:
@@ -87,14 +93,25 @@ def unframe(buf: bytes | memoryview, offset: int) -> tuple[bytes, int] | None:
 
 
 def encode_record(seq: int, cmd: Command) -> bytes:
-    """A framed journal record."""
-    return frame(_enc.encode(Record(seq, cmd)))
+    """A framed journal record (msgpack, or JSON when a value exceeds 64 bits)."""
+    rec = Record(seq, cmd)
+    try:
+        return frame(_enc.encode(rec))
+    except OverflowError:
+        return frame(_json_enc.encode(rec))
+
+
+def decode_record(payload: bytes) -> Record:
+    """Decode one record payload written by :func:`encode_record`."""
+    if payload[:1] and payload[0] == _JSON_START:
+        return _rec_json_dec.decode(payload)
+    return _rec_dec.decode(payload)
 
 
 def iter_records(buf: bytes, offset: int = 0) -> Iterator[tuple[Record, int]]:
     """Decode records from ``offset`` until the data ends or a torn record; yields each record
     with the offset just after it."""
-    dec = _rec_dec.decode
+    dec = decode_record
     while True:
         got = unframe(buf, offset)
         if got is None:
@@ -154,7 +171,8 @@ def write_snapshot(directory: str | Path, engine: Engine, journal_offset: int) -
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     snap = SnapshotFile(engine.cmd_seq, journal_offset, engine.snapshot())
-    data = frame(_enc.encode(snap))
+    # JSON: snapshots hold balances beyond 64 bits and are written and read rarely
+    data = frame(_json_enc.encode(snap))
     final = d / f"snapshot-{engine.cmd_seq:016d}.bin"
     tmp = final.with_suffix(".tmp")
     with open(tmp, "wb") as f:
@@ -174,12 +192,17 @@ def load_latest_snapshot(directory: str | Path) -> SnapshotFile | None:
     for p in sorted(d.glob("snapshot-*.bin"), reverse=True):
         got = unframe(p.read_bytes(), 0)
         if got is not None:
-            return _snap_dec.decode(got[0])
+            return _snap_json_dec.decode(got[0])
     return None
 
 
 class JournalError(RuntimeError):
     """The journal does not continue the snapshot (a gap or reordering of records)."""
+
+
+class JournalWriteFailed(JournalError):
+    """A record could not be written after the engine applied its command: the in-memory state
+    is now ahead of the journal, so the process must stop and recover from the journal."""
 
 
 @dataclass
@@ -262,7 +285,10 @@ class JournaledEngine:
         """Apply, journal, maybe snapshot; then the ack in the result may be released."""
         res = self.engine.apply(cmd)
         if res.journal:
-            self.writer.append(res.ack.seq, cmd)
+            try:
+                self.writer.append(res.ack.seq, cmd)
+            except Exception as exc:
+                raise JournalWriteFailed(f"journal write of command {res.ack.seq} failed: {exc}") from exc
             if self.snapshot_every and self.snapshot_dir is not None:
                 self._since += 1
                 if self._since >= self.snapshot_every:
@@ -272,7 +298,8 @@ class JournaledEngine:
 
 
 __all__ = [
-    "FSYNC_BY_SHELL", "FSYNC_EVERY_RECORD", "HEADER_SIZE", "JournalError", "JournalWriter",
+    "FSYNC_BY_SHELL", "FSYNC_EVERY_RECORD", "HEADER_SIZE", "JournalError", "JournalWriteFailed",
+    "JournalWriter", "decode_record",
     "JournaledEngine", "Record", "Recovery", "SnapshotFile", "encode_record", "frame",
     "iter_records", "load_latest_snapshot", "recover", "unframe", "write_snapshot",
 ]

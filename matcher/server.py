@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -55,7 +56,7 @@ from matcher.commands import (
 )
 from matcher.engine import Engine
 from matcher.intake import Intake
-from matcher.journal import FSYNC_BY_SHELL, JournaledEngine
+from matcher.journal import FSYNC_BY_SHELL, JournaledEngine, JournalWriteFailed
 from matcher.limits import Limits, TokenBucket
 from matcher.orders import CancelReason, Stp, Tif
 from matcher.sessions import Authenticator, LoginError, Session
@@ -262,6 +263,12 @@ class MatcherServer:
         settled_before = self.engine.ledger.settled_seq
         try:
             res = self.jengine.submit(cmd)
+        except JournalWriteFailed:
+            # fail-stop: the engine applied a command the journal does not hold; acking anything
+            # more would break "journaled before acknowledged". The supervisor restarts us and
+            # recovery rebuilds the state from the journal.
+            log.critical("journal write failed; stopping the matcher", exc_info=True)
+            os._exit(75)
         except Exception as exc:  # an engine bug must not take the server down
             log.exception("engine failed on %r", cmd)
             if conn is not None:

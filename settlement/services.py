@@ -35,6 +35,9 @@ from websockets.asyncio.client import ClientConnection, connect
 from crossbook.chain.artifacts import load_artifact
 from crossbook.chain.deploy import Deployment
 from crossbook.config import DEFAULT_SPEC, ExchangeSpec
+from crossbook.metrics import (
+    instrument_matcher, instrument_relayer, mark_ready, watcher_metrics,
+)
 from matcher.commands import Code
 from settlement.batcher import BatchLimits
 from settlement.events import ChainReorg, WatcherOutput
@@ -147,9 +150,11 @@ async def run_matcher(opts: MatcherOptions) -> None:
         host=opts.host, port=opts.port, chain_id=dep.chain_id,
         verifying_contract=dep.clearinghouse.lower(), stream_token=opts.stream_token,
         operator_token=opts.operator_token))
+    instrument_matcher(server)  # before start(): the engine task binds _run when it starts
     stop = _stop_event()
     await server.start()
     print(f"matcher listening on {server.url}", flush=True)
+    mark_ready("matcher")
     poller = OraclePoller(connect_rpc(opts.rpc_url), dep.oracle)
 
     async def poll_prices() -> None:
@@ -215,7 +220,9 @@ async def run_relayer(opts: RelayerOptions) -> int:
                         max_in_flight=opts.max_in_flight)
     relayer = Relayer(connect_rpc(opts.rpc_url), opts.deployment.clearinghouse,
                       opts.operator_key, source, cfg)
+    instrument_relayer(relayer)
     stop = _stop_event()
+    mark_ready("relayer")
 
     async def loop() -> int:
         while not stop.is_set():
@@ -350,11 +357,17 @@ async def _watch_session(opts: WatcherOptions, w3: AsyncWeb3, stop: asyncio.Even
                                confirmations=opts.confirmations,
                                poll_interval_s=opts.poll_interval_s)
         log.info("watcher resuming at block %d (matcher cursor %s)", start, cursor)
+        wm = watcher_metrics()
+        wm.sessions.inc()
+        mark_ready("watcher")
         while not stop.is_set():
             out, st = await watcher.poll()
             for ev in out:
                 await forward(link, opts.operator_token, ev, cursor)
+                wm.events.labels(kind=type(ev).__name__).inc()
             watcher.commit(st)
+            if st is not None:
+                wm.cursor_block.set(st.block_number)
             if not out:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(stop.wait(), opts.poll_interval_s)

@@ -336,6 +336,59 @@ contract SettleTest is Fixture {
         assertEq(_settleOne(_simpleFill(0, true, ETH_PX, 1e8, 3, 3)), ORACLE_UNAVAILABLE);
     }
 
+    // ------------------------------------------------------------------ reduce-only mode (§9.8)
+
+    /// @dev Alice long 2 ETH, Bob short 2 ETH, then the ETH oracle goes stale.
+    function _openThenFreeze() private {
+        assertEq(_settleOne(_simpleFill(0, true, ETH_PX, 2e8, 1, 1)), 0);
+        fEth.setAnswerAt(int256(uint256(ETH_PX)), block.timestamp - 3601);
+    }
+
+    function test_reduceOnlyMode_bothReduce_accepted() public {
+        _openThenFreeze();
+        int256 qa = ch.quoteBalance(alice, 0);
+        // Alice sells 1 (reduces her long), Bob buys 1 (reduces his short): applied without a price
+        assertEq(_settleOne(_simpleFill(0, false, ETH_PX, 1e8, 2, 2)), 0);
+        assertEq(_size(alice, 0, 0), 1e8);
+        assertEq(_size(bob, 0, 0), -1e8);
+        assertTrue(ch.quoteBalance(alice, 0) > qa); // proceeds minus the taker fee
+        // closing to exactly zero is a reduction too
+        assertEq(_settleOne(_simpleFill(0, false, ETH_PX, 1e8, 3, 3)), 0);
+        assertEq(_size(alice, 0, 0), 0);
+        assertEq(_size(bob, 0, 0), 0);
+        assertEq(ch.openInterest(0), 0);
+    }
+
+    function test_reduceOnlyMode_increaseOrFlip_rejected() public {
+        _openThenFreeze();
+        // both increase
+        assertEq(_settleOne(_simpleFill(0, true, ETH_PX, 1e8, 2, 2)), ORACLE_UNAVAILABLE);
+        // Alice flips (sells 3 of her long 2) while Bob reduces: rejected
+        assertEq(_settleOne(_simpleFill(0, false, ETH_PX, 3e8, 3, 3)), ORACLE_UNAVAILABLE);
+        // one side opens a fresh position: rejected even though the other reduces
+        _depositQuote(carol, 0, 100_000e6);
+        Order memory t = _order(alice, 0, 0, false, ETH_PX, 1e8, 4);
+        Order memory m = _order(carol, 0, 0, true, ETH_PX, 1e8, 1);
+        assertEq(_settleOne(_fillItem(t, ALICE_PK, m, CAROL_PK, 1e8, ETH_PX, 0, 0)), ORACLE_UNAVAILABLE);
+        assertEq(_size(alice, 0, 0), 2e8);
+        assertEq(_size(bob, 0, 0), -2e8);
+        // nothing is liquidated at the stale price either
+        vm.expectRevert(abi.encodeWithSignature("OracleUnavailable(uint16)", uint16(1)));
+        ch.health(alice, 0);
+    }
+
+    function test_reduceOnlyMode_checkOrder() public {
+        _openThenFreeze();
+        // earlier checks still apply first: a bad signature on a reducing fill is BAD_SIGNATURE
+        Order memory t = _order(alice, 0, 0, false, ETH_PX, 1e8, 2);
+        Order memory m = _order(bob, 0, 0, true, ETH_PX, 1e8, 2);
+        assertEq(_settleOne(_fillItem(t, BOB_PK, m, BOB_PK, 1e8, ETH_PX, 0, 0)), BAD_SIGNATURE);
+        // a fresh price restores the normal path (margin checked again)
+        fEth.setAnswer(int256(uint256(ETH_PX)));
+        assertEq(_settleOne(_simpleFill(0, true, ETH_PX, 1e8, 3, 3)), 0);
+        assertEq(_size(alice, 0, 0), 3e8);
+    }
+
     // ------------------------------------------------------------------ withdrawals and transfers
 
     function test_withdrawal() public {

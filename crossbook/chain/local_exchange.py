@@ -132,14 +132,28 @@ class LocalExchange:
 
     def fund_many(self, owners: Sequence[str], symbol: str, amount: int, subaccount: int = 0) -> None:
         """Deposit `amount` into each owner's sub-account with one mint and one approval."""
+        self.fund_each(symbol, [(o, subaccount, amount) for o in owners])
+
+    def fund_each(self, symbol: str, deposits: Sequence[tuple[str, int, int]]) -> None:
+        """Deposit ``amount`` into each ``(owner, subaccount, amount)`` with one mint and one
+        approval, sending every deposit before waiting for any (hundreds of accounts quickly)."""
+        if not deposits:
+            return
         tok = self.client.token(symbol)
-        total = amount * len(owners)
+        total = sum(a for _, _, a in deposits)
         self.funder.transact(tok.functions.mint(self.funder.address, total))
         self.funder.transact(tok.functions.approve(self.client.contract.address, total))
         asset = self.spec.asset_id(symbol)
         fn = self.client.contract.functions.deposit
         hashes = [self.funder.submit({"to": self.client.contract.address, "gas": 200_000,
-                                      "data": fn(o, subaccount, asset, amount)._encode_transaction_data()})
-                  for o in owners]
+                                      "data": fn(Web3.to_checksum_address(o), s, asset, a)._encode_transaction_data()})
+                  for o, s, a in deposits]
         for h in hashes:
             self.funder.wait(h)
+
+    def deposit_insurance(self, amount: int) -> None:
+        """Seed the insurance fund with freshly minted quote tokens."""
+        tok = self.client.token(self.spec.quote_symbol)
+        self.funder.transact(tok.functions.mint(self.funder.address, amount))
+        self.funder.transact(tok.functions.approve(self.client.contract.address, amount))
+        self.funder.transact(self.client.contract.functions.depositInsurance(amount))

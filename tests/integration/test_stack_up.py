@@ -1,4 +1,5 @@
-"""`crossbook up` starts a chain, deploys, prints addresses, stops cleanly and resumes its state."""
+"""`crossbook up --chain-only` starts a chain, deploys, prints addresses, stops cleanly and resumes its
+state (the full stack with every service: tests/test_supervisor.py)."""
 from __future__ import annotations
 
 import os
@@ -16,7 +17,7 @@ from crossbook.chain.anvil import free_port
 
 def _start(home: Path, port: int) -> subprocess.Popen[str]:
     env = {**os.environ, "CROSSBOOK_HOME": str(home), "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-m", "crossbook.cli", "up", "--port", str(port)],
+    return subprocess.Popen([sys.executable, "-m", "crossbook.cli", "up", "--port", str(port), "--chain-only"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
 
 
@@ -29,7 +30,7 @@ def _read_until_ready(proc: subprocess.Popen[str], timeout: float = 120) -> str:
         if not line:
             break
         out += line
-        if "ready" in line:
+        if "Ctrl-C to stop" in line:
             return out
     raise AssertionError(f"stack did not become ready:\n{out}")
 

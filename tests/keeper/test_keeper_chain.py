@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from crossbook.chain.devkeys import ADMIN, KEEPER, dev_key
+from crossbook.chain.devkeys import ADMIN, KEEPER, dev_address, dev_key
 from crossbook.chain.local_exchange import LocalExchange, user_signer
 from crossbook.config import PRICE, SIZE, USD, risk_params
 from keeper.index import SubAccountIndex, accounts_in_batch
@@ -67,6 +67,9 @@ def test_accounts_in_batch_ignores_other_calldata() -> None:
 
 async def test_liquidator_ranks_by_shortfall_and_confirms(ex: LocalExchange) -> None:
     _setup(ex)
+    # the keeper's own sub-account takes the positions over, so it needs margin (else the
+    # contract answers LiquidatorUnhealthy and the keeper skips)
+    ex.fund(dev_address(KEEPER), 0, "USDC", 100_000 * USD)
     idx = _index(ex)
     keeper = Liquidator(connect(ex.node.url), idx, ex.deployment.oracle, dev_key(KEEPER),
                         LiquidatorConfig(send=False))
@@ -79,13 +82,22 @@ async def test_liquidator_ranks_by_shortfall_and_confirms(ex: LocalExchange) -> 
         assert [p.key for p in confirmed] == [k for _, k in want]
         assert [(A.address, 0), (B.address, 1)] == [p.key for p in confirmed]
         assert all(p.shortfall == -healths[p.key].maintenance_health for p in confirmed)
+        assert all(p.kind == "liquidate" for p in confirmed)
+        # A is below half its requirement (tier 2): the whole position, at the quoted price
         assert confirmed[0].market == ETH and confirmed[0].max_size == 3 * SIZE
-        assert confirmed[0].price_limit > 2_550 * PRICE  # liquidator buys the long: a ceiling
+        assert confirmed[0].quote is not None and confirmed[0].quote.critical
+        assert confirmed[0].quote.price == 2_550 * PRICE * 990_000 // 1_000_000  # liquidator's 1%
+        assert confirmed[0].price_limit > confirmed[0].quote.price  # liquidator buys the long: a ceiling
+        # the eth_call agrees with the Python quote to the atom
+        size, price = ex.client.call_liquidate(dev_address(KEEPER), A.address, 0, ETH, confirmed[0].max_size,
+                                               confirmed[0].price_limit, 0)
+        assert (size, price) == (confirmed[0].quote.size, confirmed[0].quote.price)
         # the price recovers before confirmation: the eth_call says not liquidatable -> lost race
         plans = keeper.rank(idx.book.scan(keeper.asset_prices, keeper.market_prices))
         ex.set_price("ETH", 3_000 * PRICE)
         assert not await keeper.confirm(plans[0])
         assert keeper.stats.lost_races == 1 and keeper.stats.errors == 0
+        assert keeper.stats.sent == 0  # dry run
     finally:
         await idx.close()
 

@@ -201,3 +201,20 @@ def test_kill_minus_9_recovery(tmp_path: Path) -> None:
         ref.apply(c)
     rec = recover(tmp_path / "journal.bin", tmp_path / "snaps")
     assert rec.engine.state_hash() == ref.state_hash()
+
+
+def test_amounts_beyond_64_bits_survive_journal_and_snapshot(tmp_path: Path) -> None:
+    """A 100 WETH deposit is 1e20 atoms: msgpack cannot hold it, the journal must anyway."""
+    from matcher.commands import ChainDeposit
+
+    big = 100 * 10**18
+    cmds: list[Command] = [ChainDeposit(1, engine_helpers.addr(1), 0, 1, big),
+                           ChainDeposit(2, engine_helpers.addr(2), 0, 0, 2**100)]
+    cmds += random_commands(seed=34, n=50)
+    eng = _journal(tmp_path, cmds, snap_every=1, fsync=FSYNC_EVERY_RECORD)
+    assert eng.ledger.account((engine_helpers.addr(1).lower(), 0)).collateral[1] == big
+    rec = recover(tmp_path / "journal.bin")  # journal only
+    assert rec.engine.state_hash() == eng.state_hash()
+    rec2 = recover(tmp_path / "journal.bin", tmp_path / "snaps")  # snapshot + tail
+    assert rec2.engine.state_hash() == eng.state_hash()
+    assert rec2.engine.ledger.account((engine_helpers.addr(2).lower(), 0)).quote == 2**100

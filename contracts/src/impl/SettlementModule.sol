@@ -258,7 +258,8 @@ contract SettlementModule is MarginEngine {
     }
 
     /// @dev REDUCE_ONLY, range (INVALID_ITEM), OPEN_INTEREST_CAP, ORACLE_UNAVAILABLE, INSUFFICIENT_MARGIN,
-    ///      then applies the fill.
+    ///      then applies the fill. A fill market without a price is accepted only as a strict reduction of
+    ///      both sides (reduce-only mode, §9.8).
     function _fillApply(Ctx memory c, Side memory t, Side memory k, uint256 fillSize, uint256 fillPrice)
         private
         returns (uint8)
@@ -286,7 +287,16 @@ contract SettlementModule is MarginEngine {
         if (newOi < 0) newOi = 0;
         if (oiDelta > 0 && uint256(newOi) > c.m[m].oiCap) return R_OPEN_INTEREST_CAP;
 
-        if (_marketPrice(c, m) == BAD) return R_ORACLE_UNAVAILABLE;
+        if (_marketPrice(c, m) == BAD) {
+            // Reduce-only mode (§9.8): with the market's oracle down, positions may still be closed or
+            // shrunk. A fill where both sides strictly reduce without flipping cannot raise either side's
+            // risk, so it needs no price and no margin check; anything else waits for a fresh price.
+            if (!MarginMath.strictlyReduces(t.s, t.d) || !MarginMath.strictlyReduces(k.s, k.d)) {
+                return R_ORACLE_UNAVAILABLE;
+            }
+            _commitFill(c, t, k, fillSize, uint256(newOi));
+            return 0;
+        }
         (bool ok,) = _pricesOk(c, t.hdr);
         if (ok) (ok,) = _pricesOk(c, k.hdr);
         if (!ok) return R_ORACLE_UNAVAILABLE;

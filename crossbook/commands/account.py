@@ -1,0 +1,172 @@
+"""``crossbook account``: a sub-account's equity, health, leverage and positions.
+
+Balances come from the contract's views; health is computed twice — by the contract's
+``health()`` view and by the Python margin engine (:mod:`crossbook.margin`) on the same state and
+oracle prices — and the two must agree (invariant 5). Liquidation prices are what the Python
+engine says: for each position, the oracle price of its feed at which maintenance health turns
+negative with every other price held still (a collateral asset on the same feed moves with it,
+as it would in reality), found by integer bisection on the exact margin formula.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from crossbook.commands.common import add_chain_args, chain_client, env, format_units, resolve_key
+
+
+def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    """Add ``account``."""
+    p = sub.add_parser("account", help="equity, initial/maintenance health, leverage and positions "
+                                       "(with liquidation prices) of a sub-account")
+    p.add_argument("owner", nargs="?", default=None,
+                   help="owner address (default: the --key's address, else the first demo account)")
+    p.add_argument("--subaccount", type=int, default=0, help="sub-account (default 0)")
+    p.add_argument("--key", default=env("CROSSBOOK_KEY"), help="use this key's address [$CROSSBOOK_KEY]")
+    p.add_argument("--json", action="store_true", help="print JSON (integers in protocol units)")
+    add_chain_args(p)
+    p.set_defaults(func=run)
+
+
+def _with_feed_price(prices: Any, spec: Any, feed_id: int, price: int) -> Any:
+    """``prices`` with every market and collateral on ``feed_id`` moved to ``price``."""
+    from crossbook.margin import Prices
+
+    markets = dict(prices.markets)
+    assets = dict(prices.assets)
+    for i, m in enumerate(spec.markets):
+        if m.feed_id == feed_id:
+            markets[i] = price
+    for i, c in enumerate(spec.collaterals):
+        if c.feed_id == feed_id:
+            assets[i + 1] = price
+    return Prices(assets=assets, markets=markets, funding=prices.funding)
+
+
+def liquidation_price(acct: Any, params: Any, prices: Any, spec: Any, market: int) -> int | None:
+    """The 1e8 oracle price of ``market``'s feed at which maintenance health first goes below
+    zero, moving away from the current price in the position's losing direction; None when no
+    price in (0, 1000x current] gets there. Returns the current price if it already is."""
+    from crossbook.margin import compute_health_at
+
+    pos = acct.positions.get(market)
+    if pos is None or pos.size == 0:
+        return None
+    feed = spec.markets[market].feed_id
+    now = prices.markets[market]
+
+    def bad(p: int) -> bool:
+        return compute_health_at(acct, params, _with_feed_price(prices, spec, feed, p)).maintenance_health < 0
+
+    if bad(now):
+        return now
+    if pos.size > 0:  # long: loses as the price falls; find the highest bad price below now
+        if not bad(1):
+            return None
+        lo, hi = 1, now  # bad(lo), not bad(hi)
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if bad(mid):
+                lo = mid
+            else:
+                hi = mid
+        return lo
+    top = now * 1000  # short: loses as the price rises; find the lowest bad price above now
+    if not bad(top):
+        return None
+    lo, hi = now, top  # not bad(lo), bad(hi)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if bad(mid):
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+def account_report(client: Any, owner: str, sub: int) -> dict[str, Any]:
+    """Everything ``crossbook account`` shows, as integers in protocol units."""
+    from crossbook.config import risk_params
+    from crossbook.fixedpoint import NOTIONAL_DIV
+    from crossbook.margin import compute_health_at, position_notional, position_value
+
+    spec = client.spec
+    params = risk_params(spec)
+    acct = client.subaccount(owner, sub)
+    prices = client.prices()
+    h = compute_health_at(acct, params, prices)
+    chain_h = client.health(owner, sub)
+    notional = sum(position_notional(p.size, prices.markets[m]) for m, p in acct.positions.items())
+    positions = []
+    for m, p in sorted(acct.positions.items()):
+        px = prices.markets[m]
+        upnl = position_value(p.size, px) - p.open_notional
+        positions.append({
+            "market": m, "symbol": spec.markets[m].symbol, "size": p.size, "open_notional": p.open_notional,
+            "entry_price": abs(p.open_notional) * NOTIONAL_DIV // abs(p.size) if p.size else 0,
+            "oracle_price": px, "notional": position_notional(p.size, px), "unrealized_pnl": upnl,
+            "liquidation_price": liquidation_price(acct, params, prices, spec, m),
+        })
+    return {
+        "owner": owner, "subaccount": sub, "quote": acct.quote,
+        "collateral": {spec.collaterals[a - 1].symbol: amt for a, amt in sorted(acct.collateral.items())},
+        "equity": h.equity, "initial_health": h.initial_health, "maintenance_health": h.maintenance_health,
+        "initial_requirement": h.initial_requirement, "maintenance_requirement": h.maintenance_requirement,
+        "notional": notional,
+        # leverage in hundredths (integer math): total notional / equity
+        "leverage_x100": notional * 100 // h.equity if h.equity > 0 else None,
+        "liquidatable": h.maintenance_health < 0,
+        "chain_health_agrees": (chain_h.equity, chain_h.initial_health, chain_h.maintenance_health)
+        == (h.equity, h.initial_health, h.maintenance_health),
+        "positions": positions,
+    }
+
+
+def _usd(atoms: int) -> str:
+    return format_units(atoms, 6, 2)
+
+
+def _px(p: int | None) -> str:
+    return "-" if p is None else format_units(p, 8, 4)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point of ``crossbook account``."""
+    from eth_account import Account
+    from web3 import Web3
+
+    from crossbook.chain.devkeys import FIRST_USER, dev_address
+
+    client = chain_client(args)
+    if args.owner:
+        owner: str = Web3.to_checksum_address(args.owner)
+    elif args.key:
+        owner = Account.from_key(resolve_key(args.key, FIRST_USER)).address
+    else:
+        owner = dev_address(FIRST_USER)
+    rep = account_report(client, owner, args.subaccount)
+    if args.json:
+        print(json.dumps(rep, indent=2))
+        return 0
+    lev = rep["leverage_x100"]
+    print(f"account   {owner} / sub-account {args.subaccount}")
+    print(f"quote     {_usd(rep['quote'])} USDC")
+    for sym, amt in rep["collateral"].items():
+        dec = next(c.decimals for c in client.spec.collaterals if c.symbol == sym)
+        print(f"collateral {format_units(amt, dec)} {sym}")
+    print(f"equity    {_usd(rep['equity'])} USD")
+    print(f"health    initial {_usd(rep['initial_health'])}   maintenance {_usd(rep['maintenance_health'])}"
+          f"   {'LIQUIDATABLE' if rep['liquidatable'] else 'healthy'}")
+    print(f"leverage  {'-' if lev is None else f'{lev // 100}.{lev % 100:02d}x'}   "
+          f"(notional {_usd(rep['notional'])} USD)")
+    if not rep["chain_health_agrees"]:
+        print("WARNING: the contract's health view disagrees with the Python margin engine")
+    if rep["positions"]:
+        print(f"{'market':<10} {'size':>14} {'entry':>14} {'oracle':>14} {'uPnL':>14} {'liq. price':>14}")
+        for p in rep["positions"]:
+            print(f"{p['symbol']:<10} {format_units(p['size'], 8, 4):>14} {_px(p['entry_price']):>14} "
+                  f"{_px(p['oracle_price']):>14} {_usd(p['unrealized_pnl']):>14} {_px(p['liquidation_price']):>14}")
+    else:
+        print("no open positions")
+    return 0

@@ -1,0 +1,134 @@
+"""``crossbook feeder``: push oracle prices to the local SettableFeeds (keeper.oracle_feeder).
+
+Random walk by default (seeded, so a run is reproducible), a scenario such as ``"-40% in 10m"``
+for drills, or ``--replay FILE`` (``t_ms,price`` rows, 1e8 scale). Local chains only: production
+feeds are Chainlink's, nobody pushes them.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+from typing import Any
+
+from crossbook.commands.common import (
+    add_chain_args, add_service_args, env, load_deployment, resolve_key, start_service,
+)
+
+log = logging.getLogger("crossbook.feeder")
+METRICS_PORT = 9105
+FEEDER_DEV_INDEX = 9  # its own dev account: its nonces never collide with admin or operator
+
+
+def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    """Add ``feeder``."""
+    p = sub.add_parser("feeder", help="move the local oracle prices: random walk, a scenario, or a replay")
+    add_chain_args(p)
+    p.add_argument("--key", default=env("CROSSBOOK_FEEDER_KEY"),
+                   help=f"key that sends the price updates (default dev:{FEEDER_DEV_INDEX}) "
+                        "[$CROSSBOOK_FEEDER_KEY]")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--scenario", default=env("CROSSBOOK_FEEDER_SCENARIO"),
+                      help="move every (or --symbols) price, e.g. \"-40%% in 10m\" or "
+                           "\"+15%% in 90s after 30s\" [$CROSSBOOK_FEEDER_SCENARIO]")
+    mode.add_argument("--replay", default=env("CROSSBOOK_FEEDER_REPLAY"),
+                      help="file of t_ms,price rows (1e8 scale) replayed for --symbols "
+                           "[$CROSSBOOK_FEEDER_REPLAY]")
+    p.add_argument("--symbols", default=env("CROSSBOOK_FEEDER_SYMBOLS"),
+                   help="comma-separated feeds to move (default all) [$CROSSBOOK_FEEDER_SYMBOLS]")
+    p.add_argument("--interval", type=float, default=float(env("CROSSBOOK_FEEDER_INTERVAL", "1") or 1),
+                   help="seconds between updates [$CROSSBOOK_FEEDER_INTERVAL]")
+    p.add_argument("--seed", type=int, default=int(env("CROSSBOOK_FEEDER_SEED", "1") or 1),
+                   help="random-walk seed [$CROSSBOOK_FEEDER_SEED]")
+    p.add_argument("--vol-ppm", type=int, default=500,
+                   help="random walk: half-width of each step term in ppm")
+    add_service_args(p, "feeder", METRICS_PORT)
+    p.set_defaults(func=run)
+
+
+def _current_prices(rpc: str, feeds: dict[str, str]) -> dict[str, tuple[int, int]]:
+    """symbol -> (1e8 price, feed decimals) as the feeds hold them now (a restart continues from
+    there instead of jumping back to the listing price)."""
+    from web3 import Web3
+
+    from crossbook.chain.deploy import bind
+
+    w3 = Web3(Web3.HTTPProvider(rpc))
+    out = {}
+    for sym, addr in feeds.items():
+        feed = bind(w3, "SettableFeed", addr)
+        dec = int(feed.functions.decimals().call())
+        answer = int(feed.functions.latestRoundData().call()[1])
+        out[sym] = (answer * 10**8 // 10**dec, dec)
+    return out
+
+
+def build_paths(args: argparse.Namespace, start: dict[str, int]) -> dict[str, Any]:
+    """symbol -> PricePath for the chosen mode."""
+    from keeper.oracle_feeder import RandomWalk, ReplayPath, ScenarioPath
+
+    if args.replay:
+        path = ReplayPath.load(args.replay)
+        return {s: path for s in start}
+    if args.scenario:
+        return {s: ScenarioPath.parse(p, args.scenario) for s, p in start.items()}
+    return {s: RandomWalk(p, seed=args.seed + i, step_ms=max(1, int(args.interval * 1000)),
+                          vol_ppm=args.vol_ppm, jump_ppm=0)
+            for i, (s, p) in enumerate(sorted(start.items()))}
+
+
+async def _main(args: argparse.Namespace) -> int:
+    from crossbook.metrics import feeder_metrics, mark_ready
+    from keeper.oracle_feeder import OracleFeeder
+    from settlement.relayer import connect
+
+    dep, rpc = load_deployment(args)
+    feeds = dict(dep.feeds)
+    if args.symbols:
+        want = {s.strip().upper().removesuffix("-PERP") for s in args.symbols.split(",") if s.strip()}
+        unknown = want - set(feeds)
+        if unknown:
+            raise SystemExit(f"unknown feed(s) {sorted(unknown)}; have {sorted(feeds)}")
+        feeds = {s: a for s, a in feeds.items() if s in want}
+    now = await asyncio.to_thread(_current_prices, rpc, feeds)
+    paths = build_paths(args, {s: p for s, (p, _) in now.items()})
+    key = resolve_key(args.key, FEEDER_DEV_INDEX)
+    feeder = OracleFeeder(connect(rpc), key, {s: (feeds[s], now[s][1]) for s in feeds}, paths,
+                          interval_s=args.interval)
+    m = feeder_metrics()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    mode = "replay " + args.replay if args.replay else ("scenario " + args.scenario if args.scenario
+                                                          else f"random walk (seed {args.seed})")
+    log.info("feeder: %s for %s every %.2fs", mode, ", ".join(sorted(feeds)), args.interval)
+    mark_ready("feeder")
+    # OracleFeeder.run() only logs; step here ourselves to count what was pushed
+    while not stop.is_set():
+        try:
+            pushed = await feeder.step(wait=False)
+            for sym, price in pushed.items():
+                m.updates.labels(symbol=sym).inc()
+                m.price.labels(symbol=sym).set(price / 10**8)
+            if pushed:
+                log.info("prices %s", {s: p for s, p in pushed.items()})
+        except Exception as err:  # noqa: BLE001 - a node hiccup must not end the feeder
+            m.failures.inc()
+            log.warning("feeder step failed: %s", err)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stop.wait(), args.interval)
+    log.info("feeder stopped")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point of ``crossbook feeder``."""
+    from crossbook.cli import _run_async
+
+    start_service(args)
+    rc: int = _run_async(_main(args))
+    return rc

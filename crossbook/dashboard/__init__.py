@@ -1,0 +1,1 @@
+"""Live web dashboard: `crossbook dashboard` (see server.py)."""
