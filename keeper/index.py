@@ -19,6 +19,7 @@ import asyncio
 import itertools
 import json
 import logging
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -289,8 +290,10 @@ class SubAccountIndex:
         self.book = HealthBook(params)
         self.assets = sorted(a for a in params.collaterals if a != 0)
         self.markets = sorted(params.markets)
-        path = Path(state_path) if state_path else Path(f"/tmp/crossbook-keeper-index-{self.contract}.json")
-        path.unlink(missing_ok=True)  # memory-only index: always rebuild from start_block
+        # memory-only index: always rebuild from start_block. The watcher still wants a file for its
+        # reorg bookkeeping; a private directory keeps several keepers on one machine apart.
+        path = Path(state_path) if state_path else Path(tempfile.mkdtemp(prefix="crossbook-keeper-")) / "index.json"
+        path.unlink(missing_ok=True)
         self.decoder = KeeperEventDecoder(address=self.contract)
         self.watcher = ChainWatcher(w3, self.contract, path, start_block=start_block, confirmations=confirmations,
                                     poll_interval_s=poll_interval_s, decoder=self.decoder)

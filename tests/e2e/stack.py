@@ -86,7 +86,9 @@ class Stack:
         env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "CROSSBOOK_DEPLOYMENT": str(self.dep_path),
                "CROSSBOOK_RPC_URL": self.node.url, "CROSSBOOK_MATCHER_URL": self.url,
                "CROSSBOOK_OPERATOR_TOKEN": OPERATOR_TOKEN, "CROSSBOOK_OPERATOR_KEY": dev_key(OPERATOR),
-               "CROSSBOOK_JOURNAL_DIR": str(self.journal_dir), **(env or {})}
+               "CROSSBOOK_JOURNAL_DIR": str(self.journal_dir),
+               # no /metrics exporters: fixed default ports would collide between services here
+               "CROSSBOOK_METRICS_PORT": "0", **(env or {})}
         with open(log, "wb") as out:
             p = subprocess.Popen([sys.executable, "-m", "crossbook.cli", cmd or name, *args], cwd=REPO_ROOT,
                                  stdout=out, stderr=subprocess.STDOUT, env=env)

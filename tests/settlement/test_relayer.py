@@ -40,7 +40,7 @@ async def test_settles_a_stream_exactly_once_in_order(ex: LocalExchange, aw3: As
 
 async def test_restart_mid_stream_is_harmless(ex: LocalExchange, aw3: AsyncWeb3) -> None:
     first = ex.client.next_seq()
-    fills = make_fills(ex, 30)
+    fills = make_fills(ex, 120)  # 30 batches: far more than two kills can let through, even under load
     src = InMemorySource(fills, first_seq=first)
     src.close()
     for stop_after in (2, 3):  # kill twice while transactions are in flight
