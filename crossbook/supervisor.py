@@ -7,14 +7,14 @@ Order of events:
    to the demo accounts and, once per deployment, deposited for them, the keeper's own
    sub-account funded and the insurance fund seeded;
 3. the services, each ``python -m crossbook.cli <command>`` in its own session with its output in
-   ``<home>/logs/<name>.log``: matcher, relayer, watcher, keeper, feeder, ``mm --bot 1``,
+   ``<home>/logs/<name>.log``: matcher, relayer, watcher, keeper, feeder, funding, ``mm --bot 1``,
    ``mm --bot 2``, dashboard. Each is started after the previous one reported ready
    (``crossbook_ready`` on its /metrics, or the matcher's ``status`` op). ``mm`` and
    ``dashboard`` are started only if this CLI has those subcommands.
 
 Then it supervises: a child that exits is restarted after a backoff (1 s doubling to 30 s,
 reset after a minute of uptime). Ctrl-C / SIGTERM stops everything in reverse dependency order
-(bots and dashboard, keeper and feeder, watcher and relayer, matcher) with SIGTERM, SIGKILL after
+(bots and dashboard, keeper, feeder and funding, watcher and relayer, matcher) with SIGTERM, SIGKILL after
 a grace period, and anvil last with SIGINT so it dumps its state file. Children run in their own
 sessions, so a terminal's Ctrl-C reaches only the supervisor (which orders the shutdown), and
 each child gets SIGTERM from the kernel if the supervisor itself dies (PR_SET_PDEATHSIG): no
@@ -52,9 +52,9 @@ DEFAULT_DASHBOARD_PORT = 8080
 DEFAULT_METRICS_BASE = 9100
 # metrics port = base + offset (keeper/feeder/matcher/... defaults in their own modules agree)
 METRICS_OFFSET = {"matcher": 1, "relayer": 2, "watcher": 3, "keeper": 4, "feeder": 5, "mm1": 6, "mm2": 7,
-                  "dashboard": 8}
+                  "dashboard": 8, "funding": 9}
 # shutdown waves, first to last; anvil is always after the last wave
-STOP_WAVES = (("dashboard", "mm1", "mm2", "keeper", "feeder"), ("watcher", "relayer"), ("matcher",))
+STOP_WAVES = (("dashboard", "mm1", "mm2", "keeper", "feeder", "funding"), ("watcher", "relayer"), ("matcher",))
 BACKOFF_MAX_S = 30.0
 STABLE_AFTER_S = 60.0  # uptime after which a crash counts as new (backoff resets)
 STOP_GRACE_S = 20.0
@@ -73,16 +73,18 @@ def add_up_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--matcher-port", type=int, default=DEFAULT_MATCHER_PORT, help="matcher websocket port")
     p.add_argument("--dashboard-port", type=int, default=DEFAULT_DASHBOARD_PORT, help="dashboard http port")
     p.add_argument("--metrics-port-base", type=int, default=DEFAULT_METRICS_BASE,
-                   help="service /metrics ports are base+1 (matcher) .. base+8 (dashboard); 0: free ports")
+                   help="service /metrics ports are base+1 (matcher) .. base+9 (funding); 0: free ports")
     p.add_argument("--without", action="append", default=[], metavar="SERVICE",
-                   help="do not start SERVICE (repeatable): relayer, watcher, keeper, feeder, mm1, mm2, dashboard")
+                   help="do not start SERVICE (repeatable): relayer, watcher, keeper, feeder, funding, mm1, mm2, "
+                        "dashboard")
     p.add_argument("--chain-only", action="store_true",
                    help="only the chain and the contracts (the services are started by hand)")
     p.add_argument("--deploy-only", action="store_true",
                    help="deploy (or verify) the contracts and demo funds on --rpc-url, write the deployment "
                         "file and exit (docker-compose's one-shot `deploy` service)")
     p.add_argument("--ready-timeout", type=float, default=90.0, help="seconds a service may take to be ready")
-    p.add_argument("--block-time", type=int, default=0, help="anvil: seconds per block (0: a block per tx)")
+    p.add_argument("--block-time", type=int, default=0,
+                   help="anvil: seconds per block (0: a block per tx, plus an empty block every second)")
 
 
 # ============================================================================ children
@@ -403,7 +405,7 @@ def build_services(home: Path, rpc_url: str, ports: Ports, tokens: dict[str, str
 
     out = [svc("matcher", ["matcher", "--port", str(ports.matcher)], ready=lambda: matcher_ready(matcher_url),
                urls={"ws": matcher_url})]
-    for name in ("relayer", "watcher", "keeper", "feeder"):
+    for name in ("relayer", "watcher", "keeper", "feeder", "funding"):
         out.append(svc(name, [name]))
     for n in (1, 2):
         out.append(svc(f"mm{n}", ["mm", "--bot", str(n)], core=False,
@@ -426,17 +428,21 @@ def build_services(home: Path, rpc_url: str, ports: Ports, tokens: dict[str, str
 
 def _optional_probe(metrics_port: int, label: str, http_url: str | None) -> Callable[[], bool]:
     """Readiness of a service written elsewhere (mm, dashboard): its ready gauge, its page, or
-    (it gives neither) three seconds alive."""
+    (it serves no /metrics at all) three seconds alive. A bot whose /metrics answers without
+    the gauge set is not quoting yet, so it is not ready."""
     t0 = [0.0]
+    url = f"http://127.0.0.1:{metrics_port}/metrics"
+    pattern = re.compile(rf'^crossbook_ready\{{service="{label}"\}} 1(\.0)?$', re.M)
 
     def probe() -> bool:
         if not t0[0]:
             t0[0] = time.monotonic()
-        if metrics_ready(metrics_port, label):
+        body = http_ok(url)
+        if body is not None and pattern.search(body):
             return True
         if http_url and http_ok(http_url):
             return True
-        return time.monotonic() - t0[0] > 3.0 and http_url is None
+        return body is None and time.monotonic() - t0[0] > 3.0 and http_url is None
 
     return probe
 
@@ -502,6 +508,12 @@ def run_up(args: argparse.Namespace) -> int:
                    "--state", str(home / "anvil-state.json"), "--state-interval", "5"]
             if args.block_time:
                 cmd += ["--block-time", str(args.block_time)]
+            else:
+                # a block per transaction, and an empty one every second when nobody transacts:
+                # the watcher and keeper forward only confirmed logs (1 block deep), so without
+                # the feeder's steady updates (`--without feeder`) a deposit would never be
+                # confirmed and the matcher would never credit it
+                cmd += ["--mixed-mining", "--block-time", "1"]
             sup.say(f"starting anvil (state in {home / 'anvil-state.json'})")
             anvil = Service("anvil", cmd, ready=lambda: chain_ready(rpc_url), stop_signal=signal.SIGINT,
                             urls={"rpc": rpc_url})
@@ -535,6 +547,16 @@ def run_up(args: argparse.Namespace) -> int:
                 sup.check()
                 time.sleep(0.25)
             return 0
+        # a taken port would otherwise surface as a child's bind traceback in its log
+        wanted = {"matcher websocket (--matcher-port)": ports.matcher,
+                  "dashboard (--dashboard-port)": ports.dashboard,
+                  **{f"{n} /metrics (--metrics-port-base)": p for n, p in ports.metrics.items()}}
+        busy = [f"{port} ({what})" for what, port in wanted.items()
+                if what.split()[0] not in args.without and port_busy(port)]
+        if busy:
+            sup.say(f"port(s) in use (another stack running?): {', '.join(busy)}; pass other ports "
+                    "(0 picks a free one)")
+            return 1
         tokens = _secrets(home)
         sup.say("starting services:")
         services = build_services(home, rpc_url, ports, tokens, set(args.without), available_commands(), sup.say)

@@ -25,7 +25,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import Any, Callable
 
 if __package__ in (None, ""):  # run as a script from a checkout: make `crossbook` importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -105,6 +105,8 @@ class MarketMaker:
     markets: dict[int, Market] = field(default_factory=dict)
     quotes_placed: int = 0
     requotes: int = 0
+    # called once, when the first quotes are on the book (`crossbook mm` reports ready then)
+    on_quoting: Callable[[], None] | None = None
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _stopped: bool = False
 
@@ -128,6 +130,9 @@ class MarketMaker:
             while not self._stopped and (end is None or loop.time() < end):
                 self._wake.clear()
                 await self.refresh()
+                if self.quotes_placed and self.on_quoting is not None:
+                    self.on_quoting()
+                    self.on_quoting = None
                 timeout = 1.0 if end is None else max(0.0, min(1.0, end - loop.time()))
                 try:
                     await asyncio.wait_for(self._wake.wait(), timeout)
@@ -276,13 +281,15 @@ def config_from_args(args: argparse.Namespace) -> MMConfig:
 
 
 async def run(url: str, signer: Signer, cfg: MMConfig, owner: str | None = None,
-              duration_s: float | None = None) -> MarketMaker:
-    """Connect, log in and quote (until cancelled or ``duration_s``)."""
+              duration_s: float | None = None,
+              on_quoting: Callable[[], None] | None = None) -> MarketMaker:
+    """Connect, log in and quote (until cancelled or ``duration_s``); ``on_quoting`` is
+    called once the first quotes are accepted."""
     client = await Client.connect(url)
     try:
         # cancel_on_disconnect: quotes never outlive the connection that manages them
         await client.login(signer, owner, cancel_on_disconnect=True)
-        mm = MarketMaker(client, cfg)
+        mm = MarketMaker(client, cfg, on_quoting=on_quoting)
         await mm.run(duration_s)
         return mm
     finally:

@@ -329,11 +329,29 @@ class ChainLiquidationParamsSet(msgspec.Struct, frozen=True, array_like=True, ta
     log_index: int = 0
 
 
+class ChainFundingUpdated(msgspec.Struct, frozen=True, array_like=True, tag=20):
+    """``FundingUpdated``: the contract applied a FUNDING item of ``market`` (``rate_ppm`` is the
+    clamped rate) and the market's cumulative index is now ``cumulative_index``.
+
+    The engine sequenced that item with an index delta computed at *its* oracle price, which
+    can differ from the price the contract read when the batch landed; the event is how the
+    confirmed index becomes the chain's exactly (docs/protocol.md section 3). The contract emits
+    it before the ``BatchSettled`` of the same transaction, so the ledger holds the index until
+    that batch settles (:meth:`matcher.ledger.Ledger.note_chain_funding`)."""
+
+    req_id: int
+    market: int
+    rate_ppm: int
+    cumulative_index: int
+    block: int = 0
+    log_index: int = 0
+
+
 Command = Union[
     PlaceOrder, CancelOrder, CancelAll, ModifyOrder, ExpireTick, ChainDeposit, ChainBatchSettled,
     ChainForcedWithdrawalRequested, AgentSet, RequestWithdrawal, RequestTransfer, PostFunding,
     SetOraclePrices, ChainLiquidated, ChainCollateralLiquidated, ChainBadDebtSettled,
-    ChainDeleveraged, ChainForcedWithdrawalExecuted, ChainLiquidationParamsSet,
+    ChainDeleveraged, ChainForcedWithdrawalExecuted, ChainLiquidationParamsSet, ChainFundingUpdated,
 ]
 
 
@@ -459,4 +477,5 @@ __all__ = [
     "OrderUpdate", "FillReport", "Bust", "ItemRejected", "Sequenced", "Output", "Result",
     "ChainLiquidated", "ChainCollateralLiquidated", "ChainBadDebtSettled", "ChainDeleveraged",
     "ChainForcedWithdrawalExecuted", "ChainLiquidationParamsSet", "Liquidation",
+    "ChainFundingUpdated",
 ]

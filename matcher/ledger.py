@@ -136,6 +136,9 @@ class Ledger:
         self.settled_seq = 0
         # unsettled items touching each sub-account (the per-account lag bound of invariant 6)
         self.pending: dict[Acct, int] = {}
+        # market -> cumulative indices of FundingUpdated events whose BatchSettled has not
+        # arrived yet, in chain order (see note_chain_funding)
+        self.chain_funding: dict[int, list[int]] = {}
 
     # ---------------------------------------------------------------- queries
 
@@ -188,6 +191,46 @@ class Ledger:
         unsettled items (after :meth:`confirmed_for_update` changes)."""
         self.rebuild(accounts)
 
+    def note_chain_funding(self, market: int, cumulative_index: int) -> None:
+        """A ``FundingUpdated`` event: the contract applied the next FUNDING item of ``market``
+        and its index is now ``cumulative_index``.
+
+        The engine sequenced that item with a delta computed at its own oracle price; the
+        contract used the price it read when the batch landed. The event comes before the
+        ``BatchSettled`` of its transaction, so the index is held here and :meth:`settle` gives
+        the market's applied FUNDING entries of that batch, in sequence order, the chain's
+        deltas (rejected items emit no event, so the pairing skips them)."""
+        self.chain_funding.setdefault(market, []).append(cumulative_index)
+
+    def _take_chain_funding(self, applied: list[Entry]) -> bool:
+        """Give the batch's applied FUNDING entries (before they reach the confirmed state)
+        the deltas the chain reported; returns True when any confirmed index moved away from
+        what the projected state assumed (the caller then rebuilds it)."""
+        queued = self.chain_funding
+        if not queued:
+            return False
+        changed = False
+        running = dict(self.conf_funding)
+        for e in applied:
+            q = queued.get(e.market)
+            if not q:
+                running[e.market] = running.get(e.market, 0) + e.delta
+                continue
+            idx = q.pop(0)
+            delta = idx - running.get(e.market, 0)
+            if delta != e.delta:
+                e.delta = delta
+                changed = True
+            running[e.market] = idx
+        for m, q in queued.items():
+            if q:
+                # an index with no FUNDING entry of ours in the batch (funding posted outside
+                # the matcher): the chain's value is the truth for the confirmed state
+                self.conf_funding[m] = q[-1] - sum(e.delta for e in applied if e.market == m)
+                changed = True
+        queued.clear()
+        return changed
+
     def sequence(self, e: Entry) -> int:
         """Give ``e`` the next sequence number, apply it to the projected state, keep it in the
         outbox. Returns the sequence number."""
@@ -208,6 +251,11 @@ class Ledger:
         rej = dict(rejected)
         out: list[tuple[Entry, int]] = []
         pending = self.pending
+        funding_moved = False
+        if self.chain_funding:
+            funding_moved = self._take_chain_funding(
+                [self.unsettled[s] for s in range(first_seq, first_seq + count)
+                 if self.unsettled[s].kind == _FUNDING and s not in rej])
         for seq in range(first_seq, first_seq + count):
             e = self.unsettled.pop(seq)
             for acct in e.accounts():
@@ -222,7 +270,11 @@ class Ledger:
             else:
                 out.append((e, reason))
         self.settled_seq = first_seq + count - 1
-        if out:
+        if funding_moved:
+            # every projected account with a position in the market (and the projected index)
+            # assumed the engine's delta: rebuild all of it on the chain's index
+            self.rebuild(None)
+        elif out:
             full = any(e.kind == _FUNDING for e, _ in out)
             touched = {a for e, _ in out for a in e.accounts()}
             self.rebuild(None if full else touched)
@@ -268,6 +320,7 @@ class Ledger:
             unsettled=list(self.unsettled.values()),
             next_seq=self.next_seq,
             settled_seq=self.settled_seq,
+            chain_funding={m: list(q) for m, q in self.chain_funding.items() if q},
         )
 
     @classmethod
@@ -284,6 +337,7 @@ class Ledger:
                 led.pending[a] = led.pending.get(a, 0) + 1
         led.next_seq = snap.next_seq
         led.settled_seq = snap.settled_seq
+        led.chain_funding = {m: list(q) for m, q in snap.chain_funding.items()}
         return led
 
     def hash_into(self, h: "hashlib.blake2b") -> None:
@@ -297,6 +351,8 @@ class Ledger:
         enc = msgspec.msgpack.encode
         for e in self.unsettled.values():
             h.update(enc(e))
+        if any(self.chain_funding.values()):  # only then: hashes of older states stay the same
+            h.update(repr(sorted((m, q) for m, q in self.chain_funding.items() if q)).encode())
 
 
 _EMPTY = SubAccount()
@@ -314,6 +370,8 @@ class LedgerSnapshot(msgspec.Struct, array_like=True):
     unsettled: list[Entry]
     next_seq: int
     settled_seq: int
+    # additive, defaulted: snapshots written before FundingUpdated reached the engine decode
+    chain_funding: dict[int, list[int]] = {}
 
 
 def _dump_acct(a: Acct, st: SubAccount) -> AcctRow:

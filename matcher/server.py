@@ -43,6 +43,7 @@ from matcher.commands import (
     ChainDeposit,
     ChainForcedWithdrawalExecuted,
     ChainForcedWithdrawalRequested,
+    ChainFundingUpdated,
     ChainLiquidated,
     ChainLiquidationParamsSet,
     Command,
@@ -51,6 +52,7 @@ from matcher.commands import (
     OrderStatus,
     OrderUpdate,
     PlaceOrder,
+    PostFunding,
     Result,
     Sequenced,
 )
@@ -67,6 +69,7 @@ from matcher.ws_messages import (
     ChainReq,
     DeadMan,
     DeadManFired,
+    FundingReq,
     GetChallenge,
     Heartbeat,
     Hello,
@@ -510,6 +513,8 @@ class MatcherServer:
             self._stream(conn, req)
         elif t is ChainReq:
             self._chain(conn, req)
+        elif t is FundingReq:
+            self._post_funding(conn, req)
         elif t is ChainCursorReq:
             led = self.engine.ledger
             block, log_index = self.engine.chain_cursor
@@ -642,9 +647,11 @@ class MatcherServer:
     def _chain(self, conn: Conn, req: ChainReq) -> None:
         """A confirmed chain event from the watcher -> the engine command it implies. Events
         whose effect already reaches the engine through ``BatchSettled`` (sequenced withdrawals,
-        funding, forced withdrawals a FORCED item executed) are acknowledged and dropped; an
+        forced withdrawals a FORCED item executed) are acknowledged and dropped; an
         escape-hatch withdrawal the owner executed on-chain (seq 0) and the liquidation-path
-        events change the confirmed state directly."""
+        events change the confirmed state directly. ``FundingUpdated`` hands the engine the
+        chain's cumulative index, which replaces the engine's own estimate when the batch
+        settles."""
         tok = self.config.operator_token
         if tok is None or req.token != tok:
             conn.send(_err(req.id, "NOT_AUTHORISED", "bad operator token"))
@@ -684,6 +691,9 @@ class MatcherServer:
             cmd = ChainDeleveraged(rid, ev.owner.lower(), ev.subaccount, ev.market,
                                    ev.counterparty.lower(), ev.counterparty_subaccount,
                                    ev.size_delta, ev.price, ev.block_number, ev.log_index)
+        elif isinstance(ev, chain_events.ChainFundingUpdated):
+            cmd = ChainFundingUpdated(rid, ev.market, ev.rate_ppm, ev.cumulative_index,
+                                      ev.block_number, ev.log_index)
         elif isinstance(ev, chain_events.ChainLiquidationParamsSet):
             cmd = ChainLiquidationParamsSet(rid, ev.penalty_ppm, ev.insurance_share_ppm,
                                             ev.buffer_ppm, ev.critical_ppm, ev.block_number,
@@ -698,6 +708,17 @@ class MatcherServer:
             conn.send(_ok(req.id, {"ignored": True}))
             return
         self._enqueue(conn, req.id, cmd)
+
+    def _post_funding(self, conn: Conn, req: FundingReq) -> None:
+        """Operator (``crossbook funding``): sequence a funding update of one market. Guarded
+        by the operator token like ``chain``: a funding item moves money between accounts."""
+        tok = self.config.operator_token
+        if tok is None or req.token != tok:
+            conn.send(_err(req.id, "NOT_AUTHORISED", "bad operator token"))
+            return
+        # the engine checks the market, the int32 range and that it has an oracle price
+        self._enqueue(conn, req.id, PostFunding(self.next_req_id(), req.market, req.rate_ppm,
+                                                self.now()))
 
     def status(self) -> dict[str, Any]:
         """Sequencing and settlement-lag figures (the ``status`` op)."""

@@ -231,6 +231,18 @@ class ChainReq(msgspec.Struct, tag="chain", tag_field="op", forbid_unknown_field
     event: ChainEvent
 
 
+class FundingReq(msgspec.Struct, tag="funding", tag_field="op", forbid_unknown_fields=True,
+                 frozen=True):
+    """Operator (``crossbook funding``): sequence a funding update of ``market`` with
+    ``rate_ppm`` (signed, per interval; positive: longs pay shorts). ``token`` must equal the
+    server's ``operator_token``."""
+
+    id: Uint
+    token: str
+    market: int
+    rate_ppm: int
+
+
 class ChainCursorReq(msgspec.Struct, tag="chain_cursor", tag_field="op",
                      forbid_unknown_fields=True, frozen=True):
     """The engine's last applied chain position (where a watcher resumes)."""
@@ -247,7 +259,7 @@ class StatusReq(msgspec.Struct, tag="status", tag_field="op", forbid_unknown_fie
 
 Request = Union[Login, GetChallenge, Place, Cancel, CancelAllReq, Modify, WithdrawReq,
                 TransferReq, Subscribe, Unsubscribe, DeadMan, Ping, Stream, ChainReq,
-                ChainCursorReq, StatusReq]
+                ChainCursorReq, StatusReq, FundingReq]
 
 # uint32 fields (everything else integral is uint64; Withdrawal/Transfer amounts are checked by
 # crossbook.protocol_types.validate as uint128 and are exempt here)
@@ -279,6 +291,12 @@ def check_ranges(req: msgspec.Struct) -> None:
     if isinstance(req, ChainReq):
         # chain events carry uint256 values (funding indices, amounts) the contract already
         # accepted; only the operator can send them
+        return
+    if isinstance(req, FundingReq):
+        # a signed rate: the engine checks the int32 range (an unsigned check would refuse
+        # every negative rate); the market is a uint32 like everywhere else
+        if not 0 <= req.market <= U32_MAX:
+            raise RangeError(f"`$.market` = {req.market} is not a uint32")
         return
     _check(req, "$")
     if isinstance(req, DeadMan) and req.timeout_ms > _MAX_TIMEOUT_MS:
@@ -489,7 +507,7 @@ __all__ = [
     "MarketsMsg", "Modify", "OrderMsg", "Ping", "Place", "PositionEntry", "PositionMsg",
     "PricesMsg", "RangeError", "Request", "Response", "Stream", "Subscribe", "TradeMsg",
     "TransferReq", "Unsubscribe", "WireOrder", "WireTransfer", "WireWithdrawal", "WithdrawReq",
-    "check_ranges", "encoder", "request_decoder", "U32_MAX", "U64_MAX",
+    "check_ranges", "encoder", "request_decoder", "U32_MAX", "U64_MAX", "FundingReq",
 ]
 
 

@@ -18,7 +18,8 @@ from crossbook.paths import REPO_ROOT
 from tests.compose_yaml import load_compose
 
 COMPOSE = REPO_ROOT / "docker-compose.yml"
-EXPECTED = {"anvil", "deploy", "matcher", "relayer", "watcher", "keeper", "feeder", "mm1", "mm2", "dashboard"}
+EXPECTED = {"anvil", "deploy", "matcher", "relayer", "watcher", "keeper", "feeder", "funding", "mm1", "mm2",
+            "dashboard"}
 # read by every process rather than by one command's flags
 GLOBAL_ENV = {"CROSSBOOK_HOME", "CROSSBOOK_LOG_FORMAT", "CROSSBOOK_LOG_LEVEL", "PYTHONUNBUFFERED"}
 

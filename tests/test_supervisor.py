@@ -8,7 +8,6 @@ orphan pids), and a second `up` on the same state resumes the same deployment an
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import subprocess
@@ -29,6 +28,8 @@ from crossbook.eip712 import Domain, Signer
 from crossbook.paths import REPO_ROOT
 from crossbook.protocol_types import Order
 from matcher.sessions import login_digest
+from tests.supervised import Up
+from tests.supervised import alive as _alive
 from tests.ws.helpers import Client
 
 pytestmark = pytest.mark.timeout(240)
@@ -45,55 +46,6 @@ EXPECTED_METRICS = {
     "feeder": ["crossbook_feeder_updates_total", "crossbook_feeder_price"],
 }
 CORE = ("anvil", "matcher", "relayer", "watcher", "keeper", "feeder")
-
-
-class Up:
-    """A running `crossbook up` child and what it wrote."""
-
-    def __init__(self, home: Path) -> None:
-        self.home = home
-        self.out = home / f"up.{int(time.time() * 1000)}.out"
-        env = {**os.environ, "CROSSBOOK_HOME": str(home), "PYTHONPATH": str(REPO_ROOT)}
-        with open(self.out, "wb") as fh:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "crossbook.cli", "up", "--port", "0", "--matcher-port", "0",
-                 "--dashboard-port", "0", "--metrics-port-base", "0"],
-                stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=REPO_ROOT)
-        self.state: dict[str, Any] = {}
-
-    def text(self) -> str:
-        return self.out.read_text(errors="replace")
-
-    def wait_up(self, timeout: float = 120) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"crossbook up exited {self.proc.returncode}:\n{self.text()[-4000:]}")
-            if "Crossbook is up" in self.text():
-                self.state = json.loads((self.home / "stack.json").read_text())
-                return self.state
-            time.sleep(0.2)
-        raise AssertionError("stack not up in time:\n" + self.text()[-4000:])
-
-    def refresh(self) -> dict[str, Any]:
-        self.state = json.loads((self.home / "stack.json").read_text())
-        return self.state
-
-    def stop(self, timeout: float = 60) -> int:
-        self.proc.send_signal(signal.SIGINT)
-        return self.proc.wait(timeout=timeout)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # a zombie is dead for our purposes (it only waits for its parent to reap it)
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def _metrics(url: str) -> str:
@@ -125,12 +77,7 @@ def up(home: Path) -> Iterator[Up]:
         u.wait_up()
         yield u
     finally:
-        if u.proc.poll() is None:
-            u.proc.send_signal(signal.SIGINT)
-            try:
-                u.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                u.proc.kill()
+        u.kill_if_running()
 
 
 def test_every_service_ready(up: Up) -> None:

@@ -26,6 +26,23 @@ def default_deployment() -> str:
     return env("CROSSBOOK_DEPLOYMENT") or str(state_dir() / "deployment.json")
 
 
+def default_matcher_url() -> str:
+    """``$CROSSBOOK_MATCHER_URL``, else the matcher of the stack running in the state dir (its
+    ``stack.json``: `crossbook up --matcher-port 0` picks a free port), else the default port."""
+    from crossbook.paths import state_dir
+
+    url = env("CROSSBOOK_MATCHER_URL")
+    if url:
+        return url
+    try:
+        import json
+
+        stack = json.loads((state_dir() / "stack.json").read_text())
+        return str(stack["services"]["matcher"]["urls"]["ws"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return "ws://127.0.0.1:8765"
+
+
 def add_chain_args(p: argparse.ArgumentParser) -> None:
     """``--deployment`` and ``--rpc-url``."""
     p.add_argument("--deployment", default=None,
@@ -164,7 +181,8 @@ def resolve_key(text: str | None, default_index: int) -> str:
     return text if text.startswith("0x") else "0x" + text
 
 
-__all__ = ["Progress", "add_chain_args", "add_service_args", "default_deployment", "env", "format_units",
+__all__ = ["Progress", "add_chain_args", "add_service_args", "default_deployment", "default_matcher_url", "env",
+           "format_units",
            "load_deployment", "parse_units", "resolve_key", "start_service", "wait_for"]
 
 

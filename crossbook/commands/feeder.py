@@ -42,8 +42,9 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
                    help="seconds between updates [$CROSSBOOK_FEEDER_INTERVAL]")
     p.add_argument("--seed", type=int, default=int(env("CROSSBOOK_FEEDER_SEED", "1") or 1),
                    help="random-walk seed [$CROSSBOOK_FEEDER_SEED]")
-    p.add_argument("--vol-ppm", type=int, default=500,
-                   help="random walk: half-width of each step term in ppm")
+    p.add_argument("--vol-ppm", type=int, default=int(env("CROSSBOOK_FEEDER_VOL_PPM", "500") or 0),
+                   help="random walk: half-width of each step term in ppm; 0 holds prices still "
+                        "[$CROSSBOOK_FEEDER_VOL_PPM]")
     add_service_args(p, "feeder", METRICS_PORT)
     p.set_defaults(func=run)
 
@@ -65,6 +66,30 @@ def _current_prices(rpc: str, feeds: dict[str, str]) -> dict[str, tuple[int, int
     return out
 
 
+class _Shifted:
+    """A price path started ``offset_ms`` into the feeder's run (the feeder's clock counts
+    from its own start, a re-anchored walk from the moment it was re-anchored)."""
+
+    def __init__(self, inner: Any, offset_ms: int) -> None:
+        self.inner = inner
+        self.offset_ms = offset_ms
+
+    def price_at(self, t_ms: int) -> int:
+        """The inner path's price ``t_ms - offset_ms`` into it."""
+        return int(self.inner.price_at(t_ms - self.offset_ms))
+
+
+def _read_prices(w3: Any, feeds: dict[str, tuple[str, int]]) -> dict[str, int]:
+    """symbol -> the feed's current answer at 1e8 scale."""
+    from crossbook.chain.deploy import bind
+
+    out = {}
+    for sym, (addr, dec) in feeds.items():
+        answer = int(bind(w3, "SettableFeed", addr).functions.latestRoundData().call()[1])
+        out[sym] = answer * 10**8 // 10**dec
+    return out
+
+
 def build_paths(args: argparse.Namespace, start: dict[str, int]) -> dict[str, Any]:
     """symbol -> PricePath for the chosen mode."""
     from keeper.oracle_feeder import RandomWalk, ReplayPath, ScenarioPath
@@ -81,7 +106,7 @@ def build_paths(args: argparse.Namespace, start: dict[str, int]) -> dict[str, An
 
 async def _main(args: argparse.Namespace) -> int:
     from crossbook.metrics import feeder_metrics, mark_ready
-    from keeper.oracle_feeder import OracleFeeder
+    from keeper.oracle_feeder import OracleFeeder, RandomWalk
     from settlement.relayer import connect
 
     dep, rpc = load_deployment(args)
@@ -94,6 +119,7 @@ async def _main(args: argparse.Namespace) -> int:
         feeds = {s: a for s, a in feeds.items() if s in want}
     now = await asyncio.to_thread(_current_prices, rpc, feeds)
     paths = build_paths(args, {s: p for s, (p, _) in now.items()})
+    step_ms = max(1, int(args.interval * 1000))
     key = resolve_key(args.key, FEEDER_DEV_INDEX)
     feeder = OracleFeeder(connect(rpc), key, {s: (feeds[s], now[s][1]) for s in feeds}, paths,
                           interval_s=args.interval)
@@ -107,11 +133,36 @@ async def _main(args: argparse.Namespace) -> int:
                                                           else f"random walk (seed {args.seed})")
     log.info("feeder: %s for %s every %.2fs", mode, ", ".join(sorted(feeds)), args.interval)
     mark_ready("feeder")
+    from collections import deque
+
+    from web3 import Web3
+
+    walk = not (args.replay or args.scenario)
+    read_w3 = Web3(Web3.HTTPProvider(rpc, request_kwargs={"timeout": 10}))
+    feed_info = {s: (feeds[s], now[s][1]) for s in feeds}
+    # the last few prices this feeder pushed, per feed: a price on-chain that is none of them was
+    # set by someone else (a read may lag our newest push by a block, hence a few, not one)
+    recent: dict[str, deque[int]] = {s: deque(maxlen=4) for s in feeds}
     # OracleFeeder.run() only logs; step here ourselves to count what was pushed
     while not stop.is_set():
         try:
+            if walk:
+                # `crossbook oracle set ETH 2000` during a random walk: continue the walk from the
+                # price it set instead of overwriting it a second later (the drill would never
+                # reach the keeper otherwise)
+                onchain = await asyncio.to_thread(_read_prices, read_w3, feed_info)
+                t = feeder.clock() - feeder.t0
+                for sym, price in onchain.items():
+                    if recent[sym] and price not in recent[sym]:
+                        log.info("%s was set to %s by someone else; the random walk continues from there",
+                                 sym, price)
+                        feeder.paths[sym] = _Shifted(RandomWalk(price, seed=args.seed + t, step_ms=step_ms,
+                                                                vol_ppm=args.vol_ppm, jump_ppm=0), t)
+                        feeder.last[sym] = price
+                        recent[sym].append(price)
             pushed = await feeder.step(wait=False)
             for sym, price in pushed.items():
+                recent[sym].append(price)
                 m.updates.labels(symbol=sym).inc()
                 m.price.labels(symbol=sym).set(price / 10**8)
             if pushed:

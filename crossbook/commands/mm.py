@@ -77,5 +77,9 @@ def _cmd_mm(args: argparse.Namespace) -> int:
         "--sub", str(args.sub), "--half-spread", args.half_spread, "--notional", args.notional,
         "--max-position", args.max_position]))
     signer = Signer(bytes.fromhex(key[2:]))
-    _run_async(mm.run(args.matcher_url, signer, cfg, None, args.duration))
+    from crossbook.metrics import mark_ready
+
+    # ready = quoting (not merely started): the supervisor waits on this gauge before the
+    # dashboard, and tests before trading against the bots
+    _run_async(mm.run(args.matcher_url, signer, cfg, None, args.duration, on_quoting=lambda: mark_ready("mm")))
     return 0

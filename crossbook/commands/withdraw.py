@@ -16,7 +16,8 @@ import time
 from typing import Any
 
 from crossbook.commands.common import (
-    Progress, add_chain_args, asset_of, chain_client, env, format_units, parse_units, resolve_key,
+    Progress, add_chain_args, asset_of, chain_client, default_matcher_url, env, format_units, parse_units,
+    resolve_key,
 )
 
 
@@ -29,8 +30,9 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     p.add_argument("--subaccount", type=int, default=0, help="source sub-account (default 0)")
     p.add_argument("--key", default=env("CROSSBOOK_KEY"),
                    help="owner's private key (hex or dev:N; default the first demo account) [$CROSSBOOK_KEY]")
-    p.add_argument("--matcher-url", default=env("CROSSBOOK_MATCHER_URL", "ws://127.0.0.1:8765"),
-                   help="matcher websocket URL [$CROSSBOOK_MATCHER_URL]")
+    p.add_argument("--matcher-url", default=None,
+                   help="matcher websocket URL (default: the running stack's, from <home>/stack.json, "
+                        "else ws://127.0.0.1:8765) [$CROSSBOOK_MATCHER_URL]")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for settlement")
     p.add_argument("--no-wait", action="store_true", help="return once the matcher accepted it")
     add_chain_args(p)
@@ -94,7 +96,12 @@ def run(args: argparse.Namespace) -> int:
     w = Withdrawal(owner=owner, subaccount=args.subaccount, asset=asset, amount=amount,
                    nonce=time.time_ns() // 1_000_000, expiry=int(time.time()) + 3600)
     sig = signer.sign_withdrawal(client.domain, w)
-    cmd_seq, upto = asyncio.run(submit_withdrawal(args.matcher_url, signer, client.domain, w, sig))
+    url = args.matcher_url or default_matcher_url()
+    try:
+        cmd_seq, upto = asyncio.run(submit_withdrawal(url, signer, client.domain, w, sig))
+    except OSError as err:  # refused / unreachable: say where we looked, not a traceback
+        raise SystemExit(f"cannot reach the matcher at {url}: {err}; is `crossbook up` running? "
+                         "(--matcher-url or $CROSSBOOK_MATCHER_URL)") from err
     print(f"matcher accepted the withdrawal of {format_units(amount, decimals)} {sym} "
           f"(command {cmd_seq}; settles with item <= {upto})")
     if args.no_wait:

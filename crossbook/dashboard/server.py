@@ -100,6 +100,10 @@ async def serve(feed: DashboardFeed, host: str, port: int) -> None:
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
+    from crossbook.metrics import mark_ready
+
+    # ready once the page is served: the supervisor's probe reads this gauge
+    mark_ready("dashboard")
     log.info("dashboard on http://%s:%d/", host, port)
     print(f"dashboard on http://{host}:{port}/", flush=True)
     try:

@@ -5,49 +5,15 @@ price, and its screenshot is not blank."""
 from __future__ import annotations
 
 import asyncio
-import base64
-import shutil
-import tempfile
 import time
-import urllib.request
 from pathlib import Path
-
-import pytest
 
 from crossbook.chain.anvil import free_port
 from crossbook.chain.local_exchange import user_signer
 from crossbook.config import PRICE, SIZE, USD
 from crossbook.sdk import Client, NonceManager
+from tests.browser import chrome_driver, screenshot_not_blank, wait_http
 from tests.e2e.stack import Stack
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-# `make test` installs Debian's chromium and chromium-driver (Makefile target `browser`); a missing
-# browser is a failure, not a skip.
-from selenium import webdriver  # noqa: E402
-
-LAUNCH_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--disable-dev-shm-usage", "--window-size=1280,1000"]
-
-# pixel statistics of a PNG, computed by the browser itself (no image library needed here)
-VARIANCE_JS = """
-const done = arguments[arguments.length - 1];
-const img = new Image();
-img.onload = () => {
-  const c = document.createElement('canvas'); c.width = img.width; c.height = img.height;
-  const g = c.getContext('2d'); g.drawImage(img, 0, 0);
-  const d = g.getImageData(0, 0, c.width, c.height).data;
-  let n = 0, s = 0, s2 = 0; const colours = new Set();
-  for (let i = 0; i < d.length; i += 4 * 7) {
-    const y = (d[i] * 299 + d[i + 1] * 587 + d[i + 2] * 114) / 1000;
-    n++; s += y; s2 += y * y; if (colours.size < 1000) colours.add(d[i] << 16 | d[i + 1] << 8 | d[i + 2]);
-  }
-  const mean = s / n; done([c.width, c.height, s2 / n - mean * mean, colours.size]);
-};
-img.onerror = () => done(null);
-img.src = 'data:image/png;base64,' + arguments[0];
-"""
 
 
 async def _trade(stack: Stack) -> tuple[str, int]:
@@ -67,22 +33,7 @@ async def _trade(stack: Stack) -> tuple[str, int]:
     return taker.address, 0
 
 
-def _wait_http(url: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
-
-
 def test_dashboard_renders_live_data(tmp_path: Path) -> None:
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -103,16 +54,11 @@ def test_dashboard_renders_live_data(tmp_path: Path) -> None:
         port = free_port()
         stack._spawn("dashboard", ["--port", str(port), "--log-format", "text", "--metrics-port", "0"])
         url = f"http://127.0.0.1:{port}/"
-        _wait_http(url)
+        wait_http(url)
         time.sleep(1.0)  # the dashboard subscribes; trades are live only (no trade history)
         owner, sub = asyncio.run(_trade(stack))
 
-        opts = Options()
-        opts.binary_location = CHROMIUM
-        for f in LAUNCH_FLAGS + [f"--user-data-dir={tempfile.mkdtemp(prefix='chromium-')}"]:
-            opts.add_argument(f)
-        driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
-        driver.set_script_timeout(20)
+        driver = chrome_driver()
         driver.get(url)
         wait = WebDriverWait(driver, 30, poll_frequency=0.2)
         wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#markets tr.market-row")) >= 3)
@@ -143,12 +89,7 @@ def test_dashboard_renders_live_data(tmp_path: Path) -> None:
         summary = driver.find_element(By.ID, "account-summary").text
         assert "Equity" in summary and "Maintenance health" in summary and "Leverage" in summary
 
-        png = driver.get_screenshot_as_png()
-        (tmp_path / "dashboard.png").write_bytes(png)
-        Path("/tmp/crossbook-dashboard.png").write_bytes(png)
-        w, h, variance, colours = driver.execute_async_script(VARIANCE_JS, base64.b64encode(png).decode())
-        assert w >= 800 and h >= 600
-        assert variance > 100 and colours > 10, (variance, colours)  # not a blank page
+        screenshot_not_blank(driver, tmp_path / "dashboard.png", Path("/tmp/crossbook-dashboard.png"))
     finally:
         if driver is not None:
             driver.quit()

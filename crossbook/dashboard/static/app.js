@@ -43,8 +43,13 @@ function render(s) {
   }));
   fillTable("trades", s.trades, (t) => [[String(t.seq)], [t.symbol], [t.side, t.side], [t.price], [t.size],
                                         [new Date(t.ts_ms).toLocaleTimeString()]], () => "trade-row");
+  // the row class lets tests and scripts find liquidations; the full owner is the row's tooltip
   fillTable("liquidations", s.liquidations, (l) => [[String(l.block)], [l.owner.slice(0, 10) + "…/" + l.sub],
-                                                    [l.market], [l.size], [l.price], [l.penalty]]);
+                                                    [l.market], [l.size], [l.price], [l.penalty]],
+            () => "liquidation-row");
+  document.querySelectorAll("#liquidations tr.liquidation-row").forEach((tr, i) => {
+    tr.title = s.liquidations[i].owner + "/" + s.liquidations[i].sub + " tx " + s.liquidations[i].tx;
+  });
   const errs = Object.values(s.errors || {});
   document.getElementById("errors").textContent = errs.join(" · ");
 }
