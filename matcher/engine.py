@@ -685,7 +685,13 @@ class Engine:
         command never should). The resulting state equals ``apply``'s (same state hash)."""
         t = type(cmd)
         if t is PlaceOrder:
-            ok = self._replay_place(cmd)  # type: ignore[arg-type]
+            o = cmd.order  # type: ignore[union-attr]
+            owner = o.owner.lower()
+            if (owner, o.nonce) in self.nonces:
+                return False
+            ok = self._replay_submit(o, cmd.signature, cmd.tif,  # type: ignore[union-attr]
+                                     cmd.stp, cmd.client_id, cmd.now,  # type: ignore[union-attr]
+                                     (owner, o.subaccount), 0, o.size)
         elif t is CancelOrder:
             ok = self._replay_cancel(cmd)  # type: ignore[arg-type]
         elif t is ModifyOrder and cmd.new_order is not None:  # type: ignore[union-attr]
@@ -698,19 +704,13 @@ class Engine:
             self.cmd_seq += 1
         return ok
 
-    def _replay_place(self, cmd: PlaceOrder) -> bool:
-        o = cmd.order
-        owner = o.owner.lower()
-        if (owner, o.nonce) in self.nonces:
-            return False
-        return self._replay_submit(o, cmd.signature, cmd.tif, cmd.stp, cmd.client_id, cmd.now,
-                                   (owner, o.subaccount), 0, o.size)
-
     def _replay_submit(self, o: SignedOrder, sig: bytes, tif: int, stp: int, cid: int | None,
                        now: int, acct: Acct, filled: int, size: int) -> bool:
         """``_submit`` without outputs; False when the book refused the order."""
         oid = self.next_oid
-        bo = BookOrder(oid, acct[0], acct[1], o.is_buy, o.price, size, tif, cid=cid, stp=stp,
+        owner = acct[0]
+        is_buy = o.is_buy
+        bo = BookOrder(oid, owner, acct[1], is_buy, o.price, size, tif, cid=cid, stp=stp,
                        reduce_only=o.reduce_only, expiry=o.expiry - self.config.expiry_margin_s)
         market = o.market
         events = self.books[market].place(bo, now)
@@ -718,12 +718,26 @@ class Engine:
         if type(first) is not Accepted:
             return False
         self.next_oid = oid + 1
-        self.nonces.add((acct[0], o.nonce))
+        self.nonces.add((owner, o.nonce))
         rec = OrderRec(oid, market, acct, o, sig, bo, filled, cid)
         self.orders[oid] = rec
         oc = self.open_count
         oc[acct] = oc.get(acct, 0) + 1
-        self._expose(rec, first.size)  # type: ignore[union-attr]
+        # _expose(rec, first.size), inlined
+        q = first.size  # type: ignore[union-attr]
+        ex = self.exposure.get(acct)
+        if ex is None:
+            ex = self.exposure[acct] = {}
+        x = ex.get(market)
+        if x is None:
+            x = ex[market] = [0, 0, 0, 0]
+        if is_buy:
+            x[0] += q
+            x[1] += q * rec.price
+        else:
+            x[2] += q
+            x[3] += q * rec.price
+        rec.remaining += q
         if len(events) > 1:
             self._replay_events(events, 1)
         return True
@@ -774,7 +788,13 @@ class Engine:
             return self._handlers[CancelOrder](cmd).journal
         if rec.acct[0] != cmd.owner.lower():
             return False
-        self._replay_events(self.books[rec.market].cancel(oid, _REPLAY_CANCEL[cmd.reason]), 0)
+        events = self.books[rec.market].cancel(rec.oid, _REPLAY_CANCEL[cmd.reason])
+        if len(events) == 1 and type(events[0]) is Cancelled:
+            # the usual outcome, inlined: the order's exposure goes, then its record
+            self._expose(rec, -rec.remaining)
+            self._forget(rec)
+        else:  # pragma: no cover - a live order's cancel is exactly one Cancelled
+            self._replay_events(events, 0)
         return True
 
     def _replay_modify(self, cmd: ModifyOrder) -> bool:

@@ -123,7 +123,7 @@ def iter_records(buf: bytes, offset: int = 0) -> Iterator[tuple[Record, int]]:
 # a run of msgpack payloads is decoded as one msgpack array (array32 header + the payloads)
 _batch_dec = msgspec.msgpack.Decoder(list[Record])
 _ARRAY32 = struct.Struct(">BI")
-BATCH = 4096  # records per decoder call in :func:`iter_record_batches`
+BATCH = 65536  # records per decoder call in :func:`iter_record_batches`
 
 
 def _decode_batch(parts: list[memoryview]) -> list[Record]:
