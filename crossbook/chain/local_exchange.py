@@ -113,10 +113,15 @@ class LocalExchange:
         return str(rpc_call(self.node.url, "evm_snapshot"))
 
     def revert(self, snap: str) -> None:
-        """Return to a snapshot (consumes it) and forget cached nonces."""
+        """Return to a snapshot (consumes it), forget cached nonces, and re-post the feeds' prices.
+
+        anvil keeps a time offset set by `advance_time` across `evm_revert`, so the reverted
+        feeds could be stale at the chain's clock; re-posting the same answers keeps every test
+        starting from fresh prices equal to the snapshot's."""
         rpc_call(self.node.url, "evm_revert", [snap])
         for s in (self.admin, self.operator, self.funder):
             s._nonce = None
+        self.refresh_prices()
 
     def advance_time(self, seconds: int) -> None:
         """Move the chain clock forward and mine a block."""

@@ -1,7 +1,7 @@
 """Settlement fixtures: one real anvil + the real contracts per session, a snapshot per test."""
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from web3 import AsyncWeb3, Web3
@@ -21,27 +21,12 @@ USERS = [user_signer(i) for i in range(1, 5)]
 
 
 @pytest.fixture(scope="session")
-def anvil_node() -> Iterator[AnvilNode]:
-    node = AnvilNode().start()
-    yield node
-    node.stop()
-
-
-@pytest.fixture(scope="session")
 def _session_exchange(anvil_node: AnvilNode) -> LocalExchange:
     ex = LocalExchange(anvil_node)
     role = Web3.keccak(text="OPERATOR_ROLE")
     ex.admin.transact(ex.client.contract.functions.grantRole(role, dev_address(SECOND_OPERATOR)))
     ex.fund_many([u.address for u in USERS], "USDC", 1_000_000 * USD)
     return ex
-
-
-@pytest.fixture
-def ex(_session_exchange: LocalExchange) -> Iterator[LocalExchange]:
-    """The deployed exchange (4 funded users), rolled back after each test."""
-    snap = _session_exchange.snapshot()
-    yield _session_exchange
-    _session_exchange.revert(snap)
 
 
 @pytest.fixture

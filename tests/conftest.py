@@ -1,4 +1,6 @@
-"""Integration fixtures: one real anvil per session, one deployment, a snapshot per test."""
+"""Chain fixtures shared by every test directory: one real anvil and one deployment per session,
+rolled back to a snapshot after each test. A directory that needs a differently prepared
+deployment overrides `_session_exchange` in its own conftest."""
 from __future__ import annotations
 
 from typing import Iterator
@@ -23,7 +25,7 @@ def _session_exchange(anvil_node: AnvilNode) -> LocalExchange:
 
 @pytest.fixture
 def ex(_session_exchange: LocalExchange) -> Iterator[LocalExchange]:
-    """The deployed exchange, rolled back to a clean deployment after each test."""
+    """The deployed exchange, rolled back to its prepared state after each test."""
     snap = _session_exchange.snapshot()
     yield _session_exchange
     _session_exchange.revert(snap)
