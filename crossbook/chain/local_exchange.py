@@ -118,7 +118,8 @@ class LocalExchange:
         anvil keeps a time offset set by `advance_time` across `evm_revert`, so the reverted
         feeds could be stale at the chain's clock; re-posting the same answers keeps every test
         starting from fresh prices equal to the snapshot's."""
-        rpc_call(self.node.url, "evm_revert", [snap])
+        if rpc_call(self.node.url, "evm_revert", [snap]) is not True:
+            raise RuntimeError(f"evm_revert({snap}) failed: the chain was not rolled back")
         for s in (self.admin, self.operator, self.funder):
             s._nonce = None
         self.refresh_prices()
