@@ -17,6 +17,7 @@ from crossbook.eip712 import (
     InvalidSignature,
     order_digest,
     recover_address_bytes,
+    same_address,
     transfer_digest,
     withdrawal_digest,
 )
@@ -121,34 +122,37 @@ class Intake:
         return ModifyOrder(req_id, owner, order_id, new_order.size, new_order, signature, signer,
                            now)
 
-    def withdrawal(self, req_id: int, w: Withdrawal, signature: bytes, *,
-                   now: int) -> RequestWithdrawal | Ack:
-        """A verified :class:`RequestWithdrawal` (must be signed by the owner itself)."""
+    def _owner_digest(self, req_id: int, msg: Withdrawal | Transfer, signature: bytes,
+                      what: str) -> bytes | Ack:
+        """The EIP-712 digest of a withdrawal or transfer signed by its owner itself (agents
+        cannot move funds), or the rejection."""
         try:
-            validate(w)
-            digest = withdrawal_digest(self.domain, w)
+            validate(msg)
+            digest = (withdrawal_digest(self.domain, msg) if isinstance(msg, Withdrawal)
+                      else transfer_digest(self.domain, msg))
             signer = recover_address_bytes(digest, signature)
         except ProtocolRangeError as exc:
             return _reject(req_id, Code.BAD_REQUEST, str(exc))
         except InvalidSignature as exc:
             return _reject(req_id, Code.BAD_SIGNATURE, str(exc))
-        if "0x" + signer.hex() != w.owner.lower():
-            return _reject(req_id, Code.BAD_SIGNATURE, "withdrawals must be signed by the owner")
+        if not same_address(signer, msg.owner):
+            return _reject(req_id, Code.BAD_SIGNATURE, f"{what} must be signed by the owner")
+        return digest
+
+    def withdrawal(self, req_id: int, w: Withdrawal, signature: bytes, *,
+                   now: int) -> RequestWithdrawal | Ack:
+        """A verified :class:`RequestWithdrawal` (must be signed by the owner itself)."""
+        digest = self._owner_digest(req_id, w, signature, "withdrawals")
+        if isinstance(digest, Ack):
+            return digest
         return RequestWithdrawal(req_id, w, signature, digest, now)
 
     def transfer(self, req_id: int, t: Transfer, signature: bytes, *,
                  now: int) -> RequestTransfer | Ack:
         """A verified :class:`RequestTransfer` (must be signed by the owner itself)."""
-        try:
-            validate(t)
-            digest = transfer_digest(self.domain, t)
-            signer = recover_address_bytes(digest, signature)
-        except ProtocolRangeError as exc:
-            return _reject(req_id, Code.BAD_REQUEST, str(exc))
-        except InvalidSignature as exc:
-            return _reject(req_id, Code.BAD_SIGNATURE, str(exc))
-        if "0x" + signer.hex() != t.owner.lower():
-            return _reject(req_id, Code.BAD_SIGNATURE, "transfers must be signed by the owner")
+        digest = self._owner_digest(req_id, t, signature, "transfers")
+        if isinstance(digest, Ack):
+            return digest
         return RequestTransfer(req_id, t, signature, digest, now)
 
 
