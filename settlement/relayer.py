@@ -62,9 +62,18 @@ class RelayerConfig:
     stuck_after_s: float = 15.0
     fee_bump: float = 1.25  # nodes require >= 10% for a same-nonce replacement
     priority_fee_wei: int = 1_000_000_000
-    gas_margin: float = 1.3
+    # over a simulation's gasUsed, which is net of storage refunds (at most 1/4 of it back) and of
+    # the access list's discount; the limit must cover the gross gas, and it reserves block space
+    gas_margin: float = 1.35
     max_failures: int = 6
     queue_items: int = 5_000
+
+
+class _Held:
+    """Marker: the batch waits for the transactions ahead of it."""
+
+
+_HOLD = _Held()
 
 
 @dataclass
@@ -160,6 +169,8 @@ class Relayer:
         reader = asyncio.create_task(self._read(self.source.stream(next_seq), q))
         in_flight: deque[_Tx] = deque()
         source_done = False
+        held: Batch | None = None
+        held_behind = 0
         try:
             while True:
                 now = self.clock()
@@ -170,21 +181,32 @@ class Relayer:
                         break
                     self._add(pair, now)
                 stopping = self._stop.is_set()
-                while len(in_flight) < self.cfg.max_in_flight and not stopping:
-                    batch = self.batcher.take(now, force=source_done)
+                # a batch the node could not simulate behind the ones in flight (its next block is
+                # full) waits until one of them is mined, then tries again
+                if held is not None and len(in_flight) < held_behind:
+                    pending_batch, held = held, None
+                else:
+                    pending_batch = None
+                while held is None and len(in_flight) < self.cfg.max_in_flight and not stopping:
+                    batch = pending_batch or self.batcher.take(now, force=source_done)
+                    pending_batch = None
                     if batch is None:
                         break
-                    tx = await self._send(batch, estimate=not in_flight)
+                    tx = await self._send(batch, pipelined=bool(in_flight))
+                    if tx is _HOLD:
+                        held, held_behind = batch, len(in_flight)
+                        break
                     if tx is None:  # estimate said the chain moved on or the batch fails
                         await self._drain(in_flight)
                         return False
+                    assert isinstance(tx, _Tx)
                     in_flight.append(tx)
                 if in_flight:
                     ok = await self._check(in_flight)
                     if not ok:
                         await self._drain(in_flight)
                         return False
-                elif stopping or (source_done and self.batcher.pending == 0):
+                elif stopping or (source_done and self.batcher.pending == 0 and held is None):
                     return True
                 # wait for the next item, the batch deadline, or the next receipt poll
                 timeout = self.cfg.poll_interval_s if in_flight else 1.0
@@ -230,18 +252,36 @@ class Relayer:
         })
         return bytes(signed.raw_transaction)
 
-    async def _send(self, batch: Batch, estimate: bool) -> _Tx | None:
+    async def _send(self, batch: Batch, pipelined: bool) -> _Tx | _Held | None:
+        """Send ``batch``; None when it must not be sent (the chain moved on, or it fails),
+        :data:`_HOLD` when it should wait for the transactions ahead of it to be mined."""
         data = settle_calldata(batch.encode())
         call = {"from": self.account.address, "to": self.contract, "data": data}
         gas = int(batch.gas_estimate)
-        if estimate:
-            # nothing in flight, so latest state is what this tx will see: a cheap, free check
-            try:
-                gas = int(await self.w3.eth.estimate_gas(call) * self.cfg.gas_margin)  # type: ignore[arg-type]
-            except ContractLogicError as err:
-                rev = self._decode(err)
-                await self._failed(batch, rev, "estimate")
-                return None
+        try:
+            # The gas limit reserves block space, so it must be close to what the batch needs: the
+            # batcher's bound assumes every slot is fresh and would let a block carry a fraction of
+            # what fits. One execution (eth_createAccessList reports its gasUsed) is several times
+            # cheaper than eth_estimateGas's search; behind batches still in flight, "pending" runs
+            # this one on top of them (anvil and geth-style nodes execute their pool there).
+            sim = await self.w3.eth.create_access_list(call, "pending" if pipelined else "latest")  # type: ignore[arg-type]
+            gas = int(int(sim["gasUsed"]) * self.cfg.gas_margin) + 50_000
+        except Exception as err:  # noqa: BLE001 - any node refusal is handled below
+            if pipelined:
+                # the node's pending block does not hold all of our earlier batches (it is full) or
+                # cannot show them: sending now would need the worst-case bound, which reserves
+                # most of a block, so wait for the batches ahead to be mined
+                log.debug("pending simulation failed for batch %d+%d: %s", batch.first_seq, batch.count, err)
+                return _HOLD
+            else:
+                # nothing in flight, so latest state is what this tx will see: find out why it fails
+                try:
+                    await self.w3.eth.estimate_gas(call)  # type: ignore[arg-type]
+                except ContractLogicError as cle:
+                    await self._failed(batch, self._decode(cle), "estimate")
+                    return None
+                log.warning("simulation of batch %d+%d failed (%s); sending with the bound",
+                            batch.first_seq, batch.count, err)
         gas = min(gas, self.cfg.limits.max_gas + 1_000_000)
         max_fee, tip = await self._fees()
         tx = _Tx(batch, self._nonce, gas, max_fee, tip, data, [], self.clock())

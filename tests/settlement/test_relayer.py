@@ -6,6 +6,7 @@ import asyncio
 import pytest
 from web3 import AsyncWeb3
 
+from crossbook.chain.anvil import rpc_call
 from crossbook.chain.devkeys import dev_key
 from crossbook.chain.local_exchange import LocalExchange
 from crossbook.config import SIZE
@@ -129,3 +130,37 @@ async def test_a_stuck_transaction_is_replaced_with_higher_fees(ex: LocalExchang
     assert len(r.settled) == 1
     tx = await aw3.eth.get_transaction(r.settled[0].tx_hash)  # type: ignore[arg-type]
     assert tx["maxPriorityFeePerGas"] > cfg.priority_fee_wei  # the replacement, not the original, was mined
+
+
+async def test_gas_limits_follow_simulation_and_full_blocks_hold_batches(ex: LocalExchange, aw3: AsyncWeb3) -> None:
+    """Each settle tx's gas limit comes from simulating it (behind the batches still in flight),
+    not from the batcher's worst-case bound; when the node's next block cannot hold another
+    batch, the relayer waits for a block instead of sending with the bound."""
+    url = ex.node.url
+    block_gas = 1_200_000  # a small block: three 3-fill batches fill it
+    first = ex.client.next_seq()
+    fills = make_fills(ex, 36)
+    src = InMemorySource(fills, first_seq=first)
+    src.close()
+    cfg = RelayerConfig(limits=BatchLimits(max_items=3, max_age_s=0.01, max_gas=block_gas - 100_000),
+                        max_in_flight=8, poll_interval_s=0.01)
+    relayer = Relayer(aw3, ex.client.contract.address, OPERATOR_KEY, src, cfg)
+    rpc_call(url, "evm_setBlockGasLimit", [hex(block_gas)])
+    rpc_call(url, "evm_setIntervalMining", [1])
+    try:
+        await asyncio.wait_for(relayer.run(), 120)
+    finally:
+        rpc_call(url, "evm_setIntervalMining", [0])
+        rpc_call(url, "evm_setAutomine", [True])
+        rpc_call(url, "evm_setBlockGasLimit", [hex(30_000_000)])
+    assert_exactly_once(ex, first, len(fills))
+    blocks: dict[int, int] = {}
+    for ev in relayer.settled:
+        tx = await aw3.eth.get_transaction(ev.tx_hash)  # type: ignore[arg-type]
+        receipt = await aw3.eth.get_transaction_receipt(ev.tx_hash)  # type: ignore[arg-type]
+        used, limit = int(receipt["gasUsed"]), int(tx["gas"])
+        assert used <= limit <= used * cfg.gas_margin * 1.1 + 50_000  # simulated, not the bound
+        assert limit < relayer.batcher.limits.base_gas + 3 * relayer.batcher.limits.gas_of(fills[0])
+        blocks[int(receipt["blockNumber"])] = blocks.get(int(receipt["blockNumber"]), 0) + 1
+    assert max(blocks.values()) >= 2  # pipelined: several batches share a block
+    assert len(blocks) >= 3  # and the full blocks made later batches wait for the next ones
