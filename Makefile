@@ -5,7 +5,7 @@ PY ?= python3
 VENV := .venv
 FORGE := node_modules/.bin/forge
 
-.PHONY: up test setup build browser test-contracts test-python typecheck clean
+.PHONY: up test setup build native browser test-contracts test-python typecheck clean
 
 up: setup
 	$(VENV)/bin/crossbook up
@@ -27,8 +27,19 @@ node_modules/.installed: package.json package-lock.json
 	touch $@
 
 # forge caches per file, so this is quick when nothing changed.
-build: node_modules/.installed
+build: node_modules/.installed native
 	cd contracts && ../$(FORGE) build --sizes > /dev/null
+
+# The matcher's engine core compiled with mypyc (extension modules next to the sources,
+# git-ignored). Rebuilt whenever a compiled source changes; matcher/native.py makes a compiled
+# module that is older than its source run the source instead.
+NATIVE_SRC := matcher/orders.py matcher/book.py
+native: matcher/native.stamp
+
+matcher/native.stamp: $(VENV)/.installed $(NATIVE_SRC) matcher/native.py
+	rm -f matcher/native.stamp
+	$(VENV)/bin/mypyc $(NATIVE_SRC) > build-native.log 2>&1 || { tail -30 build-native.log; exit 1; }
+	$(VENV)/bin/python -m matcher.native
 
 test-contracts: node_modules/.installed
 	cd contracts && ../$(FORGE) test
@@ -49,4 +60,5 @@ typecheck: $(VENV)/.installed
 	$(VENV)/bin/mypy
 
 clean:
-	rm -rf contracts/out contracts/cache .crossbook
+	rm -rf contracts/out contracts/cache .crossbook build build-native.log
+	rm -f matcher/*.so *__mypyc*.so matcher/native.stamp

@@ -25,19 +25,24 @@ from __future__ import annotations
 import hashlib
 from heapq import heapify, heappop, heappush
 from itertools import islice
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 from sortedcontainers import SortedList
 
+from matcher.native import use_source_if_stale
 from matcher.orders import (
+    NO_ACCT,
+    NO_LEVEL,
     UINT64_MAX,
     Accepted,
     Account,
+    AcctOrders,
     CancelReason,
     Cancelled,
     CommandRejected,
     Event,
     Fill,
+    Level,
     Modified,
     Order,
     Owner,
@@ -57,12 +62,6 @@ _POST_ONLY = int(Tif.POST_ONLY)
 _MARKET = int(Tif.MARKET)
 _EXPIRE_TAKER = int(Stp.EXPIRE_TAKER)
 _EXPIRE_MAKER = int(Stp.EXPIRE_MAKER)
-_TIFS = frozenset(int(t) for t in Tif)
-_STPS = frozenset(int(s) for s in Stp)
-# both enums are contiguous from 0, so an int in [0, max] is a member
-_TIF_MAX = max(_TIFS)
-_STP_MAX = max(_STPS)
-assert _TIFS == frozenset(range(_TIF_MAX + 1)) and _STPS == frozenset(range(_STP_MAX + 1))
 _U32 = 2**32 - 1
 # best key of an empty side: above every real key (|key| <= 2**64 - 1), so nothing crosses it
 _INF = 2**64
@@ -73,36 +72,6 @@ _C_STP = CancelReason.STP
 _C_EXPIRED = CancelReason.EXPIRED
 _C_RO = CancelReason.REDUCE_ONLY
 _C_RISK = CancelReason.RISK
-
-
-class _Level:
-    """One price level: an intrusive doubly linked FIFO of orders plus its total open size.
-
-    A level that empties is kept (and reused) unless it is the side's best level; see
-    ``OrderBook._emptied``.
-    """
-
-    __slots__ = ("key", "price", "head", "tail", "total")
-
-    def __init__(self, key: int, price: int) -> None:
-        self.key = key
-        self.price = price
-        self.head: Order | None = None
-        self.tail: Order | None = None
-        self.total = 0
-
-
-class _AcctOrders:
-    """A sub-account's live orders in this market and its open size per side (O(1) reads)."""
-
-    __slots__ = ("orders", "cids", "open_buy", "open_sell")
-
-    def __init__(self) -> None:
-        # insertion order = order id order, so mass cancels are deterministic
-        self.orders: dict[int, Order] = {}
-        self.cids: dict[int, int] = {}
-        self.open_buy = 0
-        self.open_sell = 0
 
 
 def _is_u64(x: object, lo: int) -> bool:
@@ -142,9 +111,9 @@ class OrderBook:
         self.lot_size = lot_size
         self.position_of = position_of
         self.maker_check = maker_check
-        self._levels: tuple[dict[int, _Level], dict[int, _Level]] = ({}, {})
+        self._levels: tuple[dict[int, Level], dict[int, Level]] = ({}, {})
         # the same levels keyed by price, so the hot paths need no negated (allocated) key
-        self._px: tuple[dict[int, _Level], dict[int, _Level]] = ({}, {})
+        self._px: tuple[dict[int, Level], dict[int, Level]] = ({}, {})
         self._bid_lv, self._ask_lv = self._px
         self._keys: tuple[SortedList, SortedList] = (SortedList(), SortedList())
         # invariant: _best[s] == _keys[s][0] and that level is non-empty (or _INF, no levels)
@@ -152,7 +121,7 @@ class OrderBook:
         # the best bid's price (0: no bids), so a sell's cross test needs no negation
         self._bid_px = 0
         self._orders: dict[int, Order] = {}
-        self._accts: dict[Account, _AcctOrders] = {}
+        self._accts: dict[Account, AcctOrders] = {}
         self._last_oid = 0
         self._fill_seq = 0
         # (expiry, oid) of resting good-til-time orders; stale entries are skipped lazily
@@ -172,7 +141,7 @@ class OrderBook:
         k = self._best[1]
         return None if k == _INF else k
 
-    def _live_levels(self, side: int) -> Iterator[_Level]:
+    def _live_levels(self, side: int) -> Iterator[Level]:
         levels = self._levels[side]
         for k in self._keys[side]:
             lvl = levels[k]
@@ -240,23 +209,17 @@ class OrderBook:
         tif = o.tif
         stp = o.stp
         is_buy = o.is_buy
-        # fast path for well-formed input; the slow path only names the reason. A price that
-        # names an existing level of the order's side is on tick and in range; an int or enum
-        # member in range is a valid tif / stp without hashing it into the sets
-        if not (
-            type(oid) is int and type(price) is int and type(size) is int
-            and type(is_buy) is bool
-            and ((lvl := (self._bid_lv if is_buy else self._ask_lv).get(price)) is not None
-                 or 0 < price <= UINT64_MAX and (not price % self.tick_size or tif == _MARKET))
+        # the Order constructor already refused wrong types and unknown enums (``bad``). Fast
+        # path for well-formed input; the slow path only names the reason. A price that names
+        # an existing level of the order's side is on tick and in range
+        if o.bad or not (
+            ((lvl := (self._bid_lv if is_buy else self._ask_lv).get(price)) is not None
+             or 0 < price <= UINT64_MAX and (not price % self.tick_size or tif == _MARKET))
             and 0 < size <= UINT64_MAX and 0 < oid <= UINT64_MAX and not size % self.lot_size
-            and (type(tif) is Tif or type(tif) is int and 0 <= tif <= _TIF_MAX or tif in _TIFS)
-            and (type(stp) is Stp or type(stp) is int and 0 <= stp <= _STP_MAX or stp in _STPS)
-            and type(o.expiry) is int and 0 <= o.expiry <= UINT64_MAX
-            and type(o.reduce_only) is bool
-            and type(o.sub) is int and 0 <= o.sub <= _U32
-            and (o.cid is None or _is_u64(o.cid, 0))
+            and 0 <= o.expiry <= UINT64_MAX and 0 <= o.sub <= _U32
+            and (o.cid is None or 0 <= o.cid <= UINT64_MAX)
         ):
-            return [Rejected(oid, self._classify(o))]
+            return self._reject(o)
         if oid <= self._last_oid:
             return [Rejected(oid, RejectReason.DUPLICATE_ORDER_ID)]
         a = self._accts.get(o.acct)
@@ -299,7 +262,7 @@ class OrderBook:
             ev.append(Cancelled(oid, _C_IOC, o.size))
             return ev
         if a is None:
-            a = self._accts[o.acct] = _AcctOrders()
+            a = self._accts[o.acct] = AcctOrders()
         if lvl is None:
             self._link(o)
         else:
@@ -328,7 +291,7 @@ class OrderBook:
             self._register(o, a)
         return ev
 
-    def cancel(self, order_id: int, reason: CancelReason = CancelReason.USER) -> list[Event]:
+    def cancel(self, order_id: Any, reason: CancelReason = CancelReason.USER) -> list[Event]:
         """Cancel a live order by id. The caller has checked that the requester may do so."""
         try:
             o = self._orders[order_id]
@@ -365,7 +328,7 @@ class OrderBook:
                 ev.append(Cancelled(o.oid, reason, o.size))
         return ev
 
-    def modify(self, order_id: int, price: int, size: int, now: int) -> list[Event]:
+    def modify(self, order_id: Any, price: Any, size: Any, now: int) -> list[Event]:
         """Change a live order's price and open size.
 
         Same price and a size no larger than the open size keeps queue priority. Any other change
@@ -381,6 +344,11 @@ class OrderBook:
             return [CommandRejected(order_id, RejectReason.UNKNOWN_ORDER)]
         if type(price) is not int or type(size) is not int:
             return [CommandRejected(order_id, RejectReason.BAD_TYPE)]
+        return self._modify(o, price, size, now)
+
+    def _modify(self, o: Order, price: int, size: int, now: int) -> list[Event]:
+        """``modify`` of a live order with int arguments."""
+        order_id = o.oid
         old = o.size
         if o.is_buy:
             levels = self._bid_lv
@@ -400,7 +368,7 @@ class OrderBook:
         if exp and now > exp:
             self._drop(o)
             return [Cancelled(order_id, _C_EXPIRED, o.size)]
-        lvl: _Level = o.level
+        lvl: Level = o.level
         if lvl is nl and size <= old:
             if size < old:
                 d = old - size
@@ -506,10 +474,11 @@ class OrderBook:
                 return ev
             old = 0
             size = o.size
-        lvl = self._px[side].get(price)
-        if lvl is None:
+        dest = self._px[side].get(price)
+        if dest is None:
             self._link(o)
         else:
+            lvl = dest
             tail = lvl.tail
             if tail is None:
                 lvl.head = o
@@ -556,33 +525,29 @@ class OrderBook:
         for o in sorted(orders, key=lambda x: x.oid):
             a = self._accts.get(o.acct)
             if a is None:
-                a = self._accts[o.acct] = _AcctOrders()
+                a = self._accts[o.acct] = AcctOrders()
             self._register(o, a)
         self._last_oid = last_oid
         self._fill_seq = fill_seq
 
     # ------------------------------------------------------------------ internals
 
-    def _classify(self, o: Order) -> RejectReason:
-        """Name the first problem of an order the fast validity test refused."""
-        for x in (o.oid, o.price, o.size, o.expiry, o.sub):
-            if type(x) is not int:
-                return RejectReason.BAD_TYPE
-        if type(o.is_buy) is not bool or type(o.reduce_only) is not bool:
-            return RejectReason.BAD_TYPE
-        if o.cid is not None and type(o.cid) is not int:
-            return RejectReason.BAD_TYPE
-        if o.tif not in _TIFS or o.stp not in _STPS:
-            return RejectReason.BAD_ENUM
+    def _reject(self, o: Order) -> list[Event]:
+        """The ``Rejected`` event of an order the fast validity test refused, naming its first
+        problem (type and enum problems were found by the Order constructor)."""
+        if o.bad:
+            assert o.raw is not None
+            return [Rejected(o.raw[0], RejectReason(o.bad))]  # type: ignore[arg-type]
+        cid = o.cid
         if not (0 < o.oid <= UINT64_MAX and 0 <= o.expiry <= UINT64_MAX and 0 <= o.sub <= _U32):
-            return RejectReason.OUT_OF_RANGE
-        if o.cid is not None and not 0 <= o.cid <= UINT64_MAX:
-            return RejectReason.OUT_OF_RANGE
-        return self._classify_px(o.price, o.size, o.tif == _MARKET)
+            reason = RejectReason.OUT_OF_RANGE
+        elif cid is not None and not 0 <= cid <= UINT64_MAX:
+            reason = RejectReason.OUT_OF_RANGE
+        else:
+            reason = self._classify_px(o.price, o.size, o.tif == _MARKET)
+        return [Rejected(o.oid, reason)]
 
-    def _classify_px(self, price: object, size: object, market: bool) -> RejectReason:
-        if type(price) is not int or type(size) is not int:
-            return RejectReason.BAD_TYPE
+    def _classify_px(self, price: int, size: int, market: bool) -> RejectReason:
         if price > UINT64_MAX or size > UINT64_MAX:
             return RejectReason.OUT_OF_RANGE
         if price <= 0:
@@ -732,7 +697,7 @@ class OrderBook:
         levels = self._levels[side]
         lvl = levels.get(k)
         if lvl is None:
-            lvl = levels[k] = self._px[side][price] = _Level(k, price)
+            lvl = levels[k] = self._px[side][price] = Level(k, price)
             self._keys[side].add(k)
             if k < self._best[side]:
                 self._best[side] = k
@@ -752,7 +717,7 @@ class OrderBook:
         lvl.total += o.size
         o.level = lvl
 
-    def _emptied(self, lvl: _Level, side: int) -> None:
+    def _emptied(self, lvl: Level, side: int) -> None:
         """Bookkeeping for a level whose last order just left."""
         lvl.total = 0
         lvl.tail = None
@@ -779,7 +744,7 @@ class OrderBook:
         keys.clear()
         keys.update(levels)
 
-    def _register(self, o: Order, a: _AcctOrders) -> None:
+    def _register(self, o: Order, a: AcctOrders) -> None:
         """Record a newly resting order (already linked into its level)."""
         oid = o.oid
         o.book_acct = a
@@ -802,7 +767,7 @@ class OrderBook:
                 h[:] = [(x.expiry, x.oid) for x in self._orders.values() if x.expiry]
                 heapify(h)
 
-    def _unregister(self, o: Order, a: _AcctOrders) -> None:
+    def _unregister(self, o: Order, a: AcctOrders) -> None:
         """Forget a live order that is no longer in any level (its open size already removed)."""
         oid = o.oid
         del self._orders[oid]
@@ -813,7 +778,8 @@ class OrderBook:
             self._n_ro -= 1
         if o.expiry:
             self._n_exp -= 1
-        o.level = o.book_acct = None
+        o.level = NO_LEVEL
+        o.book_acct = NO_ACCT
 
     def _drop(self, o: Order) -> None:
         """Remove a resting order completely; ``o.size`` keeps its last open size."""
@@ -848,7 +814,8 @@ class OrderBook:
             self._n_ro -= 1
         if o.expiry:
             self._n_exp -= 1
-        o.level = o.book_acct = None
+        o.level = NO_LEVEL
+        o.book_acct = NO_ACCT
 
 
 def _replay_vetoes(verdicts: dict[int, bool]) -> MakerCheck:
@@ -858,3 +825,6 @@ def _replay_vetoes(verdicts: dict[int, bool]) -> MakerCheck:
         return verdicts[m.oid]
 
     return check
+
+# last: a compiled build of this file that is older than its source must not shadow it
+use_source_if_stale(__name__, __file__, globals())

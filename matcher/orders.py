@@ -15,6 +15,8 @@ from typing import Any, Union
 
 import msgspec
 
+from matcher.native import use_source_if_stale
+
 UINT64_MAX = 2**64 - 1
 
 # An owner is whatever the caller uses to identify an address (bytes, a hex str or an int); the
@@ -78,6 +80,39 @@ class CancelReason(IntEnum):
     RISK = 10  # the maker-fill veto hook refused this maker
 
 
+# tif / stp values an order may carry (both enums are contiguous from 0)
+_TIF_VALUES = frozenset(int(t) for t in Tif)
+_STP_VALUES = frozenset(int(s) for s in Stp)
+
+
+class Level:
+    """One price level of a book: an intrusive doubly linked FIFO of orders plus its total open
+    size. A level that empties is kept (and reused) unless it is the side's best level; see
+    ``OrderBook._emptied``."""
+
+    __slots__ = ("key", "price", "head", "tail", "total")
+
+    def __init__(self, key: int, price: int) -> None:
+        self.key = key
+        self.price = price
+        self.head: Order | None = None
+        self.tail: Order | None = None
+        self.total = 0
+
+
+class AcctOrders:
+    """A sub-account's live orders in one book and its open size per side (O(1) reads)."""
+
+    __slots__ = ("orders", "cids", "open_buy", "open_sell")
+
+    def __init__(self) -> None:
+        # insertion order = order id order, so mass cancels are deterministic
+        self.orders: dict[int, Order] = {}
+        self.cids: dict[int, int] = {}
+        self.open_buy = 0
+        self.open_sell = 0
+
+
 class Order:
     """A live order. The caller builds it for ``OrderBook.place`` and then hands it over.
 
@@ -85,47 +120,77 @@ class Order:
     ``size`` change on modify. Treat orders returned by book queries as read-only.
     ``prev``/``next`` link the order into its price level's FIFO (intrusive list, O(1) cancel).
     An Order object belongs to one book for its whole life: never submit the same object twice.
+
+    The constructor is the type boundary: its fields are typed (ints, bools) so the book's hot
+    path (compiled with mypyc by ``make build``) never meets a float or a str. Raw arguments of
+    the wrong type or a tif / stp outside its enum are recorded instead (``bad`` is the
+    RejectReason, ``raw`` the arguments as given) and ``place`` refuses the order with that
+    reason, exactly as when the book inspected the raw values itself.
     """
 
     __slots__ = (
-        "oid", "owner", "sub", "acct", "cid", "is_buy", "price", "size",
-        "tif", "stp", "reduce_only", "expiry", "prev", "next", "level", "book_acct",
+        "oid", "owner", "sub", "acct", "cid", "is_buy", "price", "size", "tif", "stp",
+        "reduce_only", "expiry", "prev", "next", "level", "book_acct", "bad", "raw",
     )
 
     def __init__(
         self,
-        oid: int,
+        oid: Any,
         owner: Owner,
-        sub: int,
-        is_buy: bool,
-        price: int,
-        size: int,
-        tif: int = Tif.GTC,
+        sub: Any,
+        is_buy: Any,
+        price: Any,
+        size: Any,
+        tif: Any = 0,
         *,
-        cid: int | None = None,
-        stp: int = Stp.EXPIRE_TAKER,
-        reduce_only: bool = False,
-        expiry: int = 0,
+        cid: Any = None,
+        stp: Any = 0,
+        reduce_only: Any = False,
+        expiry: Any = 0,
     ) -> None:
-        self.oid = oid
-        self.owner = owner
-        self.sub = sub
-        self.acct: Account = (owner, sub)
-        self.cid = cid
-        self.is_buy = is_buy
-        self.price = price
-        self.size = size
-        self.tif = tif
-        self.stp = stp
-        self.reduce_only = reduce_only
-        # 0 = no expiry; otherwise expired once now > expiry (unix seconds, like the contract)
-        self.expiry = expiry
+        self.owner: Owner = owner
         self.prev: Order | None = None
         self.next: Order | None = None
-        # set by the book while the order is live (its price level and sub-account record), so
-        # the hot path reaches them without hashing a key
-        self.level: Any = None
-        self.book_acct: Any = None
+        # the book's level and sub-account record while the order rests (sentinels otherwise),
+        # so the hot path reaches them without hashing a key
+        self.level: Level = NO_LEVEL
+        self.book_acct: AcctOrders = NO_ACCT
+        self.raw: tuple[object, ...] | None = None
+        # fast path: exact builtin types (an IntEnum member is not an exact int) and in-range
+        # enums; anything else goes through the classifier
+        if (type(oid) is int and type(price) is int and type(size) is int
+                and type(sub) is int and type(expiry) is int and type(is_buy) is bool
+                and type(reduce_only) is bool and (cid is None or type(cid) is int)):
+            bad = 0
+        else:
+            bad = RejectReason.BAD_TYPE.value
+        if not bad and not (tif in _TIF_VALUES and stp in _STP_VALUES):
+            bad = RejectReason.BAD_ENUM.value
+        self.bad: int = bad
+        if bad:
+            self.raw = (oid, sub, is_buy, price, size, tif, cid, stp, reduce_only, expiry)
+            oid = oid if type(oid) is int else 0
+            sub = sub if type(sub) is int else 0
+            is_buy = is_buy if type(is_buy) is bool else False
+            price = price if type(price) is int else 0
+            size = size if type(size) is int else 0
+            tif = int(tif) if tif in _TIF_VALUES else 0
+            stp = int(stp) if stp in _STP_VALUES else 0
+            cid = cid if type(cid) is int else None
+            reduce_only = reduce_only if type(reduce_only) is bool else False
+            expiry = expiry if type(expiry) is int else 0
+        self.oid: int = oid
+        self.sub: int = sub
+        self.acct: Account = (owner, sub)
+        self.cid: int | None = cid
+        self.is_buy: bool = is_buy
+        self.price: int = price
+        self.size: int = size
+        self.tif: int = int(tif)
+        self.stp: int = int(stp)
+        self.reduce_only: bool = reduce_only
+        # 0 = no expiry; otherwise expired once now > expiry (unix seconds, like the contract)
+        self.expiry: int = expiry
 
     def __repr__(self) -> str:
         side = "buy" if self.is_buy else "sell"
@@ -141,6 +206,11 @@ class Order:
             self.oid, self.owner, self.sub, self.cid, self.is_buy, self.price, self.size,
             int(self.tif), int(self.stp), self.reduce_only, self.expiry,
         )
+
+
+# what an order that rests in no book points at (typed fields need a value, not None)
+NO_LEVEL = Level(0, 0)
+NO_ACCT = AcctOrders()
 
 
 class Accepted(msgspec.Struct, frozen=True, gc=False, array_like=True, tag=True):
@@ -201,5 +271,9 @@ Event = Union[Accepted, Rejected, CommandRejected, Fill, Cancelled, Modified]
 
 __all__ = [
     "UINT64_MAX", "Owner", "Account", "Tif", "Stp", "RejectReason", "CancelReason", "Order",
+    "Level", "AcctOrders", "NO_LEVEL", "NO_ACCT",
     "Accepted", "Rejected", "CommandRejected", "Fill", "Cancelled", "Modified", "Event",
 ]
+
+# last: a compiled build of this file that is older than its source must not shadow it
+use_source_if_stale(__name__, __file__, globals())

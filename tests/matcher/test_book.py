@@ -81,10 +81,11 @@ def test_bad_input_rejected_without_state_change(change: dict[str, Any],
                                                  reason: RejectReason) -> None:
     b = book_with_asks()
     before = b.state_hash()
-    o = od(10, "t", True, 1000, 10)
-    for k, v in change.items():
-        setattr(o, k, v)
-    assert b.place(o, 0) == [Rejected(o.oid, reason)]
+    # the Order constructor is the type boundary: it records bad types for place to refuse
+    args: dict[str, Any] = dict(oid=10, owner="t", sub=0, is_buy=True, price=1000, size=10)
+    args.update(change)
+    o = Order(**args)
+    assert b.place(o, 0) == [Rejected(args["oid"], reason)]
     assert b.state_hash() == before
 
 

@@ -52,8 +52,8 @@ class Harness:
         kind = op[0]
         b = self.book
         if kind == "place":
-            o = Order(*op[1])
-            o.cid, o.stp, o.reduce_only, o.expiry = op[2]
+            cid, stp, ro, expiry = op[2]
+            o = Order(*op[1], cid=cid, stp=stp, reduce_only=ro, expiry=expiry)
             ev = b.place(o, now)
             self.accounts.setdefault(o.oid, (o.owner, o.sub))
         elif kind == "cancel":

@@ -1,0 +1,70 @@
+"""The mypyc-compiled engine core: which modules are compiled and the stale-build guard.
+
+``make build`` compiles :data:`COMPILED` with mypyc (the extension modules sit next to their
+sources and are git-ignored) and then runs ``python -m matcher.native`` to record the sha256 of
+each source it compiled in :data:`STAMP`. Python imports an extension module in preference to
+the ``.py`` beside it, so a compiled module ends with a call of :func:`use_source_if_stale`:
+when a compiled source no longer matches the stamp (edited since the build, or no stamp at
+all), it warns and swaps the source's definitions in, so an edit is never shadowed by an old
+build. ``make build`` rebuilds
+whenever a source is newer than the stamp.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+COMPILED = ("matcher/orders.py", "matcher/book.py")
+_ROOT = Path(__file__).resolve().parent.parent
+STAMP = _ROOT / "matcher" / "native.stamp"
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def write_stamp() -> None:
+    """Record the digests of the sources just compiled (called by ``make build``)."""
+    STAMP.write_text(json.dumps({p: _digest(_ROOT / p) for p in COMPILED}, indent=1) + "\n")
+
+
+def stale() -> bool:
+    """True unless every compiled source still has the digest recorded at build time. The
+    modules are compiled together (they share native classes), so one edited source means
+    none of the build may be used."""
+    try:
+        stamp = json.loads(STAMP.read_text())
+    except (OSError, ValueError):
+        return True
+    return any(stamp.get(p) != _digest(_ROOT / p) for p in COMPILED)
+
+
+def is_compiled(module_file: str) -> bool:
+    """True when ``module_file`` (a module's ``__file__``) is an extension module."""
+    return not module_file.endswith(".py")
+
+
+def use_source_if_stale(name: str, module_file: str, namespace: dict[str, Any]) -> bool:
+    """Called at the end of each compiled module with its ``globals()``. When the module is a
+    compiled build and a compiled source changed since ``make build``, run the source and
+    replace the module's namespace with the source's definitions; returns True then."""
+    if not is_compiled(module_file) or not stale():
+        return False
+    rel = name.replace(".", "/") + ".py"
+    src = _ROOT / rel
+    warnings.warn(f"{', '.join(COMPILED)} changed since they were compiled: running the "
+                  f"sources ({rel} now; make build recompiles them)", RuntimeWarning,
+                  stacklevel=2)
+    fresh: dict[str, Any] = {"__name__": name, "__file__": str(src),
+                             "__package__": name.rpartition(".")[0]}
+    exec(compile(src.read_text(), str(src), "exec"), fresh)  # noqa: S102 - our own source
+    namespace.update({k: v for k, v in fresh.items() if k != "__builtins__"})
+    return True
+
+
+if __name__ == "__main__":
+    write_stamp()
