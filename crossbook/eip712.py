@@ -107,9 +107,12 @@ def address_bytes(address: str) -> bytes:
     if not isinstance(address, str) or len(address) != 42 or address[:2] not in ("0x", "0X"):
         raise ProtocolRangeError(f"not an address: {address!r}")
     try:
-        return bytes.fromhex(address[2:])
+        raw = bytes.fromhex(address[2:])
     except ValueError:
         raise ProtocolRangeError(f"not an address: {address!r}") from None
+    if len(raw) != ADDRESS_LEN:  # fromhex skips spaces: "0x 1 2 ..." is 42 chars too
+        raise ProtocolRangeError(f"not an address: {address!r}")
+    return raw
 
 
 def to_checksum_address(address: bytes | str) -> str:
@@ -164,6 +167,7 @@ _WITHDRAWAL_WORDS: Final = struct.Struct(">32s12x20s28xI30xH16xQQ24xQ24xQ")
 _TRANSFER_WORDS: Final = struct.Struct(">32s12x20s28xI28xI30xH16xQQ24xQ24xQ")
 _DOMAIN_WORDS: Final = struct.Struct(">32s32s32s32s12x20s")
 _U64_MASK: Final = (1 << 64) - 1
+_ORDER_PACK: Final = _ORDER_WORDS.pack  # orders are the hot path: no wrapper call
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +177,8 @@ class Domain:
     chain_id: int
     verifying_contract: str
     separator: bytes = field(init=False, repr=False, compare=False)
+    # b"\x19\x01" + separator: what every typed digest of this domain starts with
+    prefix: bytes = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not 0 <= self.chain_id < 1 << 256:
@@ -185,6 +191,7 @@ class Domain:
             address_bytes(self.verifying_contract),
         )
         object.__setattr__(self, "separator", keccak256(encoded))
+        object.__setattr__(self, "prefix", b"\x19\x01" + self.separator)
 
 
 def _packed(packer: struct.Struct, *values: Any) -> bytes:
@@ -198,11 +205,14 @@ def order_struct_hash(order: Order) -> bytes:
     """``hashStruct(Order)``."""
     if type(order.is_buy) is not bool or type(order.reduce_only) is not bool:
         raise ProtocolRangeError("Order.is_buy and Order.reduce_only must be bool")
-    return keccak256(_packed(
-        _ORDER_WORDS, ORDER_TYPEHASH, address_bytes(order.owner), order.subaccount,
-        order.market, order.is_buy, order.reduce_only, order.price, order.size, order.nonce,
-        order.expiry, order.max_fee_ppm,
-    ))
+    try:
+        words = _ORDER_PACK(
+            ORDER_TYPEHASH, address_bytes(order.owner), order.subaccount, order.market,
+            order.is_buy, order.reduce_only, order.price, order.size, order.nonce,
+            order.expiry, order.max_fee_ppm)
+    except struct.error as exc:
+        raise ProtocolRangeError(f"field out of range for EIP-712 encoding: {exc}") from None
+    return keccak256(words)
 
 
 def _split128(amount: int) -> tuple[int, int]:
@@ -231,22 +241,22 @@ def transfer_struct_hash(t: Transfer) -> bytes:
 
 def typed_digest(domain: Domain, struct_hash: bytes) -> bytes:
     """``keccak256(0x1901 || domainSeparator || structHash)``."""
-    return keccak256(b"\x19\x01" + domain.separator + struct_hash)
+    return keccak256(domain.prefix + struct_hash)
 
 
 def order_digest(domain: Domain, order: Order) -> bytes:
     """EIP-712 digest an order's signer signs."""
-    return keccak256(b"\x19\x01" + domain.separator + order_struct_hash(order))
+    return keccak256(domain.prefix + order_struct_hash(order))
 
 
 def withdrawal_digest(domain: Domain, withdrawal: Withdrawal) -> bytes:
     """EIP-712 digest of a withdrawal (also its single-use id on-chain)."""
-    return keccak256(b"\x19\x01" + domain.separator + withdrawal_struct_hash(withdrawal))
+    return keccak256(domain.prefix + withdrawal_struct_hash(withdrawal))
 
 
 def transfer_digest(domain: Domain, transfer: Transfer) -> bytes:
     """EIP-712 digest of a transfer (also its single-use id on-chain)."""
-    return keccak256(b"\x19\x01" + domain.separator + transfer_struct_hash(transfer))
+    return keccak256(domain.prefix + transfer_struct_hash(transfer))
 
 
 def typed_data(domain: Domain, message: Order | Withdrawal | Transfer) -> dict[str, Any]:
@@ -312,6 +322,80 @@ def _to_eth_signature(recoverable: bytes) -> bytes:
     return recoverable[:64] + bytes((recoverable[64] + 27,))
 
 
+def _coincurve_recover(digest: bytes, sig64: bytes, recid: int) -> bytes | None:
+    """Uncompressed public key (64 bytes, no 0x04 prefix) through coincurve's public API."""
+    try:
+        key = PublicKey.from_signature_and_message(sig64 + bytes((recid,)), digest, hasher=None)
+    except Exception:  # coincurve raises plain Exception/ValueError on no solution
+        return None
+    return key.format(compressed=False)[1:]
+
+
+def _load_fast_recover() -> Callable[[bytes, bytes, int], bytes | None] | None:
+    """Recovery as three direct calls into coincurve's libsecp256k1 on reused buffers.
+    coincurve's wrapper allocates four cffi objects, builds two Python key objects and
+    copies the signature twice per recovery; this does none of that. None when coincurve's
+    private binding module is not there (the public API then serves)."""
+    try:
+        from coincurve._libsecp256k1 import ffi, lib  # type: ignore[import-not-found]
+        from coincurve.context import GLOBAL_CONTEXT
+    except Exception:  # pragma: no cover - depends on the installed coincurve build
+        return None
+    ctx = GLOBAL_CONTEXT.ctx  # recovery only reads the context: safe from any thread
+    parse = lib.secp256k1_ecdsa_recoverable_signature_parse_compact
+    recover = lib.secp256k1_ecdsa_recover
+    serialize = lib.secp256k1_ec_pubkey_serialize
+    uncompressed = lib.SECP256K1_EC_UNCOMPRESSED
+    buffer = ffi.buffer
+    tls = threading.local()  # buffers per thread: cffi releases the GIL inside each call
+
+    def new_buffers() -> tuple[Any, Any, Any, Any]:
+        bufs = (ffi.new("secp256k1_ecdsa_recoverable_signature *"),
+                ffi.new("secp256k1_pubkey *"), ffi.new("unsigned char[65]"),
+                ffi.new("size_t *"))
+        tls.bufs = bufs
+        return bufs
+
+    def fast(digest: bytes, sig64: bytes, recid: int) -> bytes | None:
+        try:
+            rsig, pub, out, out_len = tls.bufs
+        except AttributeError:
+            rsig, pub, out, out_len = new_buffers()
+        if not parse(ctx, rsig, sig64, recid) or not recover(ctx, pub, rsig, digest):
+            return None
+        out_len[0] = 65
+        serialize(ctx, out, out_len, pub, uncompressed)
+        return buffer(out)[1:65]
+
+    return fast
+
+
+def _choose_recover() -> Callable[[bytes, bytes, int], bytes | None]:
+    fast = _load_fast_recover()
+    if fast is not None:
+        # trust the direct binding only if it agrees with coincurve's own API
+        key = PrivateKey(b"\x07" * 32)
+        digest = keccak256(b"crossbook recover self-test")
+        sig = key.sign_recoverable(digest, hasher=None)
+        try:
+            if fast(digest, sig[:64], sig[64]) == _coincurve_recover(digest, sig[:64], sig[64]):
+                return fast
+        except Exception:  # pragma: no cover
+            pass
+    return _coincurve_recover  # pragma: no cover
+
+
+_recover_public_key: Final = _choose_recover()
+
+# uncompressed public key -> address: a market maker signs with a handful of keys, so the
+# address keccak of a recovered key is nearly always a dict hit
+_ADDRESS_OF_KEY: dict[bytes, bytes] = {}
+_ADDRESS_CACHE_MAX: Final = 65_536
+_ZERO32: Final = bytes(32)
+_N_BYTES: Final = SECP256K1_N.to_bytes(32, "big")
+_HALF_N_BYTES: Final = SECP256K1_HALF_N.to_bytes(32, "big")
+
+
 def recover_address_bytes(digest: bytes, signature: bytes) -> bytes:
     """Raw 20-byte signer of ``digest``; raises :class:`InvalidSignature` on anything
     OpenZeppelin's ``ECDSA.recover`` would refuse (length, high ``s``, ``v``, r/s zero)."""
@@ -322,19 +406,22 @@ def recover_address_bytes(digest: bytes, signature: bytes) -> bytes:
     v = signature[64]
     if v != 27 and v != 28:
         raise InvalidSignature(f"v must be 27 or 28, got {v}")
-    r = int.from_bytes(signature[:32], "big")
-    s = int.from_bytes(signature[32:64], "big")
-    if s > SECP256K1_HALF_N:
+    # big-endian words of equal length compare like the integers they encode
+    r = signature[:32]
+    s = signature[32:64]
+    if s > _HALF_N_BYTES:
         raise InvalidSignature("high-s (malleable) signature")
-    if r == 0 or s == 0 or r >= SECP256K1_N:
+    if r == _ZERO32 or s == _ZERO32 or r >= _N_BYTES:
         raise InvalidSignature("r or s out of range")
-    try:
-        public_key = PublicKey.from_signature_and_message(
-            signature[:64] + bytes((v - 27,)), digest, hasher=None
-        )
-    except Exception as exc:  # coincurve raises plain Exception/ValueError on no solution
-        raise InvalidSignature(f"no public key recovers: {exc}") from None
-    return _public_key_address(public_key)
+    public = _recover_public_key(digest, signature[:64], v - 27)
+    if public is None:
+        raise InvalidSignature("no public key recovers")
+    address = _ADDRESS_OF_KEY.get(public)
+    if address is None:
+        if len(_ADDRESS_OF_KEY) >= _ADDRESS_CACHE_MAX:
+            _ADDRESS_OF_KEY.clear()
+        address = _ADDRESS_OF_KEY[public] = keccak256(public)[12:]
+    return address
 
 
 def recover_signer(digest: bytes, signature: bytes) -> str:

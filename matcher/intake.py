@@ -12,6 +12,8 @@ Cheap checks run before the recovery, so garbage costs microseconds, not a curve
 
 from __future__ import annotations
 
+from typing import Final
+
 from crossbook.eip712 import (
     Domain,
     InvalidSignature,
@@ -41,6 +43,9 @@ from matcher.orders import Stp, Tif
 
 _TIFS = frozenset(int(t) for t in Tif if t != Tif.MARKET)
 _STPS = frozenset(int(s) for s in Stp)
+_U32: Final = 2**32 - 1
+_U64: Final = 2**64 - 1
+_OWNER_CACHE_MAX: Final = 65_536
 
 
 def _reject(req_id: int, code: Code, message: str) -> Ack:
@@ -58,30 +63,46 @@ class Intake:
         self._fee_any = max(engine.taker_fee, engine.maker_fee)
         self._fee_post = engine.maker_fee
         self._margin = engine.config.expiry_margin_s
+        # owner strings validate() accepted: the address check is the costly part of it
+        self._good_owners: set[str] = set()
 
     def _check_order(self, req_id: int, o: Order, sig: bytes, tif: int,
                      now: int) -> tuple[str, None] | tuple[None, Ack]:
         """Validate and recover the signer of one signed order: (signer, None) or (None, ack)."""
-        try:
-            validate(o)
-        except ProtocolRangeError as exc:
-            return None, _reject(req_id, Code.BAD_REQUEST, str(exc))
+        sub, market, price, size = o.subaccount, o.market, o.price, o.size
+        nonce, expiry, fee = o.nonce, o.expiry, o.max_fee_ppm
+        # the common case in one expression; anything unusual goes through validate(), the
+        # single owner of the range rules and their messages
+        if not (type(sub) is int and type(market) is int and type(price) is int
+                and type(size) is int and type(nonce) is int and type(expiry) is int
+                and type(fee) is int and type(o.is_buy) is bool
+                and type(o.reduce_only) is bool and 0 <= sub <= _U32 and 0 <= market <= _U32
+                and 0 <= price <= _U64 and 0 <= size <= _U64 and 0 <= nonce <= _U64
+                and 0 <= expiry <= _U64 and 0 <= fee <= _U32
+                and o.owner in self._good_owners):
+            try:
+                validate(o)
+            except ProtocolRangeError as exc:
+                return None, _reject(req_id, Code.BAD_REQUEST, str(exc))
+            if len(self._good_owners) >= _OWNER_CACHE_MAX:
+                self._good_owners.clear()
+            self._good_owners.add(o.owner)
         if type(sig) is not bytes or len(sig) != 65:
             return None, _reject(req_id, Code.BAD_SIGNATURE, "signature must be 65 bytes")
-        mc = self._markets.get(o.market)
+        mc = self._markets.get(market)
         if mc is None:
-            return None, _reject(req_id, Code.UNKNOWN_MARKET, f"unknown market {o.market}")
-        if o.size == 0:
+            return None, _reject(req_id, Code.UNKNOWN_MARKET, f"unknown market {market}")
+        if size == 0:
             return None, _reject(req_id, Code.BAD_SIZE, "size must be positive")
-        if o.price == 0:
+        if price == 0:
             return None, _reject(req_id, Code.BAD_PRICE, "price must be positive")
-        if o.price % mc.tick_size:
+        if price % mc.tick_size:
             return None, _reject(req_id, Code.OFF_TICK, f"price not on tick {mc.tick_size}")
-        if o.size % mc.lot_size:
+        if size % mc.lot_size:
             return None, _reject(req_id, Code.OFF_LOT, f"size not on lot {mc.lot_size}")
-        if o.expiry - self._margin < max(now, 1):
+        if expiry - self._margin < max(now, 1):
             return None, _reject(req_id, Code.EXPIRED, "order expired")
-        if o.max_fee_ppm < (self._fee_post if tif == Tif.POST_ONLY else self._fee_any):
+        if fee < (self._fee_post if tif == Tif.POST_ONLY else self._fee_any):
             return None, _reject(req_id, Code.FEE_TOO_HIGH, "exchange fee above max_fee_ppm")
         try:
             signer = recover_address_bytes(order_digest(self.domain, o), sig)
