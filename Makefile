@@ -38,8 +38,7 @@ native: matcher/native.stamp
 
 matcher/native.stamp: $(VENV)/.installed $(NATIVE_SRC) matcher/native.py
 	rm -f matcher/native.stamp
-	$(VENV)/bin/mypyc $(NATIVE_SRC) > build-native.log 2>&1 || { tail -30 build-native.log; exit 1; }
-	$(VENV)/bin/python -m matcher.native
+	$(VENV)/bin/python -m matcher.native > build-native.log 2>&1 || { tail -30 build-native.log; exit 1; }
 
 test-contracts: node_modules/.installed
 	cd contracts && ../$(FORGE) test
@@ -61,4 +60,4 @@ typecheck: $(VENV)/.installed
 
 clean:
 	rm -rf contracts/out contracts/cache .crossbook build build-native.log
-	rm -f matcher/*.so *__mypyc*.so matcher/native.stamp
+	rm -f matcher/*.so matcher/native.stamp

@@ -1,7 +1,7 @@
 """The mypyc-compiled engine core: which modules are compiled and the stale-build guard.
 
-``make build`` compiles :data:`COMPILED` with mypyc (the extension modules sit next to their
-sources and are git-ignored) and then runs ``python -m matcher.native`` to record the sha256 of
+``make build`` runs ``python -m matcher.native``, which compiles :data:`COMPILED` with mypyc
+(the extension modules sit next to their sources and are git-ignored) and records the sha256 of
 each source it compiled in :data:`STAMP`. Python imports an extension module in preference to
 the ``.py`` beside it, so a compiled module ends with a call of :func:`use_source_if_stale`:
 when a compiled source no longer matches the stamp (edited since the build, or no stamp at
@@ -25,6 +25,18 @@ STAMP = _ROOT / "matcher" / "native.stamp"
 
 def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def build() -> None:
+    """Compile :data:`COMPILED` in place (run from the repository root by ``make build``) and
+    record their digests. The modules share one support library, ``matcher.native_core__mypyc``,
+    kept inside the package so that every way of importing ``matcher`` finds it."""
+    from mypyc.build import mypycify
+    from setuptools import setup
+
+    setup(name="crossbook-native", script_args=["build_ext", "--inplace"],
+          ext_modules=mypycify(list(COMPILED), group_name="matcher.native_core"))
+    write_stamp()
 
 
 def write_stamp() -> None:
@@ -67,4 +79,4 @@ def use_source_if_stale(name: str, module_file: str, namespace: dict[str, Any]) 
 
 
 if __name__ == "__main__":
-    write_stamp()
+    build()

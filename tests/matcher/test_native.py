@@ -27,8 +27,6 @@ def _copy_build(dst: Path) -> None:
     for p in (ROOT / "matcher").iterdir():
         if p.suffix in (".py", ".so") or p.name == "native.stamp":
             shutil.copy(p, dst / "matcher" / p.name)
-    for p in ROOT.glob("*__mypyc*.so"):
-        shutil.copy(p, dst / p.name)
 
 
 def _probe(root: Path) -> list[str]:
