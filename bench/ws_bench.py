@@ -1,12 +1,18 @@
 """Websocket API benchmark: order-to-ack round trip over loopback.
 
 The matcher server (uvloop, journal with the FSYNC_BY_SHELL group-commit policy, default
-limits) runs in its own process; 20 client connections run in this process on another uvloop
-loop, each logged in as its own owner, and send pre-signed orders (signed and JSON-encoded
-before timing) on a fixed schedule totalling ``RATE`` orders/s. The latency of one order is
-from just before its ``send`` to the arrival of its response (the ack with order id and
-sequence), both measured in the client process, so it includes the client's own websocket
-and JSON work.
+limits) runs in its own process; 20 client connections run in this process, each logged in as
+its own owner, and send pre-signed orders (signed, JSON-encoded and framed before timing) on a
+fixed schedule totalling ``RATE`` orders/s, round robin over the connections. The latency of
+one order is from just before its bytes are handed to the kernel to the moment the client's
+receiver wakes up with its response (the ack with order id and sequence), both in this process.
+
+The client is deliberately thin, because it shares the machine's cores with the server: a
+sender thread paces the schedule with ``time.sleep`` (microsecond timers; an event loop's
+millisecond timers would bunch the orders into bursts) and writes each pre-built masked frame
+with one ``send``; a receiver thread blocks in ``epoll`` and timestamps each wake-up before
+parsing what arrived. ``client_cpu_us_per_order`` and ``server_cpu_us_per_order`` (process
+CPU time over the run, per order) show where the machine's time went.
 
 Order flow: around the oracle price, 70 % GTC orders 1-20 ticks away from mid (they rest),
 30 % IOC orders that cross (they trade), so acks include matching, sequencing and journaling.
@@ -16,14 +22,21 @@ Order flow: around the oracle price, 70 % GTC orders 1-20 ticks away from mid (t
 
 from __future__ import annotations
 
-import asyncio
+import base64
 import json
 import multiprocessing as mp
+import os
 import random
+import select
+import socket
+import struct
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
+
+import msgspec
 
 CONNS = 20
 RATE = 5_000  # orders per second, all connections together
@@ -38,7 +51,10 @@ def _keys() -> list[bytes]:
 
 
 def _server_main(port_q: Any, stop_ev: Any, journal_dir: str) -> None:
-    """Child process: engine + server until ``stop_ev`` is set."""
+    """Child process: engine + server until ``stop_ev`` is set; puts its port, then its CPU
+    seconds from listening to ``stop_ev``."""
+    import asyncio
+
     from crossbook.config import PRICE, USD
     from crossbook.eip712 import Signer
     from matcher.commands import ChainDeposit, SetOraclePrices
@@ -59,9 +75,11 @@ def _server_main(port_q: Any, stop_ev: Any, journal_dir: str) -> None:
                             ServerConfig(chain_id=CHAIN_ID, verifying_contract=CONTRACT,
                                          limits=Limits(msgs_per_s=10_000, burst=10_000)))
         await srv.start()
+        cpu0 = time.process_time()
         port_q.put(srv.port)
         while not stop_ev.is_set():
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(0.05)
+        port_q.put(time.process_time() - cpu0)
         await srv.close()
 
     try:
@@ -71,8 +89,9 @@ def _server_main(port_q: Any, stop_ev: Any, journal_dir: str) -> None:
         asyncio.run(main())
 
 
-def _presign(per_conn: int, seed: int) -> list[list[str]]:
-    """JSON place requests per connection (ids 1..per_conn), signed before timing."""
+def _presign(per_conn: int, seed: int) -> list[list[bytes]]:
+    """Masked websocket frames of JSON place requests per connection (ids 1..per_conn),
+    signed before timing."""
     from crossbook.config import PRICE, SIZE
     from crossbook.eip712 import Domain, Signer
     from crossbook.protocol_types import Order
@@ -94,66 +113,197 @@ def _presign(per_conn: int, seed: int) -> list[list[str]]:
             o = Order(owner, 0, 0, is_buy, False, price, rng.randint(1, 10) * lot,
                       c * 1_000_000 + n, expiry, 1000)
             sig = s.sign_order(dom, o)
-            reqs.append(json.dumps({
+            reqs.append(_frame(json.dumps({
                 "op": "place", "id": n, "tif": "IOC" if ioc else "GTC",
                 "order": {"owner": owner, "subaccount": 0, "market": 0, "is_buy": is_buy,
                           "reduce_only": False, "price": price, "size": o.size, "nonce": o.nonce,
                           "expiry": expiry, "max_fee_ppm": 1000},
-                "signature": "0x" + sig.hex()}))
+                "signature": "0x" + sig.hex()}).encode(), rng))
         out.append(reqs)
     return out
 
 
-async def _client(url: str, key: bytes, reqs: list[str], start: float, interval: float,
-                  sent: list[int], got: list[int], codes: dict[str, int]) -> None:
-    from websockets.asyncio.client import connect
+def _frame(payload: bytes, rng: random.Random, opcode: int = 0x1) -> bytes:
+    """One final client frame (RFC 6455 section 5.2): client frames must be masked."""
+    n = len(payload)
+    if n < 126:
+        head = struct.pack("!BB", 0x80 | opcode, 0x80 | n)
+    elif n < 1 << 16:
+        head = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, n)
+    else:
+        head = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, n)
+    mask = rng.randbytes(4)
+    masked = (int.from_bytes(payload, "big") ^ int.from_bytes(
+        (mask * (n // 4 + 1))[:n], "big")).to_bytes(n, "big")
+    return head + mask + masked
 
+
+class _Frames:
+    """Incremental parser of the server's (unmasked) frames on one connection."""
+
+    def __init__(self) -> None:
+        self.buf = b""
+
+    def feed(self, data: bytes) -> list[tuple[int, bytes]]:
+        """(opcode, payload) of every complete frame so far (messages are never fragmented
+        by this server)."""
+        buf = self.buf + data
+        out = []
+        i = 0
+        while len(buf) - i >= 2:
+            op, ln = buf[i] & 0x0F, buf[i + 1] & 0x7F
+            h = 2
+            if ln == 126:
+                if len(buf) - i < 4:
+                    break
+                ln = struct.unpack_from("!H", buf, i + 2)[0]
+                h = 4
+            elif ln == 127:
+                if len(buf) - i < 10:
+                    break
+                ln = struct.unpack_from("!Q", buf, i + 2)[0]
+                h = 10
+            if len(buf) - i < h + ln:
+                break
+            out.append((op, buf[i + h:i + h + ln]))
+            i += h + ln
+        self.buf = buf[i:]
+        return out
+
+
+def _connect(port: int, key: bytes, rng: random.Random) -> tuple[socket.socket, _Frames]:
+    """Open one connection, complete the websocket handshake and log in (blocking, before
+    timing)."""
     from crossbook.eip712 import Domain, Signer
     from matcher.sessions import login_digest
 
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    ws_key = base64.b64encode(rng.randbytes(16)).decode()
+    sock.sendall((f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+                  f"Connection: Upgrade\r\nSec-WebSocket-Key: {ws_key}\r\n"
+                  "Sec-WebSocket-Version: 13\r\n\r\n").encode())
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("server closed during the handshake")
+        data += chunk
+    head, rest = data.split(b"\r\n\r\n", 1)
+    if not head.startswith(b"HTTP/1.1 101"):
+        raise ConnectionError(head.decode(errors="replace"))
+    frames = _Frames()
+    pending: list[dict[str, Any]] = []
+
+    def next_message() -> dict[str, Any]:
+        data = rest
+        while not pending:
+            pending.extend(json.loads(p) for op, p in frames.feed(data) if op == 0x1)
+            if not pending:
+                data = sock.recv(65536)
+        return pending.pop(0)
+
+    hello = next_message()
     s = Signer(key)
-    ws = await connect(url, compression=None, max_size=None)
-    hello = json.loads(await ws.recv())
-    ch = hello["challenge"]
     exp = int(time.time()) + 60
+    ch = hello["challenge"]
     sig = s.sign_digest(login_digest(Domain(CHAIN_ID, CONTRACT), s.address, s.address,
                                      bytes.fromhex(ch[2:]), exp))
-    await ws.send(json.dumps({"op": "login", "id": 0, "owner": s.address, "signer": s.address,
-                              "challenge": ch, "expiry": exp, "signature": "0x" + sig.hex()}))
+    rest = b""  # already fed to the parser
+    sock.sendall(_frame(json.dumps({
+        "op": "login", "id": 0, "owner": s.address, "signer": s.address, "challenge": ch,
+        "expiry": exp, "signature": "0x" + sig.hex()}).encode(), rng))
     while True:
-        m = json.loads(await ws.recv())
+        m = next_message()
         if m.get("type") == "response" and m.get("id") == 0:
             assert m["ok"], m
-            break
-    n = len(reqs)
+            return sock, frames
+
+
+class _Reply(msgspec.Struct):
+    """The fields of a server frame the client looks at."""
+
+    type: str
+    id: int | None = None
+    ok: bool = False
+    code: str | None = None
+
+
+def _set_timer_slack_ns(ns: int) -> None:
+    """Make this thread's sleeps precise to about ``ns`` (Linux; a no-op elsewhere)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(29, ctypes.c_ulong(ns), 0, 0, 0)  # PR_SET_TIMERSLACK
+    except Exception:  # pragma: no cover - not Linux
+        pass
+
+
+def _drive(port: int, reqs: list[list[bytes]]) -> tuple[list[list[int]], list[list[int]],
+                                                         dict[str, int], float]:
+    """Connect, then send on schedule and collect acks; returns send and ack timestamps
+    (perf_counter_ns) per connection and order, response codes, and the start time."""
+    rng = random.Random(11)
+    conns = [_connect(port, k, rng) for k in _keys()]
+    per_conn = len(reqs[0])
+    total = per_conn * CONNS
+    sent = [[0] * per_conn for _ in range(CONNS)]
+    got = [[0] * per_conn for _ in range(CONNS)]
+    codes: dict[str, int] = {}
     clock = time.perf_counter_ns
-    loads = json.loads
+    decode = msgspec.json.Decoder(_Reply).decode
+    ep = select.epoll()
+    by_fd = {}
+    for c, (sock, frames) in enumerate(conns):
+        ep.register(sock.fileno(), select.EPOLLIN)
+        by_fd[sock.fileno()] = (c, sock, frames)
+    locks = [threading.Lock() for _ in conns]
+    done = threading.Event()
 
-    async def reader() -> None:
-        left = n
-        async for raw in ws:
-            t = clock()
-            m = loads(raw)
-            if m.get("type") == "response":
-                i = m["id"]
-                got[i - 1] = t
-                code = "OK" if m["ok"] else m["code"]
-                codes[code] = codes.get(code, 0) + 1
-                left -= 1
-                if left == 0:
-                    return
+    def receive() -> None:
+        left = total
+        while left:
+            events = ep.poll(1.0)
+            t = clock()  # the wake-up is when the response arrived
+            for fd, _ in events:
+                c, sock, frames = by_fd[fd]
+                data = sock.recv(1 << 20)
+                if not data:
+                    raise ConnectionError("server closed a connection")
+                for op, payload in frames.feed(data):
+                    if op == 0x1:
+                        m = decode(payload)
+                        if m.type == "response" and m.id:
+                            got[c][m.id - 1] = t
+                            code = "OK" if m.ok else (m.code or "?")
+                            codes[code] = codes.get(code, 0) + 1
+                            left -= 1
+                    elif op == 0x9:  # ping: answer with the same payload
+                        with locks[c]:
+                            sock.sendall(_frame(payload, rng, 0xA))
+        done.set()
 
-    rt = asyncio.get_running_loop().create_task(reader())
-    await asyncio.sleep(max(0.0, start - time.perf_counter()))
-    for i, r in enumerate(reqs):
-        due = start + i * interval
-        d = due - time.perf_counter()
-        if d > 0:
-            await asyncio.sleep(d)
-        sent[i] = clock()
-        await ws.send(r)
-    await asyncio.wait_for(rt, 30)
-    await ws.close()
+    rx = threading.Thread(target=receive, daemon=True)
+    rx.start()
+    _set_timer_slack_ns(1_000)
+    interval_ns = 1_000_000_000 // RATE
+    start = clock() + 200_000_000
+    socks = [sock for sock, _ in conns]
+    for k in range(total):
+        c, i = k % CONNS, k // CONNS
+        due = start + k * interval_ns
+        wait = due - clock()
+        if wait > 0:
+            time.sleep(wait / 1e9)
+        with locks[c]:
+            sent[c][i] = clock()
+            socks[c].sendall(reqs[c][i])
+    if not done.wait(30):
+        raise TimeoutError("responses missing after 30 s")
+    for sock in socks:
+        sock.close()
+    ep.close()
+    return sent, got, codes, start / 1e9
 
 
 def run() -> dict[str, Any]:
@@ -168,35 +318,20 @@ def run() -> dict[str, Any]:
     proc.start()
     try:
         port = port_q.get(timeout=60)
-        url = f"ws://127.0.0.1:{port}"
-        sent = [[0] * per_conn for _ in range(CONNS)]
-        got = [[0] * per_conn for _ in range(CONNS)]
-        codes: dict[str, int] = {}
-        interval = CONNS / RATE
-
-        async def main() -> float:
-            start = time.perf_counter() + 1.0
-            # stagger connections across one interval so sends are evenly spread
-            await asyncio.gather(*(
-                _client(url, k, reqs[c], start + c * interval / CONNS, interval, sent[c],
-                        got[c], codes)
-                for c, k in enumerate(_keys())))
-            return start
-
-        try:
-            import uvloop
-            t0 = uvloop.run(main())
-        except ImportError:  # pragma: no cover
-            t0 = asyncio.run(main())
+        cpu0 = time.process_time()
+        sent, got, codes, _ = _drive(port, reqs)
+        client_cpu = time.process_time() - cpu0
+        stop_ev.set()
+        server_cpu = port_q.get(timeout=30)
     finally:
         stop_ev.set()
         proc.join(10)
         if proc.is_alive():  # pragma: no cover
             proc.kill()
-    skip = int(WARMUP_S / (CONNS / RATE))
+    skip = int(WARMUP_S * RATE / CONNS)
     lat = sorted((g - s) / 1000 for c in range(CONNS)
                  for i, (s, g) in enumerate(zip(sent[c], got[c])) if i >= skip and g)
-    del t0
+    orders = CONNS * per_conn
 
     def pct(p: float) -> float:
         return round(lat[min(len(lat) - 1, int(p * len(lat)))], 1)
@@ -206,8 +341,10 @@ def run() -> dict[str, Any]:
         "ack_p90_us": pct(0.90),
         "ack_p99_us": pct(0.99),
         "ack_max_us": round(lat[-1], 1),
-        "orders": CONNS * per_conn,
+        "orders": orders,
         "measured": len(lat),
+        "server_cpu_us_per_order": round(server_cpu / orders * 1e6, 1),
+        "client_cpu_us_per_order": round(client_cpu / orders * 1e6, 1),
         "connections": CONNS,
         "rate_per_s": RATE,
         "responses": dict(sorted(codes.items())),

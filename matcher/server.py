@@ -1,15 +1,18 @@
 """The matcher's websocket server: the I/O shell around :class:`JournaledEngine` + :class:`Intake`.
 
-Threading model: everything runs on one event loop thread (uvloop when available). Connection
-handlers decode, rate-limit, authenticate and verify signatures (intake), then put an engine
-command on one bounded ``asyncio.Queue``. A single engine task takes commands off it one at a
-time and calls :meth:`JournaledEngine.submit` (apply + journal write before the ack is released),
-so the engine sees one deterministic command stream - the same stream the journal replays. The
-engine task then queues the response on the requesting connection and fans the outputs out
-(:mod:`matcher.channels`) without ever awaiting a socket.
+Threading model: everything runs on one event loop thread (uvloop when available). A complete
+text frame is handled inside the transport's ``data_received`` callback (:class:`_FastConnection`):
+decode, rate-limit, authenticate, verify the signature (intake), then the engine command goes on
+one bounded FIFO of jobs. When that FIFO is empty the command runs at once: one
+:meth:`JournaledEngine.submit` (apply + journal write before the ack is released), the response
+written to the requesting connection, the outputs fanned out (:mod:`matcher.channels`) - no
+task switch, future or await between the frame arriving and its ack leaving. Jobs queued behind
+others (timers, dead-man and disconnect cancels, admin commands) run in order from a
+``call_soon`` drain, so the engine sees one deterministic command stream - the same stream the
+journal replays.
 
 ``now`` (unix seconds) is read from the server's clock when the command is built, with no await
-between reading the clock and enqueueing, so commands enter the queue in clock order.
+between reading the clock and enqueueing, so commands enter the FIFO in clock order.
 
 See docs/api.md for the protocol.
 """
@@ -21,12 +24,14 @@ import itertools
 import logging
 import os
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import msgspec
 import websockets
 from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.frames import Frame, Opcode
 
 from crossbook.batch_codec import encode_item
 from crossbook.eip712 import Domain
@@ -154,6 +159,34 @@ def _hex_bytes(s: str) -> bytes | None:
 
 # one queued engine job: command, requesting connection, client request id, admin future
 _Job = tuple[Command, Conn | None, int | None, "asyncio.Future[Result] | None"]
+_TEXT = Opcode.TEXT
+
+
+class _FastConnection(ServerConnection):
+    """A server connection that hands each complete text frame straight to ``on_text`` from
+    the transport callback, skipping websockets' message assembler and the wake-up of the
+    connection's reader task (two event-loop round trips per request). Anything else -
+    fragmented or non-UTF-8 messages, control frames, frames arriving while the assembler
+    still holds earlier ones (which must be answered first) - takes websockets' own path."""
+
+    on_text: Callable[[str], None] | None = None
+
+    def process_event(self, event: Any) -> None:
+        """Route one protocol event (see the class docstring)."""
+        cb = self.on_text
+        if (cb is not None and type(event) is Frame and event.opcode is _TEXT and event.fin
+                and not self.recv_messages.frames.queue):
+            try:
+                text = str(event.data, "utf-8")
+            except UnicodeDecodeError:
+                pass  # websockets closes the connection with 1007, as before
+            else:
+                try:
+                    cb(text)
+                except Exception:  # pragma: no cover - _on_message answers its own errors
+                    log.exception("request handling failed")
+                return
+        super().process_event(event)
 
 
 class MatcherServer:
@@ -175,7 +208,9 @@ class MatcherServer:
         self.hub = Hub(self.engine, symbols, cfg.book_depth)
         self.conns: set[Conn] = set()
         self.port = 0
-        self._queue: asyncio.Queue[_Job] = asyncio.Queue(self.limits.engine_queue)
+        # engine jobs not yet run (FIFO); bounded by limits.engine_queue
+        self._jobs: deque[_Job] = deque()
+        self._drain_scheduled = False
         self._req_ids = itertools.count(1)
         self._conn_ids = itertools.count(1)
         self._oid_session: dict[int, Session] = {}
@@ -208,11 +243,11 @@ class MatcherServer:
             ping_interval=cfg.ping_interval_s, ping_timeout=cfg.ping_timeout_s,
             compression=None,  # deflate costs latency and CPU; frames are small JSON
             max_queue=64,  # inbound frames buffered per connection before TCP back-pressure
+            create_connection=_FastConnection,
         )
         self.port = list(self._server.sockets)[0].getsockname()[1]
         loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._engine_loop(), name="engine"),
-                       loop.create_task(self._heartbeat_loop(), name="heartbeat")]
+        self._tasks = [loop.create_task(self._heartbeat_loop(), name="heartbeat")]
         if cfg.expire_tick_s > 0:
             self._tasks.append(loop.create_task(self._expire_loop(), name="expire"))
         if self.jengine.writer.fsync_policy == FSYNC_BY_SHELL and cfg.fsync_interval_s > 0:
@@ -223,8 +258,7 @@ class MatcherServer:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
-        while not self._queue.empty():
-            self._run(self._queue.get_nowait())
+        self._drain()
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -242,7 +276,7 @@ class MatcherServer:
     async def submit(self, cmd: Command) -> Result:
         """Run an admin / chain-event command through the engine queue; returns its result."""
         fut: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((cmd, None, None, fut))
+        self._defer((cmd, None, None, fut))
         return await fut
 
     def next_req_id(self) -> int:
@@ -251,15 +285,23 @@ class MatcherServer:
 
     # ================================================================ engine task
 
-    async def _engine_loop(self) -> None:
-        q = self._queue
+    def _defer(self, job: _Job) -> bool:
+        """Queue a job behind the others; runs from the next loop iteration. False (nothing
+        queued) when the FIFO is full."""
+        if len(self._jobs) >= self.limits.engine_queue:
+            return False
+        self._jobs.append(job)
+        if not self._drain_scheduled:
+            self._drain_scheduled = True
+            asyncio.get_running_loop().call_soon(self._drain)
+        return True
+
+    def _drain(self) -> None:
+        self._drain_scheduled = False
+        jobs = self._jobs
         run = self._run
-        while True:
-            job = await q.get()
-            run(job)
-            # drain what is already queued without a loop round-trip per command
-            while not q.empty():
-                run(q.get_nowait())
+        while jobs:
+            run(jobs.popleft())
 
     def _run(self, job: _Job) -> None:
         cmd, conn, rid, fut = job
@@ -324,9 +366,11 @@ class MatcherServer:
             ev.set()
 
     def _enqueue(self, conn: Conn, rid: int, cmd: Command) -> None:
-        try:
-            self._queue.put_nowait((cmd, conn, rid, None))
-        except asyncio.QueueFull:
+        """Run a client's command now when nothing is queued before it (the common case: its
+        ack leaves within this callback), else queue it behind the others."""
+        if not self._jobs:
+            self._run((cmd, conn, rid, None))
+        elif not self._defer((cmd, conn, rid, None)):
             conn.send(_err(rid, "OVERLOADED", "engine queue full; retry later"))
 
     # ================================================================ timers
@@ -342,11 +386,8 @@ class MatcherServer:
     async def _expire_loop(self) -> None:
         while True:
             await asyncio.sleep(self.config.expire_tick_s)
-            try:
-                self._queue.put_nowait((ExpireTick(self.next_req_id(), self.now()), None, None,
-                                        None))
-            except asyncio.QueueFull:
-                pass  # the next tick sweeps the same orders
+            # a full FIFO drops the tick: the next one sweeps the same orders
+            self._defer((ExpireTick(self.next_req_id(), self.now()), None, None, None))
 
     async def _fsync_loop(self) -> None:
         while True:
@@ -365,7 +406,16 @@ class MatcherServer:
             "0x" + ch.hex(), int(self.clock() + self.config.challenge_ttl_s),
             self.config.chain_id, self.config.verifying_contract, self._hello_limits)))
         conn.writer_task = asyncio.get_running_loop().create_task(conn.writer())
+
+        def on_text(raw: str) -> None:
+            if not conn.closed:
+                self._on_message(conn, raw)
+
+        fast = ws if isinstance(ws, _FastConnection) else None
+        if fast is not None:
+            fast.on_text = on_text
         try:
+            # only what the fast path leaves to websockets arrives here
             async for raw in ws:
                 if conn.closed:
                     break
@@ -373,6 +423,8 @@ class MatcherServer:
         except websockets.ConnectionClosed:
             pass
         finally:
+            if fast is not None:
+                fast.on_text = None
             self._disconnected(conn)
             if conn.closing is not None:
                 await conn.closing
@@ -636,9 +688,7 @@ class MatcherServer:
         now = self.now()
         for oid in oids:
             cmd = CancelOrder(self.next_req_id(), owner, oid, 0, 0, None, now, int(reason))
-            try:
-                self._queue.put_nowait((cmd, None, None, None))
-            except asyncio.QueueFull:  # pragma: no cover - the queue holds 100k commands
+            if not self._defer((cmd, None, None, None)):  # pragma: no cover - 100k jobs
                 log.error("engine queue full: dead-man cancel of %d dropped", oid)
         return oids
 

@@ -170,3 +170,26 @@ async def test_withdraw_and_transfer(server: MatcherServer) -> None:
     p = await c.wait_for(lambda f: f["type"] == "position" and f["sub"] == 3)
     assert p["quote"] == 10**6
     await c.close()
+
+
+async def test_fragmented_message_answered_in_order(server: MatcherServer) -> None:
+    """A message split over several frames takes websockets' own assembly path; a cancel sent
+    right behind it in a single frame must still reach the engine after it."""
+    c = await Client.open(server.url)
+    await c.login(USERS[0])
+    place = json.dumps({"op": "place", "id": 41, "client_id": 7, **order_fields()})
+    await c.ws.send([place[:40], place[40:90], place[90:]])
+    await c.ws.send(json.dumps({"op": "cancel", "id": 42, "client_id": 7}))
+    placed, cancelled = await c.response(41), await c.response(42)
+    assert placed["ok"] is True and cancelled["ok"] is True, (placed, cancelled)
+    assert placed["result"]["order_id"] not in server.engine.orders
+    await c.close()
+
+
+async def test_text_frame_not_utf8_closes_1007(server: MatcherServer) -> None:
+    c = await Client.open(server.url)
+    await c.ws.send(b'{"op": "ping", "id": 1, "x": "\xff"}', text=True)
+    await c.ws.wait_closed()
+    assert c.ws.close_code == 1007
+    assert 1 not in c.responses
+    assert (await (await Client.open(server.url)).request("ping"))["ok"]  # server still up
