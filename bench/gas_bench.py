@@ -2,7 +2,9 @@
 
 Steady state: 50 market-maker and 200 taker sub-accounts that already hold positions in every
 market; each fill pairs a fresh signed taker order with a maker's resting order (makers' orders
-fill many times, as on a live book). Fresh: 100 takers making their first trade.
+fill many times, as on a live book). Fresh: 100 takers making their first trade. Repeat accounts: one batch of 1,000 fills among
+20 accounts (10 makers, 10 takers, all holding positions), a fresh order on each side filled
+completely, as when the same accounts trade many times per block.
 Gas per fill = the settle transaction's gasUsed (intrinsic 21k and calldata included) / fills.
 """
 from __future__ import annotations
@@ -18,6 +20,7 @@ from crossbook.eip712 import Signer
 from crossbook.protocol_types import FillItem, Order
 
 MAKERS, TAKERS, FRESH = 50, 200, 100
+REPEAT_FILLS, REPEAT_ACCOUNTS = 1000, 20
 
 
 def _progress(msg: str) -> None:
@@ -56,8 +59,24 @@ class _Flow:
         return self.ex.fill(taker_order, maker, size, price)
 
 
+def _repeat_fills(ex: LocalExchange, makers: list[Signer], takers: list[Signer], rng: random.Random,
+                  n: int) -> list[FillItem]:
+    """`n` fills among the given accounts, a fresh order on both sides filled completely."""
+    items = []
+    for _ in range(n):
+        market = rng.randrange(len(DEFAULT_SPEC.markets))
+        spec = DEFAULT_SPEC.markets[market]
+        px = _Flow.price(market)
+        size = spec.lot_size * rng.randint(1, 20)
+        taker_buys = rng.random() < 0.5
+        taker = ex.order(rng.choice(takers), market, taker_buys, px, size)
+        maker = ex.order(rng.choice(makers), market, not taker_buys, px, size)
+        items.append(ex.fill(taker, maker, size, px))
+    return items
+
+
 def _settle_all(ex: LocalExchange, items: list[FillItem]) -> int:
-    res = ex.settle(items, gas=29_000_000)
+    res = ex.settle(items, gas=59_000_000)
     if res.rejected:
         raise RuntimeError(f"benchmark fills were rejected: {res.rejected}")
     return res.gas_used
@@ -88,5 +107,10 @@ def run() -> dict[str, Any]:
             _progress(f"steady state, batch {n}: {figures[f'gas_per_fill_{n}']} gas/fill")
         figures["fresh_gas_per_fill_100"] = _settle_all(ex, [flow.fill(t) for t in fresh]) // FRESH
         _progress(f"fresh takers, batch 100: {figures['fresh_gas_per_fill_100']} gas/fill")
+        half = REPEAT_ACCOUNTS // 2
+        repeat = _repeat_fills(ex, makers[:half], takers[:half], rng, REPEAT_FILLS)
+        figures["gas_per_fill_1000_20acct"] = _settle_all(ex, repeat) // REPEAT_FILLS
+        _progress(f"{REPEAT_FILLS} fills among {REPEAT_ACCOUNTS} accounts: "
+                  f"{figures['gas_per_fill_1000_20acct']} gas/fill")
         figures.update(markets=len(DEFAULT_SPEC.markets), makers=MAKERS, takers=TAKERS)
         return figures

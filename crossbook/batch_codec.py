@@ -1,7 +1,11 @@
 """Packed batch format of docs/protocol.md section 5 (``settle(bytes batch)``).
 
-Big-endian, tightly packed. Each item kind has one fixed size, so a batcher can fill a
-calldata budget with :func:`encoded_item_size` before encoding anything.
+Big-endian, tightly packed. :func:`encode_item` is the self-contained form of one item (kind 1
+for a fill, both signed orders inline): the matcher streams items that way. :func:`encode_batch`
+writes what the relayer submits: an order table holding each distinct signed order of the batch
+once, and every fill as a FILL_REF (kind 6) pointing into it, so the contract hashes and recovers
+a resting order that fills many times only once. :func:`encoded_item_size` is an upper bound of
+what an item adds to a batch, so a batcher can fill a calldata budget before encoding anything.
 """
 
 from __future__ import annotations
@@ -32,6 +36,12 @@ _HEADER: Final = struct.Struct(">QH")
 _FILL: Final = struct.Struct(
     ">B" + _ORDER_FMT + _SIG_FMT + _ORDER_FMT + _SIG_FMT + "QQII"
 )
+# order table := 0x00 orderCount:uint16 (order sig){orderCount}; FILL_REF := kind takerIdx makerIdx ...
+_TABLE_HEADER: Final = struct.Struct(">BH")
+_SIGNED_ORDER: Final = struct.Struct(">" + _ORDER_FMT + _SIG_FMT)
+_FILL_REF: Final = struct.Struct(">BHHQQII")
+_FILL_FIELDS: Final = struct.Struct(">QQII")
+KIND_FILL_REF: Final = 6  # a batch-encoding form of ItemKind.FILL, not an item kind of its own
 # uint128 amount is written as two uint64 halves (high first), which is its big-endian form
 _WITHDRAW: Final = struct.Struct(">B20sIHQQQQ" + _SIG_FMT)
 _TRANSFER: Final = struct.Struct(">B20sIIHQQQQ" + _SIG_FMT)
@@ -39,7 +49,13 @@ _FUNDING: Final = struct.Struct(">BIi")
 _FORCED: Final = struct.Struct(">BQ")
 
 HEADER_SIZE: Final = _HEADER.size  # 10
-FILL_SIZE: Final = _FILL.size  # 1 + 65 + 65 + 65 + 65 + 24 = 285
+TABLE_HEADER_SIZE: Final = _TABLE_HEADER.size  # 3
+SIGNED_ORDER_SIZE: Final = _SIGNED_ORDER.size  # 130
+FILL_SIZE: Final = _FILL.size  # 1 + 65 + 65 + 65 + 65 + 24 = 285 (inline, encode_item)
+FILL_REF_SIZE: Final = _FILL_REF.size  # 1 + 2 + 2 + 24 = 29
+# what a fill adds to a batch at most: its FILL_REF, both orders new to the table and, for the
+# batch's first fill, the table header
+FILL_BATCH_SIZE: Final = TABLE_HEADER_SIZE + FILL_REF_SIZE + 2 * SIGNED_ORDER_SIZE  # 292
 WITHDRAW_SIZE: Final = _WITHDRAW.size  # 124
 TRANSFER_SIZE: Final = _TRANSFER.size  # 128
 FUNDING_SIZE: Final = _FUNDING.size  # 9
@@ -51,7 +67,7 @@ _FLAG_BUY: Final = 1
 _FLAG_REDUCE_ONLY: Final = 2
 
 _SIZE_BY_TYPE: Final[dict[type, int]] = {
-    FillItem: FILL_SIZE,
+    FillItem: FILL_BATCH_SIZE,
     WithdrawItem: WITHDRAW_SIZE,
     TransferItem: TRANSFER_SIZE,
     FundingItem: FUNDING_SIZE,
@@ -68,15 +84,22 @@ class MalformedBatch(ValueError):
 
 
 def encoded_item_size(item: Item) -> int:
-    """Bytes the item takes in a batch, kind byte included."""
+    """Upper bound of the bytes the item adds to a batch, kind byte included (exact for every
+    kind but a fill, whose orders may already be in the batch's order table)."""
     return _SIZE_BY_TYPE[type(item)]
 
 
 def batch_size(item_count_or_items: int | Sequence[Item]) -> int:
-    """Header size for an int, or the full encoded size of a sequence of items."""
+    """Header size for an int, or the exact encoded size of a sequence of items."""
     if isinstance(item_count_or_items, int):
         return HEADER_SIZE
-    return HEADER_SIZE + sum(_SIZE_BY_TYPE[type(i)] for i in item_count_or_items)
+    items = item_count_or_items
+    fills = [i for i in items if isinstance(i, FillItem)]
+    size = HEADER_SIZE + sum(_SIZE_BY_TYPE[type(i)] for i in items if not isinstance(i, FillItem))
+    if not fills:
+        return size
+    orders = {key for f in fills for key in fill_order_keys(f)}
+    return size + TABLE_HEADER_SIZE + SIGNED_ORDER_SIZE * len(orders) + FILL_REF_SIZE * len(fills)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -100,6 +123,16 @@ def _uint128(amount: int) -> tuple[int, int]:
     if not 0 <= amount < 1 << 128:
         raise ProtocolRangeError(f"amount={amount} is not uint128")
     return amount >> 64, amount & _U64_MASK
+
+
+def fill_order_keys(it: FillItem) -> tuple[bytes, bytes]:
+    """The taker's and the maker's order-table entries (packed order + signature): the table
+    holds each distinct entry once."""
+    try:
+        return (_SIGNED_ORDER.pack(*_order_fields(it.taker), _sig(it.taker_sig)),
+                _SIGNED_ORDER.pack(*_order_fields(it.maker), _sig(it.maker_sig)))
+    except struct.error as exc:
+        raise ProtocolRangeError(f"FillItem: {exc}") from None
 
 
 def _enc_fill(it: FillItem) -> bytes:
@@ -152,13 +185,31 @@ def encode_item(item: Item) -> bytes:
 
 
 def encode_batch(first_seq: int, items: Sequence[Item]) -> bytes:
-    """``firstSeq:uint64 count:uint16 item{count}``."""
+    """``firstSeq:uint64 count:uint16 [orders] item{count}``: with any fill, an order table of
+    the distinct signed orders (first use first) and every fill as a FILL_REF into it."""
     if not 0 <= first_seq <= _U64_MASK:
         raise ProtocolRangeError(f"first_seq={first_seq} is not uint64")
     if len(items) > MAX_ITEMS:
         raise ProtocolRangeError(f"{len(items)} items exceed the uint16 count")
+    table: dict[bytes, int] = {}
+    body: list[bytes] = []
+    for item in items:
+        if not isinstance(item, FillItem):
+            body.append(encode_item(item))
+            continue
+        t, m = (table.setdefault(key, len(table)) for key in fill_order_keys(item))
+        try:
+            body.append(_FILL_REF.pack(KIND_FILL_REF, t, m, item.size, item.price,
+                                       item.taker_fee_ppm, item.maker_fee_ppm))
+        except struct.error as exc:
+            raise ProtocolRangeError(f"FillItem: {exc}") from None
+    if len(table) > MAX_ITEMS:
+        raise ProtocolRangeError(f"{len(table)} distinct orders exceed the uint16 table size")
     parts = [_HEADER.pack(first_seq, len(items))]
-    parts.extend(encode_item(item) for item in items)
+    if table:
+        parts.append(_TABLE_HEADER.pack(0, len(table)))
+        parts.extend(table)  # dicts keep insertion order: entry i is index i
+    parts.extend(body)
     return b"".join(parts)
 
 
@@ -174,12 +225,20 @@ def _order_from(f: tuple[object, ...]) -> Order:
                  bool(flags & _FLAG_REDUCE_ONLY), price, size, nonce, expiry, max_fee)  # type: ignore[arg-type]
 
 
-def _dec_fill(data: bytes, pos: int) -> FillItem:
-    f = _FILL.unpack_from(data, pos)
+def _dec_fill_fields(taker: tuple[object, ...], maker: tuple[object, ...], data: bytes,
+                     pos: int) -> FillItem:
+    size, price, taker_fee, maker_fee = _FILL_FIELDS.unpack_from(data, pos)
     return FillItem(
-        taker=_order_from(f[1:10]), taker_sig=f[10], maker=_order_from(f[11:20]),
-        maker_sig=f[20], size=f[21], price=f[22], taker_fee_ppm=f[23], maker_fee_ppm=f[24],
+        taker=_order_from(taker[:9]), taker_sig=taker[9], maker=_order_from(maker[:9]),  # type: ignore[arg-type]
+        maker_sig=maker[9], size=size, price=price, taker_fee_ppm=taker_fee,  # type: ignore[arg-type]
+        maker_fee_ppm=maker_fee,
     )
+
+
+def _dec_fill(data: bytes, pos: int) -> FillItem:
+    taker = _SIGNED_ORDER.unpack_from(data, pos + 1)
+    maker = _SIGNED_ORDER.unpack_from(data, pos + 1 + SIGNED_ORDER_SIZE)
+    return _dec_fill_fields(taker, maker, data, pos + 1 + 2 * SIGNED_ORDER_SIZE)
 
 
 def _dec_withdraw(data: bytes, pos: int) -> WithdrawItem:
@@ -213,19 +272,45 @@ _DECODERS: Final[dict[int, tuple[int, Callable[[bytes, int], Item]]]] = {
 }
 
 
+def _dec_table(data: bytes) -> tuple[list[tuple[object, ...]], int]:
+    """The order table after the header, if any: (entries, offset of the first item)."""
+    pos, end = HEADER_SIZE, len(data)
+    if pos >= end or data[pos] != 0:
+        return [], pos
+    if pos + TABLE_HEADER_SIZE > end:
+        raise MalformedBatch(HEADER_SIZE, "truncated order table")
+    _, n = _TABLE_HEADER.unpack_from(data, pos)
+    pos += TABLE_HEADER_SIZE
+    if pos + n * SIGNED_ORDER_SIZE > end:
+        raise MalformedBatch(HEADER_SIZE, "truncated order table")
+    entries = [_SIGNED_ORDER.unpack_from(data, pos + i * SIGNED_ORDER_SIZE) for i in range(n)]
+    return entries, pos + n * SIGNED_ORDER_SIZE
+
+
 def decode_batch(data: bytes) -> tuple[int, list[Item]]:
-    """Inverse of :func:`encode_batch`; raises :class:`MalformedBatch` for a truncated
-    header or item (offset of that header/item), an unknown kind (offset of the kind byte)
-    or trailing bytes (offset where they start)."""
+    """Inverse of :func:`encode_batch` (also reads inline kind-1 fills, the :func:`encode_item`
+    form); FILL_REF items come back as :class:`FillItem`. Raises :class:`MalformedBatch` for a
+    truncated header (offset 0) or order table (offset 10), a truncated or unknown-kind item or a
+    FILL_REF index outside the table (offset of the kind byte), or trailing bytes (offset where
+    they start)."""
     if len(data) < HEADER_SIZE:
         raise MalformedBatch(0, "truncated header")
     first_seq, count = _HEADER.unpack_from(data, 0)
-    pos = HEADER_SIZE
+    table, pos = _dec_table(data)
     end = len(data)
     items: list[Item] = []
     for _ in range(count):
         if pos >= end:
             raise MalformedBatch(pos, "truncated: missing item")
+        if data[pos] == KIND_FILL_REF:
+            if pos + FILL_REF_SIZE > end:
+                raise MalformedBatch(pos, "truncated item")
+            _, t, m = _FILL_REF.unpack_from(data, pos)[:3]
+            if t >= len(table) or m >= len(table):
+                raise MalformedBatch(pos, f"order index {max(t, m)} outside a table of {len(table)}")
+            items.append(_dec_fill_fields(table[t], table[m], data, pos + 5))
+            pos += FILL_REF_SIZE
+            continue
         entry = _DECODERS.get(data[pos])
         if entry is None:
             raise MalformedBatch(pos, f"unknown item kind {data[pos]}")

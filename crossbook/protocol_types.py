@@ -14,6 +14,8 @@ import msgspec
 from crossbook.fixedpoint import in_range
 
 SIGNATURE_LEN: Final = 65
+# filledAmount(owner, nonce) of a spent nonce: a fill brought it to its order's size (section 4)
+NONCE_SPENT: Final = 2**64 - 1
 ADDRESS_LEN: Final = 20
 
 

@@ -1,7 +1,10 @@
 """Sans-I/O batch builder: a stream of ``(seq, item)`` in, contiguous batches out.
 
 It cuts batches by item count, calldata bytes, an upper gas estimate and the age of the
-oldest waiting item (``now`` is always passed in, so tests drive the clock). It knows the
+oldest waiting item. A fill is priced at its marginal cost within the batch it would join: the
+contract verifies each distinct order once per batch and pays cold storage once per batch for
+each account, position and nonce word, so repeat accounts and resting orders cost far less than
+a first touch (``now`` is always passed in, so tests drive the clock). It knows the
 sequence number the contract accepts next and only ever emits batches that start exactly
 where the previous one ended: no overlap, no gap (invariant 3). The relayer resets it to the
 chain's ``nextSeq`` whenever the chain says otherwise.
@@ -11,13 +14,20 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping
 
-from crossbook.batch_codec import HEADER_SIZE, MAX_ITEMS, encode_batch, encoded_item_size
-from crossbook.protocol_types import FillItem, ForcedItem, FundingItem, Item, TransferItem, WithdrawItem
+from crossbook.batch_codec import (
+    FILL_REF_SIZE,
+    HEADER_SIZE,
+    MAX_ITEMS,
+    SIGNED_ORDER_SIZE,
+    TABLE_HEADER_SIZE,
+    encode_batch,
+    encoded_item_size,
+)
+from crossbook.protocol_types import FillItem, ForcedItem, FundingItem, Item, Order, TransferItem, WithdrawItem
 
-# Upper bounds of execution gas per item (measured on anvil with fresh storage slots, then
-# rounded up); only used to keep a batch under the block gas limit, the node charges gasUsed.
+# Upper bounds of execution gas per non-fill item (measured on anvil with fresh storage slots,
+# then rounded up); only used to keep a batch under the block gas limit, the node charges gasUsed.
 DEFAULT_ITEM_GAS: Mapping[type, int] = {
-    FillItem: 260_000,
     WithdrawItem: 140_000,
     TransferItem: 120_000,
     FundingItem: 60_000,
@@ -27,6 +37,19 @@ DEFAULT_ITEM_GAS: Mapping[type, int] = {
 
 class SequenceGap(Exception):
     """An item arrived with a sequence number past the one expected: the source skipped."""
+
+
+@dataclass(frozen=True)
+class FillGas:
+    """Execution gas of a fill by what it touches first in its batch (upper bounds: measured
+    with `crossbook bench gas` and Gas.t.sol, then rounded up; a fresh storage slot is 22,100)."""
+
+    base: int = 26_000  # every fill on warm state: checks, trade maths, both margin checks, writes
+    order: int = 6_000  # an order new to the batch's table: EIP-712 hash + ecrecover
+    account: int = 45_000  # a sub-account new to the batch: cold header, positions, collateral
+    position: int = 25_000  # an (account, market) new to the batch: the position slot may be fresh
+    nonce_word: int = 25_000  # an owner's nonce-state word (128 nonces) new to the batch
+    lane: int = 25_000  # a partial fill's filled-amount lane word (4 nonces) new to the batch
 
 
 @dataclass(frozen=True)
@@ -40,10 +63,50 @@ class BatchLimits:
     base_gas: int = 80_000  # intrinsic 21k + settle() overhead, rounded up
     calldata_gas_per_byte: int = 16
     item_gas: Mapping[type, int] = field(default_factory=lambda: dict(DEFAULT_ITEM_GAS))
+    fill_gas: FillGas = field(default_factory=FillGas)
 
     def gas_of(self, item: Item) -> int:
-        """Upper gas estimate of one item, its calldata included."""
-        return self.item_gas[type(item)] + self.calldata_gas_per_byte * encoded_item_size(item)
+        """Upper gas estimate of one item alone in a batch, its calldata included."""
+        return _Footprint(self).add(item)[1]
+
+
+class _Footprint:
+    """What the items of one prospective batch touch, to price each next item at its marginal
+    bytes and gas (the order table, warm storage and verified orders are shared in a batch)."""
+
+    def __init__(self, limits: BatchLimits) -> None:
+        self.limits = limits
+        self.orders: set[tuple[Order, bytes]] = set()
+        self.slots: set[tuple[object, ...]] = set()
+
+    def _first(self, key: tuple[object, ...]) -> bool:
+        if key in self.slots:
+            return False
+        self.slots.add(key)
+        return True
+
+    def add(self, item: Item) -> tuple[int, int]:
+        """Marginal (bytes, gas) of `item` after everything added before; records its footprint."""
+        lim = self.limits
+        if not isinstance(item, FillItem):
+            size = encoded_item_size(item)
+            return size, lim.item_gas[type(item)] + lim.calldata_gas_per_byte * size
+        fg = lim.fill_gas
+        size, gas = FILL_REF_SIZE, fg.base
+        if self._first(("table",)):
+            size += TABLE_HEADER_SIZE
+        for order, sig in ((item.taker, item.taker_sig), (item.maker, item.maker_sig)):
+            if (order, sig) not in self.orders:
+                self.orders.add((order, sig))
+                size += SIGNED_ORDER_SIZE
+                gas += fg.order
+            owner = order.owner.lower()
+            gas += fg.account if self._first(("acct", owner, order.subaccount)) else 0
+            gas += fg.position if self._first(("pos", owner, order.subaccount, order.market)) else 0
+            gas += fg.nonce_word if self._first(("word", owner, order.nonce >> 7)) else 0
+            if item.size < order.size and self._first(("lane", owner, order.nonce >> 2)):
+                gas += fg.lane
+        return size, gas + lim.calldata_gas_per_byte * size
 
 
 @dataclass(frozen=True)
@@ -81,7 +144,10 @@ class Batcher:
     def reset(self, next_seq: int) -> None:
         """Drop everything waiting and start again at ``next_seq`` (the chain's nextSeq)."""
         self.emit_seq = next_seq  # first seq of the next batch
-        self._pending: list[tuple[Item, int, int, float]] = []  # (item, bytes, gas, arrival)
+        # (item, bytes, gas, arrival); bytes and gas are marginal, priced against the items before
+        # it since the head of the queue (exact for the batch that starts there)
+        self._pending: list[tuple[Item, int, int, float]] = []
+        self._footprint = _Footprint(self.limits)
 
     @property
     def expected_seq(self) -> int:
@@ -110,7 +176,8 @@ class Batcher:
             return False
         if seq > self.expected_seq:
             raise SequenceGap(f"expected seq {self.expected_seq}, got {seq}")
-        self._pending.append((item, encoded_item_size(item), self.limits.gas_of(item), now))
+        size, gas = self._footprint.add(item)
+        self._pending.append((item, size, gas, now))
         return True
 
     def _fit(self) -> int:
@@ -149,4 +216,10 @@ class Batcher:
         gas = lim.base_gas + lim.calldata_gas_per_byte * HEADER_SIZE + sum(c[2] for c in chunk)
         batch = Batch(self.emit_seq, tuple(c[0] for c in chunk), size, gas)
         self.emit_seq += n
+        # the rest now heads the next batch: price it again from scratch
+        rest, self._pending = self._pending, []
+        self._footprint = _Footprint(self.limits)
+        for item, _, _, arrival in rest:
+            size_i, gas_i = self._footprint.add(item)
+            self._pending.append((item, size_i, gas_i, arrival))
         return batch

@@ -225,7 +225,7 @@ contract Clearinghouse is AccessControl, EIP712, ReentrancyGuardTransient, Margi
     // ------------------------------------------------------------------------------------------ settlement
 
     /// @notice Settles a packed batch of sequenced items (docs/protocol.md §5). Operator only.
-    /// @param batch firstSeq:uint64 count:uint16 item{count}, big-endian, tightly packed.
+    /// @param batch firstSeq:uint64 count:uint16 [order table] item{count}, big-endian, tightly packed.
     function settle(bytes calldata batch) external onlyRole(OPERATOR_ROLE) nonReentrant {
         batch; // forwarded verbatim in msg.data
         _delegate(_module);
@@ -409,10 +409,15 @@ contract Clearinghouse is AccessControl, EIP712, ReentrancyGuardTransient, Margi
         return S.unpackPosition(S.store().acct[S.positionKey(S.acctId(owner, subaccount), market)]);
     }
 
-    /// @notice Cumulative filled size of the order(s) signed by `owner` with `nonce`.
+    /// @notice Cumulative filled size of the order(s) signed by `owner` with `nonce`; 2**64 - 1 once the nonce is
+    ///         spent (completely filled, docs/protocol.md §4).
     function filledAmount(address owner, uint64 nonce) external view returns (uint256) {
-        uint256 key = (uint256(uint160(owner)) << 62) | (nonce >> 2);
-        return (S.store().filled[key] >> ((nonce & 3) << 6)) & type(uint64).max;
+        mapping(uint256 => uint256) storage f = S.store().filled;
+        uint256 o = uint256(uint160(owner));
+        uint256 st = (f[S.nonceStateKey(o, nonce)] >> ((nonce & 127) << 1)) & 3;
+        if (st == 0) return 0;
+        if (st != 1) return type(uint64).max;
+        return (f[S.laneKey(o, nonce)] >> ((nonce & 3) << 6)) & type(uint64).max;
     }
 
     /// @notice True once a withdrawal or transfer digest has been used.

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 pragma solidity ^0.8.24;
 
+import {BatchEncoder} from "./utils/BatchEncoder.sol";
 import {Fixture} from "./utils/Fixture.sol";
 import {Order} from "../src/interfaces/ICrossbookTypes.sol";
 
@@ -85,27 +86,8 @@ contract GasTest is Fixture {
         return _fillItem(t, tpk, k, mpk, size, px, 500, 100);
     }
 
-    /// @dev Concatenates without quadratic copying.
-    function _build(bytes[] memory items) internal view returns (bytes memory b) {
-        uint256 len = 10;
-        for (uint256 i = 0; i < items.length; ++i) {
-            len += items[i].length;
-        }
-        b = new bytes(len);
-        bytes memory head = abi.encodePacked(ch.nextSeq(), uint16(items.length));
-        uint256 o;
-        assembly {
-            o := add(b, 32)
-            mcopy(o, add(head, 32), 10)
-            o := add(o, 10)
-        }
-        for (uint256 i = 0; i < items.length; ++i) {
-            bytes memory it = items[i];
-            assembly {
-                mcopy(o, add(it, 32), mload(it))
-                o := add(o, mload(it))
-            }
-        }
+    function _build(bytes[] memory items) internal view returns (bytes memory) {
+        return BatchEncoder.encode(ch.nextSeq(), items);
     }
 
     function _run(bytes[] memory items, bool expectAllApplied) internal returns (uint256 gasUsed, uint256 cdGas) {
@@ -164,33 +146,67 @@ contract GasTest is Fixture {
         _report("100 fills, fresh takers", 100, g, cd);
     }
 
+    /// @dev `n` fills among 10 makers and 10 takers (all with positions), a fresh order on both sides filled
+    ///      completely: the same accounts trading many times in one batch (`bench gas` gas_per_fill_1000_20acct).
+    function _repeatFills(uint256 n) internal view returns (bytes[] memory items) {
+        items = new bytes[](n);
+        for (uint256 i = 0; i < n; ++i) {
+            uint32 m = uint32(i % 3);
+            (uint64 px, uint64 size) = _marketParams(m);
+            bool buy = (i / 3) % 2 == 0;
+            uint256 tpk = TAKER_PK0 + (i * 7) % 10;
+            uint256 mpk = MAKER_PK0 + (i * 3) % 10;
+            // nonces sequential per owner, as the SDK issues them
+            uint64 nonce = uint64(5000 + i / 10);
+            Order memory t = _order(vm.addr(tpk), 0, m, buy, px, size, nonce);
+            Order memory k = _order(vm.addr(mpk), 0, m, !buy, px, size, nonce);
+            items[i] = _fillItem(t, tpk, k, mpk, size, px, 500, 100);
+        }
+    }
+
+    function test_gas_repeat_accounts_1000() public {
+        (uint256 g, uint256 cd) = _run(_repeatFills(1000), true);
+        _report("1000 fills, 20 accounts, fresh orders", 1000, g, cd);
+    }
+
+    function test_gas_repeat_breakdown_1000() public {
+        _breakdown("repeat breakdown", _repeatFills(1000));
+    }
+
+    function test_gas_repeat_accounts_100() public {
+        (uint256 g, uint256 cd) = _run(_repeatFills(100), true);
+        _report("100 fills, 20 accounts, fresh orders", 100, g, cd);
+    }
+
     /// @dev Breakdown: the same 100 fills rejected at different stages.
     function test_gas_breakdown_100() public {
-        bytes[] memory items = _fills(100, 0, TAKER_PK0, 2);
-        // stage 1: parsing only (INVALID_ITEM before signatures: fill size 0)
-        bytes[] memory invalid = new bytes[](100);
-        for (uint256 i = 0; i < 100; ++i) {
+        _breakdown("breakdown", _fills(100, 0, TAKER_PK0, 2));
+    }
+
+    /// @dev Settles `items` three times: rejected INVALID_ITEM before signatures (fill size 0), rejected
+    ///      FEE_TOO_HIGH after signatures, expiry, filled-amount reads and limits (nothing signed is changed),
+    ///      then applied; reports the per-fill differences.
+    function _breakdown(string memory label, bytes[] memory items) internal {
+        uint256 n = items.length;
+        bytes[] memory invalid = new bytes[](n);
+        bytes[] memory fee = new bytes[](n);
+        for (uint256 i = 0; i < n; ++i) {
             bytes memory it = bytes.concat(items[i]);
             for (uint256 j = 261; j < 269; ++j) {
                 it[j] = 0;
             }
             invalid[i] = it;
-        }
-        (uint256 gParse,) = _run(invalid, false);
-        // stage 2: + signatures, expiry, filled-amount reads (rejected at PRICE_LIMIT: fill price off both limits)
-        bytes[] memory limit = new bytes[](100);
-        for (uint256 i = 0; i < 100; ++i) {
-            bytes memory it = bytes.concat(items[i]);
-            // fill price := limit + tick * 1e6 would change tick checks; instead corrupt nothing signed:
-            // set taker fee above max fee (FEE_TOO_HIGH happens after signatures/overfill/price)
+            it = bytes.concat(items[i]);
             it[277] = 0xff;
-            limit[i] = it;
+            fee[i] = it;
         }
-        (uint256 gSig,) = _run(limit, false);
-        (uint256 gFull,) = _run(items, true);
-        emit log_named_uint("breakdown: parse + loop per fill", gParse / 100);
-        emit log_named_uint("breakdown: + 2 EIP-712 hashes, 2 ecrecover, fill-lane reads per fill", (gSig - gParse) / 100);
-        emit log_named_uint("breakdown: + state load, margin (2 sides), stores per fill", (gFull - gSig) / 100);
-        emit log_named_uint("breakdown: total per fill", gFull / 100);
+        uint256[3] memory g;
+        (g[0],) = _run(invalid, false);
+        (g[1],) = _run(fee, false);
+        (g[2],) = _run(items, true);
+        emit log_named_uint(string.concat(label, ": parse + loop per fill"), g[0] / n);
+        emit log_named_uint(string.concat(label, ": + 2 EIP-712 hashes, 2 ecrecover, filled reads"), (g[1] - g[0]) / n);
+        emit log_named_uint(string.concat(label, ": + state load, margin (2 sides), stores"), (g[2] - g[1]) / n);
+        emit log_named_uint(string.concat(label, ": total per fill"), g[2] / n);
     }
 }

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 pragma solidity ^0.8.24;
 
+import {BatchEncoder} from "./utils/BatchEncoder.sol";
 import {Test, Vm} from "./utils/Test.sol";
 import {Fixture} from "./utils/Fixture.sol";
 import {Clearinghouse} from "../src/Clearinghouse.sol";
@@ -206,7 +207,9 @@ contract Handler is Test {
     function _settle(bytes memory item) internal {
         uint64 seq = ch.nextSeq();
         vm.recordLogs();
-        ch.settle(abi.encodePacked(seq, uint16(1), item));
+        bytes[] memory one = new bytes[](1);
+        one[0] = item;
+        ch.settle(BatchEncoder.encode(seq, one));
         Vm.Log[] memory logs = vm.getRecordedLogs();
         bool rej;
         for (uint256 i = 0; i < logs.length; ++i) {

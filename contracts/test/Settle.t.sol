@@ -30,8 +30,9 @@ contract SettleTest is Fixture {
         assertEq(ch.quoteBalance(bob, 0), 100_000e6 + 2000e6 - 200_000);
         assertEq(ch.feePool(), 1_200_000);
         assertEq(ch.openInterest(0), 1e8);
-        assertEq(ch.filledAmount(alice, 1), 1e8);
-        assertEq(ch.filledAmount(bob, 1), 1e8);
+        // both orders filled completely in one go: their nonces are spent (docs/protocol.md §4)
+        assertEq(ch.filledAmount(alice, 1), SPENT);
+        assertEq(ch.filledAmount(bob, 1), SPENT);
         assertEq(ch.nextSeq(), 2);
     }
 
@@ -173,12 +174,79 @@ contract SettleTest is Fixture {
         Order memory t = _order(alice, 0, 0, true, ETH_PX, 2e8, 1);
         Order memory m = _order(bob, 0, 0, false, ETH_PX, 10e8, 1);
         assertEq(_settleOne(_fillItem(t, ALICE_PK, m, BOB_PK, 15e7, ETH_PX, 0, 0)), 0);
+        assertEq(ch.filledAmount(alice, 1), 15e7);
         assertEq(_settleOne(_fillItem(t, ALICE_PK, m, BOB_PK, 6e7, ETH_PX, 0, 0)), OVERFILL);
         assertEq(_settleOne(_fillItem(t, ALICE_PK, m, BOB_PK, 5e7, ETH_PX, 0, 0)), 0);
-        assertEq(ch.filledAmount(alice, 1), 2e8);
-        // a second order with the same nonce shares the budget
-        Order memory t2 = _order(alice, 0, 0, true, 2100e8, 1e8, 1);
+        assertEq(ch.filledAmount(alice, 1), SPENT);
+        assertEq(ch.filledAmount(bob, 1), 2e8); // the maker's 10e8 order is still partially filled
+        // a second order with the same nonce cannot revive a spent nonce, whatever its size
+        Order memory t2 = _order(alice, 0, 0, true, 2100e8, 10e8, 1);
         assertEq(_settleOne(_fillItem(t2, ALICE_PK, m, BOB_PK, 1e5, ETH_PX, 0, 0)), OVERFILL);
+    }
+
+    function test_sameNonceSharesBudgetUntilSpent() public {
+        Order memory m = _order(bob, 0, 0, false, ETH_PX, 10e8, 1);
+        Order memory t = _order(alice, 0, 0, true, ETH_PX, 2e8, 7);
+        assertEq(_settleOne(_fillItem(t, ALICE_PK, m, BOB_PK, 1e8, ETH_PX, 0, 0)), 0);
+        // a bigger order on the same nonce (an amend) continues the budget: 1e8 filled of 3e8
+        Order memory t2 = _order(alice, 0, 0, true, ETH_PX, 3e8, 7);
+        assertEq(_settleOne(_fillItem(t2, ALICE_PK, m, BOB_PK, 25e7, ETH_PX, 0, 0)), OVERFILL);
+        assertEq(_settleOne(_fillItem(t2, ALICE_PK, m, BOB_PK, 1e8, ETH_PX, 0, 0)), 0);
+        assertEq(ch.filledAmount(alice, 7), 2e8);
+        // 2e8 reaches the first order's size: that fill spends the nonce
+        assertEq(_settleOne(_fillItem(t, ALICE_PK, m, BOB_PK, 1e5, ETH_PX, 0, 0)), OVERFILL);
+        assertEq(_settleOne(_fillItem(t2, ALICE_PK, m, BOB_PK, 1e8, ETH_PX, 0, 0)), 0);
+        assertEq(ch.filledAmount(alice, 7), SPENT);
+        assertEq(_settleOne(_fillItem(t2, ALICE_PK, m, BOB_PK, 1e5, ETH_PX, 0, 0)), OVERFILL);
+        // neighbouring nonces in the same state word are untouched
+        assertEq(ch.filledAmount(alice, 6), 0);
+        assertEq(ch.filledAmount(alice, 8), 0);
+    }
+
+    function test_orderTableVerifiesOnceAndFillsRepeatedly() public {
+        // one resting maker order filled by three taker orders in one batch: the table holds 4 entries
+        Order memory m = _order(bob, 0, 0, false, ETH_PX, 10e8, 1);
+        bytes[] memory items = new bytes[](3);
+        for (uint64 i = 0; i < 3; ++i) {
+            Order memory t = _order(alice, 0, 0, true, ETH_PX, 1e8, 10 + i);
+            items[i] = _fillItem(t, ALICE_PK, m, BOB_PK, 1e8, ETH_PX, 0, 0);
+        }
+        bytes memory b = _batch(items);
+        assertEq(b.length, 10 + 3 + 4 * 130 + 3 * 29);
+        uint8[] memory r = _settle(items);
+        assertEq(r[0] + r[1] + r[2], 0);
+        assertEq(ch.filledAmount(bob, 1), 3e8);
+        assertEq(_size(alice, 0, 0), 3e8);
+        // a bad signature in the table is rejected at every fill that uses it, and only there
+        Order memory t3 = _order(alice, 0, 0, true, ETH_PX, 1e8, 20);
+        items[0] = _fillItem(t3, CAROL_PK, m, BOB_PK, 1e8, ETH_PX, 0, 0);
+        items[1] = _fillItem(t3, CAROL_PK, m, BOB_PK, 1e8, ETH_PX, 0, 0);
+        items[2] = _fillItem(t3, ALICE_PK, m, BOB_PK, 1e8, ETH_PX, 0, 0);
+        r = _settle(items);
+        assertEq(r[0], BAD_SIGNATURE);
+        assertEq(r[1], BAD_SIGNATURE);
+        assertEq(r[2], 0);
+        assertEq(ch.filledAmount(bob, 1), 4e8);
+    }
+
+    function test_orderTableMalformed() public {
+        bytes memory entry = _signedOrder(_order(alice, 0, 0, true, ETH_PX, 1e8, 1), ALICE_PK);
+        bytes memory fields = abi.encodePacked(uint64(1e8), ETH_PX, uint32(0), uint32(0));
+        // index out of range: MalformedBatch at the item's kind byte
+        bytes memory b = abi.encodePacked(uint64(1), uint16(1), uint8(0), uint16(1), entry);
+        _expectMalformed(abi.encodePacked(b, uint8(6), uint16(0), uint16(1), fields), 143);
+        // FILL_REF without a table
+        _expectMalformed(abi.encodePacked(uint64(1), uint16(1), uint8(6), uint16(0), uint16(0), fields), 10);
+        // truncated table (header or entries): offset 10
+        _expectMalformed(abi.encodePacked(uint64(1), uint16(0), uint8(0), uint8(1)), 10);
+        _expectMalformed(abi.encodePacked(uint64(1), uint16(0), uint8(0), uint16(2), entry), 10);
+        // a table nothing references is fine; an empty table too
+        vm.prank(operator);
+        ch.settle(abi.encodePacked(uint64(1), uint16(0), uint8(0), uint16(1), entry));
+        assertEq(ch.nextSeq(), 1);
+        vm.prank(operator);
+        ch.settle(abi.encodePacked(uint64(1), uint16(1), uint8(0), uint16(0), uint8(4), uint32(0), int32(1)));
+        assertEq(ch.nextSeq(), 2);
     }
 
     function test_filledLanesAreIndependent() public {
@@ -188,9 +256,18 @@ contract SettleTest is Fixture {
             assertEq(_settleOne(_fillItem(t, ALICE_PK, m, BOB_PK, uint64(n) * 1e5, ETH_PX, 0, 0)), 0);
         }
         for (uint64 n = 4; n < 8; ++n) {
-            assertEq(ch.filledAmount(alice, n), uint256(n) * 1e5);
+            assertEq(ch.filledAmount(alice, n), SPENT);
         }
         assertEq(ch.filledAmount(alice, 8), 0);
+        // partially filled nonces sharing a lane word keep their own amounts
+        for (uint64 n = 8; n < 12; ++n) {
+            Order memory t = _order(alice, 0, 0, true, ETH_PX, 1e8, n);
+            Order memory m = _order(bob, 0, 0, false, ETH_PX, 1e8, n + 100);
+            assertEq(_settleOne(_fillItem(t, ALICE_PK, m, BOB_PK, uint64(n) * 1e5, ETH_PX, 0, 0)), 0);
+        }
+        for (uint64 n = 8; n < 12; ++n) {
+            assertEq(ch.filledAmount(alice, n), uint256(n) * 1e5);
+        }
     }
 
     function test_priceLimit() public {

@@ -211,7 +211,8 @@ class ClearinghouseClient:
         return Position(int(size), int(on), int(snap))
 
     def filled_amount(self, owner: str, nonce: int) -> int:
-        """Cumulative filled size of the order (owner, nonce)."""
+        """Cumulative filled size of a partially filled (owner, nonce); 0 if untouched,
+        :data:`~crossbook.protocol_types.NONCE_SPENT` once a fill completed an order on that nonce."""
         return int(self._call(self.contract.functions.filledAmount(Web3.to_checksum_address(owner), nonce)))
 
     def subaccount(self, owner: str, subaccount: int) -> SubAccount:

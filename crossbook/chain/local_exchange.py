@@ -61,7 +61,7 @@ class LocalExchange:
     # --- signed items -----------------------------------------------------------------------
     def next_nonce(self, owner: str) -> int:
         """The owner's next nonce. Sequential per owner, as a client SDK issues them: the contract
-        packs four consecutive nonces' fill amounts into one storage slot."""
+        keeps the states of 128 consecutive nonces in one storage slot (docs/protocol.md section 4)."""
         counter = self._nonces.setdefault(owner.lower(), itertools.count(1))
         return next(counter)
 

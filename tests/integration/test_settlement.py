@@ -8,7 +8,7 @@ from crossbook.chain.local_exchange import LocalExchange, user_key, user_signer
 from crossbook.config import PRICE, SIZE, USD, risk_params
 from crossbook.eip712 import Domain
 from crossbook.margin import compute_health_at, fee_amount, fill_cash
-from crossbook.protocol_types import FillItem, RejectReason
+from crossbook.protocol_types import NONCE_SPENT, FillItem, RejectReason
 
 ETH = 0  # market ids of the default listing
 BTC = 1
@@ -49,7 +49,8 @@ def test_a_batch_of_signed_fills_moves_positions_cash_and_fees(ex: LocalExchange
     assert ex.client.position(BOB.address, 0, ETH).size == -3 * SIZE
     assert ex.client.quote_balance(ALICE.address, 0) == 100_000 * USD - 3 * cash - taker_fees
     assert ex.client.quote_balance(BOB.address, 0) == 100_000 * USD + 3 * cash - maker_fees
-    assert ex.client.filled_amount(BOB.address, maker[0].nonce) == 3 * SIZE
+    # the second fill completed the maker's order: its nonce is spent (docs/protocol.md section 4)
+    assert ex.client.filled_amount(BOB.address, maker[0].nonce) == NONCE_SPENT
     assert ex.client.contract.functions.feePool().call() == taker_fees + maker_fees
 
 

@@ -3,13 +3,28 @@ from __future__ import annotations
 
 import pytest
 
-from crossbook.batch_codec import FILL_SIZE, FUNDING_SIZE, HEADER_SIZE, decode_batch
+from crossbook.batch_codec import (
+    FILL_BATCH_SIZE,
+    FILL_REF_SIZE,
+    FUNDING_SIZE,
+    HEADER_SIZE,
+    SIGNED_ORDER_SIZE,
+    TABLE_HEADER_SIZE,
+    decode_batch,
+)
 from crossbook.protocol_types import FillItem, FundingItem, Order
 from settlement.batcher import Batcher, BatchLimits, SequenceGap
 from settlement.lag import LagTracker, percentile
 
 _O = Order("0x" + "11" * 20, 0, 0, True, False, 1, 1, 1, 1, 0)
 FILL = FillItem(_O, b"\x01" * 65, _O, b"\x02" * 65, 1, 1, 0, 0)
+
+
+def fill(i: int, owner: str = "0x" + "22" * 20) -> FillItem:
+    """A fill between two fresh orders of two fixed owners (nonce i on both sides)."""
+    taker = Order(owner, 0, 0, True, False, 1, 1, i, 1, 0)
+    maker = Order("0x" + "33" * 20, 0, 0, False, False, 1, 1, i, 1, 0)
+    return FillItem(taker, b"\x01" * 65, maker, b"\x02" * 65, 1, 1, 0, 0)
 
 
 def fund(i: int) -> FundingItem:
@@ -42,13 +57,40 @@ def test_cuts_by_age() -> None:
 
 
 def test_cuts_by_calldata_bytes() -> None:
-    limit = HEADER_SIZE + 2 * FILL_SIZE + FUNDING_SIZE
-    b = Batcher(1, BatchLimits(max_items=100, max_calldata_bytes=limit, max_age_s=10))
+    two = HEADER_SIZE + 2 * FILL_BATCH_SIZE - TABLE_HEADER_SIZE  # one table header
+    b = Batcher(1, BatchLimits(max_items=100, max_calldata_bytes=two + FUNDING_SIZE, max_age_s=10))
     for s in range(1, 5):
-        b.add(s, FILL, now=0.0)
+        b.add(s, fill(s), now=0.0)
     x = b.take(0.0)
-    assert x is not None and x.count == 2 and x.size_bytes == HEADER_SIZE + 2 * FILL_SIZE
-    assert len(x.encode()) == x.size_bytes <= limit
+    assert x is not None and x.count == 2 and x.size_bytes == two
+    assert len(x.encode()) == x.size_bytes
+    # the rest is priced again from the head of the next batch: it holds the other two
+    y = b.take(0.0, force=True)
+    assert y is not None and y.count == 2 and len(y.encode()) == y.size_bytes == two
+
+
+def test_repeated_orders_and_accounts_are_priced_once_per_batch() -> None:
+    lim = BatchLimits(max_items=100, max_age_s=10)
+    b = Batcher(1, lim)
+    for s in range(1, 4):
+        b.add(s, FILL, now=0.0)  # the same two signed orders three times
+    x = b.take(0.0, force=True)
+    assert x is not None and x.count == 3
+    assert len(x.encode()) == x.size_bytes == HEADER_SIZE + TABLE_HEADER_SIZE + 2 * SIGNED_ORDER_SIZE + 3 * FILL_REF_SIZE
+    fg = lim.fill_gas
+    first = lim.gas_of(FILL)
+    assert x.gas_estimate == lim.base_gas + 16 * HEADER_SIZE + first + 2 * (fg.base + 16 * FILL_REF_SIZE)
+    # fresh orders of accounts already in the batch: signatures and calldata, no cold storage
+    b.add(4, fill(1), now=0.0)
+    b.add(5, fill(2), now=0.0)
+    y = b.take(0.0, force=True)
+    assert y is not None and len(y.encode()) == y.size_bytes
+    second = fg.base + 2 * fg.order + 16 * (FILL_REF_SIZE + 2 * SIGNED_ORDER_SIZE)
+    assert y.gas_estimate == lim.base_gas + 16 * HEADER_SIZE + lim.gas_of(fill(1)) + second
+    # a partial fill also prices its filled-amount lane word
+    partial = FillItem(_O, b"\x01" * 65, Order("0x" + "44" * 20, 0, 0, False, False, 1, 5, 9, 1, 0),
+                       b"\x03" * 65, 1, 1, 0, 0)
+    assert lim.gas_of(partial) == lim.gas_of(fill(1)) + fg.lane
 
 
 def test_cuts_by_gas_and_always_takes_one_item() -> None:
@@ -58,10 +100,17 @@ def test_cuts_by_gas_and_always_takes_one_item() -> None:
     b.add(2, FILL, 0.0)
     x = b.take(0.0)
     assert x is not None and x.count == 1  # a lone oversized item still goes: the chain decides
-    lim2 = BatchLimits(max_items=100, max_gas=lim.base_gas + 16 * HEADER_SIZE + 3 * lim.gas_of(FILL), max_age_s=10)
+    fills = [fill(s, owner="0x" + f"{s:02x}" * 20) for s in range(1, 8)]  # distinct takers, one maker
+    probe = Batcher(1, BatchLimits(max_items=3, max_age_s=10))
+    for s in range(1, 4):
+        probe.add(s, fills[s - 1], 0.0)
+    three = probe.take(0.0)
+    assert three is not None and three.count == 3
+    assert three.gas_estimate < lim.base_gas + 16 * HEADER_SIZE + 3 * lim.gas_of(fills[0])  # the maker is shared
+    lim2 = BatchLimits(max_items=100, max_gas=three.gas_estimate, max_age_s=10)
     b2 = Batcher(1, lim2)
     for s in range(1, 8):
-        b2.add(s, FILL, 0.0)
+        b2.add(s, fills[s - 1], 0.0)
     y = b2.take(0.0)
     assert y is not None and y.count == 3 and y.gas_estimate <= lim2.max_gas
 

@@ -8,10 +8,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from crossbook.batch_codec import (
+    FILL_BATCH_SIZE,
+    FILL_REF_SIZE,
     FILL_SIZE,
     FORCED_SIZE,
     FUNDING_SIZE,
     HEADER_SIZE,
+    SIGNED_ORDER_SIZE,
+    TABLE_HEADER_SIZE,
     TRANSFER_SIZE,
     WITHDRAW_SIZE,
     MalformedBatch,
@@ -79,8 +83,12 @@ def test_golden_fill_item() -> None:
     assert len(GOLDEN_FILL) == FILL_SIZE == 285
     assert encode_item(FILL) == GOLDEN_FILL
     batch = encode_batch(42, [FILL])
-    assert batch[:HEADER_SIZE] == bytes.fromhex("000000000000002a" "0001")
-    assert batch[HEADER_SIZE:] == GOLDEN_FILL
+    # header, order table of two entries (the inline orders + signatures), FILL_REF 0 <- 1
+    assert batch == (bytes.fromhex("000000000000002a" "0001" "00" "0002") + GOLDEN_FILL[1:261]
+                     + bytes.fromhex("06" "0000" "0001") + GOLDEN_FILL[261:])
+    assert len(batch) == batch_size([FILL]) == HEADER_SIZE + FILL_BATCH_SIZE
+    # the inline kind-1 form (the matcher's stream) decodes to the same item
+    assert decode_batch(batch[:HEADER_SIZE] + GOLDEN_FILL) == decode_batch(batch)
     first_seq, items = decode_batch(batch)
     assert first_seq == 42
     (decoded,) = items
@@ -133,8 +141,26 @@ def test_round_trip(first_seq: int, batch_items: list[Item]) -> None:
         validate(item)
     data = encode_batch(first_seq, batch_items)
     assert len(data) == batch_size(batch_items)
-    assert len(data) == HEADER_SIZE + sum(encoded_item_size(i) for i in batch_items)
+    assert len(data) <= HEADER_SIZE + sum(encoded_item_size(i) for i in batch_items)
     assert decode_batch(data) == (first_seq, batch_items)
+
+
+def test_order_table_holds_each_signed_order_once() -> None:
+    other = Order(TAKER.owner, 0, 3, True, False, 1, 1, 99, 1, 0)
+    second = FillItem(other, TAKER_SIG, MAKER, MAKER_SIG, 1, 1, 0, 0)  # the same maker order again
+    items: list[Item] = [FILL, FundingItem(0, 1), second, FILL]
+    data = encode_batch(3, items)
+    assert data[HEADER_SIZE:HEADER_SIZE + TABLE_HEADER_SIZE] == bytes.fromhex("00" "0003")
+    assert len(data) == batch_size(items) == (HEADER_SIZE + TABLE_HEADER_SIZE + 3 * SIGNED_ORDER_SIZE
+                                              + 3 * FILL_REF_SIZE + FUNDING_SIZE)
+    refs = HEADER_SIZE + TABLE_HEADER_SIZE + 3 * SIGNED_ORDER_SIZE
+    assert data[refs:refs + 5] == bytes.fromhex("06" "0000" "0001")
+    second_ref = refs + FILL_REF_SIZE + FUNDING_SIZE
+    assert data[second_ref:second_ref + 5] == bytes.fromhex("06" "0002" "0001")
+    assert decode_batch(data) == (3, items)
+    # a batch without fills has no table
+    assert encode_batch(3, [FundingItem(0, 1)]) == bytes.fromhex("0000000000000003" "0001") + encode_item(
+        FundingItem(0, 1))
 
 
 @given(st.lists(items, min_size=1, max_size=4), st.data())
@@ -162,21 +188,34 @@ def test_malformed_offsets() -> None:
         assert info.value.offset == HEADER_SIZE + FORCED_SIZE
     # truncated second item: offset where it starts
     two = encode_batch(0, [FundingItem(1, 1), FILL])
+    second = HEADER_SIZE + TABLE_HEADER_SIZE + 2 * SIGNED_ORDER_SIZE + FUNDING_SIZE
     with pytest.raises(MalformedBatch) as info:
         decode_batch(two[:-1])
-    assert info.value.offset == HEADER_SIZE + FUNDING_SIZE
+    assert info.value.offset == second
     # count says 2, only one present
     with pytest.raises(MalformedBatch) as info:
-        decode_batch(two[:HEADER_SIZE + FUNDING_SIZE])
-    assert info.value.offset == HEADER_SIZE + FUNDING_SIZE
+        decode_batch(two[:second])
+    assert info.value.offset == second
     assert decode_batch(encode_batch(5, [])) == (5, [])
+    # order table: truncated at offset 10; a FILL_REF index outside it at the kind byte
+    one = encode_batch(0, [FILL])
+    for cut in (HEADER_SIZE + 1, HEADER_SIZE + TABLE_HEADER_SIZE + SIGNED_ORDER_SIZE):
+        with pytest.raises(MalformedBatch) as info:
+            decode_batch(one[:cut])
+        assert info.value.offset == HEADER_SIZE
+    ref = HEADER_SIZE + TABLE_HEADER_SIZE + 2 * SIGNED_ORDER_SIZE
+    bad = bytearray(one)
+    bad[ref + 3:ref + 5] = (2).to_bytes(2, "big")
+    with pytest.raises(MalformedBatch) as info:
+        decode_batch(bytes(bad))
+    assert info.value.offset == ref
 
 
 def test_extra_flag_bits_ignored() -> None:
     # the contract does not revert on flags > 3 (it rejects that fill as INVALID_ITEM), so the
     # decoder must not call the batch malformed either; it keeps bits 0 and 1
     raw = bytearray(encode_batch(0, [FILL]))
-    raw[HEADER_SIZE + 29] |= 0xFC
+    raw[HEADER_SIZE + TABLE_HEADER_SIZE + 28] |= 0xFC  # the taker's table entry
     _, (item,) = decode_batch(bytes(raw))
     assert isinstance(item, FillItem) and item.taker.is_buy and not item.taker.reduce_only
 

@@ -10,7 +10,10 @@ import {ForcedRequest} from "../interfaces/ICrossbookTypes.sol";
 ///        tag 0: header  = uint128(int128 quote) | marketBits << 128 (32 bits) | assetBits << 160 (16 bits)
 ///        tag 1: position of market `index` = int80 size | int88 openNotional << 80 | int88 snapshot << 168
 ///        tag 2: collateral balance of asset `index` (>= 1), uint256
-///      Filled amounts: `filled[uint160(owner) << 62 | nonce >> 2]` holds four 64-bit lanes (nonce & 3).
+///      Filled amounts (docs/protocol.md §4): `filled[1 << 255 | uint160(owner) << 57 | nonce >> 7]` holds 2-bit
+///      states of 128 nonces (bits 2 * (nonce & 127): 0 untouched, 1 partially filled, 2 spent);
+///      `filled[uint160(owner) << 62 | nonce >> 2]` holds four 64-bit lanes (nonce & 3), meaningful only
+///      while the nonce is partially filled.
 library ClearinghouseStorage {
     /// @custom:storage-location erc7201:crossbook.clearinghouse
     struct Market {
@@ -91,6 +94,14 @@ library ClearinghouseStorage {
     int256 internal constant ON_MAX = type(int88).max;
     int256 internal constant QUOTE_MIN = type(int128).min;
     int256 internal constant QUOTE_MAX = type(int128).max;
+
+    function nonceStateKey(uint256 owner, uint256 nonce) internal pure returns (uint256) {
+        return (uint256(1) << 255) | (owner << 57) | (nonce >> 7);
+    }
+
+    function laneKey(uint256 owner, uint256 nonce) internal pure returns (uint256) {
+        return (owner << 62) | (nonce >> 2);
+    }
 
     function acctId(address owner, uint256 sub) internal pure returns (uint256) {
         return (uint256(uint160(owner)) << 32 | sub) << 16;

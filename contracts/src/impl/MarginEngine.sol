@@ -86,6 +86,9 @@ abstract contract MarginEngine is IClearinghouseEvents {
         uint256 okAssets;
         // settlement only: per market 5 words (ready flag, K_0..K_3 cumulative full-tier initial requirements)
         uint256[] kIm;
+        // settlement only: per order-table entry 0 unchecked, 1 signature good, 2 bad
+        uint256[] sigs;
+        uint256 tbl; // absolute calldata offset of the order table's first entry
     }
 
     constructor(address oracle_, address quoteToken_) {

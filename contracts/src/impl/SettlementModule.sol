@@ -17,6 +17,8 @@ import {ForcedRequest} from "../interfaces/ICrossbookTypes.sol";
 contract SettlementModule is MarginEngine {
     address private immutable _self;
 
+    uint8 private constant MALFORMED = 255; // not a reject reason: the batch reverts
+
     /// @dev One side of a fill, reused across the batch.
     struct Side {
         uint256 off; // absolute calldata offset of the packed order
@@ -42,7 +44,10 @@ contract SettlementModule is MarginEngine {
         int256 newSize;
         int256 funding; // funding settled into quote (owed)
         uint256 fee;
-        uint256 fslot; // storage slot of the order's filled-amount word
+        uint256 fslot; // storage slot of the nonce's state word (2 bits per nonce)
+        uint256 idx; // order-table index + 1 (0: inline order, no per-batch signature cache)
+        uint256 fstate; // 0 untouched, 1 partially filled (lane holds the amount), 2 spent
+        uint256 lslot; // storage slot of the filled-amount lane (partially filled nonces only)
     }
 
     constructor(address oracle_, address quoteToken_) MarginEngine(oracle_, quoteToken_) {
@@ -51,7 +56,7 @@ contract SettlementModule is MarginEngine {
 
     /// @notice Settles a packed batch (docs/protocol.md §5). Only reachable through Clearinghouse.settle,
     ///         which enforces OPERATOR_ROLE and non-reentrancy.
-    /// @param batch firstSeq:uint64 count:uint16 item{count}
+    /// @param batch firstSeq:uint64 count:uint16 [0x00 orderCount:uint16 (order sig){orderCount}] item{count}
     function settle(bytes calldata batch) external {
         if (address(this) == _self) revert DirectCallForbidden();
         S.Layout storage l = S.store();
@@ -63,37 +68,16 @@ contract SettlementModule is MarginEngine {
         if (len < B.HEADER) revert MalformedBatch(0);
         uint64 firstSeq = uint64(B.u(base, 8));
         uint256 count = B.u(base + 8, 2);
-        uint64 expected = l.nextSeq;
-        if (firstSeq != expected) revert BatchOutOfOrder(expected, firstSeq);
+        {
+            uint64 expected = l.nextSeq;
+            if (firstSeq != expected) revert BatchOutOfOrder(expected, firstSeq);
+        }
 
         Ctx memory c = _newCtx();
         c.domain = H.domainSeparator(address(this));
         c.fundDelta = new int256[](c.nMarkets);
         c.kIm = new uint256[](c.nMarkets * 5);
-        Side memory t;
-        Side memory k;
-        uint256 o = B.HEADER;
-        uint256 rejected;
-        for (uint256 j = 0; j < count; ++j) {
-            if (o >= len) revert MalformedBatch(o);
-            uint256 kind = B.u(base + o, 1);
-            uint256 bodyLen = B.bodyLength(kind);
-            if (bodyLen == 0 || o + 1 + bodyLen > len) revert MalformedBatch(o);
-            uint64 seq = firstSeq + uint64(j);
-            uint256 p = base + o + 1;
-            uint8 reason;
-            if (kind == B.KIND_FILL) reason = _fill(c, t, k, p);
-            else if (kind == B.KIND_WITHDRAW) reason = _withdraw(c, p, seq);
-            else if (kind == B.KIND_TRANSFER) reason = _transfer(c, p);
-            else if (kind == B.KIND_FUNDING) reason = _funding(c, p);
-            else reason = _executeForced(c, uint64(B.u(p, 8)), seq);
-            if (reason != 0) {
-                emit ItemRejected(seq, reason);
-                ++rejected;
-            }
-            o += 1 + bodyLen;
-        }
-        if (o != len) revert MalformedBatch(o);
+        uint256 rejected = _items(c, base, len, firstSeq, count);
         l.nextSeq = firstSeq + uint64(count);
         if (c.feeAcc != 0) l.feePool += uint128(c.feeAcc);
         for (uint256 m = 0; m < c.nMarkets; ++m) {
@@ -101,6 +85,64 @@ contract SettlementModule is MarginEngine {
             if (fd != 0) l.markets[m].fundingBalance += fd;
         }
         emit BatchSettled(firstSeq, uint16(count), uint16(rejected));
+    }
+
+    /// @dev Runs the items (after the order table); reverts MalformedBatch; returns the number rejected.
+    function _items(Ctx memory c, uint256 base, uint256 len, uint64 firstSeq, uint256 count)
+        private
+        returns (uint256 rejected)
+    {
+        Side memory t;
+        Side memory k;
+        uint256 o = _orderTable(c, base, len);
+        for (uint256 j = 0; j < count; ++j) {
+            if (o >= len) revert MalformedBatch(o);
+            uint256 bodyLen = B.bodyLength(B.u(base + o, 1));
+            if (bodyLen == 0 || o + 1 + bodyLen > len) revert MalformedBatch(o);
+            uint8 reason = _item(c, t, k, base + o, firstSeq + uint64(j));
+            if (reason == MALFORMED) revert MalformedBatch(o);
+            if (reason != 0) {
+                emit ItemRejected(firstSeq + uint64(j), reason);
+                ++rejected;
+            }
+            o += 1 + bodyLen;
+        }
+        if (o != len) revert MalformedBatch(o);
+    }
+
+    /// @dev Parses the optional order table after the header (each distinct signed order of the batch once,
+    ///      referenced by FILL_REF items); returns the offset of the first item.
+    function _orderTable(Ctx memory c, uint256 base, uint256 len) private pure returns (uint256 o) {
+        o = B.HEADER;
+        uint256 n;
+        if (o < len && B.u(base + o, 1) == 0) {
+            if (o + 3 > len) revert MalformedBatch(o);
+            n = B.u(base + o + 1, 2);
+            if (o + 3 + n * B.SIGNED_ORDER > len) revert MalformedBatch(o);
+            c.tbl = base + o + 3;
+            o += 3 + n * B.SIGNED_ORDER;
+        }
+        c.sigs = new uint256[](n);
+    }
+
+    /// @dev Applies one item whose kind byte is at absolute offset `ko`: 0, a reject reason, or MALFORMED
+    ///      (a FILL_REF index outside the order table).
+    function _item(Ctx memory c, Side memory t, Side memory k, uint256 ko, uint64 seq) private returns (uint8) {
+        uint256 kind = B.u(ko, 1);
+        uint256 p = ko + 1;
+        if (kind == B.KIND_FILL_REF) {
+            if (!_readRefs(c, t, k, p)) return MALFORMED;
+            return _fill(c, t, k, p + 4);
+        }
+        if (kind == B.KIND_FILL) {
+            _readOrder(t, p, 0);
+            _readOrder(k, p + 130, 0);
+            return _fill(c, t, k, p + 260);
+        }
+        if (kind == B.KIND_WITHDRAW) return _withdraw(c, p, seq);
+        if (kind == B.KIND_TRANSFER) return _transfer(c, p);
+        if (kind == B.KIND_FUNDING) return _funding(c, p);
+        return _executeForced(c, uint64(B.u(p, 8)), seq);
     }
 
     /// @notice Escape hatch (docs/protocol.md §8), reached through Clearinghouse.executeForcedWithdrawal, which
@@ -121,7 +163,19 @@ contract SettlementModule is MarginEngine {
 
     // ------------------------------------------------------------------------------------------ fills
 
-    function _readOrder(Side memory x, uint256 o) private pure {
+    /// @dev Reads the two order-table entries a FILL_REF at `p` references; false for an index out of range.
+    function _readRefs(Ctx memory c, Side memory t, Side memory k, uint256 p) private pure returns (bool) {
+        uint256 n = c.sigs.length;
+        uint256 ti = B.u(p, 2);
+        uint256 ki = B.u(p + 2, 2);
+        if (ti >= n || ki >= n) return false;
+        _readOrder(t, c.tbl + ti * B.SIGNED_ORDER, ti + 1);
+        _readOrder(k, c.tbl + ki * B.SIGNED_ORDER, ki + 1);
+        return true;
+    }
+
+    function _readOrder(Side memory x, uint256 o, uint256 idx) private pure {
+        x.idx = idx;
         // Side layout: off, owner, sub, market, flags, price, size, nonce, expiry, maxFee, feePpm, isBuy, id
         assembly ("memory-safe") {
             mstore(x, o)
@@ -145,13 +199,12 @@ contract SettlementModule is MarginEngine {
         }
     }
 
+    /// @dev A fill whose sides are already read; `o` points at fillSize:uint64 fillPrice:uint64 fees:2*uint32.
     function _fill(Ctx memory c, Side memory t, Side memory k, uint256 o) private returns (uint8 r) {
-        _readOrder(t, o);
-        _readOrder(k, o + 130);
-        uint256 fillSize = B.u(o + 260, 8);
-        uint256 fillPrice = B.u(o + 268, 8);
-        t.feePpm = B.u(o + 276, 4);
-        k.feePpm = B.u(o + 280, 4);
+        uint256 fillSize = B.u(o, 8);
+        uint256 fillPrice = B.u(o + 8, 8);
+        t.feePpm = B.u(o + 16, 4);
+        k.feePpm = B.u(o + 20, 4);
         r = _fillChecks(c, t, k, fillSize, fillPrice);
         if (r != 0) return r;
         return _fillApply(c, t, k, fillSize, fillPrice);
@@ -186,6 +239,17 @@ contract SettlementModule is MarginEngine {
     /// @dev EIP-712 digest of the packed order at calldata offset `o` (H.orderStructHashCd + H.digest) and a
     ///      low-s ecrecover of the signature that follows it (H.recoverCd), in one pass.
     function _orderSigOk(Ctx memory c, Side memory x) private view returns (bool) {
+        uint256 idx = x.idx;
+        if (idx == 0) return _orderSigCheck(c, x);
+        uint256 st = c.sigs[idx - 1]; // 0 unchecked, 1 good, 2 bad; same bytes, same answer all batch
+        if (st == 0) {
+            st = _orderSigCheck(c, x) ? 1 : 2;
+            c.sigs[idx - 1] = st;
+        }
+        return st == 1;
+    }
+
+    function _orderSigCheck(Ctx memory c, Side memory x) private view returns (bool) {
         bytes32 th = H.ORDER_TYPEHASH;
         uint256 halfN = H.HALF_N;
         bytes32 domain = c.domain;
@@ -229,31 +293,69 @@ contract SettlementModule is MarginEngine {
         return signer == x.owner || S.store().agents[x.owner][signer];
     }
 
-    function _fillKey(Side memory x) private pure returns (uint256 key, uint256 shift) {
-        key = (uint256(uint160(x.owner)) << 62) | (x.nonce >> 2);
-        shift = (x.nonce & 3) << 6;
-    }
-
+    /// @dev Filled amount of (owner, nonce) for the OVERFILL check; 2**64 (above any size) once spent (§4).
+    ///      Reads the nonce's 2-bit state word, and the 64-bit lane only for a partially filled nonce.
     function _filled(Side memory x) private view returns (uint256 v) {
-        (uint256 key, uint256 shift) = _fillKey(x);
         mapping(uint256 => uint256) storage f = S.store().filled;
+        uint256 owner = uint256(uint160(x.owner));
+        uint256 nonce = x.nonce;
+        uint256 sslot = _slotOf(f, S.nonceStateKey(owner, nonce));
+        uint256 st;
         assembly ("memory-safe") {
-            mstore(0, key)
-            mstore(0x20, f.slot)
-            let slot := keccak256(0, 0x40)
-            mstore(add(x, 0x2e0), slot)
-            v := and(shr(shift, sload(slot)), 0xffffffffffffffff)
+            st := and(shr(shl(1, and(nonce, 127)), sload(sslot)), 3)
+        }
+        x.fslot = sslot;
+        x.fstate = st;
+        if (st == 0) return 0;
+        if (st != 1) return 1 << 64;
+        uint256 lslot = _slotOf(f, S.laneKey(owner, nonce));
+        x.lslot = lslot;
+        assembly ("memory-safe") {
+            v := and(shr(shl(6, and(nonce, 3)), sload(lslot)), 0xffffffffffffffff)
         }
     }
 
-    /// @dev Adds to the lane located by _filled (re-read: both sides may share a word).
-    function _addFilled(Side memory x, uint256 amount) private {
-        uint256 shift = (x.nonce & 3) << 6;
-        uint256 slot = x.fslot;
+    function _slotOf(mapping(uint256 => uint256) storage f, uint256 key) private pure returns (uint256 slot) {
         assembly ("memory-safe") {
-            let w := sload(slot)
-            let v := add(and(shr(shift, w), 0xffffffffffffffff), amount) // <= order size < 2**64 (OVERFILL)
-            sstore(slot, or(and(w, not(shl(shift, 0xffffffffffffffff))), shl(shift, v)))
+            mstore(0, key)
+            mstore(0x20, f.slot)
+            slot := keccak256(0, 0x40)
+        }
+    }
+
+    /// @dev Records `amount` more on the nonce located by _filled (words re-read: both sides may share one).
+    ///      Reaching the order's size marks the nonce spent (one bit pair, the lane is left as it was);
+    ///      anything less keeps the amount in the lane and marks the nonce partially filled.
+    function _addFilled(Side memory x, uint256 amount) private {
+        uint256 nonce = x.nonce;
+        uint256 st = x.fstate;
+        uint256 sslot = x.fslot;
+        uint256 lslot = x.lslot;
+        uint256 lshift = (nonce & 3) << 6;
+        uint256 prev;
+        if (st == 1) {
+            assembly ("memory-safe") {
+                prev := and(shr(lshift, sload(lslot)), 0xffffffffffffffff)
+            }
+        }
+        uint256 v = prev + amount; // <= order size < 2**64 (OVERFILL)
+        uint256 sshift = (nonce & 127) << 1;
+        if (v == x.size) {
+            assembly ("memory-safe") {
+                let w := sload(sslot)
+                sstore(sslot, or(and(w, not(shl(sshift, 3))), shl(sshift, 2)))
+            }
+            return;
+        }
+        if (st == 0) {
+            lslot = _slotOf(S.store().filled, S.laneKey(uint256(uint160(x.owner)), nonce));
+            assembly ("memory-safe") {
+                sstore(sslot, or(sload(sslot), shl(sshift, 1)))
+            }
+        }
+        assembly ("memory-safe") {
+            let w := sload(lslot)
+            sstore(lslot, or(and(w, not(shl(lshift, 0xffffffffffffffff))), shl(lshift, v)))
         }
     }
 

@@ -9,6 +9,8 @@ library BatchDecoder {
     uint256 internal constant ORDER = 65;
     uint256 internal constant SIG = 65;
     uint256 internal constant FILL_BODY = 284; // 2 * (ORDER + SIG) + 8 + 8 + 4 + 4
+    uint256 internal constant SIGNED_ORDER = 130; // ORDER + SIG, one order-table entry
+    uint256 internal constant FILL_REF_BODY = 28; // 2 + 2 + 8 + 8 + 4 + 4
     uint256 internal constant WITHDRAW_BODY = 123;
     uint256 internal constant TRANSFER_BODY = 127;
     uint256 internal constant FUNDING_BODY = 8;
@@ -19,6 +21,7 @@ library BatchDecoder {
     uint8 internal constant KIND_TRANSFER = 3;
     uint8 internal constant KIND_FUNDING = 4;
     uint8 internal constant KIND_FORCED = 5;
+    uint8 internal constant KIND_FILL_REF = 6;
 
     /// @dev Body length of an item kind, 0 for an unknown kind.
     function bodyLength(uint256 kind) internal pure returns (uint256) {
@@ -26,6 +29,7 @@ library BatchDecoder {
         if (kind == KIND_WITHDRAW) return WITHDRAW_BODY;
         if (kind == KIND_TRANSFER) return TRANSFER_BODY;
         if (kind == KIND_FUNDING || kind == KIND_FORCED) return 8;
+        if (kind == KIND_FILL_REF) return FILL_REF_BODY;
         return 0;
     }
 

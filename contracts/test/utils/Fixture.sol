@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 pragma solidity ^0.8.24;
 
+import {BatchEncoder} from "./BatchEncoder.sol";
 import {Test, Vm} from "./Test.sol";
 import {ClearinghouseHarness} from "../harness/ClearinghouseHarness.sol";
 import {Clearinghouse} from "../../src/Clearinghouse.sol";
@@ -16,6 +17,7 @@ abstract contract Fixture is Test, IClearinghouseEvents {
     uint8 constant BAD_SIGNATURE = 1;
     uint8 constant EXPIRED = 2;
     uint8 constant OVERFILL = 3;
+    uint256 constant SPENT = type(uint64).max; // filledAmount of a spent nonce (docs/protocol.md §4)
     uint8 constant PRICE_LIMIT = 4;
     uint8 constant FEE_TOO_HIGH = 5;
     uint8 constant REDUCE_ONLY = 6;
@@ -192,10 +194,7 @@ abstract contract Fixture is Test, IClearinghouseEvents {
     }
 
     function _batch(bytes[] memory items) internal view returns (bytes memory b) {
-        b = abi.encodePacked(ch.nextSeq(), uint16(items.length));
-        for (uint256 i = 0; i < items.length; ++i) {
-            b = bytes.concat(b, items[i]);
-        }
+        return BatchEncoder.encode(ch.nextSeq(), items);
     }
 
     function _one(bytes memory item) internal pure returns (bytes[] memory items) {
