@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from crossbook.chain.local_exchange import LocalExchange
-from crossbook.config import SIZE
+from crossbook.protocol_types import NONCE_SPENT
 from crossbook.paths import REPO_ROOT
 from settlement.source import InMemorySource
 from tests.settlement.conftest import OPERATOR_KEY, assert_exactly_once, make_fills
@@ -48,8 +48,8 @@ def test_kill_minus_nine_at_random_points_settles_everything_exactly_once(ex: Lo
     print("nextSeq after each kill:", progress)
     assert_exactly_once(ex, first, len(fills))
     for f in fills:
-        assert ex.client.filled_amount(f.taker.owner, f.taker.nonce) == SIZE
-        assert ex.client.filled_amount(f.maker.owner, f.maker.nonce) == SIZE
+        assert ex.client.filled_amount(f.taker.owner, f.taker.nonce) == NONCE_SPENT
+        assert ex.client.filled_amount(f.maker.owner, f.maker.nonce) == NONCE_SPENT
 
 
 def _kill_repeatedly(ex: LocalExchange, items: Path, rng: random.Random, end: int, progress: list[int]) -> None:

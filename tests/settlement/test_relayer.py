@@ -9,8 +9,7 @@ from web3 import AsyncWeb3
 from crossbook.chain.anvil import rpc_call
 from crossbook.chain.devkeys import dev_key
 from crossbook.chain.local_exchange import LocalExchange
-from crossbook.config import SIZE
-from crossbook.protocol_types import RejectReason
+from crossbook.protocol_types import NONCE_SPENT, RejectReason
 from settlement.batcher import BatchLimits
 from settlement.relayer import Relayer, RelayerConfig, RelayerError
 from settlement.source import InMemorySource
@@ -56,9 +55,9 @@ async def test_restart_mid_stream_is_harmless(ex: LocalExchange, aw3: AsyncWeb3)
     final = Relayer(aw3, ex.client.contract.address, OPERATOR_KEY, src, CFG)
     await asyncio.wait_for(final.run(), 60)
     assert_exactly_once(ex, first, len(fills))
-    # every fill applied once: each order's filled amount is exactly its size
+    # every fill applied once: each order was filled exactly to its size, which spends its nonce
     for f in fills:
-        assert ex.client.filled_amount(f.taker.owner, f.taker.nonce) == SIZE
+        assert ex.client.filled_amount(f.taker.owner, f.taker.nonce) == NONCE_SPENT
 
 
 async def test_a_finished_stream_resubmitted_is_a_noop(ex: LocalExchange, aw3: AsyncWeb3) -> None:
