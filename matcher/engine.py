@@ -22,7 +22,6 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any, Callable
 
-import msgspec
 
 from crossbook.config import DEFAULT_SPEC, ExchangeSpec, risk_params
 from crossbook.liquidation import LiquidationParams, LiquidationQuote, apply_liquidation
@@ -73,6 +72,7 @@ from matcher.commands import (
     SetOraclePrices,
 )
 from matcher.ledger import Acct, Entry, Ledger, LedgerSnapshot, add_asset, funding_delta
+from matcher.native import use_source_if_stale
 from matcher.orders import (
     Accepted,
     CancelReason,
@@ -88,6 +88,7 @@ from matcher.orders import (
     Tif,
 )
 from matcher.risk import Exposure, RiskModel
+from matcher.structs import EngineSnapshot, RecRow
 
 _U64 = 2**64 - 1
 _I32_MIN, _I32_MAX = -(2**31), 2**31 - 1
@@ -154,41 +155,6 @@ class OrderRec:
         self.remaining = 0  # open size counted in the exposure
         self.is_buy = signed.is_buy
         self.cid = cid
-
-
-class _RecRow(msgspec.Struct, array_like=True):
-    oid: int
-    market: int
-    owner: str
-    sub: int
-    signed: SignedOrder
-    sig: bytes
-    filled: int
-    remaining: int
-    cid: int | None
-    tif: int
-    stp: int
-    expiry: int
-
-
-class EngineSnapshot(msgspec.Struct, array_like=True):
-    """Everything :meth:`Engine.restore` needs; written by the journal's snapshots."""
-
-    cmd_seq: int
-    next_oid: int
-    books: list[tuple[int, int, int, list[int]]]  # market, last_oid, fill_seq, oids by priority
-    orders: list[_RecRow]
-    ledger: LedgerSnapshot
-    nonces: list[tuple[str, int]]
-    digests: list[bytes]
-    forced: list[int]
-    agents: list[tuple[str, str]]
-    asset_prices: dict[int, int]
-    market_prices: dict[int, int]
-    # additive, defaulted: snapshots written before the chain cursor existed still decode
-    chain_cursor: tuple[int, int] = (0, 0)
-    # additive, defaulted: the mirrored section 9.1 parameters (contract defaults until an event)
-    liquidation_params: tuple[int, int, int, int] = (20_000, 500_000, 100_000, 500_000)
 
 
 def _ack(req_id: int, code: Code, message: str) -> Result:
@@ -331,7 +297,7 @@ class Engine:
             oids = [o.oid for o in b.iter_side(True)] + [o.oid for o in b.iter_side(False)]
             books.append((m, b._last_oid, b._fill_seq, oids))
         rows = [
-            _RecRow(r.oid, r.market, r.acct[0], r.acct[1], r.signed, r.sig, r.filled,
+            RecRow(r.oid, r.market, r.acct[0], r.acct[1], r.signed, r.sig, r.filled,
                     r.remaining, r.cid, r.bo.tif, r.bo.stp, r.bo.expiry)
             for r in self.orders.values()
         ]
@@ -1093,3 +1059,7 @@ class Engine:
 
 
 __all__ = ["Engine", "EngineConfig", "EngineSnapshot", "OrderRec"]
+
+
+# last: a compiled build of this file that is older than its source must not shadow it
+use_source_if_stale(__name__, __file__, globals())

@@ -18,48 +18,15 @@ import msgspec
 from crossbook.fixedpoint import PPM, trunc_div
 from crossbook.margin import Position, SubAccount, apply_fill_side, clamp_funding_rate
 from crossbook.protocol_types import FillItem, ForcedItem, FundingItem, Item, ItemKind
+from matcher.native import use_source_if_stale
+from matcher.structs import Acct, AcctRow, Entry, LedgerSnapshot, SettleResult
 
-Acct = tuple[str, int]
 
 _FILL = int(ItemKind.FILL)
 _WITHDRAW = int(ItemKind.WITHDRAW)
 _TRANSFER = int(ItemKind.TRANSFER)
 _FUNDING = int(ItemKind.FUNDING)
 _FORCED = int(ItemKind.FORCED)
-
-
-class Entry(msgspec.Struct, array_like=True, gc=False):
-    """One sequenced item and its effect on the ledger.
-
-    FILL: ``a`` taker, ``b`` maker, ``qty``/``price`` the fill, ``a_buy`` the taker's side,
-    ``fee_a``/``fee_b`` the fees in quote atoms, ``findex`` the funding index the projected
-    state used (refreshed on a rebuild). WITHDRAW/FORCED: ``a`` the account, ``asset``,
-    ``qty`` the amount. TRANSFER: ``a`` source, ``b`` destination. FUNDING: ``market`` and
-    ``delta`` (the change of the cumulative index).
-    """
-
-    seq: int
-    kind: int
-    item: Item
-    a: Acct | None = None
-    b: Acct | None = None
-    market: int = 0
-    asset: int = 0
-    qty: int = 0
-    price: int = 0
-    a_buy: bool = False
-    fee_a: int = 0
-    fee_b: int = 0
-    delta: int = 0
-    findex: int = 0
-
-    def accounts(self) -> tuple[Acct, ...]:
-        """The sub-accounts this entry changes."""
-        if self.a is None:
-            return ()
-        if self.b is None:
-            return (self.a,)
-        return (self.a, self.b)
 
 
 def funding_delta(rate_ppm: int, max_funding_ppm: int, price: int) -> int:
@@ -110,12 +77,6 @@ def apply_entry(accounts: dict[Acct, SubAccount], funding: dict[int, int], e: En
     e.findex = findex
     for acct in e.accounts():
         _apply_side(accounts, e, acct, findex)
-
-
-class SettleResult(msgspec.Struct):
-    """Outcome of :meth:`Ledger.settle`: rejected entries with their on-chain reasons."""
-
-    rejected: list[tuple[Entry, int]]
 
 
 class Ledger:
@@ -357,23 +318,6 @@ class Ledger:
 
 _EMPTY = SubAccount()
 
-AcctRow = tuple[str, int, int, dict[int, int], dict[int, tuple[int, int, int]]]
-
-
-class LedgerSnapshot(msgspec.Struct, array_like=True):
-    """Serialized ledger (see :meth:`Ledger.dump`)."""
-
-    confirmed: list[AcctRow]
-    projected: list[AcctRow]
-    conf_funding: dict[int, int]
-    proj_funding: dict[int, int]
-    unsettled: list[Entry]
-    next_seq: int
-    settled_seq: int
-    # additive, defaulted: snapshots written before FundingUpdated reached the engine decode
-    chain_funding: dict[int, list[int]] = {}
-
-
 def _dump_acct(a: Acct, st: SubAccount) -> AcctRow:
     return (a[0], a[1], st.quote, dict(st.collateral),
             {m: (p.size, p.open_notional, p.funding_snapshot) for m, p in st.positions.items()})
@@ -405,3 +349,7 @@ __all__ = [
 ]
 
 add_asset = _add_asset
+
+
+# last: a compiled build of this file that is older than its source must not shadow it
+use_source_if_stale(__name__, __file__, globals())

@@ -18,7 +18,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-COMPILED = ("matcher/orders.py", "matcher/book.py")
+COMPILED = ("matcher/orders.py", "matcher/book.py", "matcher/risk.py", "matcher/ledger.py",
+            "matcher/engine.py")
 _ROOT = Path(__file__).resolve().parent.parent
 STAMP = _ROOT / "matcher" / "native.stamp"
 

@@ -23,6 +23,7 @@ from crossbook.margin import (
     compute_health,
     reduces_without_flip,
 )
+from matcher.native import use_source_if_stale
 
 # per market: [buy size, buy size*price sum, sell size, sell size*price sum]
 Exposure = dict[int, list[int]]
@@ -146,3 +147,7 @@ class RiskModel:
 
 
 __all__ = ["Exposure", "RiskModel"]
+
+
+# last: a compiled build of this file that is older than its source must not shadow it
+use_source_if_stale(__name__, __file__, globals())
