@@ -232,6 +232,8 @@ class OrderBook:
             return [Rejected(oid, RejectReason.POST_ONLY_WOULD_CROSS)]
 
         self._last_oid = oid
+        # one boxed id for the event and both dicts (the compiled build boxes per use)
+        key: Any = oid
         if o.reduce_only:
             allowed = self._ro_allowed(o, 0)
             if allowed == 0:
@@ -240,7 +242,7 @@ class OrderBook:
                 size = o.size = allowed
             # the position hook is the caller's code: look the level up again after it
             lvl = (self._bid_lv if is_buy else self._ask_lv).get(price)
-        ev: list[Event] = [Accepted(oid, size)]
+        ev: list[Event] = [Accepted(key, size)]
         if crosses:
             limkey = price if is_buy else -price
             check = self.maker_check
@@ -281,8 +283,8 @@ class OrderBook:
         if o.cid is None and not o.reduce_only and not o.expiry:
             # _register, inlined for a plain order
             o.book_acct = a
-            self._orders[oid] = o
-            a.orders[oid] = o
+            self._orders[key] = o
+            a.orders[key] = o
             if is_buy:
                 a.open_buy += o.size
             else:
@@ -344,11 +346,13 @@ class OrderBook:
             return [CommandRejected(order_id, RejectReason.UNKNOWN_ORDER)]
         if type(price) is not int or type(size) is not int:
             return [CommandRejected(order_id, RejectReason.BAD_TYPE)]
-        return self._modify(o, price, size, now)
+        return self._modify(o, price, size, now, order_id, price)
 
-    def _modify(self, o: Order, price: int, size: int, now: int) -> list[Event]:
-        """``modify`` of a live order with int arguments."""
-        order_id = o.oid
+    def _modify(self, o: Order, price: int, size: int, now: int, order_id: Any,
+                price_key: Any) -> list[Event]:
+        """``modify`` of a live order with int arguments. ``order_id`` and ``price_key`` are the
+        caller's objects for the id and the price: the compiled build looks levels up and
+        builds events with them instead of boxing the typed ints again."""
         old = o.size
         if o.is_buy:
             levels = self._bid_lv
@@ -356,7 +360,7 @@ class OrderBook:
         else:
             levels = self._ask_lv
             crosses = self._bid_px >= price
-        nl = levels.get(price)
+        nl = levels.get(price_key)
         # validity: a price that names an existing level is on tick and in range, and the
         # order's current size is a valid size, so the common move skips those tests
         if not (
@@ -378,7 +382,7 @@ class OrderBook:
                     o.book_acct.open_buy -= d
                 else:
                     o.book_acct.open_sell -= d
-            return [Modified(order_id, price, size, True)]
+            return [Modified(order_id, price_key, size, True)]
         # the common move: a passive re-queue of a plain order (no cross, not reduce-only)
         if crosses or o.reduce_only:
             return self._modify_slow(o, price, size, now)
@@ -389,7 +393,7 @@ class OrderBook:
                 lvl.head = None
                 self._emptied(lvl, lvl.key > 0)
                 # emptying the best level may have deleted empty levels next to it
-                nl = levels.get(price)
+                nl = levels.get(price_key)
             else:
                 lvl.head = nxt
                 nxt.prev = None
@@ -410,7 +414,7 @@ class OrderBook:
                 o.book_acct.open_sell += size - old
         if nl is None:
             self._link(o)
-            return [Modified(order_id, price, size, False)]
+            return [Modified(order_id, price_key, size, False)]
         lvl = nl
         tail = lvl.tail
         if tail is None:
@@ -423,7 +427,7 @@ class OrderBook:
         lvl.tail = o
         lvl.total += size
         o.level = lvl
-        return [Modified(order_id, price, size, False)]
+        return [Modified(order_id, price_key, size, False)]
 
     def _modify_slow(self, o: Order, price: int, size: int, now: int) -> list[Event]:
         """``modify`` of a valid, unexpired order that needs a re-queue and may cross or is
@@ -804,8 +808,8 @@ class OrderBook:
             a.open_buy -= o.size
         else:
             a.open_sell -= o.size
-        # _unregister, inlined: cancels and fills end here
-        oid = o.oid
+        # _unregister, inlined: cancels and fills end here (one boxed id for both dicts)
+        oid: Any = o.oid
         del self._orders[oid]
         del a.orders[oid]
         if o.cid is not None:
