@@ -232,8 +232,7 @@ class OrderBook:
             return [Rejected(oid, RejectReason.POST_ONLY_WOULD_CROSS)]
 
         self._last_oid = oid
-        # one boxed id for the event and both dicts (the compiled build boxes per use)
-        key: Any = oid
+        key = o.id_key  # the id as an object, for the event and both dicts
         if o.reduce_only:
             allowed = self._ro_allowed(o, 0)
             if allowed == 0:
@@ -750,7 +749,7 @@ class OrderBook:
 
     def _register(self, o: Order, a: AcctOrders) -> None:
         """Record a newly resting order (already linked into its level)."""
-        oid = o.oid
+        oid = o.id_key
         o.book_acct = a
         self._orders[oid] = o
         a.orders[oid] = o
@@ -773,7 +772,7 @@ class OrderBook:
 
     def _unregister(self, o: Order, a: AcctOrders) -> None:
         """Forget a live order that is no longer in any level (its open size already removed)."""
-        oid = o.oid
+        oid = o.id_key
         del self._orders[oid]
         del a.orders[oid]
         if o.cid is not None:
@@ -808,8 +807,8 @@ class OrderBook:
             a.open_buy -= o.size
         else:
             a.open_sell -= o.size
-        # _unregister, inlined: cancels and fills end here (one boxed id for both dicts)
-        oid: Any = o.oid
+        # _unregister, inlined: cancels and fills end here
+        oid = o.id_key
         del self._orders[oid]
         del a.orders[oid]
         if o.cid is not None:

@@ -130,7 +130,7 @@ class Order:
 
     __slots__ = (
         "oid", "owner", "sub", "acct", "cid", "is_buy", "price", "size", "tif", "stp",
-        "reduce_only", "expiry", "prev", "next", "level", "book_acct", "bad", "raw",
+        "reduce_only", "expiry", "prev", "next", "level", "book_acct", "bad", "raw", "id_key",
     )
 
     def __init__(
@@ -180,6 +180,9 @@ class Order:
             reduce_only = reduce_only if type(reduce_only) is bool else False
             expiry = expiry if type(expiry) is int else 0
         self.oid: int = oid
+        # the caller's id object, used as the book's dict key: the compiled build would box
+        # ``oid`` anew, and a lookup with the very object that was stored skips a compare
+        self.id_key: Any = oid
         self.sub: int = sub
         self.acct: Account = (owner, sub)
         self.cid: int | None = cid
