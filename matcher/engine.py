@@ -22,6 +22,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from msgspec.structs import astuple
 
 from crossbook.config import DEFAULT_SPEC, ExchangeSpec, risk_params
 from crossbook.liquidation import LiquidationParams, LiquidationQuote, apply_liquidation
@@ -91,6 +92,8 @@ from matcher.risk import Exposure, RiskModel
 from matcher.structs import EngineSnapshot, RecRow
 
 _U64 = 2**64 - 1
+# owner spellings remembered by Engine._owner_key before the cache starts afresh
+_OWNER_CACHE = 100_000
 _I32_MIN, _I32_MAX = -(2**31), 2**31 - 1
 _TIFS = frozenset(int(t) for t in Tif)
 _STPS = frozenset(int(s) for s in Stp)
@@ -200,6 +203,8 @@ class Engine:
         # they were first processed, and the check is a pure function of journaled state, so it
         # is skipped (maker re-checks still run: they decide what trades)
         self.replaying = False
+        # spelling -> shared lower-cased owner string (replay only; bounded by _OWNER_CACHE)
+        self._owners: dict[str, str] = {}
         # maker accounts after the fills the current command already vetted (several makers of
         # one account can trade against one taker)
         self._scratch: dict[Acct, SubAccount] = {}
@@ -651,13 +656,13 @@ class Engine:
         command never should). The resulting state equals ``apply``'s (same state hash)."""
         t = type(cmd)
         if t is PlaceOrder:
-            o = cmd.order  # type: ignore[union-attr]
-            owner = o.owner.lower()
+            # one C call per struct instead of an attribute lookup per field
+            _, o, sig, _, tif, cid, stp, now = astuple(cmd)
+            owner = self._owner_key(o.owner)
             if (owner, o.nonce) in self.nonces:
                 return False
-            ok = self._replay_submit(o, cmd.signature, cmd.tif,  # type: ignore[union-attr]
-                                     cmd.stp, cmd.client_id, cmd.now,  # type: ignore[union-attr]
-                                     (owner, o.subaccount), 0, o.size)
+            ok = self._replay_submit(o, sig, tif, stp, cid, now, (owner, o.subaccount), 0,
+                                     o.size)
         elif t is CancelOrder:
             ok = self._replay_cancel(cmd)  # type: ignore[arg-type]
         elif t is ModifyOrder and cmd.new_order is not None:  # type: ignore[union-attr]
@@ -670,21 +675,32 @@ class Engine:
             self.cmd_seq += 1
         return ok
 
+    def _owner_key(self, owner: str) -> str:
+        """``owner.lower()`` as one shared string object per address, so the account keys of
+        replayed commands hash with a cached hash and compare by identity."""
+        key = self._owners.get(owner)
+        if key is None:
+            if len(self._owners) >= _OWNER_CACHE:
+                self._owners.clear()
+            low = owner.lower()
+            key = self._owners.setdefault(low, low)
+            self._owners[owner] = key
+        return key
+
     def _replay_submit(self, o: SignedOrder, sig: bytes, tif: int, stp: int, cid: int | None,
                        now: int, acct: Acct, filled: int, size: int) -> bool:
         """``_submit`` without outputs; False when the book refused the order."""
         oid = self.next_oid
         owner = acct[0]
-        is_buy = o.is_buy
-        bo = BookOrder(oid, owner, acct[1], is_buy, o.price, size, tif, cid=cid, stp=stp,
-                       reduce_only=o.reduce_only, expiry=o.expiry - self.config.expiry_margin_s)
-        market = o.market
+        _, _, market, is_buy, reduce_only, price, _, nonce, expiry, _ = astuple(o)
+        bo = BookOrder(oid, owner, acct[1], is_buy, price, size, tif, cid=cid, stp=stp,
+                       reduce_only=reduce_only, expiry=expiry - self.config.expiry_margin_s)
         events = self.books[market].place(bo, now)
         first = events[0]
         if type(first) is not Accepted:
             return False
         self.next_oid = oid + 1
-        self.nonces.add((owner, o.nonce))
+        self.nonces.add((owner, nonce))
         rec = OrderRec(oid, market, acct, o, sig, bo, filled, cid)
         self.orders[oid] = rec
         oc = self.open_count
@@ -752,7 +768,7 @@ class Engine:
         if rec is None or cmd.reason not in _CANCEL_REASONS:
             # by client id, or a record that cannot apply: the full path decides
             return self._handlers[CancelOrder](cmd).journal
-        if rec.acct[0] != cmd.owner.lower():
+        if rec.acct[0] != self._owner_key(cmd.owner):
             return False
         events = self.books[rec.market].cancel(rec.oid, _REPLAY_CANCEL[cmd.reason])
         if len(events) == 1 and type(events[0]) is Cancelled:
@@ -766,7 +782,7 @@ class Engine:
     def _replay_modify(self, cmd: ModifyOrder) -> bool:
         rec = self.orders.get(cmd.order_id)
         n = cmd.new_order
-        if rec is None or n is None or rec.acct[0] != cmd.owner.lower():
+        if rec is None or n is None or rec.acct[0] != self._owner_key(cmd.owner):
             return self._handlers[ModifyOrder](cmd).journal
         bo = rec.bo
         if bo.tif == _POST_ONLY or cmd.new_signature is None:

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
 import warnings
 from pathlib import Path
 from typing import Any
@@ -35,8 +37,15 @@ def build() -> None:
     from mypyc.build import mypycify
     from setuptools import setup
 
-    setup(name="crossbook-native", script_args=["build_ext", "--inplace"],
+    lib = _ROOT / "build" / "native-lib"
+    setup(name="crossbook-native", script_args=["build_ext", "--build-lib", str(lib)],
           ext_modules=mypycify(list(COMPILED), group_name="matcher.native_core"))
+    # rename into place: a running process keeps its mapping of the old file (overwriting a
+    # mapped extension module in place would crash it)
+    for so in (lib / "matcher").glob("*.so"):
+        tmp = _ROOT / "matcher" / (so.name + ".tmp")
+        shutil.copyfile(so, tmp)
+        os.replace(tmp, _ROOT / "matcher" / so.name)
     write_stamp()
 
 
