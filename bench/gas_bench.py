@@ -4,7 +4,9 @@ Steady state: 50 market-maker and 200 taker sub-accounts that already hold posit
 market; each fill pairs a fresh signed taker order with a maker's resting order (makers' orders
 fill many times, as on a live book). Fresh: 100 takers making their first trade. Repeat accounts: one batch of 1,000 fills among
 20 accounts (10 makers, 10 takers, all holding positions), a fresh order on each side filled
-completely, as when the same accounts trade many times per block.
+completely, as when the same accounts trade many times per block. Matcher flow: the settle bench's flow
+(bench/settle_bench.py: 200 accounts, fills from real books, ~1.07 signed orders per fill), three warm-up
+batches of 1,000 fills so accounts already hold positions, then one measured batch of 1,000 fills.
 Gas per fill = the settle transaction's gasUsed (intrinsic 21k and calldata included) / fills.
 """
 from __future__ import annotations
@@ -21,6 +23,7 @@ from crossbook.protocol_types import FillItem, Order
 
 MAKERS, TAKERS, FRESH = 50, 200, 100
 REPEAT_FILLS, REPEAT_ACCOUNTS = 1000, 20
+MATCHER_FILLS = 1000
 
 
 def _progress(msg: str) -> None:
@@ -82,6 +85,18 @@ def _settle_all(ex: LocalExchange, items: list[FillItem]) -> int:
     return res.gas_used
 
 
+def _matcher_flow(node: AnvilNode) -> int:
+    """Gas per fill of one 1,000-fill batch of the settle bench's flow, after three warm-up batches."""
+    from bench.settle_bench import _fills  # the flow generator; imported late (it pulls in the matcher)
+
+    ex = LocalExchange(node)
+    items, _, owners = _fills(ex, 4 * MATCHER_FILLS)
+    ex.fund_many(owners, "USDC", 10_000_000 * USD)
+    for i in range(0, 3 * MATCHER_FILLS, MATCHER_FILLS):
+        _settle_all(ex, items[i:i + MATCHER_FILLS])
+    return _settle_all(ex, items[3 * MATCHER_FILLS:]) // MATCHER_FILLS
+
+
 def run() -> dict[str, Any]:
     """Measure and return the figures (keys documented in docs/performance.md)."""
     rng = random.Random(7)
@@ -112,5 +127,9 @@ def run() -> dict[str, Any]:
         figures["gas_per_fill_1000_20acct"] = _settle_all(ex, repeat) // REPEAT_FILLS
         _progress(f"{REPEAT_FILLS} fills among {REPEAT_ACCOUNTS} accounts: "
                   f"{figures['gas_per_fill_1000_20acct']} gas/fill")
-        figures.update(markets=len(DEFAULT_SPEC.markets), makers=MAKERS, takers=TAKERS)
-        return figures
+    with AnvilNode(gas_limit=60_000_000) as node:
+        _progress("matcher flow: signing, funding, three warm-up batches ...")
+        figures["gas_per_fill_matcher_flow_1000"] = _matcher_flow(node)
+        _progress(f"matcher flow, batch {MATCHER_FILLS}: {figures['gas_per_fill_matcher_flow_1000']} gas/fill")
+    figures.update(markets=len(DEFAULT_SPEC.markets), makers=MAKERS, takers=TAKERS)
+    return figures

@@ -89,6 +89,10 @@ abstract contract MarginEngine is IClearinghouseEvents {
         // settlement only: per order-table entry 0 unchecked, 1 signature good, 2 bad
         uint256[] sigs;
         uint256 tbl; // absolute calldata offset of the order table's first entry
+        // settlement only: per-batch (owner, nonce) records (SettlementModule.Nonce): hash buckets of record
+        // pointers and the head of the write-back list
+        uint256[] hm;
+        uint256 nonces;
     }
 
     constructor(address oracle_, address quoteToken_) {

@@ -44,11 +44,27 @@ contract SettlementModule is MarginEngine {
         int256 newSize;
         int256 funding; // funding settled into quote (owed)
         uint256 fee;
-        uint256 fslot; // storage slot of the nonce's state word (2 bits per nonce)
         uint256 idx; // order-table index + 1 (0: inline order, no per-batch signature cache)
-        uint256 fstate; // 0 untouched, 1 partially filled (lane holds the amount), 2 spent
-        uint256 lslot; // storage slot of the filled-amount lane (partially filled nonces only)
+        Nonce nr; // the (owner, nonce) batch record (bound by _filled)
     }
+
+    // byte offset of Side.nr (field 24), written in assembly to bind a found record without the legacy code
+    // generator allocating a zeroed struct per lookup
+    uint256 private constant SIDE_NR = 24 * 32;
+
+    /// @dev Batch record of an (owner, nonce) a fill read (§4). Fills update it; only its final state is written
+    ///      back (_flushNonces), so an order filled several times in a batch costs one state write and no lane
+    ///      unless it stays partially filled. Field order is relied on by the assembly in _flushNonces.
+    struct Nonce {
+        uint256 next; // next record in the same hash bucket
+        uint256 link; // next record in the write-back list
+        uint256 key; // 1 << 255 | owner << 64 | nonce
+        uint256 filled; // SPENT once spent
+        uint256 st0; // state in storage: 0 untouched, 1 partially filled, 2 spent
+        bool dirty;
+    }
+
+    uint256 private constant SPENT = 1 << 64; // above any order size
 
     constructor(address oracle_, address quoteToken_) MarginEngine(oracle_, quoteToken_) {
         _self = address(this);
@@ -78,6 +94,7 @@ contract SettlementModule is MarginEngine {
         c.fundDelta = new int256[](c.nMarkets);
         c.kIm = new uint256[](c.nMarkets * 5);
         uint256 rejected = _items(c, base, len, firstSeq, count);
+        _flushNonces(c.nonces);
         l.nextSeq = firstSeq + uint64(count);
         if (c.feeAcc != 0) l.feePool += uint128(c.feeAcc);
         for (uint256 m = 0; m < c.nMarkets; ++m) {
@@ -95,6 +112,13 @@ contract SettlementModule is MarginEngine {
         Side memory t;
         Side memory k;
         uint256 o = _orderTable(c, base, len);
+        {
+            // chained buckets of nonce records, about one per two records
+            uint256 nb = 16;
+            uint256 want = (c.sigs.length + count) >> 1;
+            while (nb < want) nb <<= 1;
+            c.hm = new uint256[](nb);
+        }
         for (uint256 j = 0; j < count; ++j) {
             if (o >= len) revert MalformedBatch(o);
             uint256 bodyLen = B.bodyLength(B.u(base + o, 1));
@@ -138,6 +162,11 @@ contract SettlementModule is MarginEngine {
             _readOrder(t, p, 0);
             _readOrder(k, p + 130, 0);
             return _fill(c, t, k, p + 260);
+        }
+        // Other kinds never read filled amounts, but keep storage current before them all the same (cheap: rare)
+        if (c.nonces != 0) {
+            _flushNonces(c.nonces);
+            _clearCache(c);
         }
         if (kind == B.KIND_WITHDRAW) return _withdraw(c, p, seq);
         if (kind == B.KIND_TRANSFER) return _transfer(c, p);
@@ -228,8 +257,8 @@ contract SettlementModule is MarginEngine {
         }
         if (!_orderSigOk(c, t) || !_orderSigOk(c, k)) return R_BAD_SIGNATURE;
         if (block.timestamp > t.expiry || block.timestamp > k.expiry) return R_EXPIRED;
-        if (_filled(t) + fillSize > t.size) return R_OVERFILL;
-        if (_filled(k) + fillSize > k.size) return R_OVERFILL;
+        if (_filled(c, t) + fillSize > t.size) return R_OVERFILL;
+        if (_filled(c, k) + fillSize > k.size) return R_OVERFILL;
         (uint256 buyLimit, uint256 sellLimit) = t.isBuy ? (t.price, k.price) : (k.price, t.price);
         if (buyLimit < fillPrice || sellLimit > fillPrice) return R_PRICE_LIMIT;
         if (t.feePpm > t.maxFee || k.feePpm > k.maxFee) return R_FEE_TOO_HIGH;
@@ -293,26 +322,43 @@ contract SettlementModule is MarginEngine {
         return signer == x.owner || S.store().agents[x.owner][signer];
     }
 
-    /// @dev Filled amount of (owner, nonce) for the OVERFILL check; 2**64 (above any size) once spent (§4).
-    ///      Reads the nonce's 2-bit state word, and the 64-bit lane only for a partially filled nonce.
-    function _filled(Side memory x) private view returns (uint256 v) {
-        mapping(uint256 => uint256) storage f = S.store().filled;
+    /// @dev Filled amount of (owner, nonce) for the OVERFILL check; SPENT (above any size) once spent (§4).
+    ///      Binds x.nr to the nonce's batch record, loading its state (and lane if partially filled) on first use.
+    function _filled(Ctx memory c, Side memory x) private view returns (uint256) {
         uint256 owner = uint256(uint160(x.owner));
         uint256 nonce = x.nonce;
+        uint256 key = (1 << 255) | (owner << 64) | nonce;
+        (uint256 ptr, uint256 bucket) = _find(c.hm, key);
+        if (ptr != 0) {
+            assembly ("memory-safe") {
+                mstore(add(x, SIDE_NR), ptr)
+            }
+            return x.nr.filled;
+        }
+        mapping(uint256 => uint256) storage f = S.store().filled;
         uint256 sslot = _slotOf(f, S.nonceStateKey(owner, nonce));
         uint256 st;
+        uint256 v;
         assembly ("memory-safe") {
             st := and(shr(shl(1, and(nonce, 127)), sload(sslot)), 3)
         }
-        x.fslot = sslot;
-        x.fstate = st;
-        if (st == 0) return 0;
-        if (st != 1) return 1 << 64;
-        uint256 lslot = _slotOf(f, S.laneKey(owner, nonce));
-        x.lslot = lslot;
-        assembly ("memory-safe") {
-            v := and(shr(shl(6, and(nonce, 3)), sload(lslot)), 0xffffffffffffffff)
+        if (st == 1) {
+            uint256 lslot = _slotOf(f, S.laneKey(owner, nonce));
+            assembly ("memory-safe") {
+                v := and(shr(shl(6, and(nonce, 3)), sload(lslot)), 0xffffffffffffffff)
+            }
+        } else if (st != 0) {
+            v = SPENT;
         }
+        Nonce memory r = Nonce({next: 0, link: c.nonces, key: key, filled: v, st0: st, dirty: false});
+        assembly ("memory-safe") {
+            mstore(r, mload(bucket))
+            mstore(bucket, r)
+            ptr := r
+        }
+        c.nonces = ptr;
+        x.nr = r;
+        return v;
     }
 
     function _slotOf(mapping(uint256 => uint256) storage f, uint256 key) private pure returns (uint256 slot) {
@@ -323,40 +369,70 @@ contract SettlementModule is MarginEngine {
         }
     }
 
-    /// @dev Records `amount` more on the nonce located by _filled (words re-read: both sides may share one).
-    ///      Reaching the order's size marks the nonce spent (one bit pair, the lane is left as it was);
-    ///      anything less keeps the amount in the lane and marks the nonce partially filled.
-    function _addFilled(Side memory x, uint256 amount) private {
-        uint256 nonce = x.nonce;
-        uint256 st = x.fstate;
-        uint256 sslot = x.fslot;
-        uint256 lslot = x.lslot;
-        uint256 lshift = (nonce & 3) << 6;
-        uint256 prev;
-        if (st == 1) {
-            assembly ("memory-safe") {
-                prev := and(shr(lshift, sload(lslot)), 0xffffffffffffffff)
-            }
-        }
-        uint256 v = prev + amount; // <= order size < 2**64 (OVERFILL)
-        uint256 sshift = (nonce & 127) << 1;
-        if (v == x.size) {
-            assembly ("memory-safe") {
-                let w := sload(sslot)
-                sstore(sslot, or(and(w, not(shl(sshift, 3))), shl(sshift, 2)))
-            }
-            return;
-        }
-        if (st == 0) {
-            lslot = _slotOf(S.store().filled, S.laneKey(uint256(uint160(x.owner)), nonce));
-            assembly ("memory-safe") {
-                sstore(sslot, or(sload(sslot), shl(sshift, 1)))
-            }
-        }
+    /// @dev The record for `key` in the batch's hash map (0 if none) and its bucket's address.
+    function _find(uint256[] memory hm, uint256 key) private pure returns (uint256 ptr, uint256 bucket) {
         assembly ("memory-safe") {
-            let w := sload(lslot)
-            sstore(lslot, or(and(w, not(shl(lshift, 0xffffffffffffffff))), shl(lshift, v)))
+            // multiplicative hashing; owners are random, so the product's middle bits spread well
+            let h := and(shr(128, mul(key, 0x9e3779b97f4a7c15f39cc0605cedc8341082276bf3a27251f86c6a11d0c18e95)), sub(mload(hm), 1))
+            bucket := add(add(hm, 0x20), shl(5, h))
+            ptr := mload(bucket)
+            for {} ptr {} {
+                if eq(mload(add(ptr, 0x40)), key) { break }
+                ptr := mload(ptr)
+            }
         }
+    }
+
+    /// @dev Records `amount` more on the nonce's batch record: reaching the order's size marks it spent.
+    function _addFilled(Side memory x, uint256 amount) private pure {
+        Nonce memory r = x.nr;
+        uint256 v = r.filled + amount; // <= order size < 2**64 (OVERFILL)
+        r.filled = v == x.size ? SPENT : v;
+        r.dirty = true;
+    }
+
+    /// @dev Writes each dirty nonce record's final state: spent, one bit pair (the lane is left as it was);
+    ///      partially filled, the bit pair and the lane.
+    function _flushNonces(uint256 p) private {
+        mapping(uint256 => uint256) storage f = S.store().filled;
+        assembly ("memory-safe") {
+            let fslot := f.slot
+            for {} p { p := mload(add(p, 0x20)) } {
+                if mload(add(p, 0xa0)) {
+                    let key := mload(add(p, 0x40))
+                    let nonce := and(key, 0xffffffffffffffff)
+                    let owner := and(shr(64, key), 0xffffffffffffffffffffffffffffffffffffffff)
+                    let v := mload(add(p, 0x60))
+                    mstore(0, or(shl(255, 1), or(shl(57, owner), shr(7, nonce))))
+                    mstore(0x20, fslot)
+                    let sslot := keccak256(0, 0x40)
+                    let sshift := shl(1, and(nonce, 127))
+                    let st := 1
+                    if eq(v, 0x10000000000000000) { st := 2 }
+                    if iszero(eq(st, mload(add(p, 0x80)))) {
+                        let w := sload(sslot)
+                        sstore(sslot, or(and(w, not(shl(sshift, 3))), shl(sshift, st)))
+                    }
+                    if eq(st, 1) {
+                        mstore(0, or(shl(62, owner), shr(2, nonce)))
+                        mstore(0x20, fslot)
+                        let lslot := keccak256(0, 0x40)
+                        let lshift := shl(6, and(nonce, 3))
+                        let w := sload(lslot)
+                        sstore(lslot, or(and(w, not(shl(lshift, 0xffffffffffffffff))), shl(lshift, v)))
+                    }
+                }
+            }
+        }
+    }
+
+    /// @dev Empties the batch's nonce records (after a flush), so later fills reload from storage.
+    function _clearCache(Ctx memory c) private pure {
+        uint256[] memory hm = c.hm;
+        assembly ("memory-safe") {
+            calldatacopy(add(hm, 0x20), calldatasize(), shl(5, mload(hm))) // zeroes
+        }
+        c.nonces = 0;
     }
 
     /// @dev REDUCE_ONLY, range (INVALID_ITEM), OPEN_INTEREST_CAP, ORACLE_UNAVAILABLE, INSUFFICIENT_MARGIN,
