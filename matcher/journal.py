@@ -35,9 +35,7 @@ from typing import Iterator
 import msgspec
 
 from matcher.commands import Command, Result
-from matcher.engine import Engine, EngineConfig
-from matcher.native import use_source_if_stale
-from matcher.structs import JournalError, JournalWriteFailed, Record, SnapshotFile
+from matcher.engine import Engine, EngineConfig, EngineSnapshot
 
 _HEADER = struct.Struct("<II")
 HEADER_SIZE = _HEADER.size
@@ -45,6 +43,22 @@ MAX_RECORD = 64 * 1024 * 1024  # a larger length is corruption, not a record
 
 FSYNC_EVERY_RECORD = "every_record"
 FSYNC_BY_SHELL = "by_shell"
+
+
+class Record(msgspec.Struct, array_like=True):
+    """One journaled command and its engine command sequence number."""
+
+    seq: int
+    cmd: Command
+
+
+class SnapshotFile(msgspec.Struct, array_like=True):
+    """A snapshot: the engine state after command ``seq``, covering the journal up to byte
+    ``journal_offset``."""
+
+    seq: int
+    journal_offset: int
+    engine: EngineSnapshot
 
 
 _enc = msgspec.msgpack.Encoder()
@@ -238,6 +252,15 @@ def load_latest_snapshot(directory: str | Path) -> SnapshotFile | None:
     return None
 
 
+class JournalError(RuntimeError):
+    """The journal does not continue the snapshot (a gap or reordering of records)."""
+
+
+class JournalWriteFailed(JournalError):
+    """A record could not be written after the engine applied its command: the in-memory state
+    is now ahead of the journal, so the process must stop and recover from the journal."""
+
+
 @dataclass
 class Recovery:
     """Outcome of :func:`recover`."""
@@ -346,6 +369,3 @@ __all__ = [
     "JournaledEngine", "Record", "Recovery", "SnapshotFile", "encode_record", "frame",
     "iter_record_batches", "iter_records", "load_latest_snapshot", "recover", "unframe", "write_snapshot",
 ]
-
-# last: a compiled build of this file that is older than its source must not shadow it
-use_source_if_stale(__name__, __file__, globals())

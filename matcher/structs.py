@@ -1,11 +1,9 @@
-"""msgspec value types of the engine, its ledger and its journal: ledger entries, settle
-results, engine and ledger snapshots, journal records and snapshot files (and the journal's
-exceptions: a compiled module cannot subclass a builtin exception).
+"""msgspec value types of the engine and its ledger: ledger entries, settle results and
+snapshots.
 
-They live apart from :mod:`matcher.engine`, :mod:`matcher.ledger` and :mod:`matcher.journal`
-because those modules are compiled with mypyc (``make build``) and msgspec reads a Struct's
-annotations at run time, which needs an interpreted module. Those modules re-export their
-types, so either import path works.
+They live apart from :mod:`matcher.engine` and :mod:`matcher.ledger` because those modules are
+compiled with mypyc (``make build``) and msgspec reads a Struct's annotations at run time, which
+needs an interpreted module. Both modules re-export their types, so either import path works.
 """
 
 from __future__ import annotations
@@ -13,7 +11,6 @@ from __future__ import annotations
 import msgspec
 
 from crossbook.protocol_types import Item
-from matcher.commands import Command
 from crossbook.protocol_types import Order as SignedOrder
 
 Acct = tuple[str, int]
@@ -111,30 +108,4 @@ class EngineSnapshot(msgspec.Struct, array_like=True):
     liquidation_params: tuple[int, int, int, int] = (20_000, 500_000, 100_000, 500_000)
 
 
-class Record(msgspec.Struct, array_like=True):
-    """One journaled command and its engine command sequence number."""
-
-    seq: int
-    cmd: Command
-
-
-class SnapshotFile(msgspec.Struct, array_like=True):
-    """A snapshot: the engine state after command ``seq``, covering the journal up to byte
-    ``journal_offset``."""
-
-    seq: int
-    journal_offset: int
-    engine: EngineSnapshot
-
-
-class JournalError(RuntimeError):
-    """The journal does not continue the snapshot (a gap or reordering of records)."""
-
-
-class JournalWriteFailed(JournalError):
-    """A record could not be written after the engine applied its command: the in-memory state
-    is now ahead of the journal, so the process must stop and recover from the journal."""
-
-
-__all__ = ["Acct", "AcctRow", "Entry", "EngineSnapshot", "JournalError", "JournalWriteFailed",
-           "LedgerSnapshot", "RecRow", "Record", "SettleResult", "SnapshotFile"]
+__all__ = ["Acct", "AcctRow", "Entry", "EngineSnapshot", "LedgerSnapshot", "RecRow", "SettleResult"]
