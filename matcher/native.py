@@ -16,6 +16,8 @@ import hashlib
 import json
 import os
 import shutil
+import sys
+import types
 import warnings
 from pathlib import Path
 from typing import Any
@@ -38,14 +40,20 @@ def build() -> None:
     from setuptools import setup
 
     lib = _ROOT / "build" / "native-lib"
+    shutil.rmtree(lib, ignore_errors=True)  # only this build's modules may be installed
     setup(name="crossbook-native", script_args=["build_ext", "--build-lib", str(lib)],
           ext_modules=mypycify(list(COMPILED), group_name="matcher.native_core"))
+    built = {so.name for so in (lib / "matcher").glob("*.so")}
     # rename into place: a running process keeps its mapping of the old file (overwriting a
     # mapped extension module in place would crash it)
-    for so in (lib / "matcher").glob("*.so"):
-        tmp = _ROOT / "matcher" / (so.name + ".tmp")
-        shutil.copyfile(so, tmp)
-        os.replace(tmp, _ROOT / "matcher" / so.name)
+    for name in built:
+        tmp = _ROOT / "matcher" / (name + ".tmp")
+        shutil.copyfile(lib / "matcher" / name, tmp)
+        os.replace(tmp, _ROOT / "matcher" / name)
+    # a module no longer compiled must not keep an old build next to its source
+    for so in (_ROOT / "matcher").glob("*.so"):
+        if so.name not in built:
+            so.unlink()
     write_stamp()
 
 
@@ -62,7 +70,7 @@ def stale() -> bool:
         stamp = json.loads(STAMP.read_text())
     except (OSError, ValueError):
         return True
-    return any(stamp.get(p) != _digest(_ROOT / p) for p in COMPILED)
+    return set(stamp) != set(COMPILED) or any(stamp[p] != _digest(_ROOT / p) for p in COMPILED)
 
 
 def is_compiled(module_file: str) -> bool:
@@ -72,19 +80,33 @@ def is_compiled(module_file: str) -> bool:
 
 def use_source_if_stale(name: str, module_file: str, namespace: dict[str, Any]) -> bool:
     """Called at the end of each compiled module with its ``globals()``. When the module is a
-    compiled build and a compiled source changed since ``make build``, run the source and
-    replace the module's namespace with the source's definitions; returns True then."""
-    if not is_compiled(module_file) or not stale():
-        return False
+    compiled build and a compiled source changed since ``make build`` (or the module is no
+    longer compiled at all), run the source and replace the module's namespace with the
+    source's definitions; returns True then."""
     rel = name.replace(".", "/") + ".py"
+    # a build of a module that is no longer in COMPILED is always stale
+    if not is_compiled(module_file) or (rel in COMPILED and not stale()):
+        return False
     src = _ROOT / rel
     warnings.warn(f"{', '.join(COMPILED)} changed since they were compiled: running the "
                   f"sources ({rel} now; make build recompiles them)", RuntimeWarning,
                   stacklevel=2)
-    fresh: dict[str, Any] = {"__name__": name, "__file__": str(src),
-                             "__package__": name.rpartition(".")[0]}
-    exec(compile(src.read_text(), str(src), "exec"), fresh)  # noqa: S102 - our own source
-    namespace.update({k: v for k, v in fresh.items() if k != "__builtins__"})
+    # run the source as module ``name`` (msgspec resolves annotations through sys.modules, and
+    # an extension module is only registered there once its init returns); with __file__
+    # naming the source, the source's own call of this function is a no-op
+    mod = types.ModuleType(name)
+    mod.__file__ = str(src)
+    mod.__package__ = name.rpartition(".")[0]
+    before = sys.modules.get(name)
+    sys.modules[name] = mod
+    try:
+        exec(compile(src.read_text(), str(src), "exec"), mod.__dict__)  # noqa: S102 - our source
+    finally:
+        if before is None:
+            del sys.modules[name]
+        else:
+            sys.modules[name] = before
+    namespace.update({k: v for k, v in mod.__dict__.items() if k != "__builtins__"})
     return True
 
 

@@ -156,8 +156,8 @@ class Order:
         self.level: Level = NO_LEVEL
         self.book_acct: AcctOrders = NO_ACCT
         self.raw: tuple[object, ...] | None = None
-        # fast path: exact builtin types (an IntEnum member is not an exact int) and in-range
-        # enums; anything else goes through the classifier
+        # exact builtin types only, as the book always required (an IntEnum member, a bool
+        # where an int belongs or a float is BAD_TYPE); then a known tif and stp (BAD_ENUM)
         if (type(oid) is int and type(price) is int and type(size) is int
                 and type(sub) is int and type(expiry) is int and type(is_buy) is bool
                 and type(reduce_only) is bool and (cid is None or type(cid) is int)):

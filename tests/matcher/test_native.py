@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import matcher.book
 import matcher.orders
 from matcher import native
@@ -46,3 +48,15 @@ def test_edited_source_is_not_shadowed_by_a_stale_build(tmp_path: Path) -> None:
     # the compiled module is still the one Python imports, but the edited source's
     # definitions replace its namespace (Python functions, the new name)
     assert _probe(tmp_path) == ["True", "True", "source", "0"]
+
+
+def test_a_build_of_a_module_no_longer_compiled_runs_its_source() -> None:
+    # e.g. an old matcher/journal.*.so left from a build that compiled the journal too
+    assert "matcher/journal.py" not in native.COMPILED
+    ns: dict[str, object] = {"__name__": "matcher.journal"}
+    with pytest.warns(RuntimeWarning, match="running the sources"):
+        assert native.use_source_if_stale("matcher.journal",
+                                          str(ROOT / "matcher" / "journal.orphan.so"), ns)
+    assert callable(ns["recover"]) and ns["__name__"] == "matcher.journal"
+    # a fresh build of a compiled module keeps its own definitions
+    assert not native.use_source_if_stale("matcher.book", matcher.book.__file__, {})
