@@ -132,7 +132,7 @@ async def _run(ex: LocalExchange, fills: list[FillItem], rate: float) -> dict[st
     src = InMemorySource(first_seq=ex.client.next_seq())
     # a batch is cut by the batcher's worst-case gas bound (it must fit a 30M block even if every
     # slot were fresh); its tx gas limit comes from simulating it, so several share a block
-    cfg = RelayerConfig(limits=BatchLimits(max_items=2_000, max_age_s=0.25, max_gas=28_000_000),
+    cfg = RelayerConfig(limits=BatchLimits(max_items=2_000, max_age_s=0.25, max_gas=27_000_000),
                         max_in_flight=8, poll_interval_s=0.05)
     relayer = Relayer(w3, ex.client.contract.address, dev_key(OPERATOR), src, cfg)
     task = asyncio.create_task(relayer.run())

@@ -62,9 +62,12 @@ class RelayerConfig:
     stuck_after_s: float = 15.0
     fee_bump: float = 1.25  # nodes require >= 10% for a same-nonce replacement
     priority_fee_wei: int = 1_000_000_000
-    # over a simulation's gasUsed, which is net of storage refunds (at most 1/4 of it back) and of
-    # the access list's discount; the limit must cover the gross gas, and it reserves block space
-    gas_margin: float = 1.35
+    # Gas limit = a simulation's gasUsed times this. gasUsed is net of storage refunds, the limit
+    # must cover the gross; the contract refunds ~2%, and every point of margin reserves block
+    # space that nothing uses. A batch that runs out of gas raises the margin by 0.1 for the
+    # rest of the run, up to max_gas_margin (refunds are at most 1/4 of the net: 1.25 covers any).
+    gas_margin: float = 1.1
+    max_gas_margin: float = 1.35
     max_failures: int = 6
     queue_items: int = 5_000
 
@@ -115,6 +118,7 @@ class Relayer:
         self.settled: list[ChainBatchSettled] = []  # batches this relayer's txs settled
         self.reverts: list[ContractRevert] = []  # decoded reverts seen (diagnostics)
         self.failures = 0
+        self.gas_margin = self.cfg.gas_margin
         self._nonce = 0
         self._chain_id = 0
         self._stop = asyncio.Event()
@@ -265,7 +269,7 @@ class Relayer:
             # cheaper than eth_estimateGas's search; behind batches still in flight, "pending" runs
             # this one on top of them (anvil and geth-style nodes execute their pool there).
             sim = await self.w3.eth.create_access_list(call, "pending" if pipelined else "latest")  # type: ignore[arg-type]
-            gas = int(int(sim["gasUsed"]) * self.cfg.gas_margin) + 50_000
+            gas = int(int(sim["gasUsed"]) * self.gas_margin) + 50_000
         except Exception as err:  # noqa: BLE001 - any node refusal is handled below
             if pipelined:
                 # the node's pending block does not hold all of our earlier batches (it is full) or
@@ -345,12 +349,17 @@ class Relayer:
             self.failures = 0
             self.batcher.set_item_cap(None)
             return True
-        # mined but reverted: replay it to learn why (gas included, to catch out-of-gas)
-        rev = await self._replay({"from": self.account.address, "to": self.contract, "data": tx.data,
-                                  "gas": tx.gas})
-        if rev is None:
-            gas_used = int(receipt["gasUsed"])
-            rev = ContractRevert("OutOfGas" if gas_used >= tx.gas * 95 // 100 else "Unknown", (), b"")
+        # mined but reverted. A transaction that burnt (nearly) its whole limit ran out of gas: the
+        # 1/64 kept back by the delegatecall is all that is left, and the revert data is empty.
+        # Otherwise replay it to learn why (at the state now, so it may also just succeed).
+        rev: ContractRevert | None
+        if int(receipt["gasUsed"]) >= tx.gas * 95 // 100:
+            rev = ContractRevert("OutOfGas", (), b"")
+        else:
+            rev = await self._replay({"from": self.account.address, "to": self.contract, "data": tx.data,
+                                      "gas": tx.gas})
+            if rev is None:
+                rev = ContractRevert("Unknown", (), b"")
         await self._failed(tx.batch, rev, "receipt")
         return False
 
@@ -364,6 +373,8 @@ class Relayer:
                      batch.first_seq, batch.count, rev, chain_next)
             return
         self.failures += 1
+        if rev.name == "OutOfGas":
+            self.gas_margin = min(self.cfg.max_gas_margin, self.gas_margin + 0.1)
         log.error("batch %d+%d failed at %s: %s (failure %d of %d)", batch.first_seq, batch.count,
                   where, rev, self.failures, self.cfg.max_failures)
         if self.failures >= self.cfg.max_failures:

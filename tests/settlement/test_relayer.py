@@ -163,3 +163,19 @@ async def test_gas_limits_follow_simulation_and_full_blocks_hold_batches(ex: Loc
         blocks[int(receipt["blockNumber"])] = blocks.get(int(receipt["blockNumber"]), 0) + 1
     assert max(blocks.values()) >= 2  # pipelined: several batches share a block
     assert len(blocks) >= 3  # and the full blocks made later batches wait for the next ones
+
+
+async def test_a_batch_out_of_gas_raises_the_margin_and_settles(ex: LocalExchange, aw3: AsyncWeb3) -> None:
+    """A gas limit below what the batch needs: the receipt is diagnosed as out of gas, the margin
+    goes up, and the resent batch settles exactly once."""
+    first = ex.client.next_seq()
+    fills = make_fills(ex, 8)
+    src = InMemorySource(fills, first_seq=first)
+    src.close()
+    cfg = RelayerConfig(limits=BatchLimits(max_items=8, max_age_s=0.01), max_in_flight=1, poll_interval_s=0.01,
+                        gas_margin=0.6, max_gas_margin=1.3, max_failures=6)
+    relayer = Relayer(aw3, ex.client.contract.address, OPERATOR_KEY, src, cfg)
+    await asyncio.wait_for(relayer.run(), 60)
+    assert_exactly_once(ex, first, len(fills))
+    assert any(r.name == "OutOfGas" for r in relayer.reverts)
+    assert 0.6 < relayer.gas_margin <= 1.3
