@@ -62,12 +62,13 @@ class RelayerConfig:
     stuck_after_s: float = 15.0
     fee_bump: float = 1.25  # nodes require >= 10% for a same-nonce replacement
     priority_fee_wei: int = 1_000_000_000
-    # Gas limit = a simulation's gasUsed times this. gasUsed is net of storage refunds, the limit
-    # must cover the gross; the contract refunds ~2%, and every point of margin reserves block
-    # space that nothing uses. A batch that runs out of gas raises the margin by 0.1 for the
-    # rest of the run, up to max_gas_margin (refunds are at most 1/4 of the net: 1.25 covers any).
-    gas_margin: float = 1.1
-    max_gas_margin: float = 1.35
+    # Gas limit = a simulation's gasUsed times this. gasUsed is net of storage refunds and the
+    # limit must cover the gross: refunds are at most 1/5 of the gross (EIP-3529), so 1.25 covers
+    # any batch, plus 1/64 held back at the delegatecall and a little for state that changes
+    # between simulation and inclusion. A batch that still runs out of gas raises the margin by
+    # 0.1 for the rest of the run, up to max_gas_margin.
+    gas_margin: float = 1.3
+    max_gas_margin: float = 1.5
     max_failures: int = 6
     queue_items: int = 5_000
 
