@@ -9,8 +9,9 @@ ENV PYTHONUNBUFFERED=1 \
     CROSSBOOK_LOG_FORMAT=json \
     CROSSBOOK_METRICS_HOST=0.0.0.0
 
+# gcc and libc headers: mypyc compiles the matcher's engine core (make build does the same)
 RUN apt-get update \
- && apt-get install -y --no-install-recommends nodejs npm ca-certificates \
+ && apt-get install -y --no-install-recommends nodejs npm ca-certificates gcc libc6-dev \
  && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /app
@@ -28,7 +29,8 @@ COPY bench ./bench
 COPY examples ./examples
 COPY contracts ./contracts
 COPY tools ./tools
-RUN pip install -e . \
+RUN pip install -e . "mypy>=1.10" "setuptools>=68" \
+ && python -m matcher.native \
  && cd contracts && ../node_modules/.bin/forge build --offline > /dev/null
 
 VOLUME ["/state"]
