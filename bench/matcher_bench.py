@@ -1,10 +1,17 @@
-"""Engine-core benchmark: several order books on exchange-core's order mix.
+"""Engine-core benchmark on exchange-core's order mix, with the risk check on.
 
 Mix per command: 9% GTC limit, 3% IOC, 6% cancel, 82% move (re-price one of the account's own
 resting orders). Books start with a few thousand resting orders each. The command list is built
-before timing from a fixed seed, by driving a scratch copy of the books (so every cancel and move
-names a live order); each timed round replays it on fresh, identically pre-filled books, and the
-final state hashes are checked against the scratch books so a fast-but-wrong book cannot pass.
+before timing from a fixed seed, by driving a scratch copy (so every cancel and move names a live
+order); each timed round replays it on a fresh, identically pre-filled copy, and the final state
+hashes are checked against the scratch copy so a fast-but-wrong core cannot pass.
+
+Two figures:
+- ``commands_per_s``: the matching engine (matcher/engine.py) with pre-trade risk on the shadow
+  ledger, on the listed markets: 200 funded accounts; a place is a signed order (the signature
+  itself was checked by intake, before the engine); a move is the engine's cancel-replace into a
+  new signed order (its limit changed, so it needs a new signature), as the websocket API does it.
+- ``book_commands_per_s``: the bare order books (matcher/book.py) on the same mix, no risk.
 
     python -c "from bench.matcher_bench import run; print(run())"
 """
@@ -17,7 +24,10 @@ import time
 from functools import partial
 from typing import Any, Callable
 
+from crossbook.protocol_types import Order as SignedOrder
 from matcher.book import OrderBook
+from matcher.commands import CancelOrder, ChainDeposit, Command, ModifyOrder, PlaceOrder, SetOraclePrices
+from matcher.engine import Engine, EngineConfig, OrderRec
 from matcher.orders import Fill, Order, Tif
 
 MARKETS = 4
@@ -140,7 +150,7 @@ def _bind(books: list[OrderBook], cmds: list[Cmd]) -> list[Callable[[], Any]]:
 _cache: dict[int, tuple[list[Cmd], list[Cmd], list[bytes]]] = {}
 
 
-def run(seconds: float = 3.0, seed: int = 1) -> dict[str, int | float]:
+def run_books(seconds: float = 3.0, seed: int = 1) -> dict[str, int | float]:
     """Replay the precomputed command list on fresh books until ``seconds`` of timed matching
     have accumulated; returns commands per second over all timed rounds."""
     if seed not in _cache:
@@ -174,6 +184,158 @@ def run(seconds: float = 3.0, seed: int = 1) -> dict[str, int | float]:
         "orders": resting,
         "markets": MARKETS,
     }
+
+
+
+# --- the engine with risk ---------------------------------------------------------------------
+
+ENGINE_ACCOUNTS = 200
+SIG = b"\x11" * 65  # intake checked the signature before the engine; the engine never reads it
+ENGINE_CONFIG = EngineConfig(max_unsettled_per_account=10**9, max_unsettled_global=10**12)
+
+
+def _owner(i: int) -> str:
+    return "0x" + f"{0xC0DE0000 + i:040x}"
+
+
+class _EngineFlow:
+    """Builds engine commands for the mix; ``engine`` is the scratch copy that tracks live orders."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self.rng = rng
+        self.spec = ENGINE_CONFIG.spec
+        self.mids = [self.spec.feeds[m.feed_id].initial_price for m in self.spec.markets]
+        self.owners = [_owner(i) for i in range(ENGINE_ACCOUNTS)]
+        self.engine = Engine(ENGINE_CONFIG)
+        self.live: list[list[int]] = [[] for _ in self.spec.markets]
+        self.nonce = 0
+        self.req = 0
+
+    def setup(self) -> list[Command]:
+        """Oracle prices and a deposit per account (applied untimed before every round)."""
+        spec = self.spec
+        assets = {i + 1: spec.feeds[c.feed_id].initial_price for i, c in enumerate(spec.collaterals)}
+        cmds: list[Command] = [SetOraclePrices(0, assets, dict(enumerate(self.mids)), NOW)]
+        cmds += [ChainDeposit(0, w, 0, 0, 100_000_000 * 10**6) for w in self.owners]
+        return cmds
+
+    def _price(self, m: int, is_buy: bool) -> int:
+        off = self.rng.randint(1, SPREAD_TICKS) * self.spec.markets[m].tick_size
+        return self.mids[m] - off if is_buy else self.mids[m] + off
+
+    def _order(self, m: int, owner: str, is_buy: bool, price: int, lots: int) -> SignedOrder:
+        self.nonce += 1
+        return SignedOrder(owner, 0, m, is_buy, False, price, lots * self.spec.markets[m].lot_size, self.nonce,
+                     NOW + 86_400, 1_000)
+
+    def _run(self, cmd: Command, m: int) -> None:
+        res = self.engine.apply(cmd)
+        oid = res.ack.order_id
+        if oid is not None and cmd.__class__ is not CancelOrder and oid in self.engine.orders:
+            self.live[m].append(oid)  # a move is a cancel-replace: the new order has a new id
+
+    def _pick(self, m: int) -> OrderRec | None:
+        """A random live order of market ``m`` (orders that filled or expired are dropped lazily)."""
+        lv, orders = self.live[m], self.engine.orders
+        while lv:
+            i = self.rng.randrange(len(lv))
+            rec = orders.get(lv[i])
+            if rec is not None:
+                return rec
+            lv[i] = lv[-1]
+            lv.pop()
+        return None
+
+    def place(self, m: int, tif: int, price: int, is_buy: bool, lots: int) -> Command:
+        self.req += 1
+        owner = self.rng.choice(self.owners)
+        return PlaceOrder(self.req, self._order(m, owner, is_buy, price, lots), SIG, owner, tif, None, 0, NOW)
+
+    def generate(self, prefill: int, commands: int) -> tuple[list[Command], list[Command], bytes]:
+        rng, eng = self.rng, self.engine
+        setup = self.setup()
+        for c in setup:
+            eng.apply(c)
+        pre: list[Command] = []
+        for m in range(len(self.spec.markets)):
+            for i in range(prefill):
+                is_buy = i % 2 == 0
+                c = self.place(m, int(Tif.GTC), self._price(m, is_buy), is_buy, rng.randint(1, 50))
+                pre.append(c)
+                self._run(c, m)
+        cmds: list[Command] = []
+        n_markets = len(self.spec.markets)
+        for _ in range(commands):
+            m = rng.randrange(n_markets)
+            book = eng.books[m]
+            r = rng.random()
+            rec = self._pick(m) if r < 0.88 else None
+            if r < 0.82 and rec is not None:
+                price = self._price(m, rec.is_buy)
+                if rng.random() < 0.01:
+                    best = book.best_ask() if rec.is_buy else book.best_bid()
+                    price = price if best is None else best
+                self.req += 1
+                s = rec.signed
+                new = self._order(m, s.owner, s.is_buy, price, max(1, rec.remaining // self.spec.markets[m].lot_size))
+                c: Command = ModifyOrder(self.req, s.owner, rec.oid, new.size, new, SIG, s.owner, NOW)
+            elif r < 0.88 and rec is not None:
+                self.req += 1
+                c = CancelOrder(self.req, rec.signed.owner, rec.oid, 0, m, None, NOW)
+            elif r < 0.97:
+                is_buy = rng.random() < 0.5
+                price = self._price(m, is_buy)
+                if rng.random() < 0.03:
+                    best = book.best_ask() if is_buy else book.best_bid()
+                    price = price if best is None else best
+                c = self.place(m, int(Tif.GTC), price, is_buy, rng.randint(1, 50))
+            else:
+                is_buy = rng.random() < 0.5
+                best = book.best_ask() if is_buy else book.best_bid()
+                tick = self.spec.markets[m].tick_size
+                price = self.mids[m] if best is None else best + (2 * tick if is_buy else -2 * tick)
+                c = self.place(m, int(Tif.IOC), price, is_buy, rng.randint(1, 20))
+            cmds.append(c)
+            self._run(c, m)
+        return setup + pre, cmds, eng.state_hash()
+
+
+_engine_cache: dict[int, tuple[list[Command], list[Command], bytes]] = {}
+
+
+def run_engine(seconds: float = 3.0, seed: int = 1, commands: int = 200_000) -> dict[str, int | float]:
+    """The engine with risk on the mix: commands per second over timed rounds on fresh engines."""
+    if seed not in _engine_cache:
+        _engine_cache[seed] = _EngineFlow(random.Random(seed)).generate(PREFILL, commands)
+    setup, cmds, expected = _engine_cache[seed]
+    done, elapsed, accepted = 0, 0.0, 0
+    while elapsed < seconds or done == 0:
+        eng = Engine(ENGINE_CONFIG)
+        for c in setup:
+            eng.apply(c)
+        apply = eng.apply
+        gc.collect()
+        gc.freeze()
+        t0 = time.perf_counter()
+        for c in cmds:
+            apply(c)
+        elapsed += time.perf_counter() - t0
+        gc.unfreeze()
+        done += len(cmds)
+        if eng.state_hash() != expected:
+            raise AssertionError("engine replay diverged from the generator's engine")
+        accepted = len(eng.orders)
+    return {"commands_per_s": round(done / elapsed), "engine_commands": done, "engine_seconds": round(elapsed, 3),
+            "engine_markets": len(ENGINE_CONFIG.spec.markets), "engine_accounts": ENGINE_ACCOUNTS,
+            "engine_resting": accepted}
+
+
+def run(seconds: float = 3.0, seed: int = 1) -> dict[str, int | float]:
+    """Both figures: the engine with risk (``commands_per_s``) and the bare books."""
+    books = run_books(seconds, seed)
+    out: dict[str, int | float] = {"book_" + k: v for k, v in books.items()}
+    out.update(run_engine(seconds, seed))
+    return out
 
 
 if __name__ == "__main__":
