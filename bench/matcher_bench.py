@@ -254,8 +254,8 @@ class _EngineFlow:
     def generate(self, prefill: int, commands: int) -> tuple[list[Command], list[Command], bytes]:
         rng, eng = self.rng, self.engine
         setup = self.setup()
-        for c in setup:
-            eng.apply(c)
+        for cmd in setup:
+            eng.apply(cmd)
         pre: list[Command] = []
         for m in range(len(self.spec.markets)):
             for i in range(prefill):
@@ -278,7 +278,7 @@ class _EngineFlow:
                 self.req += 1
                 s = rec.signed
                 new = self._order(m, s.owner, s.is_buy, price, max(1, rec.remaining // self.spec.markets[m].lot_size))
-                c: Command = ModifyOrder(self.req, s.owner, rec.oid, new.size, new, SIG, s.owner, NOW)
+                c = ModifyOrder(self.req, s.owner, rec.oid, new.size, new, SIG, s.owner, NOW)
             elif r < 0.88 and rec is not None:
                 self.req += 1
                 c = CancelOrder(self.req, rec.signed.owner, rec.oid, 0, m, None, NOW)
