@@ -202,11 +202,22 @@ class JournalWriter:
             self._dirty = True
         return self.offset
 
-    def sync(self) -> None:
-        """fsync what was written (the shell's timer under FSYNC_BY_SHELL)."""
-        if self._dirty:
+    def sync(self, force: bool = False) -> None:
+        """fsync what was written (the shell's timer under FSYNC_BY_SHELL). ``force``: also
+        when nothing is marked dirty (a :meth:`begin_sync` fsync may still be running)."""
+        if self._dirty or force:
             os.fsync(self._fd)
             self._dirty = False
+
+    def begin_sync(self) -> int | None:
+        """For a shell that fsyncs off its event loop: the descriptor to fsync if anything was
+        written since the last sync, else None. The dirty flag is cleared *before* the caller's
+        fsync, so a record appended while that fsync runs marks the journal dirty again and the
+        next sync covers it (fsync flushes everything written before it starts)."""
+        if not self._dirty:
+            return None
+        self._dirty = False
+        return self._fd
 
     def close(self) -> None:
         """Sync and close the file."""
