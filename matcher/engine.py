@@ -485,14 +485,15 @@ class Engine:
             return None
         st = self.ledger.account(acct)
         ex = self.exposure.get(acct)
+        # the replaced order keeps market and side (_modify checks), so its share comes off
+        # that side's exposure in that market
+        gone: tuple[int, int, int] | None = None
         if removed is not None and ex is not None:
-            ex = {m: list(v) for m, v in ex.items()}
-            x = ex[removed.market]
-            k = 0 if removed.is_buy else 2
-            x[k] -= removed.remaining
-            x[k + 1] -= removed.remaining * removed.price
+            if removed.market not in ex:  # pragma: no cover - a live order is always exposed
+                raise KeyError(removed.market)
+            gone = (removed.market, removed.remaining, removed.remaining * removed.price)
         risk = self.risk
-        reducing = reduce_only or risk.reduces(st, ex, market, is_buy, size)
+        reducing = reduce_only or risk.reduces(st, ex, market, is_buy, size, gone)
         if not reducing:
             cfg = self.config
             if (self.ledger.pending.get(acct, 0) >= cfg.max_unsettled_per_account
@@ -503,7 +504,8 @@ class Engine:
             # it would grow it, so it can never add risk
             return None
         try:
-            ok = risk.check_order(st, ex, market, is_buy, size, price, self.ledger.proj_funding)
+            ok = risk.check_order(st, ex, market, is_buy, size, price, self.ledger.proj_funding,
+                                  gone)
         except KeyError:
             return Code.ORACLE_UNAVAILABLE, "no oracle price for a market or asset held"
         if not ok:
