@@ -47,6 +47,9 @@ abstract contract MarginEngine is IClearinghouseEvents {
         uint256[4] caps;
         uint256[4] imf;
         uint256[4] mmf;
+        // kIm[i] = sum_{j<i} ceil((caps[j] - caps[j-1]) * imf[j] / PPM): the initial requirement of tiers
+        // below i taken in full (settlement's incremental health, SettlementModule._contrib)
+        uint256[4] kIm;
     }
 
     struct AssetCache {
@@ -84,8 +87,6 @@ abstract contract MarginEngine is IClearinghouseEvents {
         // bit masks of markets / assets whose price is cached and available
         uint256 okMarkets;
         uint256 okAssets;
-        // settlement only: per market 5 words (ready flag, K_0..K_3 cumulative full-tier initial requirements)
-        uint256[] kIm;
         // settlement only: per order-table entry 0 unchecked, 1 signature good, 2 bad
         uint256[] sigs;
         uint256 tbl; // absolute calldata offset of the order table's first entry
@@ -93,6 +94,7 @@ abstract contract MarginEngine is IClearinghouseEvents {
         // pointers and the head of the write-back list
         uint256[] hm;
         uint256 nonces;
+        uint256 accts; // settlement only: number of account records in hm (SettlementModule._acct)
     }
 
     constructor(address oracle_, address quoteToken_) {
@@ -131,6 +133,21 @@ abstract contract MarginEngine is IClearinghouseEvents {
             mc.caps[i] = t.notionalCap;
             mc.imf[i] = t.imfPpm;
             mc.mmf[i] = t.mmfPpm;
+        }
+        uint256[4] memory caps = mc.caps;
+        uint256[4] memory imf = mc.imf;
+        uint256[4] memory kIm = mc.kIm;
+        // unchecked as the assembly that reads it: caps strictly increasing (config), cap < 2**128, imf < 2**32
+        assembly ("memory-safe") {
+            let k := 0
+            let lo := 0
+            for { let i := 0 } lt(add(i, 1), n) { i := add(i, 1) } {
+                let cap := mload(add(caps, shl(5, i)))
+                let x := mul(sub(cap, lo), mload(add(imf, shl(5, i))))
+                k := add(k, add(div(x, 1000000), gt(mod(x, 1000000), 0)))
+                lo := cap
+                mstore(add(kIm, shl(5, add(i, 1))), k)
+            }
         }
     }
 

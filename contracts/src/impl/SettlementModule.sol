@@ -46,6 +46,13 @@ contract SettlementModule is MarginEngine {
         uint256 fee;
         uint256 idx; // order-table index + 1 (0: inline order, no per-batch signature cache)
         Nonce nr; // the (owner, nonce) batch record (bound by _filled)
+        uint256 ar; // the account's batch record (bound by _marginOk; 0 when the fill skipped the margin check)
+        int256 nB; // the record's sums after the fill (_marginOk)
+        uint256 nP;
+        uint256 nR;
+        int256 tB; // the fill market's terms after the fill (_marginOk)
+        uint256 tP;
+        uint256 tR;
     }
 
     // byte offset of Side.nr (field 24), written in assembly to bind a found record without the legacy code
@@ -92,7 +99,6 @@ contract SettlementModule is MarginEngine {
         Ctx memory c = _newCtx();
         c.domain = H.domainSeparator(address(this));
         c.fundDelta = new int256[](c.nMarkets);
-        c.kIm = new uint256[](c.nMarkets * 5);
         uint256 rejected = _items(c, base, len, firstSeq, count);
         _flushNonces(c.nonces);
         l.nextSeq = firstSeq + uint64(count);
@@ -113,7 +119,8 @@ contract SettlementModule is MarginEngine {
         Side memory k;
         uint256 o = _orderTable(c, base, len);
         {
-            // chained buckets of nonce records, about one per two records
+            // chained buckets of nonce and account records (disjoint keys: nonce keys have bit 255 set), about
+        // one bucket per two nonce records
             uint256 nb = 16;
             uint256 want = (c.sigs.length + count) >> 1;
             while (nb < want) nb <<= 1;
@@ -164,7 +171,7 @@ contract SettlementModule is MarginEngine {
             return _fill(c, t, k, p + 260);
         }
         // Other kinds never read filled amounts, but keep storage current before them all the same (cheap: rare)
-        if (c.nonces != 0) {
+        if (c.nonces != 0 || c.accts != 0) {
             _flushNonces(c.nonces);
             _clearCache(c);
         }
@@ -426,13 +433,14 @@ contract SettlementModule is MarginEngine {
         }
     }
 
-    /// @dev Empties the batch's nonce records (after a flush), so later fills reload from storage.
+    /// @dev Empties the batch's nonce and account records (after a flush), so later fills reload from storage.
     function _clearCache(Ctx memory c) private pure {
         uint256[] memory hm = c.hm;
         assembly ("memory-safe") {
             calldatacopy(add(hm, 0x20), calldatasize(), shl(5, mload(hm))) // zeroes
         }
         c.nonces = 0;
+        c.accts = 0;
     }
 
     /// @dev REDUCE_ONLY, range (INVALID_ITEM), OPEN_INTEREST_CAP, ORACLE_UNAVAILABLE, INSUFFICIENT_MARGIN,
@@ -472,6 +480,11 @@ contract SettlementModule is MarginEngine {
             if (!MarginMath.strictlyReduces(t.s, t.d) || !MarginMath.strictlyReduces(k.s, k.d)) {
                 return R_ORACLE_UNAVAILABLE;
             }
+            // no sums without a price: the two accounts' records (if any) are rebuilt when next needed
+            t.ar = 0;
+            k.ar = 0;
+            _dropAcct(c, t.id);
+            _dropAcct(c, k.id);
             _commitFill(c, t, k, fillSize, uint256(newOi));
             return 0;
         }
@@ -479,7 +492,12 @@ contract SettlementModule is MarginEngine {
         if (ok) (ok,) = _pricesOk(c, k.hdr);
         if (!ok) return R_ORACLE_UNAVAILABLE;
 
-        if (!_marginOk(c, t, m) || !_marginOk(c, k, m)) return R_INSUFFICIENT_MARGIN;
+        if (!_marginOk(c, t, m) || !_marginOk(c, k, m)) {
+            // a record built by this fill holds its after-state (_acct): forget both, rebuilt when next needed
+            _dropAcct(c, t.id);
+            _dropAcct(c, k.id);
+            return R_INSUFFICIENT_MARGIN;
+        }
 
         _commitFill(c, t, k, fillSize, uint256(newOi));
         return 0;
@@ -494,10 +512,29 @@ contract SettlementModule is MarginEngine {
         l.acct[S.positionKey(k.id, m)] = k.newPos;
         _addFilled(t, fillSize);
         _addFilled(k, fillSize);
+        _setSums(t);
+        _setSums(k);
         l.markets[m].openInterest = uint128(newOi);
         c.feeAcc += t.fee + k.fee;
         int256 fundingSum = t.funding + k.funding;
         if (fundingSum != 0) c.fundDelta[m] += fundingSum;
+    }
+
+    /// @dev Writes the sums and the fill market's terms after the fill (_marginOk) to the account's record.
+    function _setSums(Side memory x) private pure {
+        // Side fields: market 3, ar 25, nB..nR 26..28, tB..tR 29..31 (words)
+        assembly ("memory-safe") {
+            let r := mload(add(x, 0x320))
+            if r {
+                mstore(add(r, 0x60), mload(add(x, 0x340)))
+                mstore(add(r, 0x80), mload(add(x, 0x360)))
+                mstore(add(r, 0xa0), mload(add(x, 0x380)))
+                let t := add(r, add(0xe0, mul(mload(add(x, 0x60)), 0x60)))
+                mstore(t, mload(add(x, 0x3a0)))
+                mstore(add(t, 0x20), mload(add(x, 0x3c0)))
+                mstore(add(t, 0x40), mload(add(x, 0x3e0)))
+            }
+        }
     }
 
     function _loadSide(S.Layout storage l, Side memory x, uint256 m, uint256 fillSize) private view {
@@ -553,90 +590,216 @@ contract SettlementModule is MarginEngine {
     }
 
     /// @dev Risk rule of §3: H_im(after) >= 0, or strictly reducing and H_im(after) >= H_im(before).
+    ///      H_im = quote + B + W - haircut(P) - R over the sums of the account's per-batch record (_acct): an
+    ///      existing record holds the sums and per-market terms before this fill, and the fill market's terms
+    ///      are swapped for the new position's; a record built now sums the state after the fill directly. The
+    ///      sums are exact integers, so the result is the same as summing every position again. Binds x.ar and
+    ///      the sums and terms after the fill, which _commitFill writes back (a rejected fill drops the records).
     function _marginOk(Ctx memory c, Side memory x, uint256 m) private view returns (bool) {
-        int256 afterH = _imHealth(c, x.id, x.newHdr, m, x.newPos);
+        uint256 r = _acct(c, x, m);
+        x.ar = r;
+        uint256 w;
+        assembly ("memory-safe") {
+            w := mload(add(r, 0xc0))
+        }
+        int256 afterH = _health(c, S.quoteOf(x.newHdr), x.nB, w, x.nP, x.nR);
         if (afterH >= 0) return true;
         if (!MarginMath.strictlyReduces(x.s, x.d)) return false;
-        return afterH >= _imHealth(c, x.id, x.hdr, NONE, 0);
+        // before = after with the fill market's new terms swapped back for the old position's (size != 0)
+        (int256 b, uint256 p, uint256 q) = _contrib(c.m[m], S.packPosition(x.s, x.on, x.snap));
+        unchecked {
+            b = x.nB - x.tB + b;
+            p = x.nP - x.tP + p;
+            q = x.nR - x.tR + q;
+        }
+        return afterH >= _health(c, S.quoteOf(x.hdr), b, w, p, q);
     }
 
-    /// @dev Initial health H_im (§3) of sub-account `id` with header `hdr`, the position of market `om`
-    ///      replaced by `opos`. Every price the header needs must have been checked (_pricesOk). Position terms
-    ///      are computed unchecked: |size| < 2**79, p < 2**128 (_fetch), on, snapshot, index < 2**87, so every
-    ///      product stays below 2**210; collateral terms and the final sum stay checked as in _terms.
-    function _imHealth(Ctx memory c, uint256 id, uint256 hdr, uint256 om, uint256 opos)
+    /// @dev x.nB, x.nP, x.nR = the sums of record `r` with market m's terms swapped for the new position's
+    ///      (x.tB, x.tP, x.tR). Each sum keeps the terms it held, so it stays far inside int256 (|term| < 2**176,
+    ///      §7 ranges, at most 32 markets) and the unchecked steps are exact.
+    function _afterSums(Ctx memory c, Side memory x, uint256 m, uint256 r) private pure {
+        (int256 b, uint256 p, uint256 q) = _contrib(c.m[m], x.newPos);
+        x.tB = b;
+        x.tP = p;
+        x.tR = q;
+        assembly ("memory-safe") {
+            let t := add(r, add(0xe0, mul(m, 0x60)))
+            b := sub(add(mload(add(r, 0x60)), b), mload(t))
+            p := sub(add(mload(add(r, 0x80)), p), mload(add(t, 0x20)))
+            q := sub(add(mload(add(r, 0xa0)), q), mload(add(t, 0x40)))
+        }
+        x.nB = b;
+        x.nP = p;
+        x.nR = q;
+    }
+
+    /// @dev H_im = quote + B + W - haircut(P) - R (checked, as in _terms).
+    function _health(Ctx memory c, int256 quote, int256 b, uint256 w, uint256 p, uint256 r)
         private
-        view
+        pure
         returns (int256)
     {
-        int256 base = S.quoteOf(hdr);
-        uint256 posPnl;
-        uint256 rIm;
-        MarketCache[] memory ms = c.m;
-        uint256[] memory kIm = c.kIm;
-        bytes32 acctSlot = _acctSlot();
+        return quote + b + int256(w) - int256(MarginMath.haircut(p, c.haircut)) - int256(r);
+    }
+
+    /// @dev The batch record of x's sub-account: next, link (unused), key (id), B = sum (PV - A), P = sum
+    ///      max(PV - openNotional, 0), R = sum R_im over its positions, W = sum W_a^init, then per market the
+    ///      terms (PV - A, max(PV - openNotional, 0), R_im) of its position (zeros without one). An existing
+    ///      record is the state before the fill: x's sums after it are derived (_afterSums). A missing one is
+    ///      built from storage with market m's position replaced by the new one (x.newHdr, x.newPos), i.e. the
+    ///      state after the fill, which x's sums copy. Fills keep records current (_commitFill); a rejected
+    ///      fill drops them, any other item empties the map (_clearCache), and prices are fixed for the batch.
+    ///      All prices the header needs must have been checked (_pricesOk).
+    function _acct(Ctx memory c, Side memory x, uint256 m) private view returns (uint256 r) {
+        {
+            uint256 bucket;
+            (r, bucket) = _find(c.hm, x.id);
+            if (r != 0) {
+                _afterSums(c, x, m, r);
+                return r;
+            }
+            r = _newRecord(c, x.id, bucket, _wInit(c, x.id, x.newHdr));
+        }
+        c.accts += 1;
+        _build(c, r, x.id, x.newHdr, m, x.newPos);
+        // Side fields nB..nR (26..28) and tB..tR (29..31) = the record's sums and market m's terms
         assembly ("memory-safe") {
-            let bits := and(shr(128, hdr), 0xffffffff)
-            for { let m := 0 } bits { m := add(m, 1) } {
-                if and(bits, 1) {
-                    let packed := opos
-                    if iszero(eq(m, om)) {
-                        mstore(0, or(id, or(0x100, m)))
+            mstore(add(x, 0x340), mload(add(r, 0x60)))
+            mstore(add(x, 0x360), mload(add(r, 0x80)))
+            mstore(add(x, 0x380), mload(add(r, 0xa0)))
+            let t := add(r, add(0xe0, mul(m, 0x60)))
+            mstore(add(x, 0x3a0), mload(t))
+            mstore(add(x, 0x3c0), mload(add(t, 0x20)))
+            mstore(add(x, 0x3e0), mload(add(t, 0x40)))
+        }
+    }
+
+    /// @dev Fills record `r`'s sums and terms from the positions of header `hdr`, market `m`'s being `opos`.
+    function _build(Ctx memory c, uint256 r, uint256 id, uint256 hdr, uint256 m, uint256 opos) private view {
+        bytes32 acctSlot = _acctSlot();
+        uint256 bits = S.marketBits(hdr);
+        for (uint256 mm = 0; bits != 0; ++mm) {
+            if (bits & 1 != 0) {
+                uint256 packed = opos;
+                if (mm != m) {
+                    assembly ("memory-safe") {
+                        mstore(0, or(id, or(0x100, mm)))
                         mstore(0x20, acctSlot)
                         packed := sload(keccak256(0, 0x40))
                     }
-                    let size := signextend(9, packed)
-                    if size {
-                        let mc := mload(add(add(ms, 0x20), shl(5, m)))
-                        let sp := mul(size, mload(add(mc, 0x20)))
-                        let pv := sdiv(sp, 10000000000)
-                        if and(slt(sp, 0), iszero(iszero(smod(sp, 10000000000)))) { pv := sub(pv, 1) }
-                        let fa := mul(size, sub(mload(add(mc, 0xe0)), signextend(10, shr(168, packed))))
-                        let acc := sdiv(fa, 10000000000)
-                        if and(sgt(fa, 0), iszero(iszero(smod(fa, 10000000000)))) { acc := add(acc, 1) }
-                        base := add(base, sub(pv, acc))
-                        let u := sub(pv, signextend(10, shr(80, packed)))
-                        if sgt(u, 0) { posPnl := add(posPnl, u) }
-                        if slt(sp, 0) { sp := sub(0, sp) }
-                        let n := div(add(sp, 9999999999), 10000000000)
-                        // marginal tiers (caps strictly increasing, the last one unbounded): with
-                        // cap_{i-1} < n <= cap_i, R = K_i + ceil((n - cap_{i-1}) * imf_i / PPM) where
-                        // K_i = sum_{j<i} ceil((cap_j - cap_{j-1}) * imf_j / PPM), built once per batch.
-                        let caps := mload(add(mc, 0x120))
-                        let fr := mload(add(mc, 0x140))
-                        let last := sub(mload(add(mc, 0x100)), 1)
-                        let kt := add(kIm, add(0x20, mul(m, 0xa0)))
-                        if iszero(mload(kt)) {
-                            mstore(kt, 1)
-                            let k := 0
-                            let lo := 0
-                            for { let i := 0 } lt(i, last) { i := add(i, 1) } {
-                                let cap := mload(add(caps, shl(5, i)))
-                                let x := mul(sub(cap, lo), mload(add(fr, shl(5, i))))
-                                k := add(k, add(div(x, 1000000), gt(mod(x, 1000000), 0)))
-                                lo := cap
-                                mstore(add(kt, shl(5, add(i, 2))), k)
-                            }
-                        }
-                        let i := 0
-                        let lo := 0
-                        for {} lt(i, last) { i := add(i, 1) } {
-                            let cap := mload(add(caps, shl(5, i)))
-                            if iszero(gt(n, cap)) { break }
-                            lo := cap
-                        }
-                        let x := mul(sub(n, lo), mload(add(fr, shl(5, i))))
-                        rIm := add(rIm, add(mload(add(kt, shl(5, add(i, 1)))), add(div(x, 1000000), gt(mod(x, 1000000), 0))))
-                    }
                 }
-                bits := shr(1, bits)
+                (int256 b, uint256 p, uint256 q) = _contrib(c.m[mm], packed);
+                // sums of terms each below 2**176 in magnitude (as in _afterSums): exact
+                assembly ("memory-safe") {
+                    mstore(add(r, 0x60), add(mload(add(r, 0x60)), b))
+                    mstore(add(r, 0x80), add(mload(add(r, 0x80)), p))
+                    mstore(add(r, 0xa0), add(mload(add(r, 0xa0)), q))
+                    let t := add(r, add(0xe0, mul(mm, 0x60)))
+                    mstore(t, b)
+                    mstore(add(t, 0x20), p)
+                    mstore(add(t, 0x40), q)
+                }
+            }
+            bits >>= 1;
+        }
+    }
+
+    /// @dev Allocates a zeroed account record (7 + 3 * nMarkets words) with key `id` and W `w` at the head of
+    ///      `bucket`.
+    function _newRecord(Ctx memory c, uint256 id, uint256 bucket, uint256 w) private pure returns (uint256 r) {
+        uint256 size = 0xe0 + c.nMarkets * 0x60;
+        assembly ("memory-safe") {
+            r := mload(0x40)
+            mstore(0x40, add(r, size))
+            calldatacopy(r, calldatasize(), size) // zeroes (memory past the free pointer may hold scratch)
+            mstore(r, mload(bucket))
+            mstore(add(r, 0x40), id)
+            mstore(add(r, 0xc0), w)
+            mstore(bucket, r)
+        }
+    }
+
+    /// @dev Forgets the batch record of `id`, if any (a zero key never matches: ids are non-zero).
+    function _dropAcct(Ctx memory c, uint256 id) private pure {
+        (uint256 r,) = _find(c.hm, id);
+        assembly ("memory-safe") {
+            if r { mstore(add(r, 0x40), 0) }
+        }
+    }
+
+    /// @dev Terms of one packed position in a market with cached price, funding index, tiers and K table `mc`:
+    ///      b = PV - A, u = max(PV - openNotional, 0), req = R_im (§3, same roundings as MarginMath).
+    ///      Unchecked: |size| < 2**79, p < 2**128 (_fetch), openNotional, snapshot, index < 2**87, so every
+    ///      product stays below 2**210.
+    function _contrib(MarketCache memory mc, uint256 packed)
+        private
+        pure
+        returns (int256 b, uint256 u, uint256 req)
+    {
+        assembly ("memory-safe") {
+            let size := signextend(9, packed)
+            if size {
+                let sp := mul(size, mload(add(mc, 0x20)))
+                let pv := sdiv(sp, 10000000000)
+                if and(slt(sp, 0), iszero(iszero(smod(sp, 10000000000)))) { pv := sub(pv, 1) }
+                let fa := mul(size, sub(mload(add(mc, 0xe0)), signextend(10, shr(168, packed))))
+                let acc := sdiv(fa, 10000000000)
+                if and(sgt(fa, 0), iszero(iszero(smod(fa, 10000000000)))) { acc := add(acc, 1) }
+                b := sub(pv, acc)
+                let v := sub(pv, signextend(10, shr(80, packed)))
+                if sgt(v, 0) { u := v }
+                if slt(sp, 0) { sp := sub(0, sp) }
+                let n := div(add(sp, 9999999999), 10000000000)
+                // marginal tiers (caps strictly increasing, the last one unbounded): with
+                // cap_{i-1} < n <= cap_i, R = K_i + ceil((n - cap_{i-1}) * imf_i / PPM) (K: MarketCache.kIm)
+                let caps := mload(add(mc, 0x120))
+                let last := sub(mload(add(mc, 0x100)), 1)
+                let i := 0
+                let lo := 0
+                for {} lt(i, last) { i := add(i, 1) } {
+                    let cap := mload(add(caps, shl(5, i)))
+                    if iszero(gt(n, cap)) { break }
+                    lo := cap
+                }
+                let x := mul(sub(n, lo), mload(add(mload(add(mc, 0x140)), shl(5, i))))
+                req := add(mload(add(mload(add(mc, 0x180)), shl(5, i))), add(div(x, 1000000), gt(mod(x, 1000000), 0)))
             }
         }
-        return base + int256(_wInit(c, id, hdr)) - int256(MarginMath.haircut(posPnl, c.haircut)) - int256(rIm);
+    }
+
+    /// @dev sum_a W_a^init. Fast path in assembly while every balance is below 2**96: price < 2**128 (_fetch)
+    ///      so amount * price < 2**224, V_a * weight < 2**256 (weight is a uint32), each W_a < 2**237 and the
+    ///      sum of at most 16 terms < 2**241, so nothing can overflow and the floors are those of MarginMath.
+    ///      A larger balance (collateral balances are uint256, §7) takes the checked loop, as in _terms.
+    function _wInit(Ctx memory c, uint256 id, uint256 hdr) private view returns (uint256 wInit) {
+        uint256 abits = S.assetBits(hdr);
+        AssetCache[] memory as_ = c.a;
+        bytes32 acctSlot = _acctSlot();
+        bool big;
+        assembly ("memory-safe") {
+            for { let a := 0 } abits { a := add(a, 1) } {
+                if and(abits, 1) {
+                    mstore(0, or(id, or(0x200, a)))
+                    mstore(0x20, acctSlot)
+                    let amt := sload(keccak256(0, 0x40))
+                    if shr(96, amt) {
+                        big := 1
+                        break
+                    }
+                    // AssetCache fields: loaded, price (+0x20), feedId, unit (+0x60), wInit (+0x80), wMaint
+                    let ac := mload(add(add(as_, 0x20), shl(5, a)))
+                    let v := div(mul(amt, mload(add(ac, 0x20))), mload(add(ac, 0x60)))
+                    wInit := add(wInit, div(mul(v, mload(add(ac, 0x80))), 1000000))
+                }
+                abits := shr(1, abits)
+            }
+        }
+        if (big) return _wInitChecked(c, id, hdr);
     }
 
     /// @dev sum_a W_a^init (checked, as in _terms).
-    function _wInit(Ctx memory c, uint256 id, uint256 hdr) private view returns (uint256 wInit) {
+    function _wInitChecked(Ctx memory c, uint256 id, uint256 hdr) private view returns (uint256 wInit) {
         mapping(uint256 => uint256) storage acct = S.store().acct;
         uint256 abits = S.assetBits(hdr);
         for (uint256 a = 0; abits != 0; ++a) {

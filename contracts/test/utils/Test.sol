@@ -36,6 +36,8 @@ interface Vm {
     function pauseGasMetering() external;
     function lastCallGas() external view returns (Gas memory);
     function resumeGasMetering() external;
+    function snapshotState() external returns (uint256);
+    function revertToState(uint256) external returns (bool);
 }
 
 /// @dev Minimal test base: cheatcodes, assertions that revert with a message, bound(), invariant targets and
