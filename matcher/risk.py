@@ -40,6 +40,12 @@ class RiskModel:
         self.maker_fee_ppm = maker_fee_ppm
         self.asset_prices: dict[int, int] = {}
         self.market_prices: dict[int, int] = {}
+        # the configs the order check reads, as plain dicts of ints: in the compiled module a
+        # dict of tuples costs a fraction of a Mapping of dataclasses (params is frozen)
+        self._bands: dict[int, tuple[tuple[int, int, int, int], ...]] = {
+            m: mc.bands for m, mc in params.markets.items()}
+        self._collaterals: dict[int, tuple[int, int]] = {
+            a: (c.value_div, c.weight_init_ppm) for a, c in params.collaterals.items()}
 
     def health(self, st: SubAccount, funding: Mapping[int, int]) -> int:
         """Initial health of ``st``; raises KeyError when a needed price is missing."""
@@ -52,7 +58,7 @@ class RiskModel:
         st: SubAccount,
         exposure: Exposure,
         is_buy: bool,
-        funding: Mapping[int, int],
+        funding: dict[int, int],
         extra: tuple[int, int, int] | None,
         removed: tuple[int, int, int] | None = None,
     ) -> int:
@@ -62,129 +68,106 @@ class RiskModel:
         not count.
 
         Equal to applying each market's aggregate fill with ``apply_fill_side`` to a copy of
-        ``st`` and taking ``compute_health(...).initial_health`` (tests/matcher/test_risk.py
+        ``st`` and taking ``compute_health(...).initial_health`` (tests/matcher/test_risk_fast.py
         holds that reference), but computed in one pass without copying the account: this runs
         on every place and modify. Raises KeyError when a needed oracle price is missing, in
         exactly the cases the reference does.
         """
+        # no intermediate containers: the legs are read straight from the exposure (tuples of
+        # ints returned by the helpers below are unboxed by mypyc, so nothing is allocated)
         off = 0 if is_buy else 2
-        legs: dict[int, tuple[int, int]] = {}
-        for m, x in exposure.items():
-            size = x[off]
-            px = x[off + 1]
-            if removed is not None and m == removed[0]:
-                size -= removed[1]
-                px -= removed[2]
-            if size:
-                legs[m] = (size, px)
+        xm = rm = -1
+        xs = xp = rs = rp = 0
         if extra is not None:
-            m, size, px = extra
-            leg = legs.get(m)
-            if leg is not None:
-                size += leg[0]
-                px += leg[1]
-            legs[m] = (size, px)
-        return self._scenario_health(st, legs, is_buy, funding)
-
-    def _scenario_health(
-        self,
-        st: SubAccount,
-        legs: dict[int, tuple[int, int]],
-        is_buy: bool,
-        funding: Mapping[int, int],
-    ) -> int:
-        """``compute_health(...).initial_health`` of ``st`` after one fill side per leg
-        (market -> (unsigned size, size*price sum)) at the taker fee, ``apply_fill_side``'s
-        arithmetic inlined. Sums of exact integers, so the order of the terms is free."""
-        params = self.params
+            xm, xs, xp = extra
+        if removed is not None:
+            rm, rs, rp = removed
         fee_ppm = self.taker_fee_ppm
         asset_prices = self.asset_prices
-        market_prices = self.market_prices
-        markets = params.markets
-        collaterals = params.collaterals
+        collaterals = self._collaterals
         w_init = 0
         for asset, amount in st.collateral.items():
             if amount:
-                cfg = collaterals[asset]
-                value = amount * asset_prices[asset] // cfg.value_div
-                w_init += value * cfg.weight_init_ppm // PPM
+                value_div, weight_init = collaterals[asset]
+                value = amount * asset_prices[asset] // value_div
+                w_init += value * weight_init // PPM
         quote = st.quote
         pos_total = 0  # sum PV - sum owed funding
         upnl_gain = 0  # sum max(PV - open notional, 0)
         req_i = 0
         positions = st.positions
         for m, pos in positions.items():
-            leg = legs.get(m)
-            if leg is None:
+            lsize, lpx = _leg(exposure.get(m), off, m, rm, rs, rp)
+            if m == xm:
+                lsize += xs
+                lpx += xp
+            elif not lsize:
                 size = pos.size
                 if not size:
                     continue
-                price = market_prices[m]
-                pv = size * price // NOTIONAL_DIV
-                owed = -((size * (pos.funding_snapshot - funding[m])) // NOTIONAL_DIV)
-                basis = pos.open_notional
-            else:
-                # apply_fill_side on the position, then its health terms
-                cash = leg[1] // NOTIONAL_DIV
-                fee = cash * fee_ppm // PPM
-                delta = leg[0] if is_buy else -leg[0]
-                if not delta:
-                    raise ValueError("a fill side needs a non-zero delta")
-                cash_signed = cash if is_buy else -cash
-                s = pos.size
-                findex = funding.get(m, 0)
-                realized = -((-(s * (findex - pos.funding_snapshot))) // NOTIONAL_DIV)
-                quote -= realized + cash_signed + fee
-                size = s + delta
-                if not size:
-                    continue
-                basis = _next_open_notional(s, delta, pos.open_notional, cash_signed)
-                price = market_prices[m]
-                pv = size * price // NOTIONAL_DIV
-                # the fill moved the snapshot to the index: nothing owed, but a missing index
-                # still raises like the reference
-                owed = -((size * (findex - funding[m])) // NOTIONAL_DIV)
-            pos_total += pv - owed
-            gain = pv - basis
-            if gain > 0:
-                upnl_gain += gain
-            notional = -((-(size if size > 0 else -size) * price) // NOTIONAL_DIV)
-            for lo, width, imf, _mmf in markets[m].bands:
-                portion = notional - lo
-                if portion <= 0:
-                    break
-                if portion > width:
-                    portion = width
-                req_i -= (-portion * imf) // PPM
-        for m, leg in legs.items():
+                t, g, r = self._terms(m, size, pos.open_notional, pos.funding_snapshot,
+                                      funding)
+                pos_total += t
+                upnl_gain += g
+                req_i += r
+                continue
+            dq, size, basis, findex = _fill(pos.size, pos.open_notional, pos.funding_snapshot,
+                                            lsize, lpx, is_buy, fee_ppm, funding.get(m, 0))
+            quote += dq
+            if size:
+                t, g, r = self._terms(m, size, basis, findex, funding)
+                pos_total += t
+                upnl_gain += g
+                req_i += r
+        for m, x in exposure.items():
             if m in positions:
                 continue
-            # a new position: opened at the index, cost basis = the signed cash
-            cash = leg[1] // NOTIONAL_DIV
-            fee = cash * fee_ppm // PPM
-            size = leg[0] if is_buy else -leg[0]
-            if not size:
-                raise ValueError("a fill side needs a non-zero delta")
-            cash_signed = cash if is_buy else -cash
-            quote -= cash_signed + fee
-            price = market_prices[m]
-            pv = size * price // NOTIONAL_DIV
-            owed = -((size * (funding.get(m, 0) - funding[m])) // NOTIONAL_DIV)
-            pos_total += pv - owed
-            gain = pv - cash_signed
-            if gain > 0:
-                upnl_gain += gain
-            notional = -((-(size if size > 0 else -size) * price) // NOTIONAL_DIV)
-            for lo, width, imf, _mmf in markets[m].bands:
-                portion = notional - lo
-                if portion <= 0:
-                    break
-                if portion > width:
-                    portion = width
-                req_i -= (-portion * imf) // PPM
+            lsize, lpx = _leg(x, off, m, rm, rs, rp)
+            if m == xm:
+                lsize += xs
+                lpx += xp
+            elif not lsize:
+                continue
+            # a new position: opened at the index, so nothing is realized
+            dq, size, basis, findex = _fill(0, 0, funding.get(m, 0), lsize, lpx, is_buy,
+                                            fee_ppm, funding.get(m, 0))
+            quote += dq
+            t, g, r = self._terms(m, size, basis, findex, funding)
+            pos_total += t
+            upnl_gain += g
+            req_i += r
+        if xm >= 0 and xm not in positions and xm not in exposure:
+            dq, size, basis, findex = _fill(0, 0, funding.get(xm, 0), xs, xp, is_buy, fee_ppm,
+                                            funding.get(xm, 0))
+            quote += dq
+            t, g, r = self._terms(xm, size, basis, findex, funding)
+            pos_total += t
+            upnl_gain += g
+            req_i += r
         initial_equity = (quote + pos_total + w_init
-                          + ((-upnl_gain * params.pnl_haircut_ppm) // PPM))
+                          + ((-upnl_gain * self.params.pnl_haircut_ppm) // PPM))
         return initial_equity - req_i
+
+    def _terms(self, m: int, size: int, basis: int, snapshot: int,
+               funding: dict[int, int]) -> tuple[int, int, int]:
+        """One non-zero position's share of ``compute_health``: (PV - owed funding,
+        max(PV - open notional, 0), initial requirement). KeyError on a missing price/index."""
+        price = self.market_prices[m]
+        pv = size * price // NOTIONAL_DIV
+        owed = -((size * (snapshot - funding[m])) // NOTIONAL_DIV)
+        gain = pv - basis
+        notional = -((-(size if size > 0 else -size) * price) // NOTIONAL_DIV)
+        req_i = 0
+        # crossbook.margin.requirements' initial half, inlined like compute_health inlines it:
+        # a call into the interpreted module would cost more than the whole loop
+        for lo, width, imf, _mmf in self._bands[m]:
+            portion = notional - lo
+            if portion <= 0:
+                break
+            if portion > width:
+                portion = width
+            req_i -= (-portion * imf) // PPM
+        return pv - owed, gain if gain > 0 else 0, req_i
 
     def check_order(
         self,
@@ -194,7 +177,7 @@ class RiskModel:
         is_buy: bool,
         size: int,
         price: int,
-        funding: Mapping[int, int],
+        funding: dict[int, int],
         removed: tuple[int, int, int] | None = None,
     ) -> bool:
         """True when a new order is acceptable (see the module docstring). ``removed`` is an
@@ -257,6 +240,37 @@ class RiskModel:
         except KeyError:
             return None
         return None
+
+
+def _leg(x: list[int] | None, off: int, m: int, rm: int, rs: int, rp: int) -> tuple[int, int]:
+    """(size, size*price) of one side's open orders in market ``m`` less the replaced order
+    (market ``rm``); (0, 0) when nothing stays open, like an absent leg."""
+    if x is None:
+        return 0, 0
+    size = x[off]
+    px = x[off + 1]
+    if m == rm:
+        size -= rs
+        px -= rp
+    if not size:
+        return 0, 0
+    return size, px
+
+
+def _fill(s: int, basis: int, snapshot: int, lsize: int, lpx: int, is_buy: bool, fee_ppm: int,
+          findex: int) -> tuple[int, int, int, int]:
+    """``apply_fill_side`` of one aggregate leg (unsigned size, size*price sum) at the taker
+    fee on a position (size, open notional, funding snapshot): returns (quote change, size,
+    open notional, funding snapshot) after."""
+    if not lsize:
+        raise ValueError("a fill side needs a non-zero delta")
+    cash = lpx // NOTIONAL_DIV
+    fee = cash * fee_ppm // PPM
+    delta = lsize if is_buy else -lsize
+    cash_signed = cash if is_buy else -cash
+    realized = -((-(s * (findex - snapshot))) // NOTIONAL_DIV)
+    return (-(realized + cash_signed + fee), s + delta,
+            _next_open_notional(s, delta, basis, cash_signed), findex)
 
 
 def _next_open_notional(size: int, delta: int, open_notional: int, cash_signed: int) -> int:
