@@ -452,8 +452,11 @@ contract SettlementModule is MarginEngine {
     {
         S.Layout storage l = S.store();
         uint256 m = t.market;
-        _loadSide(l, t, m, fillSize);
-        _loadSide(l, k, m, fillSize);
+        {
+            bytes32 acctSlot = _acctSlot();
+            _loadSide(acctSlot, t, m, fillSize);
+            _loadSide(acctSlot, k, m, fillSize);
+        }
         if (
             (t.flags & 2 != 0 && !MarginMath.strictlyReduces(t.s, t.d))
                 || (k.flags & 2 != 0 && !MarginMath.strictlyReduces(k.s, k.d))
@@ -537,56 +540,106 @@ contract SettlementModule is MarginEngine {
         }
     }
 
-    function _loadSide(S.Layout storage l, Side memory x, uint256 m, uint256 fillSize) private view {
-        x.hdr = l.acct[x.id];
-        (x.s, x.on, x.snap) = S.unpackPosition(l.acct[S.positionKey(x.id, m)]);
-        x.d = x.isBuy ? int256(fillSize) : -int256(fillSize);
-    }
-
-    /// @dev Steps 1-4 of "Applying a trade"; false when a value leaves its storage range.
-    function _newState(Side memory x, int256 cum, uint256 cash) private pure returns (bool) {
-        // Ranges: cash < 2**128, fee < 2**160 (fee rate < 2**32), s and d < 2**80, on, cum, snap < 2**88,
-        // quote < 2**128: nothing below can overflow int256.
-        unchecked {
-            int256 signedCash = x.isBuy ? int256(cash) : -int256(cash);
-            int256 s = x.s;
-            int256 funding;
-            if (s != 0) {
-                int256 a = s * (cum - x.snap);
-                funding = a / 1e10;
-                if (a % 1e10 != 0 && a > 0) funding += 1; // ceil_div
-            }
-            x.funding = funding;
-            uint256 fee = cash * x.feePpm / MarginMath.PPM;
-            x.fee = fee;
-            int256 q = S.quoteOf(x.hdr) - funding - signedCash - int256(fee);
-            int256 d = x.d;
-            int256 ns = s + d;
-            int256 non;
-            if (ns != 0) {
-                if (s == 0 || (s > 0) == (d > 0)) non = x.on + signedCash;
-                else if ((d < 0 ? -d : d) <= (s < 0 ? -s : s)) non = (x.on * ns) / s;
-                else non = (signedCash * ns) / d;
-            }
-            if (q < S.QUOTE_MIN || q > S.QUOTE_MAX || ns < S.SIZE_MIN || ns > S.SIZE_MAX || non < S.ON_MIN
-                || non > S.ON_MAX || cum < S.ON_MIN || cum > S.ON_MAX) return false;
-            _setNewState(x, q, ns, non, cum);
-            return true;
+    /// @dev x.hdr, x.s, x.on, x.snap (S.unpackPosition) from storage and the size delta x.d.
+    function _loadSide(bytes32 acctSlot, Side memory x, uint256 m, uint256 fillSize) private view {
+        // Side fields (words): isBuy 11, id 12, hdr 13, s 14, on 15, snap 16, d 17
+        assembly ("memory-safe") {
+            let id := mload(add(x, 0x180))
+            mstore(0, id)
+            mstore(0x20, acctSlot)
+            mstore(add(x, 0x1a0), sload(keccak256(0, 0x40)))
+            mstore(0, or(id, or(0x100, m)))
+            let p := sload(keccak256(0, 0x40))
+            mstore(add(x, 0x1c0), signextend(9, p))
+            mstore(add(x, 0x1e0), signextend(10, shr(80, p)))
+            mstore(add(x, 0x200), signextend(10, shr(168, p)))
+            let d := fillSize
+            if iszero(mload(add(x, 0x160))) { d := sub(0, fillSize) }
+            mstore(add(x, 0x220), d)
         }
     }
 
-    function _setNewState(Side memory x, int256 q, int256 ns, int256 non, int256 cum) private pure {
-        x.newSize = ns;
-        x.newPos = S.packPosition(ns, non, cum);
-        uint256 bit = uint256(1) << (128 + x.market);
-        uint256 h = S.withQuote(x.hdr, q);
-        x.newHdr = ns == 0 ? h & ~bit : h | bit;
+    /// @dev Steps 1-4 of "Applying a trade"; false when a value leaves its storage range. Sets x.funding and
+    ///      x.fee, and when in range x.newSize, x.newPos (S.packPosition) and x.newHdr (S.withQuote, market bit).
+    function _newState(Side memory x, int256 cum, uint256 cash) private pure returns (bool ok) {
+        // Ranges: cash < 2**128, fee < 2**160 (fee rate < 2**32), s and d < 2**80, on, cum, snap < 2**88,
+        // quote < 2**128: nothing below can overflow int256. Divisions as in Solidity: sdiv truncates (the
+        // trunc_div of open notional), funding is ceil_div by 1e10 (§3).
+        // Side fields (words): market 3, feePpm 10, isBuy 11, hdr 13, s 14, on 15, snap 16, d 17, newHdr 18,
+        // newPos 19, newSize 20, funding 21, fee 22
+        int256 sc; // signed cash: positive for the buyer
+        int256 q; // new quote
+        assembly ("memory-safe") {
+            sc := cash
+            if iszero(mload(add(x, 0x160))) { sc := sub(0, cash) }
+            let s := mload(add(x, 0x1c0))
+            let funding := 0
+            if s {
+                let a := mul(s, sub(cum, mload(add(x, 0x200))))
+                funding := sdiv(a, 10000000000)
+                if and(sgt(a, 0), iszero(iszero(smod(a, 10000000000)))) { funding := add(funding, 1) }
+            }
+            mstore(add(x, 0x2a0), funding)
+            let fee := div(mul(cash, mload(add(x, 0x140))), 1000000)
+            mstore(add(x, 0x2c0), fee)
+            q := sub(sub(sub(signextend(15, mload(add(x, 0x1a0))), funding), sc), fee)
+        }
+        int256 ns; // new size
+        int256 non; // new open notional
+        assembly ("memory-safe") {
+            let s := mload(add(x, 0x1c0))
+            let d := mload(add(x, 0x220))
+            ns := add(s, d)
+            if ns {
+                switch or(iszero(s), eq(sgt(s, 0), sgt(d, 0)))
+                case 1 { non := add(mload(add(x, 0x1e0)), sc) }
+                default {
+                    function abs(v) -> r {
+                        r := v
+                        if slt(v, 0) { r := sub(0, v) }
+                    }
+                    switch gt(abs(d), abs(s))
+                    case 0 { non := sdiv(mul(mload(add(x, 0x1e0)), ns), s) }
+                    default { non := sdiv(mul(sc, ns), d) }
+                }
+            }
+        }
+        assembly ("memory-safe") {
+            ok := and(
+                and(eq(signextend(15, q), q), eq(signextend(9, ns), ns)),
+                and(eq(signextend(10, non), non), eq(signextend(10, cum), cum))
+            )
+            if ok {
+                mstore(add(x, 0x280), ns)
+                let pos := 0
+                if ns {
+                    pos := or(
+                        and(ns, 0xffffffffffffffffffff),
+                        or(shl(80, and(non, 0xffffffffffffffffffffff)), shl(168, and(cum, 0xffffffffffffffffffffff)))
+                    )
+                }
+                mstore(add(x, 0x260), pos)
+                let h := or(
+                    and(mload(add(x, 0x1a0)), not(0xffffffffffffffffffffffffffffffff)),
+                    and(q, 0xffffffffffffffffffffffffffffffff)
+                )
+                let bit := shl(add(128, mload(add(x, 0x60))), 1)
+                switch ns
+                case 0 { h := and(h, not(bit)) }
+                default { h := or(h, bit) }
+                mstore(add(x, 0x240), h)
+            }
+        }
     }
 
-    function _longDelta(Side memory x) private pure returns (int256) {
-        int256 a = x.newSize > 0 ? x.newSize : int256(0);
-        int256 b = x.s > 0 ? x.s : int256(0);
-        return a - b;
+    /// @dev Change of the long open interest (total long size) from x's side: max(newSize, 0) - max(s, 0).
+    function _longDelta(Side memory x) private pure returns (int256 v) {
+        assembly ("memory-safe") {
+            let a := mload(add(x, 0x280))
+            if sgt(a, 0) { v := a }
+            let b := mload(add(x, 0x1c0))
+            if sgt(b, 0) { v := sub(v, b) }
+        }
     }
 
     /// @dev Risk rule of §3: H_im(after) >= 0, or strictly reducing and H_im(after) >= H_im(before).

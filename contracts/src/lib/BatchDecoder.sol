@@ -25,11 +25,11 @@ library BatchDecoder {
 
     /// @dev Body length of an item kind, 0 for an unknown kind.
     function bodyLength(uint256 kind) internal pure returns (uint256) {
+        if (kind == KIND_FILL_REF) return FILL_REF_BODY; // the common kind first
         if (kind == KIND_FILL) return FILL_BODY;
         if (kind == KIND_WITHDRAW) return WITHDRAW_BODY;
         if (kind == KIND_TRANSFER) return TRANSFER_BODY;
         if (kind == KIND_FUNDING || kind == KIND_FORCED) return 8;
-        if (kind == KIND_FILL_REF) return FILL_REF_BODY;
         return 0;
     }
 

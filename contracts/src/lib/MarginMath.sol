@@ -91,8 +91,13 @@ library MarginMath {
         return DivMath.abs(d) <= DivMath.abs(s);
     }
 
-    /// @dev ceil_div(positivePnl * haircutPpm, PPM).
-    function haircut(uint256 positivePnl, uint256 haircutPpm) internal pure returns (uint256) {
-        return DivMath.ceilDivU(positivePnl * haircutPpm, PPM);
+    /// @dev ceil_div(positivePnl * haircutPpm, PPM). Unchecked: callers pass a sum of at most 32 position terms
+    ///      max(PV - openNotional, 0), each below 2**176 (§7 ranges, prices < 2**128), and a uint32 rate, so the
+    ///      product stays below 2**213.
+    function haircut(uint256 positivePnl, uint256 haircutPpm) internal pure returns (uint256 h) {
+        unchecked {
+            h = positivePnl * haircutPpm;
+            if (h != 0) h = (h - 1) / PPM + 1;
+        }
     }
 }
