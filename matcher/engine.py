@@ -398,10 +398,25 @@ class Engine:
         return OrderUpdate(rec.oid, rec.acct[0], rec.acct[1], rec.market, rec.cid, status,
                            rec.price, rec.filled, rec.remaining, reason)
 
+    def _sequence_fill(self, tk: OrderRec, mk: OrderRec, q: int, px: int) -> tuple[FillItem, int, int, int]:
+        """A book fill's state change, shared by ``apply`` and replay: sequence the settlement
+        item and take the size off both records and their exposure. Returns the item, its
+        sequence number and the taker and maker fees."""
+        item = FillItem(tk.signed, tk.sig, mk.signed, mk.sig, q, px, self.taker_fee, self.maker_fee)
+        cash = q * px // 10**10
+        fee_t = fee_amount(cash, self.taker_fee)
+        fee_m = fee_amount(cash, self.maker_fee)
+        seq = self.ledger.sequence(Entry(0, _FILL_KIND, item, tk.acct, mk.acct, tk.market, 0, q, px,
+                                         tk.is_buy, fee_t, fee_m))
+        tk.filled += q
+        mk.filled += q
+        self._expose(tk, -q)
+        self._expose(mk, -q)
+        return item, seq, fee_t, fee_m
+
     def _events(self, events: list[Event], out: list[Output], start: int) -> None:
         """Apply book events (from index ``start``) to records, exposure and the ledger."""
         orders = self.orders
-        ledger = self.ledger
         for ev in events[start:]:
             t = type(ev)
             if t is Fill:
@@ -410,17 +425,7 @@ class Engine:
                 mk = orders[ev.maker_id]
                 q = ev.size
                 px = ev.price
-                item = FillItem(tk.signed, tk.sig, mk.signed, mk.sig, q, px,
-                                self.taker_fee, self.maker_fee)
-                cash = q * px // 10**10
-                fee_t = fee_amount(cash, self.taker_fee)
-                fee_m = fee_amount(cash, self.maker_fee)
-                seq = ledger.sequence(Entry(0, _FILL_KIND, item, tk.acct, mk.acct, tk.market,
-                                            0, q, px, tk.is_buy, fee_t, fee_m))
-                tk.filled += q
-                mk.filled += q
-                self._expose(tk, -q)
-                self._expose(mk, -q)
+                item, seq, fee_t, fee_m = self._sequence_fill(tk, mk, q, px)
                 out.append(Sequenced(seq, item))
                 out.append(FillReport(seq, tk.market, px, q, tk.oid, mk.oid, tk.acct[0],
                                       tk.acct[1], mk.acct[0], mk.acct[1], tk.is_buy, fee_t,
@@ -743,19 +748,7 @@ class Engine:
                 assert isinstance(ev, Fill)
                 tk = orders[ev.taker_id]
                 mk = orders[ev.maker_id]
-                q = ev.size
-                px = ev.price
-                item = FillItem(tk.signed, tk.sig, mk.signed, mk.sig, q, px,
-                                self.taker_fee, self.maker_fee)
-                cash = q * px // 10**10
-                self.ledger.sequence(Entry(0, _FILL_KIND, item, tk.acct, mk.acct, tk.market,
-                                           0, q, px, tk.is_buy,
-                                           fee_amount(cash, self.taker_fee),
-                                           fee_amount(cash, self.maker_fee)))
-                tk.filled += q
-                mk.filled += q
-                expose(tk, -q)
-                expose(mk, -q)
+                self._sequence_fill(tk, mk, ev.size, ev.price)
                 if mk.remaining == 0:
                     forget(mk)
                 if tk.remaining == 0:
