@@ -87,10 +87,10 @@ def _settle_all(ex: LocalExchange, items: list[FillItem]) -> int:
 
 def _matcher_flow(node: AnvilNode) -> int:
     """Gas per fill of one 1,000-fill batch of the settle bench's flow, after three warm-up batches."""
-    from bench.settle_bench import _fills  # the flow generator; imported late (it pulls in the matcher)
+    from bench.settle_bench import matcher_flow_fills  # the flow generator; imported late (it pulls in the matcher)
 
     ex = LocalExchange(node)
-    items, _, owners = _fills(ex, 4 * MATCHER_FILLS)
+    items, _, owners = matcher_flow_fills(ex, 4 * MATCHER_FILLS)
     ex.fund_many(owners, "USDC", 10_000_000 * USD)
     for i in range(0, 3 * MATCHER_FILLS, MATCHER_FILLS):
         _settle_all(ex, items[i:i + MATCHER_FILLS])

@@ -104,7 +104,7 @@ def _replay_seed(seed: int, limit: int, out: list[tuple[_Version, _Version, int,
                     return
 
 
-def _fills(ex: LocalExchange, limit: int) -> tuple[list[FillItem], int, list[str]]:
+def matcher_flow_fills(ex: LocalExchange, limit: int) -> tuple[list[FillItem], int, list[str]]:
     """Signed fill items for the flow, the number of distinct signed orders, and the owners."""
     signers: dict[str, Signer] = {}
     signed = 0
@@ -162,7 +162,7 @@ def run(fills: int = FILLS, rate: float = RATE_PER_S) -> dict[str, Any]:
     with AnvilNode(gas_limit=30_000_000) as node:
         ex = LocalExchange(node)
         print(f"replaying the matcher flow and signing {fills} fills", file=sys.stderr, flush=True)
-        items, orders, owners = _fills(ex, fills)
+        items, orders, owners = matcher_flow_fills(ex, fills)
         print(f"funding {len(owners)} accounts", file=sys.stderr, flush=True)
         ex.fund_many(owners, "USDC", 10_000_000 * USD)
         rpc_call(node.url, "evm_setIntervalMining", [1])
