@@ -20,7 +20,6 @@ import contextlib
 import json
 import logging
 import os
-import signal
 import tempfile
 import time
 from dataclasses import dataclass
@@ -38,6 +37,7 @@ from crossbook.config import DEFAULT_SPEC, ExchangeSpec
 from crossbook.metrics import (
     instrument_matcher, instrument_relayer, mark_ready, watcher_metrics,
 )
+from crossbook.shutdown import stop_event
 from matcher.commands import Code
 from settlement.batcher import BatchLimits
 from settlement.events import ChainReorg, WatcherOutput
@@ -47,16 +47,6 @@ from settlement.watcher import ChainWatcher
 from settlement.ws_source import WsItemSource
 
 log = logging.getLogger(__name__)
-
-
-def _stop_event() -> asyncio.Event:
-    """An event set by SIGTERM / SIGINT (graceful shutdown of a service)."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
-    return stop
 
 
 # ============================================================================ matcher
@@ -151,7 +141,7 @@ async def run_matcher(opts: MatcherOptions) -> None:
         verifying_contract=dep.clearinghouse.lower(), stream_token=opts.stream_token,
         operator_token=opts.operator_token))
     instrument_matcher(server)  # before start(): the engine task binds _run when it starts
-    stop = _stop_event()
+    stop = stop_event()
     await server.start()
     print(f"matcher listening on {server.url}", flush=True)
     mark_ready("matcher")
@@ -221,7 +211,7 @@ async def run_relayer(opts: RelayerOptions) -> int:
     relayer = Relayer(connect_rpc(opts.rpc_url), opts.deployment.clearinghouse,
                       opts.operator_key, source, cfg)
     instrument_relayer(relayer)
-    stop = _stop_event()
+    stop = stop_event()
     mark_ready("relayer")
 
     async def loop() -> int:
@@ -377,7 +367,7 @@ async def run_watcher(opts: WatcherOptions) -> int:
     """Follow the chain into the matcher until SIGTERM / SIGINT; reconnects (and resumes from
     the matcher's cursor) whenever the matcher or the chain goes away."""
     w3 = connect_rpc(opts.rpc_url)
-    stop = _stop_event()
+    stop = stop_event()
     while not stop.is_set():
         try:
             await _watch_session(opts, w3, stop)

@@ -10,12 +10,12 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import signal
 from typing import Any
 
 from crossbook.commands.common import (
     add_chain_args, add_service_args, env, load_deployment, resolve_key, start_service,
 )
+from crossbook.shutdown import stop_event
 
 log = logging.getLogger("crossbook.feeder")
 METRICS_PORT = 9105
@@ -124,11 +124,7 @@ async def _main(args: argparse.Namespace) -> int:
     feeder = OracleFeeder(connect(rpc), key, {s: (feeds[s], now[s][1]) for s in feeds}, paths,
                           interval_s=args.interval)
     m = feeder_metrics()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
+    stop = stop_event()
     mode = "replay " + args.replay if args.replay else ("scenario " + args.scenario if args.scenario
                                                           else f"random walk (seed {args.seed})")
     log.info("feeder: %s for %s every %.2fs", mode, ", ".join(sorted(feeds)), args.interval)

@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import signal
 import time
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Mapping
@@ -27,6 +26,7 @@ from crossbook.commands.common import (
     add_chain_args, add_service_args, env, load_deployment, parse_units, start_service,
 )
 from crossbook.protocol_types import FundingItem
+from crossbook.shutdown import stop_event
 
 log = logging.getLogger("crossbook.funding")
 METRICS_PORT = 9109
@@ -174,11 +174,7 @@ async def _main(args: argparse.Namespace) -> int:
                                     rate_ppm=item.rate_ppm)
 
     svc = FundingService(markets, max_rate, impact, client.books, read_prices, post)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
+    stop = stop_event()
     log.info("funding: markets %s, interval %.1fs, samples every %.1fs, impact notional %d atoms",
              markets, args.interval, args.sample_interval, impact)
     mark_ready("funding")

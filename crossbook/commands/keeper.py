@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
-import signal
 
 from crossbook.commands.common import (
     add_chain_args, add_service_args, env, load_deployment, resolve_key, start_service,
 )
+from crossbook.shutdown import on_shutdown_signals
 
 log = logging.getLogger("crossbook.keeper")
 METRICS_PORT = 9104
@@ -56,10 +55,7 @@ async def _main(args: argparse.Namespace) -> int:
                      LiquidatorConfig(liquidator_subaccount=args.subaccount,
                                       max_per_block=args.max_per_block, send=not args.dry_run))
     instrument_keeper(liq)
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, liq.stop)
+    on_shutdown_signals(liq.stop)
     log.info("keeper %s (sub-account %d) on %s, clearinghouse %s%s", liq.address, args.subaccount, rpc,
              dep.clearinghouse, " (dry run)" if args.dry_run else "")
 
