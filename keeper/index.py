@@ -9,7 +9,7 @@ JSON-RPC batch request, several batches in flight; a periodic full sweep re-read
 repairs whatever the incremental path missed (a settle sent through another contract, a reorg).
 
 Events come from :class:`settlement.watcher.ChainWatcher` (confirmations and reorg handling
-live there); :class:`KeeperEventDecoder` extends its decoder with ``Liquidated``. The index is
+live there) through the watcher's own decoder, liquidation events included. The index is
 memory-only and rebuilt from the deployment block at every start (invariant 7: resume from
 what the chain says).
 """
@@ -22,7 +22,7 @@ import logging
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Sequence
 
 import aiohttp
 from eth_abi import decode as abi_decode
@@ -31,137 +31,18 @@ from eth_utils import keccak, to_checksum_address
 from web3 import AsyncWeb3
 
 from crossbook.batch_codec import decode_batch
-from crossbook.chain.artifacts import load_artifact
 from crossbook.margin import Position, RiskParams, SubAccount
 from crossbook.protocol_types import FillItem, TransferItem, WithdrawItem
 from keeper.health_scan import HealthBook
 from settlement.events import (
-    ChainBatchSettled, ChainDeposit, ChainEvent, ChainEventBase, ChainFundingUpdated, ChainReorg,
-    ChainWithdrawn, WatcherOutput,
+    ChainBadDebtSettled, ChainBatchSettled, ChainCollateralLiquidated, ChainDeleveraged,
+    ChainDeposit, ChainFundingUpdated, ChainLiquidated, ChainReorg, ChainWithdrawn, WatcherOutput,
 )
-from settlement.watcher import ChainWatcher, EventDecoder, _bytes, _hex, _int
+from settlement.watcher import ChainWatcher, EventDecoder, _bytes
 
 log = logging.getLogger(__name__)
 
 AccountKey = tuple[str, int]  # (checksummed owner, subaccount)
-
-LIQUIDATED_ABI: dict[str, Any] = {
-    "type": "event", "name": "Liquidated", "anonymous": False,
-    "inputs": [
-        {"name": "owner", "type": "address", "indexed": True},
-        {"name": "subaccount", "type": "uint32", "indexed": False},
-        {"name": "market", "type": "uint32", "indexed": False},
-        {"name": "liquidator", "type": "address", "indexed": True},
-        {"name": "liquidatorSubaccount", "type": "uint32", "indexed": False},
-        {"name": "sizeDelta", "type": "int256", "indexed": False},
-        {"name": "price", "type": "uint64", "indexed": False},
-        {"name": "penalty", "type": "uint256", "indexed": False},
-        {"name": "insuranceShare", "type": "uint256", "indexed": False},
-    ],
-}
-
-
-class ChainLiquidated(ChainEventBase, frozen=True, kw_only=True, tag="liquidated"):
-    """``Liquidated(owner, subaccount, market, liquidator, liquidatorSubaccount, sizeDelta,
-    price, penalty, insuranceShare)``."""
-
-    owner: str
-    subaccount: int
-    market: int
-    liquidator: str
-    liquidator_subaccount: int
-    size_delta: int
-    price: int
-    penalty: int
-    insurance_share: int
-
-
-class ChainTouched(ChainEventBase, frozen=True, kw_only=True, tag="touched"):
-    """``CollateralLiquidated`` / ``BadDebtSettled`` / ``Deleveraged``: the sub-accounts whose state
-    the event changed (the index only needs to know what to re-read)."""
-
-    name: str
-    accounts: list[tuple[str, int]]
-
-
-# The other §9 events, by (name, the sub-account fields after the indexed owner): the account
-# pairs they touch are (owner, subaccount) and (topic 2 address, the second uint32).
-_TOUCH_EVENTS: dict[str, list[str]] = {
-    "CollateralLiquidated": ["uint32", "uint16", "uint32", "uint256", "uint64", "uint256"],
-    "BadDebtSettled": ["uint32", "uint256", "uint256", "uint256"],
-    "Deleveraged": ["uint32", "uint32", "uint32", "int256", "uint64"],
-}
-_TOUCH_SIGS: dict[str, str] = {
-    "CollateralLiquidated": "CollateralLiquidated(address,uint32,uint16,address,uint32,uint256,uint64,uint256)",
-    "BadDebtSettled": "BadDebtSettled(address,uint32,uint256,uint256,uint256)",
-    "Deleveraged": "Deleveraged(address,uint32,uint32,address,uint32,int256,uint64)",
-}
-# index (into the non-indexed values) of the second party's sub-account, if any
-_SECOND_SUB = {"CollateralLiquidated": 2, "Deleveraged": 2}
-
-KeeperEvent = ChainEvent | ChainLiquidated | ChainTouched
-
-
-class KeeperEventDecoder(EventDecoder):
-    """The watcher's decoder plus ``Liquidated`` (decoded from the ABI fragment above, so it
-    works before and after the event lands in the build output)."""
-
-    def __init__(self, abi: Iterable[Mapping[str, Any]] | None = None, address: str | None = None) -> None:
-        abi = list(abi if abi is not None else load_artifact("Clearinghouse").abi)
-        super().__init__(abi, address)
-        inputs = LIQUIDATED_ABI["inputs"]
-        self._liq_topic = keccak(text="Liquidated(" + ",".join(i["type"] for i in inputs) + ")")
-        self._liq_inputs = inputs
-        self._touch_topics = {keccak(text=sig): name for name, sig in _TOUCH_SIGS.items()}
-
-    @property
-    def topics(self) -> list[str]:
-        """topic0 of every decoded event, ``Liquidated`` included."""
-        return super().topics + ["0x" + t.hex() for t in (self._liq_topic, *self._touch_topics)]
-
-    def _touched(self, lg: Mapping[str, Any]) -> ChainTouched | None:
-        topics = [_bytes(t) for t in lg["topics"]]
-        if not topics or topics[0] not in self._touch_topics or len(topics) < 2:
-            return None
-        if self.address and str(lg["address"]).lower() != self.address:
-            return None
-        name = self._touch_topics[topics[0]]
-        vals = abi_decode(_TOUCH_EVENTS[name], _bytes(lg["data"]))
-        accounts: list[tuple[str, int]] = [(str(to_checksum_address(abi_decode(["address"], topics[1])[0])), int(vals[0]))]
-        if name in _SECOND_SUB and len(topics) >= 3:
-            accounts.append((str(to_checksum_address(abi_decode(["address"], topics[2])[0])),
-                             int(vals[_SECOND_SUB[name]])))
-        return ChainTouched(name=name, accounts=accounts, block_number=_int(lg["blockNumber"]),
-                            block_hash=_hex(lg["blockHash"]), log_index=_int(lg["logIndex"]),
-                            tx_hash=_hex(lg["transactionHash"]))
-
-    def _liquidated(self, lg: Mapping[str, Any]) -> ChainLiquidated | None:
-        topics = [_bytes(t) for t in lg["topics"]]
-        if not topics or topics[0] != self._liq_topic or len(topics) < 3:
-            return None
-        if self.address and str(lg["address"]).lower() != self.address:
-            return None
-        plain = [i for i in self._liq_inputs if not i["indexed"]]
-        v = dict(zip((i["name"] for i in plain), abi_decode([i["type"] for i in plain], _bytes(lg["data"]))))
-        return ChainLiquidated(
-            owner=to_checksum_address(abi_decode(["address"], topics[1])[0]),
-            liquidator=to_checksum_address(abi_decode(["address"], topics[2])[0]),
-            subaccount=v["subaccount"], market=v["market"], liquidator_subaccount=v["liquidatorSubaccount"],
-            size_delta=v["sizeDelta"], price=v["price"], penalty=v["penalty"], insurance_share=v["insuranceShare"],
-            block_number=_int(lg["blockNumber"]), block_hash=_hex(lg["blockHash"]),
-            log_index=_int(lg["logIndex"]), tx_hash=_hex(lg["transactionHash"]))
-
-    # The watcher's event union is closed in settlement/ (not ours to edit); this override
-    # widens it with ChainLiquidated, which every consumer in keeper/ handles.
-    def decode_logs(self, logs: Iterable[Mapping[str, Any]]) -> list[KeeperEvent]:  # type: ignore[override]
-        """Base events and ``Liquidated``, in chain order."""
-        logs = list(logs)
-        out: list[KeeperEvent] = list(super().decode_logs(logs))
-        out += [ev for ev in map(self._liquidated, logs) if ev is not None]
-        out += [ev for ev in map(self._touched, logs) if ev is not None]
-        out.sort(key=lambda e: (e.block_number, e.log_index))
-        return out
-
 
 # ---------------------------------------------------------------------------------------------
 # batched views
@@ -294,7 +175,7 @@ class SubAccountIndex:
         # reorg bookkeeping; a private directory keeps several keepers on one machine apart.
         path = Path(state_path) if state_path else Path(tempfile.mkdtemp(prefix="crossbook-keeper-")) / "index.json"
         path.unlink(missing_ok=True)
-        self.decoder = KeeperEventDecoder(address=self.contract)
+        self.decoder = EventDecoder(address=self.contract)
         self.watcher = ChainWatcher(w3, self.contract, path, start_block=start_block, confirmations=confirmations,
                                     poll_interval_s=poll_interval_s, decoder=self.decoder)
         self.known: set[AccountKey] = set()
@@ -315,19 +196,20 @@ class SubAccountIndex:
         self.known.add(key)
         self.dirty.add(key)
 
-    async def apply(self, events: Iterable[WatcherOutput | ChainLiquidated | ChainTouched]) -> None:
+    async def apply(self, events: Iterable[WatcherOutput]) -> None:
         """Fold watcher outputs into the index (marks accounts for re-reading)."""
         funding: dict[int, int] = {}
         for ev in events:
             self.events_seen += 1
-            if isinstance(ev, (ChainDeposit, ChainWithdrawn, ChainLiquidated)):
+            if isinstance(ev, (ChainDeposit, ChainWithdrawn, ChainBadDebtSettled)):
                 self._touch(ev.owner, ev.subaccount)
-                if isinstance(ev, ChainLiquidated):
-                    # the liquidator's sub-account took the position over
-                    self._touch(ev.liquidator, ev.liquidator_subaccount)
-            elif isinstance(ev, ChainTouched):
-                for owner, sub in ev.accounts:
-                    self._touch(owner, sub)
+            elif isinstance(ev, (ChainLiquidated, ChainCollateralLiquidated)):
+                self._touch(ev.owner, ev.subaccount)
+                # the liquidator's sub-account took the position or collateral over
+                self._touch(ev.liquidator, ev.liquidator_subaccount)
+            elif isinstance(ev, ChainDeleveraged):
+                self._touch(ev.owner, ev.subaccount)
+                self._touch(ev.counterparty, ev.counterparty_subaccount)
             elif isinstance(ev, ChainBatchSettled):
                 if ev.count:
                     await self._batch_accounts(ev.tx_hash)
