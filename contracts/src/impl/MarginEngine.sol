@@ -50,6 +50,9 @@ abstract contract MarginEngine is IClearinghouseEvents {
         // kIm[i] = sum_{j<i} ceil((caps[j] - caps[j-1]) * imf[j] / PPM): the initial requirement of tiers
         // below i taken in full (settlement's incremental health, SettlementModule._contrib)
         uint256[4] kIm;
+        // settlement only: open interest + 1 while the batch holds it in memory (0: not read yet); written back
+        // once at the end of the batch for the markets in Ctx.oiDirty (SettlementModule._flushOi)
+        uint256 oi;
     }
 
     struct AssetCache {
@@ -87,14 +90,16 @@ abstract contract MarginEngine is IClearinghouseEvents {
         // bit masks of markets / assets whose price is cached and available
         uint256 okMarkets;
         uint256 okAssets;
-        // settlement only: per order-table entry 0 unchecked, 1 signature good, 2 bad
+        // settlement only: 2 bits per order-table entry (128 a word): 0 unchecked, 1 signature good, 2 bad
         uint256[] sigs;
+        uint256 nOrders; // settlement only: order-table entries
         uint256 tbl; // absolute calldata offset of the order table's first entry
         // settlement only: per-batch (owner, nonce) records (SettlementModule.Nonce): hash buckets of record
         // pointers and the head of the write-back list
         uint256[] hm;
         uint256 nonces;
         uint256 accts; // settlement only: number of account records in hm (SettlementModule._acct)
+        uint256 oiDirty; // settlement only: bit mask of markets whose MarketCache.oi differs from storage
     }
 
     constructor(address oracle_, address quoteToken_) {

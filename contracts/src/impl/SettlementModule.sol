@@ -45,7 +45,7 @@ contract SettlementModule is MarginEngine {
         int256 funding; // funding settled into quote (owed)
         uint256 fee;
         uint256 idx; // order-table index + 1 (0: inline order, no per-batch signature cache)
-        Nonce nr; // the (owner, nonce) batch record (bound by _filled)
+        uint256 nr; // the (owner, nonce) batch record (bound by _filled)
         uint256 ar; // the account's batch record (bound by _marginOk; 0 when the fill skipped the margin check)
         int256 nB; // the record's sums after the fill (_marginOk)
         uint256 nP;
@@ -55,21 +55,17 @@ contract SettlementModule is MarginEngine {
         uint256 tR;
     }
 
-    // byte offset of Side.nr (field 24), written in assembly to bind a found record without the legacy code
-    // generator allocating a zeroed struct per lookup
-    uint256 private constant SIDE_NR = 24 * 32;
-
-    /// @dev Batch record of an (owner, nonce) a fill read (§4). Fills update it; only its final state is written
-    ///      back (_flushNonces), so an order filled several times in a batch costs one state write and no lane
-    ///      unless it stays partially filled. Field order is relied on by the assembly in _flushNonces.
-    struct Nonce {
-        uint256 next; // next record in the same hash bucket
-        uint256 link; // next record in the write-back list
-        uint256 key; // 1 << 255 | owner << 64 | nonce
-        uint256 filled; // SPENT once spent
-        uint256 st0; // state in storage: 0 untouched, 1 partially filled, 2 spent
-        bool dirty;
-    }
+    /// @dev Batch record of an (owner, nonce) a fill read (§4), three words in the batch's hash map: next record in
+    ///      the same bucket, NR_* fields packed in one word, key `1 << 255 | owner << 64 | nonce` (at +0x40 like an
+    ///      account record's, for _find). Fills update it; only its final state is written back (_flushNonces), so
+    ///      an order filled several times in a batch costs one state write and no lane unless it stays partially
+    ///      filled. Three words, not a struct of six: the batch's memory grows by a record per distinct nonce and
+    ///      memory costs quadratically.
+    uint256 private constant NR_LINK_MASK = 0xffffffff; // bits 0..31: next record in the write-back list
+    uint256 private constant NR_FILLED_SHIFT = 32; // bits 32..96: filled amount, SPENT once spent
+    uint256 private constant NR_FILLED_MASK = (1 << 65) - 1;
+    uint256 private constant NR_ST0_SHIFT = 100; // bits 100..101: state in storage (0 untouched, 1 partial, 2 spent)
+    uint256 private constant NR_DIRTY = 1 << 102; // a fill changed it
 
     uint256 private constant SPENT = 1 << 64; // above any order size
 
@@ -101,6 +97,7 @@ contract SettlementModule is MarginEngine {
         c.fundDelta = new int256[](c.nMarkets);
         uint256 rejected = _items(c, base, len, firstSeq, count);
         _flushNonces(c.nonces);
+        _flushOi(c);
         l.nextSeq = firstSeq + uint64(count);
         if (c.feeAcc != 0) l.feePool += uint128(c.feeAcc);
         for (uint256 m = 0; m < c.nMarkets; ++m) {
@@ -122,7 +119,7 @@ contract SettlementModule is MarginEngine {
             // chained buckets of nonce and account records (disjoint keys: nonce keys have bit 255 set), about
         // one bucket per two nonce records
             uint256 nb = 16;
-            uint256 want = (c.sigs.length + count) >> 1;
+            uint256 want = (c.nOrders + count) >> 1;
             while (nb < want) nb <<= 1;
             c.hm = new uint256[](nb);
         }
@@ -153,7 +150,8 @@ contract SettlementModule is MarginEngine {
             c.tbl = base + o + 3;
             o += 3 + n * B.SIGNED_ORDER;
         }
-        c.sigs = new uint256[](n);
+        c.nOrders = n;
+        c.sigs = new uint256[]((n + 127) >> 7);
     }
 
     /// @dev Applies one item whose kind byte is at absolute offset `ko`: 0, a reject reason, or MALFORMED
@@ -201,7 +199,7 @@ contract SettlementModule is MarginEngine {
 
     /// @dev Reads the two order-table entries a FILL_REF at `p` references; false for an index out of range.
     function _readRefs(Ctx memory c, Side memory t, Side memory k, uint256 p) private pure returns (bool) {
-        uint256 n = c.sigs.length;
+        uint256 n = c.nOrders;
         uint256 ti = B.u(p, 2);
         uint256 ki = B.u(p + 2, 2);
         if (ti >= n || ki >= n) return false;
@@ -277,10 +275,22 @@ contract SettlementModule is MarginEngine {
     function _orderSigOk(Ctx memory c, Side memory x) private view returns (bool) {
         uint256 idx = x.idx;
         if (idx == 0) return _orderSigCheck(c, x);
-        uint256 st = c.sigs[idx - 1]; // 0 unchecked, 1 good, 2 bad; same bytes, same answer all batch
+        // 2-bit state of entry idx - 1: 0 unchecked, 1 good, 2 bad; same bytes, same answer all batch
+        uint256[] memory sigs = c.sigs;
+        uint256 w;
+        uint256 sh;
+        uint256 st;
+        assembly ("memory-safe") {
+            idx := sub(idx, 1)
+            w := add(add(sigs, 0x20), shl(5, shr(7, idx)))
+            sh := shl(1, and(idx, 127))
+            st := and(shr(sh, mload(w)), 3)
+        }
         if (st == 0) {
             st = _orderSigCheck(c, x) ? 1 : 2;
-            c.sigs[idx - 1] = st;
+            assembly ("memory-safe") {
+                mstore(w, or(mload(w), shl(sh, st)))
+            }
         }
         return st == 1;
     }
@@ -331,21 +341,21 @@ contract SettlementModule is MarginEngine {
 
     /// @dev Filled amount of (owner, nonce) for the OVERFILL check; SPENT (above any size) once spent (§4).
     ///      Binds x.nr to the nonce's batch record, loading its state (and lane if partially filled) on first use.
-    function _filled(Ctx memory c, Side memory x) private view returns (uint256) {
+    function _filled(Ctx memory c, Side memory x) private view returns (uint256 v) {
         uint256 owner = uint256(uint160(x.owner));
         uint256 nonce = x.nonce;
         uint256 key = (1 << 255) | (owner << 64) | nonce;
         (uint256 ptr, uint256 bucket) = _find(c.hm, key);
         if (ptr != 0) {
+            x.nr = ptr;
             assembly ("memory-safe") {
-                mstore(add(x, SIDE_NR), ptr)
+                v := and(shr(NR_FILLED_SHIFT, mload(add(ptr, 0x20))), NR_FILLED_MASK)
             }
-            return x.nr.filled;
+            return v;
         }
         mapping(uint256 => uint256) storage f = S.store().filled;
         uint256 sslot = _slotOf(f, S.nonceStateKey(owner, nonce));
         uint256 st;
-        uint256 v;
         assembly ("memory-safe") {
             st := and(shr(shl(1, and(nonce, 127)), sload(sslot)), 3)
         }
@@ -357,15 +367,17 @@ contract SettlementModule is MarginEngine {
         } else if (st != 0) {
             v = SPENT;
         }
-        Nonce memory r = Nonce({next: 0, link: c.nonces, key: key, filled: v, st0: st, dirty: false});
+        uint256 packed = c.nonces | (v << NR_FILLED_SHIFT) | (st << NR_ST0_SHIFT);
         assembly ("memory-safe") {
-            mstore(r, mload(bucket))
-            mstore(bucket, r)
-            ptr := r
+            ptr := mload(0x40)
+            mstore(0x40, add(ptr, 0x60))
+            mstore(ptr, mload(bucket))
+            mstore(add(ptr, 0x20), packed)
+            mstore(add(ptr, 0x40), key)
+            mstore(bucket, ptr)
         }
         c.nonces = ptr;
-        x.nr = r;
-        return v;
+        x.nr = ptr;
     }
 
     function _slotOf(mapping(uint256 => uint256) storage f, uint256 key) private pure returns (uint256 slot) {
@@ -392,10 +404,15 @@ contract SettlementModule is MarginEngine {
 
     /// @dev Records `amount` more on the nonce's batch record: reaching the order's size marks it spent.
     function _addFilled(Side memory x, uint256 amount) private pure {
-        Nonce memory r = x.nr;
-        uint256 v = r.filled + amount; // <= order size < 2**64 (OVERFILL)
-        r.filled = v == x.size ? SPENT : v;
-        r.dirty = true;
+        uint256 p = x.nr + 0x20;
+        uint256 size = x.size;
+        assembly ("memory-safe") {
+            let w := mload(p)
+            let v := add(and(shr(NR_FILLED_SHIFT, w), NR_FILLED_MASK), amount) // <= order size < 2**64 (OVERFILL)
+            if eq(v, size) { v := SPENT }
+            w := and(w, not(shl(NR_FILLED_SHIFT, NR_FILLED_MASK)))
+            mstore(p, or(or(w, shl(NR_FILLED_SHIFT, v)), NR_DIRTY))
+        }
     }
 
     /// @dev Writes each dirty nonce record's final state: spent, one bit pair (the lane is left as it was);
@@ -404,19 +421,20 @@ contract SettlementModule is MarginEngine {
         mapping(uint256 => uint256) storage f = S.store().filled;
         assembly ("memory-safe") {
             let fslot := f.slot
-            for {} p { p := mload(add(p, 0x20)) } {
-                if mload(add(p, 0xa0)) {
+            for {} p { p := and(mload(add(p, 0x20)), NR_LINK_MASK) } {
+                let pw := mload(add(p, 0x20))
+                if and(pw, NR_DIRTY) {
                     let key := mload(add(p, 0x40))
                     let nonce := and(key, 0xffffffffffffffff)
                     let owner := and(shr(64, key), 0xffffffffffffffffffffffffffffffffffffffff)
-                    let v := mload(add(p, 0x60))
+                    let v := and(shr(NR_FILLED_SHIFT, pw), NR_FILLED_MASK)
                     mstore(0, or(shl(255, 1), or(shl(57, owner), shr(7, nonce))))
                     mstore(0x20, fslot)
                     let sslot := keccak256(0, 0x40)
                     let sshift := shl(1, and(nonce, 127))
                     let st := 1
                     if eq(v, 0x10000000000000000) { st := 2 }
-                    if iszero(eq(st, mload(add(p, 0x80)))) {
+                    if iszero(eq(st, and(shr(NR_ST0_SHIFT, pw), 3))) {
                         let w := sload(sslot)
                         sstore(sslot, or(and(w, not(shl(sshift, 3))), shl(sshift, st)))
                     }
@@ -430,6 +448,15 @@ contract SettlementModule is MarginEngine {
                     }
                 }
             }
+        }
+    }
+
+    /// @dev Writes the open interest of the markets fills changed (no other item reads or writes it).
+    function _flushOi(Ctx memory c) private {
+        uint256 bits = c.oiDirty;
+        for (uint256 m = 0; bits != 0; ++m) {
+            if (bits & 1 != 0) S.store().markets[m].openInterest = uint128(c.m[m].oi - 1);
+            bits >>= 1;
         }
     }
 
@@ -462,7 +489,6 @@ contract SettlementModule is MarginEngine {
                 || (k.flags & 2 != 0 && !MarginMath.strictlyReduces(k.s, k.d))
         ) return R_REDUCE_ONLY;
 
-        S.Market storage sm = l.markets[m];
         int256 cum = c.m[m].cum;
         uint256 cash;
         unchecked {
@@ -470,9 +496,11 @@ contract SettlementModule is MarginEngine {
         }
         if (!_newState(t, cum, cash) || !_newState(k, cum, cash)) return R_INVALID_ITEM;
 
-        // open interest = total long size
+        // open interest = total long size, held in memory for the batch (_flushOi)
         int256 oiDelta = _longDelta(t) + _longDelta(k);
-        int256 newOi = int256(uint256(sm.openInterest)) + oiDelta;
+        uint256 oi1 = c.m[m].oi;
+        if (oi1 == 0) oi1 = uint256(l.markets[m].openInterest) + 1;
+        int256 newOi = int256(oi1 - 1) + oiDelta;
         if (newOi < 0) newOi = 0;
         if (oiDelta > 0 && uint256(newOi) > c.m[m].oiCap) return R_OPEN_INTEREST_CAP;
 
@@ -517,7 +545,8 @@ contract SettlementModule is MarginEngine {
         _addFilled(k, fillSize);
         _setSums(t);
         _setSums(k);
-        l.markets[m].openInterest = uint128(newOi);
+        c.m[m].oi = newOi + 1;
+        c.oiDirty |= uint256(1) << m;
         c.feeAcc += t.fee + k.fee;
         int256 fundingSum = t.funding + k.funding;
         if (fundingSum != 0) c.fundDelta[m] += fundingSum;
