@@ -98,6 +98,15 @@ _I32_MIN, _I32_MAX = -(2**31), 2**31 - 1
 _TIFS = frozenset(int(t) for t in Tif)
 _STPS = frozenset(int(s) for s in Stp)
 _POST_ONLY = int(Tif.POST_ONLY)
+_MARKET = int(Tif.MARKET)
+# enum members as module constants: a class attribute lookup on an enum costs a Python-level
+# __getattr__ round trip from compiled code
+_OK = Code.OK
+_OPEN = OrderStatus.OPEN
+_PARTIALLY_FILLED = OrderStatus.PARTIALLY_FILLED
+_FILLED = OrderStatus.FILLED
+_CANCELLED = OrderStatus.CANCELLED
+_MODIFIED = OrderStatus.MODIFIED
 _FILL_KIND = int(ItemKind.FILL)
 _CANCEL_REASONS = frozenset((int(CancelReason.USER), int(CancelReason.DEAD_MAN)))
 _CANCEL_USER = CancelReason.USER
@@ -108,6 +117,9 @@ _CHAIN_CMDS = frozenset((ChainDeposit, ChainBatchSettled, ChainForcedWithdrawalR
                          ChainLiquidated, ChainCollateralLiquidated, ChainBadDebtSettled,
                          ChainDeleveraged, ChainForcedWithdrawalExecuted,
                          ChainLiquidationParamsSet, ChainFundingUpdated))
+
+# commands that change the ledger only through fills (see Engine._base_health)
+_ORDER_CMDS = frozenset((PlaceOrder, CancelOrder, CancelAll, ModifyOrder, ExpireTick))
 
 # book reject reasons -> engine codes
 _BOOK_CODES: dict[int, Code] = {
@@ -169,6 +181,11 @@ class Engine:
 
     def __init__(self, config: EngineConfig | None = None) -> None:
         self.config = cfg = config or EngineConfig()
+        # the limits the order path reads, as plain ints (config is a frozen dataclass)
+        self._expiry_margin = cfg.expiry_margin_s
+        self._max_open = cfg.max_open_orders_per_account
+        self._max_pending = cfg.max_unsettled_per_account
+        self._max_unsettled = cfg.max_unsettled_global
         spec = cfg.spec
         self.params = risk_params(spec)
         self.risk = RiskModel(self.params, spec.fee_ppm_taker, spec.fee_ppm_maker)
@@ -208,6 +225,11 @@ class Engine:
         # maker accounts after the fills the current command already vetted (several makers of
         # one account can trade against one taker)
         self._scratch: dict[Acct, SubAccount] = {}
+        # RiskModel.base_health per account, the base of the pre-trade floor (None: the floor
+        # does not apply). Valid while the account's projected state, the prices and the
+        # funding indices stay as they were: a fill drops its two accounts
+        # (_sequence_fill), any command other than an order command drops all (apply)
+        self._base_health: dict[Acct, int | None] = {}
         self._handlers: dict[type, Callable[[Any], Result]] = {
             PlaceOrder: self._place, CancelOrder: self._cancel, CancelAll: self._cancel_all,
             ModifyOrder: self._modify, ExpireTick: self._expire, ChainDeposit: self._deposit,
@@ -232,9 +254,13 @@ class Engine:
         if t in _CHAIN_CMDS and cmd.block:  # type: ignore[union-attr]
             pos = (cmd.block, cmd.log_index)  # type: ignore[union-attr]
             if pos <= self.chain_cursor:
-                return Result(Ack(cmd.req_id, True, Code.OK, "already applied", 0, 0), [], False)
+                return Result(Ack(cmd.req_id, True, _OK, "already applied", 0, 0), [], False)
         res = self._handlers[t](cmd)
         self._scratch.clear()
+        if t not in _ORDER_CMDS:
+            # deposits, settlements, chain events, withdrawals, funding and prices move
+            # projected states, prices or indices: no cached base health survives them
+            self._base_health.clear()
         if pos is not None:
             # the cursor moves even when the event changed nothing else (a rejected forced
             # request, an already-settled batch), so that command is journaled too: replay must
@@ -244,7 +270,9 @@ class Engine:
         if res.journal:
             self.cmd_seq += 1
             a = res.ack
-            res.ack = Ack(a.req_id, a.ok, a.code, a.message, a.order_id, self.cmd_seq)
+            if a.seq != self.cmd_seq:
+                # the order paths build their ack with the next seq already (_done)
+                res.ack = Ack(a.req_id, a.ok, a.code, a.message, a.order_id, self.cmd_seq)
         return res
 
     def items_from(self, seq: int) -> list[tuple[int, Item]]:
@@ -394,6 +422,11 @@ class Engine:
         else:
             del self.open_count[acct]
 
+    def _done(self, req_id: int, oid: int, out: list[Output]) -> Result:
+        """The result of an accepted, journaled order command: its ack already carries the
+        command sequence number ``apply`` is about to assign."""
+        return Result(Ack(req_id, True, _OK, "", oid, self.cmd_seq + 1), out, True)
+
     def _update(self, rec: OrderRec, status: OrderStatus, reason: int = 0) -> OrderUpdate:
         return OrderUpdate(rec.oid, rec.acct[0], rec.acct[1], rec.market, rec.cid, status,
                            rec.price, rec.filled, rec.remaining, reason)
@@ -408,6 +441,10 @@ class Engine:
         fee_m = fee_amount(cash, self.maker_fee)
         seq = self.ledger.sequence(Entry(0, _FILL_KIND, item, tk.acct, mk.acct, tk.market, 0, q, px,
                                          tk.is_buy, fee_t, fee_m))
+        bases = self._base_health
+        if bases:
+            bases.pop(tk.acct, None)
+            bases.pop(mk.acct, None)
         tk.filled += q
         mk.filled += q
         self._expose(tk, -q)
@@ -417,7 +454,8 @@ class Engine:
     def _events(self, events: list[Event], out: list[Output], start: int) -> None:
         """Apply book events (from index ``start``) to records, exposure and the ledger."""
         orders = self.orders
-        for ev in events[start:]:
+        for i in range(start, len(events)):
+            ev = events[i]
             t = type(ev)
             if t is Fill:
                 assert isinstance(ev, Fill)
@@ -432,23 +470,23 @@ class Engine:
                                       fee_m))
                 for r in (mk, tk):
                     if r.remaining == 0:
-                        out.append(self._update(r, OrderStatus.FILLED))
+                        out.append(self._update(r, _FILLED))
                         self._forget(r)
                     else:
-                        out.append(self._update(r, OrderStatus.PARTIALLY_FILLED))
+                        out.append(self._update(r, _PARTIALLY_FILLED))
             elif t is Cancelled:
                 assert isinstance(ev, Cancelled)
                 rec = orders.get(ev.order_id)
                 if rec is None:  # pragma: no cover - the book only cancels live orders
                     continue
                 self._expose(rec, -rec.remaining)
-                out.append(self._update(rec, OrderStatus.CANCELLED, int(ev.reason)))
+                out.append(self._update(rec, _CANCELLED, int(ev.reason)))
                 self._forget(rec)
             elif t is Modified:
                 assert isinstance(ev, Modified)
                 rec = orders[ev.order_id]
                 self._expose(rec, ev.size - rec.remaining)
-                out.append(self._update(rec, OrderStatus.MODIFIED))
+                out.append(self._update(rec, _MODIFIED))
 
     # ================================================================ orders
 
@@ -456,16 +494,17 @@ class Engine:
         s = signer.lower()
         return s == owner or (owner, s) in self.agents
 
-    def _validate_order(self, o: SignedOrder, signer: str, tif: int, stp: int,
+    def _validate_order(self, o: SignedOrder, owner: str, signer: str, tif: int, stp: int,
                         now: int) -> tuple[Code, str] | None:
-        """Checks shared by new and replacement orders; None when fine."""
+        """Checks shared by new and replacement orders (``owner`` is ``o.owner`` lower-cased);
+        None when fine."""
         mc = self.params.markets.get(o.market)
         if mc is None:
             return Code.UNKNOWN_MARKET, f"unknown market {o.market}"
-        owner = o.owner.lower()
-        if not self._authorised(owner, signer):
+        # the owner signing (the same spelling) needs no lower-casing
+        if signer != o.owner and not self._authorised(owner, signer):
             return Code.NOT_AUTHORISED, "signer is neither the owner nor an approved agent"
-        if tif not in _TIFS or stp not in _STPS or tif == Tif.MARKET:
+        if tif not in _TIFS or stp not in _STPS or tif == _MARKET:
             return Code.BAD_REQUEST, "bad tif or stp"
         if type(o.size) is not int or not 0 < o.size <= _U64:
             return Code.BAD_SIZE, "size must be in 1..2**64-1"
@@ -475,7 +514,7 @@ class Engine:
             return Code.OFF_TICK, f"price not a multiple of tick {mc.tick_size}"
         if o.size % mc.lot_size:
             return Code.OFF_LOT, f"size not a multiple of lot {mc.lot_size}"
-        if o.expiry - self.config.expiry_margin_s < max(now, 1):
+        if o.expiry - self._expiry_margin < max(now, 1):
             return Code.EXPIRED, "order expired (or expires within the settlement margin)"
         need = self.maker_fee if tif == _POST_ONLY else max(self.taker_fee, self.maker_fee)
         if o.max_fee_ppm < need:
@@ -500,17 +539,27 @@ class Engine:
         risk = self.risk
         reducing = reduce_only or risk.reduces(st, ex, market, is_buy, size, gone)
         if not reducing:
-            cfg = self.config
-            if (self.ledger.pending.get(acct, 0) >= cfg.max_unsettled_per_account
-                    or len(self.ledger.unsettled) >= cfg.max_unsettled_global):
+            if (self.ledger.pending.get(acct, 0) >= self._max_pending
+                    or len(self.ledger.unsettled) >= self._max_unsettled):
                 return Code.SETTLEMENT_LAG, "settlement lags; only risk-reducing orders accepted"
         if reduce_only:
             # a reduce-only order is capped to the position by the book and refused on-chain if
             # it would grow it, so it can never add risk
             return None
+        funding = self.ledger.proj_funding
+        bases = self._base_health
+        if acct in bases:
+            base = bases[acct]
+        else:
+            base = bases[acct] = risk.base_health(st, funding)
+        if base is not None:
+            floor = risk.health_floor(base, ex if ex is not None else {}, market, is_buy, size,
+                                      price, funding, gone)
+            if floor is not None and floor >= 0:
+                # a provable lower bound of the exact check's health is >= 0: it accepts
+                return None
         try:
-            ok = risk.check_order(st, ex, market, is_buy, size, price, self.ledger.proj_funding,
-                                  gone)
+            ok = risk.check_order(st, ex, market, is_buy, size, price, funding, gone)
         except KeyError:
             return Code.ORACLE_UNAVAILABLE, "no oracle price for a market or asset held"
         if not ok:
@@ -519,10 +568,10 @@ class Engine:
 
     def _place(self, cmd: PlaceOrder) -> Result:
         o = cmd.order
-        bad = self._validate_order(o, cmd.signer, cmd.tif, cmd.stp, cmd.now)
+        owner = o.owner.lower()
+        bad = self._validate_order(o, owner, cmd.signer, cmd.tif, cmd.stp, cmd.now)
         if bad is not None:
             return _ack(cmd.req_id, *bad)
-        owner = o.owner.lower()
         acct = (owner, o.subaccount)
         if (owner, o.nonce) in self.nonces:
             return _ack(cmd.req_id, Code.REPLAYED_NONCE, f"nonce {o.nonce} already used")
@@ -532,7 +581,7 @@ class Engine:
                 return _ack(cmd.req_id, Code.BAD_REQUEST, "client id must be a uint64")
             if self.books[o.market].order_id_of(owner, o.subaccount, cid) is not None:
                 return _ack(cmd.req_id, Code.DUPLICATE_CLIENT_ID, "client id in use")
-        if self.open_count.get(acct, 0) >= self.config.max_open_orders_per_account:
+        if self.open_count.get(acct, 0) >= self._max_open:
             return _ack(cmd.req_id, Code.TOO_MANY_OPEN_ORDERS, "too many open orders")
         bad = self._risk_gate(acct, o.market, o.is_buy, o.size, o.price, o.reduce_only)
         if bad is not None:
@@ -546,7 +595,7 @@ class Engine:
         """Hand a checked order to its book and turn the events into outputs."""
         oid = self.next_oid
         bo = BookOrder(oid, acct[0], acct[1], o.is_buy, o.price, size, tif, cid=cid, stp=stp,
-                       reduce_only=o.reduce_only, expiry=o.expiry - self.config.expiry_margin_s)
+                       reduce_only=o.reduce_only, expiry=o.expiry - self._expiry_margin)
         events = self.books[o.market].place(bo, now)
         first = events[0]
         if type(first) is Rejected:
@@ -560,9 +609,10 @@ class Engine:
         self.orders[oid] = rec
         self.open_count[acct] = self.open_count.get(acct, 0) + 1
         self._expose(rec, first.size)
-        out.append(self._update(rec, OrderStatus.OPEN))
-        self._events(events, out, 1)
-        return Result(Ack(req_id, True, Code.OK, "", oid, 0), out, True)
+        out.append(self._update(rec, _OPEN))
+        if len(events) > 1:
+            self._events(events, out, 1)
+        return self._done(req_id, oid, out)
 
     def _owned(self, owner: str, oid: int | None) -> OrderRec | Result:
         rec = self.orders.get(oid) if oid is not None else None
@@ -585,7 +635,7 @@ class Engine:
             return _ack(cmd.req_id, Code.BAD_REQUEST, f"bad cancel reason {cmd.reason!r}")
         out: list[Output] = []
         self._events(self.books[rec.market].cancel(rec.oid, CancelReason(cmd.reason)), out, 0)
-        return Result(Ack(cmd.req_id, True, Code.OK, "", rec.oid, 0), out, True)
+        return self._done(cmd.req_id, rec.oid, out)
 
     def _cancel_all(self, cmd: CancelAll) -> Result:
         owner = cmd.owner.lower()
@@ -595,7 +645,7 @@ class Engine:
         out: list[Output] = []
         for m in markets:
             self._events(self.books[m].cancel_all(owner, cmd.sub), out, 0)
-        return Result(Ack(cmd.req_id, True, Code.OK, "", 0, 0), out, bool(out))
+        return Result(Ack(cmd.req_id, True, _OK, "", 0, 0), out, bool(out))
 
     def _modify(self, cmd: ModifyOrder) -> Result:
         rec = self._owned(cmd.owner, cmd.order_id)
@@ -611,15 +661,16 @@ class Engine:
             if cmd.size % book.lot_size:
                 return _ack(cmd.req_id, Code.OFF_LOT, "size off lot")
             self._events(book.modify(rec.oid, rec.price, cmd.size, cmd.now), out, 0)
-            return Result(Ack(cmd.req_id, True, Code.OK, "", rec.oid, 0), out, True)
+            return self._done(cmd.req_id, rec.oid, out)
         n = cmd.new_order
-        if (n.owner.lower() != rec.acct[0] or n.subaccount != rec.acct[1]
+        owner = n.owner.lower()
+        if (owner != rec.acct[0] or n.subaccount != rec.acct[1]
                 or n.market != rec.market or n.is_buy != rec.is_buy
                 or cmd.new_signature is None or cmd.new_signer is None):
             return _ack(cmd.req_id, Code.BAD_REQUEST,
                         "replacement must keep owner, sub-account, market and side")
         bo = rec.bo
-        bad = self._validate_order(n, cmd.new_signer, bo.tif, bo.stp, cmd.now)
+        bad = self._validate_order(n, owner, cmd.new_signer, bo.tif, bo.stp, cmd.now)
         if bad is not None:
             return _ack(cmd.req_id, *bad)
         same_nonce = n.nonce == rec.signed.nonce
@@ -645,7 +696,7 @@ class Engine:
         out: list[Output] = []
         for m in sorted(self.books):
             self._events(self.books[m].expire(cmd.now), out, 0)
-        return Result(Ack(cmd.req_id, True, Code.OK, "", 0, 0), out, bool(out))
+        return Result(Ack(cmd.req_id, True, _OK, "", 0, 0), out, bool(out))
 
     # ================================================================ journal replay (fast path)
     # Recovery replays millions of journaled commands whose outputs (acks, order updates, fill
@@ -701,7 +752,7 @@ class Engine:
         owner = acct[0]
         _, _, market, is_buy, reduce_only, price, _, nonce, expiry, _ = astuple(o)
         bo = BookOrder(oid, owner, acct[1], is_buy, price, size, tif, cid=cid, stp=stp,
-                       reduce_only=reduce_only, expiry=expiry - self.config.expiry_margin_s)
+                       reduce_only=reduce_only, expiry=expiry - self._expiry_margin)
         events = self.books[market].place(bo, now)
         first = events[0]
         if type(first) is not Accepted:
@@ -805,14 +856,14 @@ class Engine:
         if cmd.amount <= 0:
             return _ack(cmd.req_id, Code.BAD_SIZE, "deposit amount must be positive")
         self.ledger.deposit((cmd.owner.lower(), cmd.sub), cmd.asset, cmd.amount)
-        return Result(Ack(cmd.req_id, True, Code.OK, "", 0, 0), [], True)
+        return Result(Ack(cmd.req_id, True, _OK, "", 0, 0), [], True)
 
     def _settled(self, cmd: ChainBatchSettled) -> Result:
         led = self.ledger
         last = cmd.first_seq + cmd.count - 1
         if cmd.count == 0 or last <= led.settled_seq:
             # an empty batch or one already applied (watcher replay): nothing to do
-            return Result(Ack(cmd.req_id, True, Code.OK, "already settled", 0, 0), [], False)
+            return Result(Ack(cmd.req_id, True, _OK, "already settled", 0, 0), [], False)
         if cmd.first_seq != led.settled_seq + 1 or last >= led.next_seq:
             return _ack(cmd.req_id, Code.STALE_SETTLEMENT,
                         f"batch {cmd.first_seq}+{cmd.count} does not continue settled "
@@ -825,7 +876,7 @@ class Engine:
                 out.append(Bust(e.seq, reason, e.a, e.b))
             else:
                 out.append(ItemRejected(e.seq, reason, e.kind, e.a))
-        return Result(Ack(cmd.req_id, True, Code.OK, "", 0, 0), out, True)
+        return Result(Ack(cmd.req_id, True, _OK, "", 0, 0), out, True)
 
     def _agent_set(self, cmd: AgentSet) -> Result:
         key = (cmd.owner.lower(), cmd.agent.lower())
@@ -833,7 +884,7 @@ class Engine:
             self.agents.add(key)
         else:
             self.agents.discard(key)
-        return Result(Ack(cmd.req_id, True, Code.OK, "", 0, 0), [], True)
+        return Result(Ack(cmd.req_id, True, _OK, "", 0, 0), [], True)
 
     # ================================================================ liquidation path (chain)
     # These events happen on-chain without the matcher: the engine applies them to the CONFIRMED
@@ -878,7 +929,7 @@ class Engine:
         out.append(Liquidation(kind, target, counter, cmd.market, None, cmd.size_delta, size,
                                cmd.price, penalty, insurance_share, 0, 0, cancelled, cmd.block,
                                cmd.log_index))
-        return Result(Ack(cmd.req_id, True, Code.OK, "", 0, 0), out, True)
+        return Result(Ack(cmd.req_id, True, _OK, "", 0, 0), out, True)
 
     def _liquidated(self, cmd: ChainLiquidated) -> Result:
         return self._trade_event(cmd, (cmd.liquidator.lower(), cmd.liquidator_sub),
@@ -912,7 +963,7 @@ class Engine:
         out.append(Liquidation("collateral_liquidated", target, liq, None, cmd.asset, 0,
                                cmd.amount, cmd.price, 0, 0, 0, 0, cancelled, cmd.block,
                                cmd.log_index))
-        return Result(Ack(cmd.req_id, True, Code.OK, "", 0, 0), out, True)
+        return Result(Ack(cmd.req_id, True, _OK, "", 0, 0), out, True)
 
     def _bad_debt(self, cmd: ChainBadDebtSettled) -> Result:
         if min(cmd.insurance_paid, cmd.fee_pool_paid, cmd.unbacked) < 0:
@@ -929,7 +980,7 @@ class Engine:
                                cmd.insurance_paid + cmd.fee_pool_paid + cmd.unbacked, 0, 0, 0,
                                cmd.insurance_paid + cmd.fee_pool_paid, cmd.unbacked, cancelled,
                                cmd.block, cmd.log_index))
-        return Result(Ack(cmd.req_id, True, Code.OK, "", 0, 0), out, True)
+        return Result(Ack(cmd.req_id, True, _OK, "", 0, 0), out, True)
 
     def _forced_executed(self, cmd: ChainForcedWithdrawalExecuted) -> Result:
         if cmd.asset != 0 and cmd.asset not in self.params.collaterals:
@@ -946,7 +997,7 @@ class Engine:
         # (gap-free seqs) and the contract rejects it REPLAYED, which reverses it in the
         # projected state; a later duplicate request id is never sequenced again
         self.forced.add(cmd.request_id)
-        return Result(Ack(cmd.req_id, True, Code.OK, "", 0, 0), [], True)
+        return Result(Ack(cmd.req_id, True, _OK, "", 0, 0), [], True)
 
     def _liq_params(self, cmd: ChainLiquidationParamsSet) -> Result:
         p = LiquidationParams(cmd.penalty_ppm, cmd.insurance_share_ppm, cmd.buffer_ppm,
@@ -956,7 +1007,7 @@ class Engine:
         except ValueError as exc:
             return _ack(cmd.req_id, Code.BAD_REQUEST, str(exc))
         self.liquidation_params = p
-        return Result(Ack(cmd.req_id, True, Code.OK, "", 0, 0), [], True)
+        return Result(Ack(cmd.req_id, True, _OK, "", 0, 0), [], True)
 
     # ================================================================ withdrawals & co
 
@@ -1004,7 +1055,7 @@ class Engine:
         item = WithdrawItem(w, cmd.signature)
         seq = self.ledger.sequence(Entry(0, int(ItemKind.WITHDRAW), item, acct, None,
                                          asset=w.asset, qty=w.amount))
-        return Result(Ack(cmd.req_id, True, Code.OK, "", 0, 0), [Sequenced(seq, item)], True)
+        return Result(Ack(cmd.req_id, True, _OK, "", 0, 0), [Sequenced(seq, item)], True)
 
     def _transfer(self, cmd: RequestTransfer) -> Result:
         t = cmd.transfer
@@ -1021,7 +1072,7 @@ class Engine:
         item = TransferItem(t, cmd.signature)
         seq = self.ledger.sequence(Entry(0, int(ItemKind.TRANSFER), item, src,
                                          (owner, t.to_subaccount), asset=t.asset, qty=t.amount))
-        return Result(Ack(cmd.req_id, True, Code.OK, "", 0, 0), [Sequenced(seq, item)], True)
+        return Result(Ack(cmd.req_id, True, _OK, "", 0, 0), [Sequenced(seq, item)], True)
 
     def _forced_request(self, cmd: ChainForcedWithdrawalRequested) -> Result:
         if cmd.request_id in self.forced:
@@ -1035,7 +1086,7 @@ class Engine:
         item = ForcedItem(cmd.request_id)
         seq = self.ledger.sequence(Entry(0, int(ItemKind.FORCED), item, acct, None,
                                          asset=cmd.asset, qty=cmd.amount))
-        return Result(Ack(cmd.req_id, True, Code.OK, "", 0, 0), [Sequenced(seq, item)], True)
+        return Result(Ack(cmd.req_id, True, _OK, "", 0, 0), [Sequenced(seq, item)], True)
 
     def _funding(self, cmd: PostFunding) -> Result:
         mc = self.params.markets.get(cmd.market)
@@ -1050,7 +1101,7 @@ class Engine:
         seq = self.ledger.sequence(Entry(0, int(ItemKind.FUNDING), item, market=cmd.market,
                                          delta=funding_delta(cmd.rate_ppm, mc.max_funding_ppm,
                                                              price)))
-        return Result(Ack(cmd.req_id, True, Code.OK, "", 0, 0), [Sequenced(seq, item)], True)
+        return Result(Ack(cmd.req_id, True, _OK, "", 0, 0), [Sequenced(seq, item)], True)
 
     def _funding_updated(self, cmd: ChainFundingUpdated) -> Result:
         # the chain's cumulative index replaces the engine's estimate once the batch carrying
@@ -1058,7 +1109,7 @@ class Engine:
         if cmd.market not in self.params.markets:
             return _ack(cmd.req_id, Code.UNKNOWN_MARKET, f"unknown market {cmd.market}")
         self.ledger.note_chain_funding(cmd.market, cmd.cumulative_index)
-        return Result(Ack(cmd.req_id, True, Code.OK, "", 0, 0), [], True)
+        return Result(Ack(cmd.req_id, True, _OK, "", 0, 0), [], True)
 
     def _prices(self, cmd: SetOraclePrices) -> Result:
         for k, v in list(cmd.assets.items()) + list(cmd.markets.items()):
@@ -1066,7 +1117,7 @@ class Engine:
                 return _ack(cmd.req_id, Code.BAD_PRICE, f"bad price {v!r} for id {k}")
         self.risk.asset_prices.update(cmd.assets)
         self.risk.market_prices.update(cmd.markets)
-        return Result(Ack(cmd.req_id, True, Code.OK, "", 0, 0), [], True)
+        return Result(Ack(cmd.req_id, True, _OK, "", 0, 0), [], True)
 
 
 __all__ = ["Engine", "EngineConfig", "EngineSnapshot", "OrderRec"]

@@ -46,6 +46,14 @@ class RiskModel:
             m: mc.bands for m, mc in params.markets.items()}
         self._collaterals: dict[int, tuple[int, int]] = {
             a: (c.value_div, c.weight_init_ppm) for a, c in params.collaterals.items()}
+        # market -> (sum of its bands' imf, number of bands), for :meth:`health_floor`; only
+        # markets whose bands meet the proof's premises (ascending lower bounds from 0,
+        # non-negative widths and fractions) and only with a haircut in [0, PPM]
+        self._floor_terms: dict[int, tuple[int, int]] = {}
+        if 0 <= params.pnl_haircut_ppm <= PPM:
+            for m, bands in self._bands.items():
+                if _bands_fit_floor(bands):
+                    self._floor_terms[m] = (sum(b[2] for b in bands), len(bands))
 
     def health(self, st: SubAccount, funding: Mapping[int, int]) -> int:
         """Initial health of ``st``; raises KeyError when a needed price is missing."""
@@ -192,6 +200,114 @@ class RiskModel:
             return False
         return h_with >= self.worst_case(st, exp, is_buy, funding, None, removed)
 
+    def base_health(self, st: SubAccount, funding: dict[int, int]) -> int | None:
+        """``worst_case`` of ``st`` with no open orders at all (its initial health), the base
+        of :meth:`health_floor`; None when that floor does not apply to ``st``: a needed price
+        or index is missing, or a zero-size position carries an open notional (the proof
+        assumes a flat position has none, as ``apply_fill_side`` leaves it)."""
+        for p in st.positions.values():
+            if not p.size and p.open_notional:
+                return None
+        try:
+            return self.worst_case(st, _NO_EXPOSURE, True, funding, None)
+        except KeyError:
+            return None
+
+    def health_floor(
+        self,
+        base: int,
+        exposure: Exposure,
+        market: int,
+        is_buy: bool,
+        size: int,
+        price: int,
+        funding: dict[int, int],
+        removed: tuple[int, int, int] | None = None,
+    ) -> int | None:
+        """A lower bound of ``worst_case(st, exposure, is_buy, funding, (market, size,
+        size*price), removed)`` from ``base = base_health(st, funding)`` (not None), in a few
+        multiplications per market instead of the full pass; None when a leg's market has no
+        price, index or usable bands (the exact pass decides then, and raises if it must).
+        When the floor is >= 0 the exact check accepts, so the engine runs that check only
+        for accounts whose floor gets near zero.
+
+        Proof. Let D = NOTIONAL_DIV, P a leg market's mark, f its funding index, h the haircut
+        (0 <= h <= PPM), and per market with a leg of this side (Q > 0 summed sizes, N the sum
+        of size*limit, cash c = N // D, fee = c*taker_fee // PPM): ``mis`` = N - QP for a buy,
+        QP - N for a sell (what filling at the limits loses against the mark). ``worst_case``
+        applies each leg as one fill to the position (S, B, snapshot) and then evaluates
+        initial health; compared with ``base`` only the leg markets' terms change:
+
+        1. Quote + PV - owed funding: the fill realizes exactly the owed funding it removes
+           (both are ceil(S*(f - snapshot)/D) and the new snapshot is f), the quote moves by
+           -c - fee (buy) or +c - fee (sell), and PV by floor(S'P/D) - floor(SP/D), which is
+           > QP/D - 1 (buy) or > -QP/D - 1 (sell). With N/D - 1 < c <= N/D the change is
+           > -mis/D - fee - 2.
+        2. Gains G = sum max(PV - B, 0): the market's clipped gain grows by at most
+           max(0, -mis/D) + 2. Same sign (or S = 0, where B = 0 is required): B' = B + c
+           (buy; B - c sell) so the gain moves by < -mis/D + 2. Reducing (|S'| <= |S|, same
+           sign): B' = trunc(B*S'/S), so gain' < r*gain + 2 with r = S'/S in [0, 1]. Flipping:
+           B' = trunc(c*S'/Q) (sign-adjusted), so gain' <= t*(-mis/D) + 2 with t = |S'|/Q < 1.
+           The haircut term -ceil(h*G/PPM) then falls by at most
+           h/PPM * sum max(0, -mis/D) + 2*markets + 1, and h/PPM <= 1 folds it with step 1
+           into -max(0, mis)/D per market.
+        3. Requirement: notional' = ceil(|S'|P/D) <= notional + d with d = ceil(QP/D), since
+           |S'| <= |S| + Q. With ascending band floors from 0 each band's clipped portion is
+           monotone and moves by at most d, so the requirement grows by at most
+           sum_b ceil(d*imf_b/PPM) <= ceil(d*sum imf/PPM) + bands (0 for a new position's
+           notional 0).
+        4. Collateral does not move.
+
+        Summing, worst_case > base - sum over leg markets of (ceil(max(0, mis)/D) + fee +
+        ceil(d*sum imf/PPM) + bands + 4) - 1; each market below adds 5 (and over-estimates
+        d and the mis term from floor(QP/D) and the cash, see ``_leg_cost``), so the result is
+        a lower bound whenever there is a leg (the new order always is one). Every KeyError the
+        exact pass can raise comes from a price, index or config that ``base_health`` or the
+        checks here already needed, so a floor is only returned where the exact pass would
+        not raise. tests/matcher/test_risk_fast.py checks the bound against ``worst_case``.
+        """
+        off = 0 if is_buy else 2
+        rm = -1
+        rs = rp = 0
+        if removed is not None:
+            rm, rs, rp = removed
+        total = 0
+        new_seen = False
+        for m, x in exposure.items():
+            lsize, lpx = _leg(x, off, m, rm, rs, rp)
+            if m == market:
+                lsize += size
+                lpx += size * price
+                new_seen = True
+            elif not lsize:
+                continue
+            c = self._leg_cost(m, lsize, lpx, is_buy, funding)
+            if c < 0:
+                return None
+            total += c
+        if not new_seen:
+            c = self._leg_cost(market, size, size * price, is_buy, funding)
+            if c < 0:
+                return None
+            total += c
+        return base - total
+
+    def _leg_cost(self, m: int, q: int, n: int, is_buy: bool, funding: dict[int, int]) -> int:
+        """One leg market's share of :meth:`health_floor`'s bound (always > 0), or -1 when
+        the market lacks a price, a funding index or usable bands."""
+        price = self.market_prices.get(m)
+        terms = self._floor_terms.get(m)
+        if price is None or terms is None or m not in funding:
+            return -1
+        imf_sum, n_bands = terms
+        # two divisions of the wide products, then small ints: qd <= QP/D < qd + 1 and
+        # cash = N // D, so d = qd + 1 >= ceil(QP/D) and ceil(max(0, mis)/D) <= max(0, over)
+        qd = q * price // NOTIONAL_DIV
+        cash = n // NOTIONAL_DIV
+        over = (cash - qd if is_buy else qd - cash) + 1
+        cost = cash * self.taker_fee_ppm // PPM - ((-(qd + 1) * imf_sum) // PPM) + n_bands + 5
+        return cost + over if over > 0 else cost
+
     def reduces(
         self, st: SubAccount, exposure: Exposure | None, market: int, is_buy: bool, size: int,
         removed: tuple[int, int, int] | None = None,
@@ -240,6 +356,17 @@ class RiskModel:
         except KeyError:
             return None
         return None
+
+
+def _bands_fit_floor(bands: tuple[tuple[int, int, int, int], ...]) -> bool:
+    """True when a market's bands meet :meth:`RiskModel.health_floor`'s premises: lower
+    bounds ascending from >= 0, widths and initial fractions >= 0."""
+    prev = 0
+    for lo, width, imf, _mmf in bands:
+        if lo < prev or width < 0 or imf < 0:
+            return False
+        prev = lo
+    return True
 
 
 def _leg(x: list[int] | None, off: int, m: int, rm: int, rs: int, rp: int) -> tuple[int, int]:

@@ -17,6 +17,7 @@ from hypothesis import strategies as hs
 from crossbook.config import DEFAULT_SPEC, PRICE, SIZE, risk_params
 from crossbook.fixedpoint import NOTIONAL_DIV, PPM
 from crossbook.margin import (
+    RiskParams,
     Position,
     SubAccount,
     apply_fill_side,
@@ -103,8 +104,9 @@ exposures = hs.dictionaries(
     max_size=3)
 
 
-@settings(max_examples=600, deadline=None)
-@given(
+# one order check's inputs: account, open exposure, the order, prices and indices (some
+# missing), and whether it replaces an open order of its side
+ORDER_CASES = dict(
     quote=hs.integers(-10**12, 10**12),
     collateral=hs.dictionaries(hs.sampled_from((1, 2)), hs.integers(0, 10**20), max_size=2),
     pos=positions,
@@ -117,23 +119,35 @@ exposures = hs.dictionaries(
     funding=hs.dictionaries(hs.sampled_from(MARKETS), hs.integers(-10**9, 10**9), min_size=2),
     replace=hs.booleans(),
 )
+
+
+def _model(params: RiskParams, mprices: dict[int, int]) -> RiskModel:
+    r = RiskModel(params, TAKER, 200)
+    r.market_prices.update(mprices)
+    r.asset_prices.update({1: 3000 * PRICE, 2: 60_000 * PRICE})
+    return r
+
+
+def _replaced(exposure: Exposure, market: int, is_buy: bool,
+              price: int) -> tuple[int, int, int]:
+    """An open order of this side being replaced: added to the side's exposure."""
+    x = exposure.setdefault(market, [0, 0, 0, 0])
+    off = 0 if is_buy else 2
+    x[off] += SIZE
+    x[off + 1] += SIZE * price
+    return (market, SIZE, SIZE * price)
+
+
+@settings(max_examples=600, deadline=None)
+@given(**ORDER_CASES)
 def test_fast_worst_case_equals_reference(
     quote: int, collateral: dict[int, int], pos: dict[int, Position], exposure: Exposure,
     market: int, is_buy: bool, size: int, price: int, mprices: dict[int, int],
     funding: dict[int, int], replace: bool,
 ) -> None:
-    r = RiskModel(risk_params(DEFAULT_SPEC), TAKER, 200)
-    r.market_prices.update(mprices)
-    r.asset_prices.update({1: 3000 * PRICE, 2: 60_000 * PRICE})
+    r = _model(risk_params(DEFAULT_SPEC), mprices)
     st = SubAccount(quote, collateral, pos)
-    removed = None
-    if replace:
-        # an open order of this side being replaced: part of the side's exposure
-        x = exposure.setdefault(market, [0, 0, 0, 0])
-        off = 0 if is_buy else 2
-        x[off] += SIZE
-        x[off + 1] += SIZE * price
-        removed = (market, SIZE, SIZE * price)
+    removed = _replaced(exposure, market, is_buy, price) if replace else None
     before = st.copy()
     extra = (market, size, size * price)
     for ex in (extra, None):
@@ -146,3 +160,68 @@ def test_fast_worst_case_equals_reference(
                      removed)
     assert got_ok == want_ok
     assert st == before  # the check never mutates the account
+
+
+@settings(max_examples=1500, deadline=None)
+@given(
+    **ORDER_CASES,
+    haircut=hs.sampled_from((0, 200_000, PPM)),
+)
+def test_health_floor_never_exceeds_worst_case(
+    quote: int, collateral: dict[int, int], pos: dict[int, Position], exposure: Exposure,
+    market: int, is_buy: bool, size: int, price: int, mprices: dict[int, int],
+    funding: dict[int, int], replace: bool, haircut: int,
+) -> None:
+    """The cached pre-trade floor is a lower bound of the exact worst case, so accepting on
+    floor >= 0 never accepts what check_order refuses, and a floor exists only where the exact
+    pass raises no KeyError."""
+    params = risk_params(DEFAULT_SPEC)
+    r = _model(RiskParams(params.collaterals, params.markets, haircut), mprices)
+    st = SubAccount(quote, collateral, pos)
+    removed = _replaced(exposure, market, is_buy, price) if replace else None
+    base = r.base_health(st, funding)
+    exact = outcome(r.worst_case, st, exposure, is_buy, funding, (market, size, size * price),
+                    removed)
+    if base is None:
+        # no floor: a missing price or index, or a flat position with an open notional
+        assert (outcome(r.worst_case, st, {}, True, funding, None) is KeyError
+                or any(not p.size and p.open_notional for p in pos.values()))
+        return
+    assert base == r.worst_case(st, {}, True, funding, None)
+    floor = r.health_floor(base, exposure, market, is_buy, size, price, funding, removed)
+    if floor is None:
+        return
+    assert exact is not KeyError
+    assert floor <= exact
+    if floor >= 0:
+        assert r.check_order(st, exposure, market, is_buy, size, price, funding, removed)
+
+
+def test_health_floor_is_tight_enough_to_skip_the_pass() -> None:
+    """A well-funded account's floor clears zero (the engine's fast path), and one that can
+    barely afford the order falls back to the exact pass (floor < 0) while the exact check
+    still accepts."""
+    r = RiskModel(risk_params(DEFAULT_SPEC), TAKER, 200)
+    r.market_prices.update({0: 3000 * PRICE, 1: 60_000 * PRICE, 2: 150 * PRICE})
+    funding = {0: 0, 1: 0, 2: 0}
+    rich = SubAccount(10**14, {}, {})
+    base = r.base_health(rich, funding)
+    assert base is not None
+    floor = r.health_floor(base, {}, 0, True, 10 * SIZE, 3000 * PRICE, funding)
+    assert floor is not None and 0 <= floor < base
+    # the least quote with which the exact worst case of the order is still >= 0
+    size = SIZE
+    poor = SubAccount(0, {}, {})
+    lo, hi = 0, 10**12
+    while lo < hi:
+        poor.quote = (lo + hi) // 2
+        if r.worst_case(poor, {}, True, funding, (0, size, size * 3000 * PRICE)) >= 0:
+            hi = poor.quote
+        else:
+            lo = poor.quote + 1
+    poor.quote = lo
+    base = r.base_health(poor, funding)
+    assert base is not None
+    floor = r.health_floor(base, {}, 0, True, size, 3000 * PRICE, funding)
+    assert floor is not None and floor < 0
+    assert r.check_order(poor, {}, 0, True, size, 3000 * PRICE, funding)
