@@ -62,6 +62,7 @@ def _server_main(port_q: Any, stop_ev: Any, journal_dir: str) -> None:
     from matcher.journal import FSYNC_BY_SHELL, JournaledEngine, JournalWriter
     from matcher.limits import Limits
     from matcher.server import MatcherServer, ServerConfig
+    from settlement.services import MatcherOptions
 
     eng = Engine()
     eng.apply(SetOraclePrices(1, {1: 3000 * PRICE, 2: 60_000 * PRICE},
@@ -73,7 +74,8 @@ def _server_main(port_q: Any, stop_ev: Any, journal_dir: str) -> None:
     async def main() -> None:
         srv = MatcherServer(JournaledEngine(eng, writer),
                             ServerConfig(chain_id=CHAIN_ID, verifying_contract=CONTRACT,
-                                         limits=Limits(msgs_per_s=10_000, burst=10_000)))
+                                         limits=Limits(msgs_per_s=10_000, burst=10_000),
+                                         gc_sweep_s=MatcherOptions.gc_sweep_s))
         await srv.start()
         cpu0 = time.process_time()
         port_q.put(srv.port)

@@ -33,6 +33,7 @@ import websockets
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.frames import Frame, Opcode
 
+from crossbook import gc_policy
 from crossbook.batch_codec import encode_item
 from crossbook.eip712 import Domain
 from matcher.channels import Conn, Hub
@@ -127,6 +128,9 @@ class ServerConfig:
     book_depth: int = 50
     expire_tick_s: float = 1.0  # ExpireTick period (0: never)
     fsync_interval_s: float = 0.05  # group-commit timer under the FSYNC_BY_SHELL policy
+    # > 0: the process's cyclic GC is taken over (crossbook/gc_policy.py) and swept this often;
+    # 0 leaves CPython's automatic collector alone (a server inside another process, tests)
+    gc_sweep_s: float = 0.0
 
 
 def _extract_id(raw: str | bytes) -> int | None:
@@ -252,6 +256,10 @@ class MatcherServer:
             self._tasks.append(loop.create_task(self._expire_loop(), name="expire"))
         if self.jengine.writer.fsync_policy == FSYNC_BY_SHELL and cfg.fsync_interval_s > 0:
             self._tasks.append(loop.create_task(self._fsync_loop(), name="fsync"))
+        if cfg.gc_sweep_s > 0:
+            gc_policy.take_over()
+            self._tasks.append(loop.create_task(gc_policy.sweep_every(cfg.gc_sweep_s),
+                                                name="gc"))
 
     async def close(self) -> None:
         """Stop accepting, close every connection, drain the engine queue, sync the journal."""
@@ -263,6 +271,8 @@ class MatcherServer:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self.jengine.writer.sync(force=True)  # the fsync task may have been cut off mid-fsync
+        if self.config.gc_sweep_s > 0:
+            gc_policy.hand_back()
 
     @property
     def url(self) -> str:

@@ -70,6 +70,7 @@ class MatcherOptions:
     max_unsettled_global: int = 1_000_000
     max_open_orders: int = 1_000
     expiry_margin_s: int = 0
+    gc_sweep_s: float = 30.0  # cyclic-GC sweep period (crossbook/gc_policy.py; 0: CPython's own)
 
 
 class OraclePoller:
@@ -139,7 +140,7 @@ async def run_matcher(opts: MatcherOptions) -> None:
     server = MatcherServer(jengine, ServerConfig(
         host=opts.host, port=opts.port, chain_id=dep.chain_id,
         verifying_contract=dep.clearinghouse.lower(), stream_token=opts.stream_token,
-        operator_token=opts.operator_token))
+        operator_token=opts.operator_token, gc_sweep_s=opts.gc_sweep_s))
     instrument_matcher(server)  # before start(): the engine task binds _run when it starts
     stop = stop_event()
     await server.start()
