@@ -1,0 +1,138 @@
+"""The engine's pre-trade floor (cached base health + RiskModel.health_floor) never changes a
+decision: an engine that always runs the exact pass gives every command the same ack and ends
+in the same state, on streams that keep accounts near their margin limit and move what the
+cached base health depends on (fills, prices, funding, deposits, withdrawals, settlements
+with busts)."""
+
+from __future__ import annotations
+
+import random
+
+from hypothesis import given, settings
+from hypothesis import strategies as hs
+
+from crossbook.config import PRICE, SIZE, USD
+from crossbook.protocol_types import Withdrawal
+from matcher.commands import (
+    CancelOrder,
+    ChainBatchSettled,
+    ChainDeposit,
+    Code,
+    Command,
+    ModifyOrder,
+    PlaceOrder,
+    PostFunding,
+    RequestWithdrawal,
+)
+from matcher.engine import Engine
+from matcher.orders import Tif
+from tests.matcher.engine_helpers import ETH, ETH_PX, NOW, SIG, TICK, addr, order, prices_cmd, req
+
+ONE = SIZE  # 1 ETH
+WHO = [addr(0x200 + i) for i in range(4)]
+
+
+def _exact_only(eng: Engine) -> Engine:
+    """The same engine with the floor switched off: no market has usable floor terms, so
+    health_floor returns None and every order takes the exact pass."""
+    eng.risk._floor_terms.clear()
+    return eng
+
+
+def _stream(seed: int, n: int) -> list[Command]:
+    """Orders sized against ~20k USD accounts (many near or over the limit), moves as signed
+    cancel-replace, cancels, crossing orders that fill, price and funding moves, deposits,
+    withdrawals and settlements with busts."""
+    rng = random.Random(seed)
+    scratch = Engine()
+    cmds: list[Command] = []
+
+    def emit(c: Command) -> None:
+        cmds.append(c)
+        scratch.apply(c)
+
+    emit(prices_cmd())
+    for w in WHO:
+        emit(ChainDeposit(req(), w, 0, 0, 20_000 * USD))
+    nonce = 0
+    mark = ETH_PX
+    for _ in range(n):
+        r = rng.random()
+        live = sorted(scratch.orders)
+        nonce += 1
+        if r < 0.45 or not live:
+            w = rng.choice(WHO)
+            is_buy = rng.random() < 0.5
+            off = rng.randint(-15, 40) * TICK * 100
+            px = mark - off if is_buy else mark + off
+            tif = Tif.IOC if rng.random() < 0.15 else Tif.GTC
+            size = rng.randint(1, 80) * ONE // 2
+            emit(order_cmd(w, is_buy, px, size, nonce, tif))
+        elif r < 0.7:
+            rec = scratch.orders[rng.choice(live)]
+            s = rec.signed
+            off = rng.randint(-5, 40) * TICK * 100
+            px = mark - off if s.is_buy else mark + off
+            new = order(s.owner, s.is_buy, px, rng.randint(1, 80) * ONE // 2, nonce)
+            emit(ModifyOrder(req(), s.owner, rec.oid, new.size, new, SIG, s.owner, NOW))
+        elif r < 0.8:
+            rec = scratch.orders[rng.choice(live)]
+            emit(CancelOrder(req(), rec.acct[0], rec.oid, 0, ETH, None, NOW))
+        elif r < 0.86:
+            mark = ETH_PX + rng.randint(-300, 300) * PRICE
+            emit(prices_cmd(eth=mark))
+        elif r < 0.89:
+            emit(PostFunding(req(), ETH, rng.randint(-3000, 3000), NOW))
+        elif r < 0.92:
+            emit(ChainDeposit(req(), rng.choice(WHO), 0, 0, rng.randint(1, 5000) * USD))
+        elif r < 0.95:
+            w = rng.choice(WHO)
+            wd = Withdrawal(w, 0, 0, rng.randint(1, 8000) * USD, nonce, NOW + 3600)
+            emit(RequestWithdrawal(req(), wd, SIG, nonce.to_bytes(32, "big"), NOW))
+        else:
+            led = scratch.ledger
+            avail = led.next_seq - 1 - led.settled_seq
+            if avail:
+                first = led.settled_seq + 1
+                cnt = rng.randint(1, avail)
+                rej = [(first + rng.randrange(cnt), 7)] if rng.random() < 0.4 else []
+                emit(ChainBatchSettled(req(), first, cnt, rej))
+    return cmds
+
+
+def order_cmd(w: str, is_buy: bool, px: int, size: int, nonce: int, tif: Tif) -> Command:
+    """A signed new order of ``w``."""
+    return PlaceOrder(req(), order(w, is_buy, px, size, nonce), SIG, w, int(tif), None, 0, NOW)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=hs.integers(0, 2**32))
+def test_floor_never_changes_a_decision(seed: int) -> None:
+    fast, exact = Engine(), _exact_only(Engine())
+    codes: set[Code] = set()
+    for cmd in _stream(seed, 250):
+        a, b = fast.apply(cmd), exact.apply(cmd)
+        assert a.ack == b.ack
+        assert a.outputs == b.outputs
+        codes.add(a.ack.code)
+    assert fast.state_hash() == exact.state_hash()
+    # the stream exercised both sides of the margin check
+    assert Code.OK in codes and Code.INSUFFICIENT_MARGIN in codes
+
+
+def test_floor_is_used_and_dropped_when_the_account_changes() -> None:
+    """The base health is cached by an accepted order, and a fill, a price or a deposit
+    drops it, so the next check sees the new state."""
+    eng = Engine()
+    for c in [prices_cmd()] + [ChainDeposit(req(), w, 0, 0, 20_000 * USD) for w in WHO[:2]]:
+        eng.apply(c)
+    a, b = WHO[0], WHO[1]
+    assert eng.apply(order_cmd(a, True, ETH_PX - 100 * PRICE, ONE, 1, Tif.GTC)).ack.ok
+    assert (a, 0) in eng._base_health
+    # b's IOC sell fills a's bid: both accounts' cached bases go
+    assert eng.apply(order_cmd(b, False, ETH_PX - 100 * PRICE, ONE, 2, Tif.IOC)).ack.ok
+    assert (a, 0) not in eng._base_health and (b, 0) not in eng._base_health
+    assert eng.apply(order_cmd(a, True, ETH_PX - 100 * PRICE, ONE, 3, Tif.GTC)).ack.ok
+    assert (a, 0) in eng._base_health
+    eng.apply(prices_cmd(eth=ETH_PX + PRICE))
+    assert not eng._base_health
