@@ -1,7 +1,10 @@
 """Sans-I/O batch builder: a stream of ``(seq, item)`` in, contiguous batches out.
 
-It cuts batches by item count, calldata bytes, an upper gas estimate and the age of the
-oldest waiting item. A fill is priced at its marginal cost within the batch it would join: the
+It cuts batches by item count, calldata bytes, a gas estimate and the age of the oldest
+waiting item. The gas model is an upper bound (every slot priced as if fresh); the relayer
+scales it by what simulating recent batches measured (:meth:`Batcher.set_gas_scale`), so
+``max_gas`` caps the gas a batch is expected to use, not its worst case. A fill is priced at
+its marginal cost within the batch it would join: the
 contract verifies each distinct order once per batch and pays cold storage once per batch for
 each account, position and nonce word, so repeat accounts and resting orders cost far less than
 a first touch (``now`` is always passed in, so tests drive the clock). It knows the
@@ -35,6 +38,9 @@ DEFAULT_ITEM_GAS: Mapping[type, int] = {
 }
 
 
+_PPM = 1_000_000
+
+
 class SequenceGap(Exception):
     """An item arrived with a sequence number past the one expected: the source skipped."""
 
@@ -58,7 +64,7 @@ class BatchLimits:
 
     max_items: int = 200
     max_calldata_bytes: int = 120_000
-    max_gas: int = 25_000_000
+    max_gas: int = 25_000_000  # expected gas: the model's bound times the relayer's calibration
     max_age_s: float = 0.2
     base_gas: int = 80_000  # intrinsic 21k + settle() overhead, rounded up
     calldata_gas_per_byte: int = 16
@@ -139,6 +145,7 @@ class Batcher:
     def __init__(self, next_seq: int, limits: BatchLimits | None = None) -> None:
         self.limits = limits or BatchLimits()
         self._cap: int | None = None
+        self._scale_ppm = _PPM  # measured gas / the model's bound; the bound itself until told
         self.reset(next_seq)
 
     def reset(self, next_seq: int) -> None:
@@ -163,6 +170,16 @@ class Batcher:
         """Temporarily cap the items per batch (the relayer splits a failing batch this way)."""
         self._cap = None if cap is None else max(1, cap)
 
+    def set_gas_scale(self, used: int, bound: int) -> None:
+        """Expect batches to use ``used / bound`` of the model's gas bound (a simulation's
+        ratio, with the caller's headroom); never more than the bound itself."""
+        self._scale_ppm = max(1, min(_PPM, used * _PPM // max(1, bound)))
+
+    @property
+    def gas_scale_ppm(self) -> int:
+        """Expected gas per unit of the model's bound, in ppm."""
+        return self._scale_ppm
+
     @property
     def item_cap(self) -> int:
         """Items per batch in force now."""
@@ -184,8 +201,9 @@ class Batcher:
         """How many leading pending items fit in one batch (at least one if any wait)."""
         lim = self.limits
         size, gas, n = HEADER_SIZE, lim.base_gas + lim.calldata_gas_per_byte * HEADER_SIZE, 0
+        max_bound = lim.max_gas * _PPM // self._scale_ppm  # max_gas in the model's units
         for _, b, g, _ in self._pending[: self.item_cap]:
-            if n and (size + b > lim.max_calldata_bytes or gas + g > lim.max_gas):
+            if n and (size + b > lim.max_calldata_bytes or gas + g > max_bound):
                 break
             size, gas, n = size + b, gas + g, n + 1
         return n

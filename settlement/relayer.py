@@ -62,13 +62,20 @@ class RelayerConfig:
     stuck_after_s: float = 15.0
     fee_bump: float = 1.25  # nodes require >= 10% for a same-nonce replacement
     priority_fee_wei: int = 1_000_000_000
-    # Gas limit = a simulation's gasUsed times this. gasUsed is net of storage refunds and the
-    # limit must cover the gross: refunds are at most 1/5 of the gross (EIP-3529), so 1.25 covers
-    # any batch, plus 1/64 held back at the delegatecall and a little for state that changes
-    # between simulation and inclusion. A batch that still runs out of gas raises the margin by
-    # 0.1 for the rest of the run, up to max_gas_margin.
-    gas_margin: float = 1.3
+    # Gas limit = a simulation's gasUsed (one execution, net of storage refunds) times
+    # gas_margin, checked by executing the batch once more at that limit: the limit must cover
+    # the gross, and this contract's refunds are ~2-3% of it on a realistic flow. Only a batch
+    # whose refunds are larger (many positions closed at once) fails the check and goes out with
+    # refund_margin (refunds are at most 1/5 of the gross, EIP-3529: 1.25 covers any batch).
+    # A limit is block space reserved: the tighter it is, the more batches share a block. A
+    # batch that still runs out of gas raises both margins by 0.1, up to max_gas_margin.
+    gas_margin: float = 1.05
+    refund_margin: float = 1.3
     max_gas_margin: float = 1.5
+    # the batcher's gas model is a worst-case bound; simulations measure the real ratio, and
+    # batches are sized by the highest ratio of the last `calibration_window` ones times this
+    calibration_headroom: float = 1.0
+    calibration_window: int = 8
     max_failures: int = 6
     queue_items: int = 5_000
 
@@ -119,7 +126,10 @@ class Relayer:
         self.settled: list[ChainBatchSettled] = []  # batches this relayer's txs settled
         self.reverts: list[ContractRevert] = []  # decoded reverts seen (diagnostics)
         self.failures = 0
+        self.splits = 0  # batches that could not fit a block and were settled in halves
         self.gas_margin = self.cfg.gas_margin
+        self.refund_margin = self.cfg.refund_margin
+        self._ratios: deque[tuple[int, int]] = deque(maxlen=max(1, self.cfg.calibration_window))
         self._nonce = 0
         self._chain_id = 0
         self._stop = asyncio.Event()
@@ -243,10 +253,10 @@ class Relayer:
             self.lag.matched(seq, now if t is None else t)
 
     # --- sending ----------------------------------------------------------------------------
-    async def _fees(self) -> tuple[int, int]:
-        blk = await self.w3.eth.get_block("latest")
-        base = int(blk.get("baseFeePerGas", 0) or 0)
-        tip = self.cfg.priority_fee_wei
+    @staticmethod
+    def _fees(head: Any, tip: int) -> tuple[int, int]:
+        """(max fee, tip) per gas for a transaction meant for the block after ``head``."""
+        base = int(head.get("baseFeePerGas", 0) or 0)
         return 2 * base + tip, tip
 
     def _sign(self, tx: _Tx) -> bytes:
@@ -257,20 +267,44 @@ class Relayer:
         })
         return bytes(signed.raw_transaction)
 
+    def _calibrate(self, used: int, bound: int) -> None:
+        """Size the next batches by what this one's simulation used against the batcher's bound
+        (the highest ratio of the last few, plus headroom: the flow's mix drifts)."""
+        self._ratios.append((used, bound))
+        u, b = max(self._ratios, key=lambda r: r[0] * 1_000_000 // max(1, r[1]))
+        self.batcher.set_gas_scale(int(u * self.cfg.calibration_headroom), b)
+
+    def _split(self, batch: Batch, why: str) -> None:
+        """No block can hold ``batch`` (the calibration was behind a costlier mix): settle its
+        items in halves, from the chain's nextSeq (the session restarts there)."""
+        log.warning("batch %d+%d %s: splitting", batch.first_seq, batch.count, why)
+        self.splits += 1
+        self.batcher.set_item_cap(max(1, batch.count // 2))
+
+    async def _runs_within(self, call: dict[str, Any], gas: int, block: str) -> bool:
+        """Whether ``call`` completes with a gas limit of ``gas`` (one execution)."""
+        try:
+            await self.w3.eth.call(dict(call, gas=gas), block)  # type: ignore[arg-type]
+        except Exception:  # noqa: BLE001 - out of gas, or anything else: the safe margin serves
+            return False
+        return True
+
     async def _send(self, batch: Batch, pipelined: bool) -> _Tx | _Held | None:
-        """Send ``batch``; None when it must not be sent (the chain moved on, or it fails),
-        :data:`_HOLD` when it should wait for the transactions ahead of it to be mined."""
+        """Send ``batch``; None when it must not be sent (the chain moved on, it fails, or it
+        cannot fit a block and was split), :data:`_HOLD` when it should wait for the
+        transactions ahead of it to be mined."""
         data = settle_calldata(batch.encode())
         call = {"from": self.account.address, "to": self.contract, "data": data}
-        gas = int(batch.gas_estimate)
+        block = "pending" if pipelined else "latest"
+        head = await self.w3.eth.get_block("latest")
+        block_gas = int(head["gasLimit"])
         try:
             # The gas limit reserves block space, so it must be close to what the batch needs: the
             # batcher's bound assumes every slot is fresh and would let a block carry a fraction of
             # what fits. One execution (eth_createAccessList reports its gasUsed) is several times
             # cheaper than eth_estimateGas's search; behind batches still in flight, "pending" runs
             # this one on top of them (anvil and geth-style nodes execute their pool there).
-            sim = await self.w3.eth.create_access_list(call, "pending" if pipelined else "latest")  # type: ignore[arg-type]
-            gas = int(int(sim["gasUsed"]) * self.gas_margin) + 50_000
+            sim = await self.w3.eth.create_access_list(call, block)  # type: ignore[arg-type]
         except Exception as err:  # noqa: BLE001 - any node refusal is handled below
             if pipelined:
                 # the node's pending block does not hold all of our earlier batches (it is full) or
@@ -278,17 +312,31 @@ class Relayer:
                 # most of a block, so wait for the batches ahead to be mined
                 log.debug("pending simulation failed for batch %d+%d: %s", batch.first_seq, batch.count, err)
                 return _HOLD
-            else:
-                # nothing in flight, so latest state is what this tx will see: find out why it fails
-                try:
-                    await self.w3.eth.estimate_gas(call)  # type: ignore[arg-type]
-                except ContractLogicError as cle:
-                    await self._failed(batch, self._decode(cle), "estimate")
-                    return None
-                log.warning("simulation of batch %d+%d failed (%s); sending with the bound",
-                            batch.first_seq, batch.count, err)
-        gas = min(gas, self.cfg.limits.max_gas + 1_000_000)
-        max_fee, tip = await self._fees()
+            # nothing in flight, so latest state is what this tx will see: find out why it fails
+            try:
+                await self.w3.eth.estimate_gas(call)  # type: ignore[arg-type]
+            except ContractLogicError as cle:
+                rev = self._decode(cle)
+                if rev.name == "EmptyRevert" and batch.count > 1:
+                    # no revert data: out of gas within the node's cap, a block's gas limit
+                    self._split(batch, f"runs out of gas within a block ({block_gas})")
+                else:
+                    await self._failed(batch, rev, "estimate")
+                return None
+            log.warning("simulation of batch %d+%d failed (%s); sending with the bound",
+                        batch.first_seq, batch.count, err)
+            gas = min(int(batch.gas_estimate), block_gas)
+        else:
+            used = int(sim["gasUsed"])
+            self._calibrate(used, batch.gas_estimate)
+            gas = int(used * self.gas_margin) + 50_000
+            if not await self._runs_within(call, gas, block):
+                gas = int(used * self.refund_margin) + 50_000
+            if gas > block_gas and batch.count > 1:
+                self._split(batch, f"needs a gas limit of {gas}, more than a block ({block_gas})")
+                return None
+            gas = min(gas, block_gas)
+        max_fee, tip = self._fees(head, self.cfg.priority_fee_wei)
         tx = _Tx(batch, self._nonce, gas, max_fee, tip, data, [], self.clock())
         for attempt in range(5):
             try:
@@ -376,6 +424,7 @@ class Relayer:
         self.failures += 1
         if rev.name == "OutOfGas":
             self.gas_margin = min(self.cfg.max_gas_margin, self.gas_margin + 0.1)
+            self.refund_margin = min(self.cfg.max_gas_margin, self.refund_margin + 0.1)
         log.error("batch %d+%d failed at %s: %s (failure %d of %d)", batch.first_seq, batch.count,
                   where, rev, self.failures, self.cfg.max_failures)
         if self.failures >= self.cfg.max_failures:

@@ -13,7 +13,7 @@ from crossbook.batch_codec import (
     decode_batch,
 )
 from crossbook.protocol_types import FillItem, FundingItem, Order
-from settlement.batcher import Batcher, BatchLimits, SequenceGap
+from settlement.batcher import Batch, Batcher, BatchLimits, SequenceGap
 from settlement.lag import LagTracker, percentile
 
 _O = Order("0x" + "11" * 20, 0, 0, True, False, 1, 1, 1, 1, 0)
@@ -113,6 +113,35 @@ def test_cuts_by_gas_and_always_takes_one_item() -> None:
         b2.add(s, fills[s - 1], 0.0)
     y = b2.take(0.0)
     assert y is not None and y.count == 3 and y.gas_estimate <= lim2.max_gas
+
+
+def test_gas_scale_sizes_batches_by_measured_gas() -> None:
+    """max_gas caps the expected gas: the model's bound times the ratio simulations measured."""
+    fills = [fill(s, owner="0x" + f"{s:02x}" * 20) for s in range(1, 41)]
+    one = Batcher(1, BatchLimits(max_items=1, max_age_s=10))
+    one.add(1, fills[0], 0.0)
+    single = one.take(0.0)
+    assert single is not None
+    lim = BatchLimits(max_items=100, max_gas=4 * single.gas_estimate, max_age_s=10)
+
+    def first_batch(b: Batcher) -> Batch:
+        for s in range(1, 41):
+            b.add(s, fills[s - 1], 0.0)
+        x = b.take(0.0)
+        assert x is not None
+        return x
+
+    worst = first_batch(Batcher(1, lim))
+    assert worst.gas_estimate <= lim.max_gas < worst.gas_estimate + lim.gas_of(fills[0])
+    scaled = Batcher(1, lim)
+    scaled.set_gas_scale(1, 3)  # simulations used a third of the bound
+    assert scaled.gas_scale_ppm == 333_333
+    grown = first_batch(scaled)
+    assert grown.count > 2 * worst.count
+    assert grown.gas_estimate * 333_333 // 1_000_000 <= lim.max_gas  # expected gas within the cap
+    capped = Batcher(1, lim)
+    capped.set_gas_scale(5, 1)  # never more than the bound itself
+    assert capped.gas_scale_ppm == 1_000_000 and first_batch(capped).count == worst.count
 
 
 def test_replays_are_ignored_and_gaps_refused() -> None:

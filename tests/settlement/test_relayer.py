@@ -173,9 +173,72 @@ async def test_a_batch_out_of_gas_raises_the_margin_and_settles(ex: LocalExchang
     src = InMemorySource(fills, first_seq=first)
     src.close()
     cfg = RelayerConfig(limits=BatchLimits(max_items=8, max_age_s=0.01), max_in_flight=1, poll_interval_s=0.01,
-                        gas_margin=0.6, max_gas_margin=1.3, max_failures=6)
+                        gas_margin=0.6, refund_margin=0.6, max_gas_margin=1.3, max_failures=6)
     relayer = Relayer(aw3, ex.client.contract.address, OPERATOR_KEY, src, cfg)
     await asyncio.wait_for(relayer.run(), 60)
     assert_exactly_once(ex, first, len(fills))
     assert any(r.name == "OutOfGas" for r in relayer.reverts)
     assert 0.6 < relayer.gas_margin <= 1.3
+
+
+async def test_a_tight_limit_that_fails_its_check_goes_out_with_the_refund_margin(
+        ex: LocalExchange, aw3: AsyncWeb3) -> None:
+    """The tight limit is executed once before sending; one that would run out of gas (here a
+    margin below 1, as a batch whose refunds exceed the margin would) is replaced by the refund
+    margin, so no transaction burns a block's space out of gas."""
+    first = ex.client.next_seq()
+    fills = make_fills(ex, 8)
+    src = InMemorySource(fills, first_seq=first)
+    src.close()
+    cfg = RelayerConfig(limits=BatchLimits(max_items=4, max_age_s=0.01), max_in_flight=1, poll_interval_s=0.01,
+                        gas_margin=0.9, refund_margin=1.3)
+    relayer = Relayer(aw3, ex.client.contract.address, OPERATOR_KEY, src, cfg)
+    await asyncio.wait_for(relayer.run(), 60)
+    assert_exactly_once(ex, first, len(fills))
+    assert relayer.reverts == []
+    for ev in relayer.settled:
+        tx = await aw3.eth.get_transaction(ev.tx_hash)  # type: ignore[arg-type]
+        receipt = await aw3.eth.get_transaction_receipt(ev.tx_hash)  # type: ignore[arg-type]
+        assert int(tx["gas"]) >= int(receipt["gasUsed"]) * 125 // 100
+
+
+async def test_batches_grow_to_the_measured_gas_and_one_too_big_for_a_block_is_split(
+        ex: LocalExchange, aw3: AsyncWeb3) -> None:
+    """Simulations calibrate the batcher's worst-case bound, so batches grow towards max_gas of
+    real gas; a calibration that is off (headroom below 1 here) makes a batch no block can hold,
+    and the relayer settles it in halves instead of sending it."""
+    url = ex.node.url
+    block_gas = 1_000_000
+    first = ex.client.next_seq()
+    fills = make_fills(ex, 48)
+
+    async def run(headroom: float) -> Relayer:
+        src = InMemorySource(fills, first_seq=ex.client.next_seq())
+        src.close()
+        cfg = RelayerConfig(limits=BatchLimits(max_items=100, max_age_s=0.01, max_gas=450_000),
+                            max_in_flight=4, poll_interval_s=0.01, calibration_headroom=headroom)
+        relayer = Relayer(aw3, ex.client.contract.address, OPERATOR_KEY, src, cfg)
+        await asyncio.wait_for(relayer.run(), 120)
+        return relayer
+
+    rpc_call(url, "evm_setBlockGasLimit", [hex(block_gas)])
+    rpc_call(url, "evm_setIntervalMining", [1])
+    try:
+        calibrated = await run(1.0)
+        counts = [ev.count for ev in calibrated.settled]
+        assert_exactly_once(ex, first, len(fills))
+        assert calibrated.batcher.gas_scale_ppm < 1_000_000
+        assert max(counts[1:]) > counts[0]  # the first batch was cut by the worst-case bound
+        assert calibrated.splits == 0
+        for ev in calibrated.settled:
+            tx = await aw3.eth.get_transaction(ev.tx_hash)  # type: ignore[arg-type]
+            assert int(tx["gas"]) <= block_gas
+        second = ex.client.next_seq()
+        fills = make_fills(ex, 48)
+        off = await run(0.25)  # believes batches cost a quarter of what they do
+        assert_exactly_once(ex, second, len(fills))
+        assert off.splits >= 1 and off.reverts == []
+    finally:
+        rpc_call(url, "evm_setIntervalMining", [0])
+        rpc_call(url, "evm_setAutomine", [True])
+        rpc_call(url, "evm_setBlockGasLimit", [hex(30_000_000)])
