@@ -124,9 +124,14 @@ class OrderBook:
         self._accts: dict[Account, AcctOrders] = {}
         self._last_oid = 0
         self._fill_seq = 0
-        # (expiry, oid) of resting good-til-time orders; stale entries are skipped lazily
-        self._exp_heap: list[tuple[int, int]] = []
-        self._n_exp = 0  # live orders with an expiry, to bound the heap's stale entries
+        # resting good-til-time orders by expiry: a heap of the distinct expiries and each
+        # one's order ids in id order (orders register in id order). Ended orders stay in
+        # their bucket and are skipped lazily; plain ints in the heap and one list append per
+        # order cost a fraction of (expiry, oid) tuples, and orders mostly share expiries
+        self._exp_heap: list[int] = []
+        self._exp_oids: dict[int, list[Any]] = {}
+        self._exp_entries = 0  # ids in the buckets, live or not
+        self._n_exp = 0  # live orders with an expiry, to bound the buckets' stale entries
         self._n_ro = 0  # live reduce-only orders; 0 lets matching skip position tracking
 
     # ------------------------------------------------------------------ queries
@@ -502,15 +507,19 @@ class OrderBook:
     def expire(self, now: int) -> list[Event]:
         """Remove every resting order whose expiry is before ``now``, by (expiry, order id)."""
         h = self._exp_heap
+        buckets = self._exp_oids
         orders = self._orders
         ev: list[Event] = []
-        while h and h[0][0] < now:
-            exp, oid = heappop(h)
-            o = orders.get(oid)
-            # ids are never reused and expiry never changes, so a live id means a live entry
-            if o is not None:
-                self._drop(o)
-                ev.append(Cancelled(oid, _C_EXPIRED, o.size))
+        while h and h[0] < now:
+            oids = buckets.pop(heappop(h))
+            self._exp_entries -= len(oids)
+            for oid in sorted(oids):
+                o = orders.get(oid)
+                # ids are never reused and expiry never changes, so a live id means a live
+                # entry
+                if o is not None:
+                    self._drop(o)
+                    ev.append(Cancelled(oid, _C_EXPIRED, o.size))
         return ev
 
     def load_resting(self, orders: list[Order], last_oid: int, fill_seq: int) -> None:
@@ -579,8 +588,6 @@ class OrderBook:
         is_buy = t.is_buy
         best = self._best
         levels = self._levels[is_buy]
-        append = ev.append
-        drop = self._drop
         rem = t.size
         owner = t.owner
         tid = t.oid
@@ -598,18 +605,18 @@ class OrderBook:
                 nxt = m.next
                 exp = m.expiry
                 if exp and now > exp:
-                    drop(m)
-                    append(Cancelled(m.oid, _C_EXPIRED, m.size))
+                    self._drop(m)
+                    ev.append(Cancelled(m.oid, _C_EXPIRED, m.size))
                     m = nxt
                     continue
                 if m.owner == owner:
                     mode = t.stp
                     if mode != _EXPIRE_TAKER:
-                        drop(m)
-                        append(Cancelled(m.oid, _C_STP, m.size))
+                        self._drop(m)
+                        ev.append(Cancelled(m.oid, _C_STP, m.size))
                     if mode != _EXPIRE_MAKER:
                         t.size = rem
-                        append(Cancelled(tid, _C_STP, rem))
+                        ev.append(Cancelled(tid, _C_STP, rem))
                         return False
                     m = nxt
                     continue
@@ -619,25 +626,25 @@ class OrderBook:
                 if m.reduce_only:
                     allowed = self._ro_allowed(m, deltas.get(m.acct, 0) if deltas else 0)
                     if allowed == 0:
-                        drop(m)
-                        append(Cancelled(m.oid, _C_RO, msize))
+                        self._drop(m)
+                        ev.append(Cancelled(m.oid, _C_RO, msize))
                         m = nxt
                         continue
                     if allowed < q:
                         q = allowed
                 if check is not None and not check(m, q, price):
-                    drop(m)
-                    append(Cancelled(m.oid, _C_RISK, msize))
+                    self._drop(m)
+                    ev.append(Cancelled(m.oid, _C_RISK, msize))
                     m = nxt
                     continue
                 self._fill_seq += 1
                 rem -= q
                 mrem = msize - q
-                append(Fill(self._fill_seq, tid, m.oid, price, q, rem, mrem, is_buy))
+                ev.append(Fill(self._fill_seq, tid, m.oid, price, q, rem, mrem, is_buy))
                 if deltas is not None:
                     deltas[m.acct] = deltas.get(m.acct, 0) + (q if m.is_buy else -q)
                 if mrem == 0:
-                    drop(m)
+                    self._drop(m)
                     m.size = 0
                 else:
                     m.size = mrem
@@ -648,8 +655,8 @@ class OrderBook:
                         m.book_acct.open_sell -= q
                     if q == allowed:
                         # a reduce-only maker that just closed its position cannot rest on
-                        drop(m)
-                        append(Cancelled(m.oid, _C_RO, mrem))
+                        self._drop(m)
+                        ev.append(Cancelled(m.oid, _C_RO, mrem))
                 if rem == 0:
                     t.size = 0
                     return True
@@ -761,14 +768,35 @@ class OrderBook:
             a.open_sell += o.size
         if o.reduce_only:
             self._n_ro += 1
-        if o.expiry:
+        exp = o.expiry
+        if exp:
             self._n_exp += 1
-            h = self._exp_heap
-            heappush(h, (o.expiry, oid))
-            if len(h) > 2 * self._n_exp + 1024:
-                # ended orders leave stale entries behind; rebuild so the heap stays O(live)
-                h[:] = [(x.expiry, x.oid) for x in self._orders.values() if x.expiry]
-                heapify(h)
+            bucket = self._exp_oids.get(exp)
+            if bucket is None:
+                self._exp_oids[exp] = [oid]
+                heappush(self._exp_heap, exp)
+            else:
+                bucket.append(oid)
+            self._exp_entries += 1
+            if self._exp_entries > 2 * self._n_exp + 1024:
+                self._rebuild_expiry()
+
+    def _rebuild_expiry(self) -> None:
+        """Ended orders leave stale ids behind; rebuild the buckets from the live orders so
+        they stay O(live). ``_orders`` iterates in registration (= id) order."""
+        buckets: dict[int, list[Any]] = {}
+        for x in self._orders.values():
+            exp = x.expiry
+            if exp:
+                bucket = buckets.get(exp)
+                if bucket is None:
+                    buckets[exp] = [x.id_key]
+                else:
+                    bucket.append(x.id_key)
+        self._exp_oids = buckets
+        self._exp_heap = list(buckets)
+        heapify(self._exp_heap)
+        self._exp_entries = self._n_exp
 
     def _unregister(self, o: Order, a: AcctOrders) -> None:
         """Forget a live order that is no longer in any level (its open size already removed)."""

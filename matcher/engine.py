@@ -225,6 +225,9 @@ class Engine:
         # maker accounts after the fills the current command already vetted (several makers of
         # one account can trade against one taker)
         self._scratch: dict[Acct, SubAccount] = {}
+        # maker fills of the current command accepted on the pre-trade floor, per account not
+        # in _scratch (the account after them is built only if needed; see _maker_check)
+        self._fast_makers: dict[Acct, list[tuple[int, bool, int, int]]] = {}
         # RiskModel.base_health per account, the base of the pre-trade floor (None: the floor
         # does not apply). Valid while the account's projected state, the prices and the
         # funding indices stay as they were: a fill drops its two accounts
@@ -255,8 +258,18 @@ class Engine:
             pos = (cmd.block, cmd.log_index)  # type: ignore[union-attr]
             if pos <= self.chain_cursor:
                 return Result(Ack(cmd.req_id, True, _OK, "already applied", 0, 0), [], False)
-        res = self._handlers[t](cmd)
+        # the order commands called directly: through the handler table the compiled build
+        # calls a bound method object via its generic argument-parsing entry point
+        if isinstance(cmd, ModifyOrder):
+            res = self._modify(cmd)
+        elif isinstance(cmd, PlaceOrder):
+            res = self._place(cmd)
+        elif isinstance(cmd, CancelOrder):
+            res = self._cancel(cmd)
+        else:
+            res = self._handlers[t](cmd)
         self._scratch.clear()
+        self._fast_makers.clear()
         if t not in _ORDER_CMDS:
             # deposits, settlements, chain events, withdrawals, funding and prices move
             # projected states, prices or indices: no cached base health survives them
@@ -384,15 +397,44 @@ class Engine:
     def _maker_check(self, m: BookOrder, size: int, price: int) -> bool:
         rec = self.orders[m.oid]
         acct = rec.acct
+        risk = self.risk
+        funding = self.ledger.proj_funding
         st = self._scratch.get(acct)
         if st is None:
             st = self.ledger.account(acct)
-        after = self.risk.check_fill(st, rec.market, rec.is_buy, size, price, self.maker_fee,
-                                     self.ledger.proj_funding)
+            fast = self._fast_makers.get(acct)
+            if fast is None:
+                base = self._base(acct, st)
+                if base is not None:
+                    floor = risk.health_floor(base, {}, rec.market, rec.is_buy, size, price,
+                                              self.maker_fee, funding)
+                    if floor is not None and floor >= 0:
+                        # check_fill's health after this fill is >= floor >= 0: it accepts.
+                        # The account after it is only built if another of its makers trades
+                        # in this command
+                        self._fast_makers[acct] = [(rec.market, rec.is_buy, size, price)]
+                        return True
+            else:
+                # an earlier maker of this account passed on the floor: replay its fills
+                for fm, fb, fq, fp in fast:
+                    nxt = risk.check_fill(st, fm, fb, fq, fp, self.maker_fee, funding)
+                    assert nxt is not None  # the floor proved it acceptable
+                    st = nxt
+                del self._fast_makers[acct]
+        after = risk.check_fill(st, rec.market, rec.is_buy, size, price, self.maker_fee, funding)
         if after is None:
             return False
         self._scratch[acct] = after
         return True
+
+    def _base(self, acct: Acct, st: SubAccount) -> int | None:
+        """``RiskModel.base_health`` of ``acct`` (projected state ``st``), cached in
+        ``_base_health``."""
+        bases = self._base_health
+        if acct in bases:
+            return bases[acct]
+        base = bases[acct] = self.risk.base_health(st, self.ledger.proj_funding)
+        return base
 
     # ================================================================ exposure bookkeeping
 
@@ -547,14 +589,10 @@ class Engine:
             # it would grow it, so it can never add risk
             return None
         funding = self.ledger.proj_funding
-        bases = self._base_health
-        if acct in bases:
-            base = bases[acct]
-        else:
-            base = bases[acct] = risk.base_health(st, funding)
+        base = self._base(acct, st)
         if base is not None:
             floor = risk.health_floor(base, ex if ex is not None else {}, market, is_buy, size,
-                                      price, funding, gone)
+                                      price, self.taker_fee, funding, gone)
             if floor is not None and floor >= 0:
                 # a provable lower bound of the exact check's health is >= 0: it accepts
                 return None
@@ -729,6 +767,8 @@ class Engine:
             return self.apply(cmd).journal
         if self._scratch:
             self._scratch.clear()
+        if self._fast_makers:
+            self._fast_makers.clear()
         if ok:
             self.cmd_seq += 1
         return ok
@@ -784,29 +824,30 @@ class Engine:
 
     def _replay_events(self, events: list[Event], start: int) -> None:
         """``_events`` without outputs: records, exposure and the ledger only."""
+        # methods called through self, not bound to locals: the compiled build calls a bound
+        # method object through the generic (argument-parsing) entry point
         orders = self.orders
-        expose = self._expose
-        forget = self._forget
-        for ev in events[start:] if start else events:
+        for i in range(start, len(events)):
+            ev = events[i]
             t = type(ev)
             if t is Cancelled:
                 rec = orders.get(ev.order_id)  # type: ignore[union-attr]
                 if rec is None:  # pragma: no cover - the book only cancels live orders
                     continue
-                expose(rec, -rec.remaining)
-                forget(rec)
+                self._expose(rec, -rec.remaining)
+                self._forget(rec)
             elif t is Fill:
                 assert isinstance(ev, Fill)
                 tk = orders[ev.taker_id]
                 mk = orders[ev.maker_id]
                 self._sequence_fill(tk, mk, ev.size, ev.price)
                 if mk.remaining == 0:
-                    forget(mk)
+                    self._forget(mk)
                 if tk.remaining == 0:
-                    forget(tk)
+                    self._forget(tk)
             elif t is Modified:
                 rec = orders[ev.order_id]  # type: ignore[union-attr]
-                expose(rec, ev.size - rec.remaining)  # type: ignore[union-attr]
+                self._expose(rec, ev.size - rec.remaining)  # type: ignore[union-attr]
 
     def _replay_cancel(self, cmd: CancelOrder) -> bool:
         oid = cmd.order_id

@@ -221,19 +221,22 @@ class RiskModel:
         is_buy: bool,
         size: int,
         price: int,
+        fee_ppm: int,
         funding: dict[int, int],
         removed: tuple[int, int, int] | None = None,
     ) -> int | None:
         """A lower bound of ``worst_case(st, exposure, is_buy, funding, (market, size,
         size*price), removed)`` from ``base = base_health(st, funding)`` (not None), in a few
-        multiplications per market instead of the full pass; None when a leg's market has no
+        multiplications per market instead of the full pass, with the legs paying ``fee_ppm``
+        (``worst_case`` charges the taker fee; with an empty exposure and the maker fee this
+        is :meth:`check_fill`'s health after the fill); None when a leg's market has no
         price, index or usable bands (the exact pass decides then, and raises if it must).
         When the floor is >= 0 the exact check accepts, so the engine runs that check only
         for accounts whose floor gets near zero.
 
         Proof. Let D = NOTIONAL_DIV, P a leg market's mark, f its funding index, h the haircut
         (0 <= h <= PPM), and per market with a leg of this side (Q > 0 summed sizes, N the sum
-        of size*limit, cash c = N // D, fee = c*taker_fee // PPM): ``mis`` = N - QP for a buy,
+        of size*limit, cash c = N // D, fee = c*fee_ppm // PPM, whatever its sign): ``mis`` = N - QP for a buy,
         QP - N for a sell (what filling at the limits loses against the mark). ``worst_case``
         applies each leg as one fill to the position (S, B, snapshot) and then evaluates
         initial health; compared with ``base`` only the leg markets' terms change:
@@ -281,18 +284,19 @@ class RiskModel:
                 new_seen = True
             elif not lsize:
                 continue
-            c = self._leg_cost(m, lsize, lpx, is_buy, funding)
+            c = self._leg_cost(m, lsize, lpx, is_buy, fee_ppm, funding)
             if c < 0:
                 return None
             total += c
         if not new_seen:
-            c = self._leg_cost(market, size, size * price, is_buy, funding)
+            c = self._leg_cost(market, size, size * price, is_buy, fee_ppm, funding)
             if c < 0:
                 return None
             total += c
         return base - total
 
-    def _leg_cost(self, m: int, q: int, n: int, is_buy: bool, funding: dict[int, int]) -> int:
+    def _leg_cost(self, m: int, q: int, n: int, is_buy: bool, fee_ppm: int,
+                  funding: dict[int, int]) -> int:
         """One leg market's share of :meth:`health_floor`'s bound (always > 0), or -1 when
         the market lacks a price, a funding index or usable bands."""
         price = self.market_prices.get(m)
@@ -305,7 +309,7 @@ class RiskModel:
         qd = q * price // NOTIONAL_DIV
         cash = n // NOTIONAL_DIV
         over = (cash - qd if is_buy else qd - cash) + 1
-        cost = cash * self.taker_fee_ppm // PPM - ((-(qd + 1) * imf_sum) // PPM) + n_bands + 5
+        cost = cash * fee_ppm // PPM - ((-(qd + 1) * imf_sum) // PPM) + n_bands + 5
         return cost + over if over > 0 else cost
 
     def reduces(

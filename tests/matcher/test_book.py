@@ -252,7 +252,9 @@ def test_expiry_heap_stays_bounded() -> None:
     for i in range(1, 5000):
         b.place(od(i, "a", True, 900, 10, expiry=10**6), 0)
         b.cancel(i)
-    assert len(b._exp_heap) <= 1024 + 2
+    assert b._exp_entries <= 1024 + 2
+    assert sum(map(len, b._exp_oids.values())) == b._exp_entries
+    assert len(b._exp_heap) == len(b._exp_oids) == 1
 
 
 # ---------------------------------------------------------------- reduce-only

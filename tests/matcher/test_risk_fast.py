@@ -166,15 +166,17 @@ def test_fast_worst_case_equals_reference(
 @given(
     **ORDER_CASES,
     haircut=hs.sampled_from((0, 200_000, PPM)),
+    maker=hs.sampled_from((-100, 0, 200)),
 )
 def test_health_floor_never_exceeds_worst_case(
     quote: int, collateral: dict[int, int], pos: dict[int, Position], exposure: Exposure,
     market: int, is_buy: bool, size: int, price: int, mprices: dict[int, int],
-    funding: dict[int, int], replace: bool, haircut: int,
+    funding: dict[int, int], replace: bool, haircut: int, maker: int,
 ) -> None:
     """The cached pre-trade floor is a lower bound of the exact worst case, so accepting on
     floor >= 0 never accepts what check_order refuses, and a floor exists only where the exact
-    pass raises no KeyError."""
+    pass raises no KeyError. With no exposure and the maker fee it bounds the maker re-check
+    (check_fill) the same way."""
     params = risk_params(DEFAULT_SPEC)
     r = _model(RiskParams(params.collaterals, params.markets, haircut), mprices)
     st = SubAccount(quote, collateral, pos)
@@ -188,13 +190,20 @@ def test_health_floor_never_exceeds_worst_case(
                 or any(not p.size and p.open_notional for p in pos.values()))
         return
     assert base == r.worst_case(st, {}, True, funding, None)
-    floor = r.health_floor(base, exposure, market, is_buy, size, price, funding, removed)
+    floor = r.health_floor(base, exposure, market, is_buy, size, price, TAKER, funding, removed)
     if floor is None:
         return
     assert exact is not KeyError
     assert floor <= exact
     if floor >= 0:
         assert r.check_order(st, exposure, market, is_buy, size, price, funding, removed)
+    fill_floor = r.health_floor(base, {}, market, is_buy, size, price, maker, funding)
+    if fill_floor is not None:
+        after = r.check_fill(st, market, is_buy, size, price, maker, funding)
+        if after is not None:
+            assert fill_floor <= r.health(after, funding)
+        else:
+            assert fill_floor < 0
 
 
 def test_health_floor_is_tight_enough_to_skip_the_pass() -> None:
@@ -207,7 +216,7 @@ def test_health_floor_is_tight_enough_to_skip_the_pass() -> None:
     rich = SubAccount(10**14, {}, {})
     base = r.base_health(rich, funding)
     assert base is not None
-    floor = r.health_floor(base, {}, 0, True, 10 * SIZE, 3000 * PRICE, funding)
+    floor = r.health_floor(base, {}, 0, True, 10 * SIZE, 3000 * PRICE, TAKER, funding)
     assert floor is not None and 0 <= floor < base
     # the least quote with which the exact worst case of the order is still >= 0
     size = SIZE
@@ -222,6 +231,6 @@ def test_health_floor_is_tight_enough_to_skip_the_pass() -> None:
     poor.quote = lo
     base = r.base_health(poor, funding)
     assert base is not None
-    floor = r.health_floor(base, {}, 0, True, size, 3000 * PRICE, funding)
+    floor = r.health_floor(base, {}, 0, True, size, 3000 * PRICE, TAKER, funding)
     assert floor is not None and floor < 0
     assert r.check_order(poor, {}, 0, True, size, 3000 * PRICE, funding)

@@ -7,6 +7,7 @@ with busts)."""
 from __future__ import annotations
 
 import random
+from collections import Counter
 
 from hypothesis import given, settings
 from hypothesis import strategies as hs
@@ -20,12 +21,13 @@ from matcher.commands import (
     Code,
     Command,
     ModifyOrder,
+    OrderUpdate,
     PlaceOrder,
     PostFunding,
     RequestWithdrawal,
 )
 from matcher.engine import Engine
-from matcher.orders import Tif
+from matcher.orders import CancelReason, Tif
 from tests.matcher.engine_helpers import ETH, ETH_PX, NOW, SIG, TICK, addr, order, prices_cmd, req
 
 ONE = SIZE  # 1 ETH
@@ -105,19 +107,36 @@ def order_cmd(w: str, is_buy: bool, px: int, size: int, nonce: int, tif: Tif) ->
     return PlaceOrder(req(), order(w, is_buy, px, size, nonce), SIG, w, int(tif), None, 0, NOW)
 
 
-@settings(max_examples=25, deadline=None)
-@given(seed=hs.integers(0, 2**32))
-def test_floor_never_changes_a_decision(seed: int) -> None:
+def _run_pair(seed: int, n: int) -> Counter[object]:
+    """Apply one stream to an engine with the floor and one without; every ack and output
+    must agree, and so must the final state. Returns the ack codes and the number of makers
+    the re-check cancelled."""
     fast, exact = Engine(), _exact_only(Engine())
-    codes: set[Code] = set()
-    for cmd in _stream(seed, 250):
+    seen: Counter[object] = Counter()
+    for cmd in _stream(seed, n):
         a, b = fast.apply(cmd), exact.apply(cmd)
         assert a.ack == b.ack
         assert a.outputs == b.outputs
-        codes.add(a.ack.code)
+        seen[a.ack.code] += 1
+        seen["risk cancels"] += sum(1 for o in a.outputs if isinstance(o, OrderUpdate)
+                                    and o.reason == CancelReason.RISK)
     assert fast.state_hash() == exact.state_hash()
-    # the stream exercised both sides of the margin check
-    assert Code.OK in codes and Code.INSUFFICIENT_MARGIN in codes
+    return seen
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=hs.integers(0, 2**32))
+def test_floor_never_changes_a_decision(seed: int) -> None:
+    _run_pair(seed, 250)
+
+
+def test_floor_streams_reach_both_sides_of_each_check() -> None:
+    """The streams refuse orders on margin and veto makers on the re-check (so the pair
+    above compares both outcomes of both checks), and orders pass on the floor."""
+    seen: Counter[object] = Counter()
+    for seed in range(6):
+        seen.update(_run_pair(seed, 400))
+    assert seen[Code.OK] and seen[Code.INSUFFICIENT_MARGIN] and seen["risk cancels"]
 
 
 def test_floor_is_used_and_dropped_when_the_account_changes() -> None:
