@@ -65,6 +65,7 @@ class MatcherOptions:
     stream_token: str | None = None
     snapshot_every: int = 50_000  # journaled commands between snapshots
     snapshot_interval_s: float = 60.0  # and at least this often when anything changed
+    snapshots_kept: int = 3  # older ones are deleted (recovery falls back to the previous ones)
     oracle_poll_s: float = 0.25  # how often to look for a new block
     max_unsettled_per_account: int = 10_000
     max_unsettled_global: int = 1_000_000
@@ -118,6 +119,7 @@ async def run_matcher(opts: MatcherOptions) -> None:
     from matcher.commands import SetOraclePrices
     from matcher.engine import EngineConfig
     from matcher.journal import FSYNC_BY_SHELL, JournaledEngine, JournalWriter, recover
+    from matcher import background_snapshot
     from matcher.journal import write_snapshot
     from matcher.server import MatcherServer, ServerConfig
 
@@ -135,7 +137,7 @@ async def run_matcher(opts: MatcherOptions) -> None:
              "settled %d, chain cursor %s", rec.replayed, time.monotonic() - t0, eng.cmd_seq,
              eng.ledger.next_seq, eng.ledger.settled_seq, eng.chain_cursor)
     writer = JournalWriter(journal, fsync=FSYNC_BY_SHELL)
-    jengine = JournaledEngine(eng, writer, snapdir, opts.snapshot_every)
+    jengine = JournaledEngine(eng, writer)  # snapshots: the background task below
     dep = opts.deployment
     server = MatcherServer(jengine, ServerConfig(
         host=opts.host, port=opts.port, chain_id=dep.chain_id,
@@ -163,15 +165,31 @@ async def run_matcher(opts: MatcherOptions) -> None:
                 log.warning("oracle poll failed: %s", exc)
             await asyncio.sleep(opts.oracle_poll_s)
 
+    child: background_snapshot.Child | None = None
+
     async def snapshots() -> None:
-        last = eng.cmd_seq
+        # every snapshot_every journaled commands, and at least every snapshot_interval_s when
+        # anything changed; written by a forked child so no order waits for it
+        nonlocal child
+        last, last_at = eng.cmd_seq, time.monotonic()
         while True:
-            await asyncio.sleep(opts.snapshot_interval_s)
-            if eng.cmd_seq != last:
-                # the engine runs on this loop, so state and journal offset are consistent here
-                writer.sync()
-                write_snapshot(snapdir, eng, writer.offset)
-                last = eng.cmd_seq
+            await asyncio.sleep(0.5)
+            if child is not None:
+                done = background_snapshot.poll(child)
+                if done is None:
+                    continue
+                if done:
+                    last = child.cmd_seq
+                    background_snapshot.prune(snapdir, opts.snapshots_kept)
+                else:
+                    log.error("background snapshot at cmd_seq %d failed", child.cmd_seq)
+                child = None
+            due = (eng.cmd_seq - last >= opts.snapshot_every
+                   or time.monotonic() - last_at >= opts.snapshot_interval_s)
+            if eng.cmd_seq != last and due:
+                # the engine runs on this loop, so state and journal offset agree at the fork
+                child = background_snapshot.start(snapdir, eng, writer)
+                last_at = time.monotonic()
 
     tasks = [asyncio.create_task(poll_prices()), asyncio.create_task(snapshots())]
     try:
@@ -181,6 +199,8 @@ async def run_matcher(opts: MatcherOptions) -> None:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await server.close()
+        if child is not None:
+            background_snapshot.wait(child)
         write_snapshot(snapdir, eng, writer.offset)
         writer.close()
         log.info("matcher stopped at cmd_seq %d", eng.cmd_seq)

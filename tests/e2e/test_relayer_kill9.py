@@ -96,6 +96,10 @@ def test_relayer_kill9_20_times_during_10k_fills(stack: Stack) -> None:
     assert "resuming at seq" in stack.logs["relayer-b"].read_text()  # it did take part
     for name in ("relayer", "relayer-b", "watcher", "matcher"):
         stack.stop(name)
+    # snapshots were written in the background while it ran (every 4,000 commands), besides the
+    # one at shutdown; older ones were pruned
+    snaps = sorted((stack.journal_dir / "snapshots").glob("snapshot-*.bin"))
+    assert 2 <= len(snaps) <= 4, snaps
     # the matcher's journal: every sequenced item, on-chain exactly once, in order, same bytes
     journal = stack.journal_items()
     assert [s for s, _ in journal] == list(range(1, n + 1))
