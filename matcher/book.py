@@ -216,13 +216,17 @@ class OrderBook:
         is_buy = o.is_buy
         # the Order constructor already refused wrong types and unknown enums (``bad``). Fast
         # path for well-formed input; the slow path only names the reason. A price that names
-        # an existing level of the order's side is on tick and in range
+        # an existing level of the order's side is on tick and in range. ``not x >> 64`` is
+        # ``x <= UINT64_MAX`` for x >= 0 without comparing against a boxed 2**64 - 1 (the
+        # compiled build's slow path for a wide constant)
         if o.bad or not (
             ((lvl := (self._bid_lv if is_buy else self._ask_lv).get(price)) is not None
-             or 0 < price <= UINT64_MAX and (not price % self.tick_size or tif == _MARKET))
-            and 0 < size <= UINT64_MAX and 0 < oid <= UINT64_MAX and not size % self.lot_size
-            and 0 <= o.expiry <= UINT64_MAX and 0 <= o.sub <= _U32
-            and (o.cid is None or 0 <= o.cid <= UINT64_MAX)
+             or 0 < price and not price >> 64
+             and (not price % self.tick_size or tif == _MARKET))
+            and 0 < size and not size >> 64 and 0 < oid and not oid >> 64
+            and not size % self.lot_size
+            and 0 <= o.expiry and not o.expiry >> 64 and 0 <= o.sub <= _U32
+            and (o.cid is None or 0 <= o.cid and not o.cid >> 64)
         ):
             return self._reject(o)
         if oid <= self._last_oid:

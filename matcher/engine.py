@@ -191,6 +191,10 @@ class Engine:
         self.risk = RiskModel(self.params, spec.fee_ppm_taker, spec.fee_ppm_maker)
         self.taker_fee = spec.fee_ppm_taker
         self.maker_fee = spec.fee_ppm_maker
+        self._max_fee = max(self.taker_fee, self.maker_fee)
+        # market -> (tick, lot) for the order checks
+        self._grid: dict[int, tuple[int, int]] = {
+            m: (mc.tick_size, mc.lot_size) for m, mc in self.params.markets.items()}
         self.ledger = Ledger()
         for m in self.params.markets:
             self.ledger.conf_funding[m] = 0
@@ -540,26 +544,30 @@ class Engine:
                         now: int) -> tuple[Code, str] | None:
         """Checks shared by new and replacement orders (``owner`` is ``o.owner`` lower-cased);
         None when fine."""
-        mc = self.params.markets.get(o.market)
-        if mc is None:
-            return Code.UNKNOWN_MARKET, f"unknown market {o.market}"
+        # one C call for the fields instead of an attribute lookup each
+        o_owner, _, market, _, _, price, size, _, expiry, max_fee = astuple(o)
+        grid = self._grid.get(market)
+        if grid is None:
+            return Code.UNKNOWN_MARKET, f"unknown market {market}"
+        tick, lot = grid
         # the owner signing (the same spelling) needs no lower-casing
-        if signer != o.owner and not self._authorised(owner, signer):
+        if signer != o_owner and not self._authorised(owner, signer):
             return Code.NOT_AUTHORISED, "signer is neither the owner nor an approved agent"
         if tif not in _TIFS or stp not in _STPS or tif == _MARKET:
             return Code.BAD_REQUEST, "bad tif or stp"
-        if type(o.size) is not int or not 0 < o.size <= _U64:
+        # x >> 64 instead of x <= _U64: no compare against a boxed wide constant
+        if type(size) is not int or size <= 0 or size >> 64:
             return Code.BAD_SIZE, "size must be in 1..2**64-1"
-        if type(o.price) is not int or not 0 < o.price <= _U64:
+        if type(price) is not int or price <= 0 or price >> 64:
             return Code.BAD_PRICE, "price must be in 1..2**64-1"
-        if o.price % mc.tick_size:
-            return Code.OFF_TICK, f"price not a multiple of tick {mc.tick_size}"
-        if o.size % mc.lot_size:
-            return Code.OFF_LOT, f"size not a multiple of lot {mc.lot_size}"
-        if o.expiry - self._expiry_margin < max(now, 1):
+        if price % tick:
+            return Code.OFF_TICK, f"price not a multiple of tick {tick}"
+        if size % lot:
+            return Code.OFF_LOT, f"size not a multiple of lot {lot}"
+        if expiry - self._expiry_margin < max(now, 1):
             return Code.EXPIRED, "order expired (or expires within the settlement margin)"
-        need = self.maker_fee if tif == _POST_ONLY else max(self.taker_fee, self.maker_fee)
-        if o.max_fee_ppm < need:
+        need = self.maker_fee if tif == _POST_ONLY else self._max_fee
+        if max_fee < need:
             return Code.FEE_TOO_HIGH, f"max_fee_ppm below the exchange fee {need}"
         return None
 
@@ -632,9 +640,10 @@ class Engine:
                 out: list[Output]) -> Result:
         """Hand a checked order to its book and turn the events into outputs."""
         oid = self.next_oid
-        bo = BookOrder(oid, acct[0], acct[1], o.is_buy, o.price, size, tif, cid=cid, stp=stp,
-                       reduce_only=o.reduce_only, expiry=o.expiry - self._expiry_margin)
-        events = self.books[o.market].place(bo, now)
+        _, _, market, is_buy, reduce_only, price, _, nonce, expiry, _ = astuple(o)
+        bo = BookOrder(oid, acct[0], acct[1], is_buy, price, size, tif, cid=cid, stp=stp,
+                       reduce_only=reduce_only, expiry=expiry - self._expiry_margin)
+        events = self.books[market].place(bo, now)
         first = events[0]
         if type(first) is Rejected:
             assert isinstance(first, Rejected)
@@ -642,8 +651,8 @@ class Engine:
             return Result(Ack(req_id, False, code, first.reason.name, 0, 0), out, bool(out))
         assert isinstance(first, Accepted)
         self.next_oid = oid + 1
-        self.nonces.add((acct[0], o.nonce))
-        rec = OrderRec(oid, o.market, acct, o, sig, bo, filled, cid)
+        self.nonces.add((acct[0], nonce))
+        rec = OrderRec(oid, market, acct, o, sig, bo, filled, cid)
         self.orders[oid] = rec
         self.open_count[acct] = self.open_count.get(acct, 0) + 1
         self._expose(rec, first.size)
