@@ -166,9 +166,10 @@ class OrderRec:
         self.sig = sig
         self.bo = bo
         self.filled = filled  # cumulative on (owner, nonce), what the contract's budget sees
-        self.price = signed.price
+        # the book order's copies (native attributes) of the signed price and side
+        self.price = bo.price
         self.remaining = 0  # open size counted in the exposure
-        self.is_buy = signed.is_buy
+        self.is_buy = bo.is_buy
         self.cid = cid
 
 
@@ -891,7 +892,13 @@ class Engine:
         size = n.size - filled
         if size <= 0:
             return False
-        self._replay_events(self.books[rec.market].cancel(rec.oid, _CANCEL_USER), 0)
+        events = self.books[rec.market].cancel(rec.oid, _CANCEL_USER)
+        if len(events) == 1 and type(events[0]) is Cancelled:
+            # the usual outcome, as in _replay_cancel
+            self._expose(rec, -rec.remaining)
+            self._forget(rec)
+        else:  # pragma: no cover - a live order's cancel is exactly one Cancelled
+            self._replay_events(events, 0)
         # the cancel alone changed state, so the command counts even if the book refuses the
         # replacement (as in ``apply``)
         self._replay_submit(n, cmd.new_signature, bo.tif, bo.stp, rec.cid, cmd.now, acct, filled,
