@@ -172,48 +172,19 @@ contract Clearinghouse is AccessControl, EIP712, ReentrancyGuardTransient, Margi
 
     // ------------------------------------------------------------------------------------------ users
 
+    // Deposits run in the SettlementModule (delegatecall, same storage and token balances): the Clearinghouse's
+    // runtime code is near EIP-170's limit. Arguments travel verbatim in msg.data.
+
     /// @notice Deposits `amount` of asset `asset` into `(owner, subaccount)`, paid by the caller. Credits what
-    ///         actually arrived (balance delta), subject to the asset's deposit cap.
-    function deposit(address owner, uint32 subaccount, uint16 asset, uint256 amount) external nonReentrant {
-        if (owner == address(0)) revert ZeroAddress();
-        if (amount == 0) revert ZeroAmount();
-        S.Layout storage l = S.store();
-        if (asset >= l.collateralCount) revert UnknownAsset(asset);
-        S.Collateral storage col = l.collaterals[asset];
-        uint256 received = _pull(col.token, amount);
-        uint256 total = uint256(col.totalDeposited) + received;
-        if (total > col.depositCap) revert DepositCapExceeded(asset, total, col.depositCap);
-        col.totalDeposited = uint128(total);
-        uint256 id = S.acctId(owner, subaccount);
-        if (asset == 0) {
-            uint256 hdr = l.acct[id];
-            int256 q = S.quoteOf(hdr) + int256(received);
-            if (!S.inQuoteRange(q)) revert BalanceOverflow();
-            l.acct[id] = S.withQuote(hdr, q);
-        } else {
-            l.acct[S.collateralKey(id, asset)] += received;
-            l.acct[id] |= uint256(1) << (160 + asset);
-        }
-        emit Deposit(owner, subaccount, asset, received);
+    ///         actually arrived (balance delta), subject to the asset's deposit cap. Args: owner, subaccount,
+    ///         asset, amount.
+    function deposit(address, uint32, uint16, uint256) external nonReentrant {
+        _delegate(_module);
     }
 
-    /// @notice Adds quote tokens to the insurance fund (balance delta), paid by the caller.
-    function depositInsurance(uint256 amount) external nonReentrant {
-        if (amount == 0) revert ZeroAmount();
-        uint256 received = _pull(_quoteToken, amount);
-        S.Layout storage l = S.store();
-        uint256 total = uint256(l.insuranceFund) + received;
-        if (total > type(uint128).max) revert BalanceOverflow();
-        l.insuranceFund = uint128(total);
-        emit InsuranceDeposited(msg.sender, received);
-    }
-
-    function _pull(address token, uint256 amount) internal returns (uint256 received) {
-        uint256 before = IERC20(token).balanceOf(address(this));
-        IERC20(token).safeTransferFrom(msg.sender, address(this), amount);
-        received = IERC20(token).balanceOf(address(this)) - before;
-        if (received == 0) revert ZeroAmount();
-        if (received > type(uint128).max) revert BalanceOverflow();
+    /// @notice Adds quote tokens to the insurance fund (balance delta), paid by the caller. Arg: amount.
+    function depositInsurance(uint256) external nonReentrant {
+        _delegate(_module);
     }
 
     /// @notice Approves or revokes `agent` to sign orders for every sub-account of the caller.
@@ -369,7 +340,7 @@ contract Clearinghouse is AccessControl, EIP712, ReentrancyGuardTransient, Margi
     function health(address owner, uint32 subaccount) public view returns (Health memory h) {
         Ctx memory c = _newCtx();
         uint256 id = S.acctId(owner, subaccount);
-        uint256 hdr = S.store().acct[id];
+        uint256 hdr = S.loadHeader(id);
         (bool ok, uint256 feed) = _pricesOk(c, hdr);
         if (!ok) revert OracleUnavailable(uint16(feed));
         _terms(c, id, hdr);
@@ -388,13 +359,13 @@ contract Clearinghouse is AccessControl, EIP712, ReentrancyGuardTransient, Margi
 
     /// @notice Quote balance (atoms, may be negative).
     function quoteBalance(address owner, uint32 subaccount) external view returns (int256) {
-        return S.quoteOf(S.store().acct[S.acctId(owner, subaccount)]);
+        return S.quoteOf(S.loadHeader(S.acctId(owner, subaccount)));
     }
 
     /// @notice Balance of a collateral asset (id >= 1; for id 0 use quoteBalance).
     function collateralBalance(address owner, uint32 subaccount, uint16 asset) external view returns (uint256) {
         if (asset == 0) {
-            int256 q = S.quoteOf(S.store().acct[S.acctId(owner, subaccount)]);
+            int256 q = S.quoteOf(S.loadHeader(S.acctId(owner, subaccount)));
             return q > 0 ? uint256(q) : 0;
         }
         return S.store().acct[S.collateralKey(S.acctId(owner, subaccount), asset)];
@@ -406,7 +377,8 @@ contract Clearinghouse is AccessControl, EIP712, ReentrancyGuardTransient, Margi
         view
         returns (int256 size, int256 openNotional, int256 fundingSnapshot)
     {
-        return S.unpackPosition(S.store().acct[S.positionKey(S.acctId(owner, subaccount), market)]);
+        if (market >= S.MAX_MARKETS) return (0, 0, 0);
+        return S.unpackPosition(S.loadPosition(S.acctId(owner, subaccount), market));
     }
 
     /// @notice Cumulative filled size of the order(s) signed by `owner` with `nonce`; 2**64 - 1 once the nonce is

@@ -162,7 +162,7 @@ contract LiquidationModule is IClearinghouseEvents {
         v.m = market;
         int256 on;
         int256 snap;
-        (v.s, on, snap) = S.unpackPosition(l.acct[S.positionKey(v.tid, market)]);
+        (v.s, on, snap) = S.unpackPosition(S.loadPosition(v.tid, market));
         if (v.s == 0) revert NothingToLiquidate();
         v.abs = DivMath.abs(v.s);
         S.Market storage sm = l.markets[market];
@@ -303,7 +303,7 @@ contract LiquidationModule is IClearinghouseEvents {
     /// @dev Applies the liquidator's side; returns its long delta. Its initial health before the
     ///      change is read first when the "strictly reduces risk" exemption could apply.
     function _applyLiquidator(Liq memory v) private returns (int256) {
-        (int256 sL,,) = S.unpackPosition(S.store().acct[S.positionKey(v.lid, v.m)]);
+        (int256 sL,,) = S.unpackPosition(S.loadPosition(v.lid, v.m));
         v.reduces = MarginMath.strictlyReduces(sL, v.dL);
         if (v.reduces) {
             v.hImBefore =
@@ -326,10 +326,9 @@ contract LiquidationModule is IClearinghouseEvents {
         private
         returns (int256 longDelta)
     {
-        uint256 key = S.positionKey(id, m);
-        (int256 s, int256 on,) = S.unpackPosition(S.store().acct[key]);
+        (int256 s, int256 on,) = S.unpackPosition(S.loadPosition(id, m));
         {
-            (,, int256 snap) = S.unpackPosition(S.store().acct[key]);
+            (,, int256 snap) = S.unpackPosition(S.loadPosition(id, m));
             int256 funding = s == 0 ? int256(0) : (s * (cum - snap)).ceilDiv(ND);
             if (funding != 0) S.store().markets[m].fundingBalance += funding;
             extra -= funding;
@@ -340,20 +339,19 @@ contract LiquidationModule is IClearinghouseEvents {
             (d, on) = MarginMath.applyTrade(s, on, d, signedCash); // d := new size
         }
         if (!S.positionInRange(d, on, cum)) revert BalanceOverflow();
-        S.store().acct[key] = S.packPosition(d, on, cum);
+        S.storePosition(id, m, S.packPosition(d, on, cum));
         _addQuote(id, m, extra, d != 0);
         longDelta = (d > 0 ? d : int256(0)) - (s > 0 ? s : int256(0));
     }
 
     /// @dev Adds `delta` to the quote of `id` (int128 range) and sets or clears the market bit of `m`.
     function _addQuote(uint256 id, uint256 m, int256 delta, bool hasPosition) private {
-        mapping(uint256 => uint256) storage acct = S.store().acct;
-        uint256 hdr = acct[id];
+        uint256 hdr = S.loadHeader(id);
         int256 q = S.quoteOf(hdr) + delta;
         if (!S.inQuoteRange(q)) revert BalanceOverflow();
         uint256 bit = uint256(1) << (128 + m);
         hdr = S.withQuote(hdr, q);
-        acct[id] = hasPosition ? hdr | bit : hdr & ~bit;
+        S.storeHeader(id, hasPosition ? hdr | bit : hdr & ~bit);
     }
 
     function _addOpenInterest(uint256 m, int256 delta) private {
@@ -404,7 +402,7 @@ contract LiquidationModule is IClearinghouseEvents {
         returns (uint256 amt, uint256 pc, uint256 pay)
     {
         S.Layout storage l = S.store();
-        int256 q = S.quoteOf(l.acct[tid]);
+        int256 q = S.quoteOf(S.loadHeader(tid));
         uint256 bal = l.acct[S.collateralKey(tid, asset)];
         if (q >= 0 || bal == 0) revert NothingToLiquidate();
         S.Collateral storage col = l.collaterals[asset];
@@ -424,14 +422,14 @@ contract LiquidationModule is IClearinghouseEvents {
         uint256 bit = uint256(1) << (160 + asset);
         uint256 left = acct[S.collateralKey(tid, asset)] - amt;
         acct[S.collateralKey(tid, asset)] = left;
-        uint256 hdr = acct[tid];
+        uint256 hdr = S.loadHeader(tid);
         hdr = S.withQuote(hdr, S.quoteOf(hdr) + int256(pay)); // quote < 0 before and pay <= -q + price of 1 atom
-        acct[tid] = left == 0 ? hdr & ~bit : hdr;
+        S.storeHeader(tid, left == 0 ? hdr & ~bit : hdr);
         acct[S.collateralKey(lid, asset)] += amt;
-        hdr = acct[lid];
+        hdr = S.loadHeader(lid);
         int256 lq = S.quoteOf(hdr) - int256(pay);
         if (!S.inQuoteRange(lq)) revert BalanceOverflow();
-        acct[lid] = S.withQuote(hdr, lq) | bit;
+        S.storeHeader(lid, S.withQuote(hdr, lq) | bit);
     }
 
     // ------------------------------------------------------------------------------------------ bad debt
@@ -443,7 +441,7 @@ contract LiquidationModule is IClearinghouseEvents {
     function settleBadDebt(address owner, uint32 subaccount) external guarded {
         S.Layout storage l = S.store();
         uint256 id = S.acctId(owner, subaccount);
-        uint256 hdr = l.acct[id];
+        uint256 hdr = S.loadHeader(id);
         int256 q = S.quoteOf(hdr);
         if (q >= 0 || S.marketBits(hdr) != 0 || S.assetBits(hdr) != 0) revert NoBadDebt();
         uint256 deficit = uint256(-q);
@@ -456,7 +454,7 @@ contract LiquidationModule is IClearinghouseEvents {
         l.insuranceFund = uint128(fund - insPaid);
         l.feePool = uint128(pool - feePaid);
         l.unbackedDebt += uint128(unbacked); // deficit < 2**127
-        l.acct[id] = S.withQuote(hdr, 0);
+        S.storeHeader(id, S.withQuote(hdr, 0));
         emit BadDebtSettled(owner, subaccount, insPaid, feePaid, unbacked);
     }
 
@@ -497,12 +495,12 @@ contract LiquidationModule is IClearinghouseEvents {
         returns (int256 dT, uint256 pb)
     {
         S.Layout storage l = S.store();
-        (int256 s,,) = S.unpackPosition(l.acct[S.positionKey(tid, market)]);
+        (int256 s,,) = S.unpackPosition(S.loadPosition(tid, market));
         if (size == 0 || s == 0 || size > DivMath.abs(s)) revert NothingToLiquidate();
         S.Market storage sm = l.markets[market];
         {
             uint256 p = _price(sm.feedId);
-            (int256 sc, int256 onc,) = S.unpackPosition(l.acct[S.positionKey(cid, market)]);
+            (int256 sc, int256 onc,) = S.unpackPosition(S.loadPosition(cid, market));
             if ((sc > 0) == (s > 0) || DivMath.abs(sc) < size || MarginMath.positionValue(sc, p) <= onc) {
                 revert InvalidCounterparty();
             }

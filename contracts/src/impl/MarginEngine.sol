@@ -53,6 +53,7 @@ abstract contract MarginEngine is IClearinghouseEvents {
         // settlement only: open interest + 1 while the batch holds it in memory (0: not read yet); written back
         // once at the end of the batch for the markets in Ctx.oiDirty (SettlementModule._flushOi)
         uint256 oi;
+        uint256 epoch; // funding epoch of `cum` (ClearinghouseStorage: position lanes refer to epochs)
     }
 
     struct AssetCache {
@@ -131,6 +132,7 @@ abstract contract MarginEngine is IClearinghouseEvents {
         mc.oiCap = sm.openInterestCap;
         mc.maxFunding = sm.maxFundingPpm;
         mc.cum = sm.cumulativeFunding;
+        mc.epoch = sm.fundingEpoch;
         uint256 n = sm.tierCount;
         mc.tierCount = n;
         for (uint256 i = 0; i < n; ++i) {
@@ -210,7 +212,7 @@ abstract contract MarginEngine is IClearinghouseEvents {
     /// @dev Fills the health accumulators of `c` for sub-account `id` whose header is `hdr`, honouring the
     ///      overrides. All prices must have been checked with _pricesOk.
     function _terms(Ctx memory c, uint256 id, uint256 hdr) internal view {
-        S.Layout storage l = S.store();
+        mapping(uint256 => uint256) storage acct = S.store().acct;
         c.base = S.quoteOf(hdr);
         c.wInit = 0;
         c.wMaint = 0;
@@ -220,14 +222,14 @@ abstract contract MarginEngine is IClearinghouseEvents {
         uint256 bits = S.marketBits(hdr);
         for (uint256 m = 0; bits != 0; ++m) {
             if (bits & 1 != 0) {
-                _addPosition(c, m, m == c.ovMarket ? c.ovPos : l.acct[S.positionKey(id, m)]);
+                _addPosition(c, m, m == c.ovMarket ? c.ovPos : _position(c, id, m));
             }
             bits >>= 1;
         }
         bits = S.assetBits(hdr);
         for (uint256 a = 0; bits != 0; ++a) {
             if (bits & 1 != 0) {
-                uint256 amt = a == c.ovAsset ? c.ovAmt : l.acct[S.collateralKey(id, a)];
+                uint256 amt = a == c.ovAsset ? c.ovAmt : acct[S.collateralKey(id, a)];
                 AssetCache memory ac = c.a[a];
                 uint256 v = MarginMath.collateralValue(amt, ac.price, ac.unit);
                 c.wInit += MarginMath.weighted(v, ac.wInit);
@@ -235,6 +237,12 @@ abstract contract MarginEngine is IClearinghouseEvents {
             }
             bits >>= 1;
         }
+    }
+
+    /// @dev Wide position of `id` in market m, whose config is cached (its index and epoch).
+    function _position(Ctx memory c, uint256 id, uint256 m) internal view returns (uint256) {
+        MarketCache memory mc = c.m[m];
+        return S.loadPositionAt(id, m, mc.cum, mc.epoch);
     }
 
     function _addPosition(Ctx memory c, uint256 m, uint256 packed) private pure {
@@ -267,14 +275,13 @@ abstract contract MarginEngine is IClearinghouseEvents {
         view
         returns (uint8 reason, uint256 newHdr, uint256 newAmt)
     {
-        S.Layout storage l = S.store();
-        uint256 hdr = l.acct[id];
+        uint256 hdr = S.loadHeader(id);
         if (asset == 0) {
             int256 q = S.quoteOf(hdr);
             if (q <= 0 || amount > uint256(q)) return (R_INSUFFICIENT_BALANCE, 0, 0);
             newHdr = S.withQuote(hdr, q - int256(amount));
         } else {
-            uint256 bal = l.acct[S.collateralKey(id, asset)];
+            uint256 bal = S.store().acct[S.collateralKey(id, asset)];
             if (amount > bal) return (R_INSUFFICIENT_BALANCE, 0, 0);
             newAmt = bal - amount;
             newHdr = newAmt == 0 ? hdr & ~(uint256(1) << (160 + asset)) : hdr;
@@ -293,7 +300,7 @@ abstract contract MarginEngine is IClearinghouseEvents {
 
     function _commitDebit(uint256 id, uint256 asset, uint256 amount, uint256 newHdr, uint256 newAmt) internal {
         S.Layout storage l = S.store();
-        l.acct[id] = newHdr;
+        S.storeHeader(id, newHdr);
         if (asset != 0) l.acct[S.collateralKey(id, asset)] = newAmt;
         S.Collateral storage col = l.collaterals[asset];
         uint128 total = col.totalDeposited;

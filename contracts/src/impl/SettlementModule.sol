@@ -53,6 +53,10 @@ contract SettlementModule is MarginEngine {
         int256 tB; // the fill market's terms after the fill (_marginOk)
         uint256 tP;
         uint256 tR;
+        uint256 ka; // storage slot of the account's slot A and its value (_loadSide), reused by _store
+        uint256 va;
+        uint256 kb; // storage slot of the fill market's lane (m >= 1) and its value
+        uint256 vb;
     }
 
     /// @dev Batch record of an (owner, nonce) a fill read (§4), three words in the batch's hash map: next record in
@@ -68,6 +72,13 @@ contract SettlementModule is MarginEngine {
     uint256 private constant NR_DIRTY = 1 << 102; // a fill changed it
 
     uint256 private constant SPENT = 1 << 64; // above any order size
+
+    // storage lanes (ClearinghouseStorage): the acct mapping's slot (Layout field 2), the low-half mask, the
+    // quote int80.min flagging a wide header, the lane of a wide position
+    uint256 private constant ACCT_SLOT = 0x4875a7ac637ce636e6502acf9d9a4365a479a55e6d9369569eb405a4bfe59602;
+    uint256 private constant LO = 0xffffffffffffffffffffffffffffffff;
+    uint256 private constant WIDE_Q = 0xffffffffffffffffffffffffffffffffffffffffffff80000000000000000000; // int80.min
+    uint256 private constant WIDE_POS = 0x80000000000000000000000000000000;
 
     constructor(address oracle_, address quoteToken_) MarginEngine(oracle_, quoteToken_) {
         _self = address(this);
@@ -179,6 +190,53 @@ contract SettlementModule is MarginEngine {
         return _executeForced(c, uint64(B.u(p, 8)), seq);
     }
 
+    /// @notice Clearinghouse.deposit (reached through it, which enforces non-reentrancy): credits what actually
+    ///         arrived (balance delta), subject to the asset's deposit cap.
+    function deposit(address owner, uint32 subaccount, uint16 asset, uint256 amount) external {
+        if (address(this) == _self) revert DirectCallForbidden();
+        if (owner == address(0)) revert ZeroAddress();
+        if (amount == 0) revert ZeroAmount();
+        S.Layout storage l = S.store();
+        if (asset >= l.collateralCount) revert UnknownAsset(asset);
+        S.Collateral storage col = l.collaterals[asset];
+        uint256 received = _pull(col.token, amount);
+        uint256 total = uint256(col.totalDeposited) + received;
+        if (total > col.depositCap) revert DepositCapExceeded(asset, total, col.depositCap);
+        col.totalDeposited = uint128(total);
+        uint256 id = S.acctId(owner, subaccount);
+        uint256 hdr = S.loadHeader(id);
+        if (asset == 0) {
+            int256 q = S.quoteOf(hdr) + int256(received);
+            if (!S.inQuoteRange(q)) revert BalanceOverflow();
+            hdr = S.withQuote(hdr, q);
+        } else {
+            l.acct[S.collateralKey(id, asset)] += received;
+            hdr |= uint256(1) << (160 + asset);
+        }
+        S.storeHeader(id, hdr);
+        emit Deposit(owner, subaccount, asset, received);
+    }
+
+    /// @notice Clearinghouse.depositInsurance: adds quote tokens to the insurance fund (balance delta).
+    function depositInsurance(uint256 amount) external {
+        if (address(this) == _self) revert DirectCallForbidden();
+        if (amount == 0) revert ZeroAmount();
+        uint256 received = _pull(_quoteToken, amount);
+        S.Layout storage l = S.store();
+        uint256 total = uint256(l.insuranceFund) + received;
+        if (total > type(uint128).max) revert BalanceOverflow();
+        l.insuranceFund = uint128(total);
+        emit InsuranceDeposited(msg.sender, received);
+    }
+
+    function _pull(address token, uint256 amount) private returns (uint256 received) {
+        uint256 before = IERC20(token).balanceOf(address(this));
+        SafeERC20.safeTransferFrom(IERC20(token), msg.sender, address(this), amount);
+        received = IERC20(token).balanceOf(address(this)) - before;
+        if (received == 0) revert ZeroAmount();
+        if (received > type(uint128).max) revert BalanceOverflow();
+    }
+
     /// @notice Escape hatch (docs/protocol.md §8), reached through Clearinghouse.executeForcedWithdrawal, which
     ///         enforces non-reentrancy. Same checks and errors as before the move.
     function executeForcedWithdrawal(uint64 requestId) external {
@@ -255,8 +313,8 @@ contract SettlementModule is MarginEngine {
             m >= c.nMarkets || k.market != m || t.isBuy == k.isBuy || t.flags > 3 || k.flags > 3
                 || (t.owner == k.owner && (t.sub == k.sub || t.nonce == k.nonce))
         ) return R_INVALID_ITEM;
-        _ensureMarket(c, m);
         MarketCache memory mc = c.m[m];
+        if (!mc.loaded) _ensureMarket(c, m);
         if (fillSize == 0 || fillSize % mc.lotSize != 0 || fillPrice == 0 || fillPrice % mc.tickSize != 0) {
             return R_INVALID_ITEM;
         }
@@ -479,32 +537,32 @@ contract SettlementModule is MarginEngine {
     {
         S.Layout storage l = S.store();
         uint256 m = t.market;
-        {
-            bytes32 acctSlot = _acctSlot();
-            _loadSide(acctSlot, t, m, fillSize);
-            _loadSide(acctSlot, k, m, fillSize);
-        }
+        _loadSide(c, t, m, fillSize);
+        _loadSide(c, k, m, fillSize);
         if (
             (t.flags & 2 != 0 && !MarginMath.strictlyReduces(t.s, t.d))
                 || (k.flags & 2 != 0 && !MarginMath.strictlyReduces(k.s, k.d))
         ) return R_REDUCE_ONLY;
 
-        int256 cum = c.m[m].cum;
-        uint256 cash;
-        unchecked {
-            cash = fillSize * fillPrice / uint256(MarginMath.NOTIONAL_DIV); // both < 2**64
+        MarketCache memory mc = c.m[m];
+        {
+            int256 cum = mc.cum;
+            uint256 cash;
+            unchecked {
+                cash = fillSize * fillPrice / uint256(MarginMath.NOTIONAL_DIV); // both < 2**64
+            }
+            if (!_newState(t, cum, cash) || !_newState(k, cum, cash)) return R_INVALID_ITEM;
         }
-        if (!_newState(t, cum, cash) || !_newState(k, cum, cash)) return R_INVALID_ITEM;
 
         // open interest = total long size, held in memory for the batch (_flushOi)
         int256 oiDelta = _longDelta(t) + _longDelta(k);
-        uint256 oi1 = c.m[m].oi;
+        uint256 oi1 = mc.oi;
         if (oi1 == 0) oi1 = uint256(l.markets[m].openInterest) + 1;
         int256 newOi = int256(oi1 - 1) + oiDelta;
         if (newOi < 0) newOi = 0;
-        if (oiDelta > 0 && uint256(newOi) > c.m[m].oiCap) return R_OPEN_INTEREST_CAP;
+        if (oiDelta > 0 && uint256(newOi) > mc.oiCap) return R_OPEN_INTEREST_CAP;
 
-        if (_marketPrice(c, m) == BAD) {
+        if ((c.okMarkets >> m) & 1 == 0 && _marketPrice(c, m) == BAD) {
             // Reduce-only mode (§9.8): with the market's oracle down, positions may still be closed or
             // shrunk. A fill where both sides strictly reduce without flipping cannot raise either side's
             // risk, so it needs no price and no margin check; anything else waits for a fresh price.
@@ -519,9 +577,15 @@ contract SettlementModule is MarginEngine {
             _commitFill(c, t, k, fillSize, uint256(newOi));
             return 0;
         }
-        (bool ok,) = _pricesOk(c, t.hdr);
-        if (ok) (ok,) = _pricesOk(c, k.hdr);
-        if (!ok) return R_ORACLE_UNAVAILABLE;
+        {
+            // _pricesOk's own first test for both headers at once: every price they need is cached and good
+            uint256 both = t.hdr | k.hdr;
+            if (S.marketBits(both) & ~c.okMarkets != 0 || S.assetBits(both) & ~c.okAssets != 0) {
+                (bool ok,) = _pricesOk(c, t.hdr);
+                if (ok) (ok,) = _pricesOk(c, k.hdr);
+                if (!ok) return R_ORACLE_UNAVAILABLE;
+            }
+        }
 
         if (!_marginOk(c, t, m) || !_marginOk(c, k, m)) {
             // a record built by this fill holds its after-state (_acct): forget both, rebuilt when next needed
@@ -535,21 +599,66 @@ contract SettlementModule is MarginEngine {
     }
 
     function _commitFill(Ctx memory c, Side memory t, Side memory k, uint256 fillSize, uint256 newOi) private {
-        S.Layout storage l = S.store();
         uint256 m = t.market;
-        l.acct[t.id] = t.newHdr;
-        l.acct[S.positionKey(t.id, m)] = t.newPos;
-        l.acct[k.id] = k.newHdr;
-        l.acct[S.positionKey(k.id, m)] = k.newPos;
+        MarketCache memory mc = c.m[m];
+        uint256 epoch = mc.epoch;
+        _store(t, m, epoch);
+        _store(k, m, epoch);
         _addFilled(t, fillSize);
         _addFilled(k, fillSize);
         _setSums(t);
         _setSums(k);
-        c.m[m].oi = newOi + 1;
+        mc.oi = newOi + 1;
         c.oiDirty |= uint256(1) << m;
         c.feeAcc += t.fee + k.fee;
         int256 fundingSum = t.funding + k.funding;
         if (fundingSum != 0) c.fundDelta[m] += fundingSum;
+    }
+
+    /// @dev Stores x's new header and market m's new position (snapshot: the current index, as a fill settles
+    ///      funding first), S.storeHeader and S.storePosition in one pass over the slots _loadSide read.
+    function _store(Side memory x, uint256 m, uint256 epoch) private {
+        uint256 rare;
+        // Side fields (words): id 12, newHdr 18, newPos 19, ka 32, va 33, kb 34, vb 35
+        assembly ("memory-safe") {
+            // position lane: int48 size | int48 openNotional << 48 | epoch << 96, WIDE_POS when out of range
+            let pos := mload(add(x, 0x260))
+            let lane := 0
+            if pos {
+                let sz := signextend(9, pos)
+                let on := signextend(10, shr(80, pos))
+                switch and(eq(signextend(5, sz), sz), eq(signextend(5, on), on))
+                case 1 { lane := or(and(sz, 0xffffffffffff), or(shl(48, and(on, 0xffffffffffff)), shl(96, epoch))) }
+                default {
+                    lane := WIDE_POS
+                    rare := 2
+                }
+            }
+            switch m
+            case 0 { lane := shl(128, lane) }
+            default {
+                let b := mload(add(x, 0x460))
+                switch and(m, 1)
+                case 0 { b := or(and(b, LO), shl(128, lane)) }
+                default { b := or(and(b, not(LO)), lane) }
+                sstore(mload(add(x, 0x440)), b)
+                lane := and(mload(add(x, 0x420)), not(LO))
+            }
+            // header lane: int80 quote | bits << 80; WIDE_Q flags a wide header
+            let hdr := mload(add(x, 0x240))
+            let q := signextend(15, hdr)
+            let hl := or(and(q, 0xffffffffffffffffffff), shl(80, shr(128, hdr)))
+            if iszero(and(eq(signextend(9, q), q), iszero(eq(q, WIDE_Q)))) {
+                rare := or(rare, 1)
+                hl := and(WIDE_Q, 0xffffffffffffffffffff)
+            }
+            sstore(mload(add(x, 0x400)), or(hl, lane))
+        }
+        if (rare != 0) {
+            mapping(uint256 => uint256) storage acct = S.store().acct;
+            if (rare & 1 != 0) acct[x.id | 0x400] = x.newHdr;
+            if (rare & 2 != 0) acct[S.positionKey(x.id, m)] = x.newPos;
+        }
     }
 
     /// @dev Writes the sums and the fill market's terms after the fill (_marginOk) to the account's record.
@@ -569,23 +678,64 @@ contract SettlementModule is MarginEngine {
         }
     }
 
-    /// @dev x.hdr, x.s, x.on, x.snap (S.unpackPosition) from storage and the size delta x.d.
-    function _loadSide(bytes32 acctSlot, Side memory x, uint256 m, uint256 fillSize) private view {
-        // Side fields (words): isBuy 11, id 12, hdr 13, s 14, on 15, snap 16, d 17
+    /// @dev x.hdr, x.s, x.on, x.snap (S.unpackPosition) from storage and the size delta x.d: S.loadHeader and
+    ///      S.loadPosition with the market's cached index and epoch. Keeps the slots read for _store.
+    function _loadSide(Ctx memory c, Side memory x, uint256 m, uint256 fillSize) private view {
+        uint256 rare;
+        // Ctx field 0: the MarketCache array (m < nMarkets: checked by _fillChecks), MarketCache: cum at 0xe0,
+        // epoch at 0x1c0; Side fields (words): isBuy 11, id 12, hdr 13, s 14, on 15, snap 16, d 17, ka 32, va 33,
+        // kb 34, vb 35
         assembly ("memory-safe") {
             let id := mload(add(x, 0x180))
             mstore(0, id)
-            mstore(0x20, acctSlot)
-            mstore(add(x, 0x1a0), sload(keccak256(0, 0x40)))
-            mstore(0, or(id, or(0x100, m)))
-            let p := sload(keccak256(0, 0x40))
-            mstore(add(x, 0x1c0), signextend(9, p))
-            mstore(add(x, 0x1e0), signextend(10, shr(80, p)))
-            mstore(add(x, 0x200), signextend(10, shr(168, p)))
+            mstore(0x20, ACCT_SLOT)
+            let ka := keccak256(0, 0x40)
+            let a := sload(ka)
+            mstore(add(x, 0x400), ka)
+            mstore(add(x, 0x420), a)
+            let q := signextend(9, a)
+            switch eq(q, WIDE_Q)
+            case 0 { mstore(add(x, 0x1a0), or(and(q, LO), shl(128, shr(80, and(a, LO))))) }
+            default { rare := 1 } // wide header
+            let lane := shr(128, a)
+            if m {
+                mstore(0, or(id, or(0x300, shr(1, add(m, 1)))))
+                let kb := keccak256(0, 0x40)
+                let b := sload(kb)
+                mstore(add(x, 0x440), kb)
+                mstore(add(x, 0x460), b)
+                switch and(m, 1)
+                case 0 { lane := shr(128, b) }
+                default { lane := and(b, LO) }
+            }
+            let s_ := 0
+            let on := 0
+            let snap := 0
+            if lane {
+                let mc := mload(add(mload(c), add(0x20, shl(5, m))))
+                switch and(iszero(eq(lane, WIDE_POS)), eq(shr(96, lane), mload(add(mc, 0x1c0))))
+                case 1 {
+                    s_ := signextend(5, lane)
+                    on := signextend(5, shr(48, lane))
+                    snap := mload(add(mc, 0xe0))
+                }
+                default { rare := or(rare, 2) } // wide position or an older funding epoch
+            }
+            mstore(add(x, 0x1c0), s_)
+            mstore(add(x, 0x1e0), on)
+            mstore(add(x, 0x200), snap)
             let d := fillSize
             if iszero(mload(add(x, 0x160))) { d := sub(0, fillSize) }
             mstore(add(x, 0x220), d)
         }
+        if (rare != 0) _loadRare(c, x, m, rare);
+    }
+
+    /// @dev _loadSide's rare cases: a wide header (rare & 1), a wide position or one from an older funding epoch
+    ///      (rare & 2).
+    function _loadRare(Ctx memory c, Side memory x, uint256 m, uint256 rare) private view {
+        if (rare & 1 != 0) x.hdr = S.store().acct[x.id | 0x400];
+        if (rare & 2 != 0) (x.s, x.on, x.snap) = S.unpackPosition(_position(c, x.id, m));
     }
 
     /// @dev Steps 1-4 of "Applying a trade"; false when a value leaves its storage range. Sets x.funding and
@@ -716,13 +866,19 @@ contract SettlementModule is MarginEngine {
         x.nR = q;
     }
 
-    /// @dev H_im = quote + B + W - haircut(P) - R (checked, as in _terms).
+    /// @dev H_im = quote + B + W - haircut(P) - R (the same integers as _terms).
     function _health(Ctx memory c, int256 quote, int256 b, uint256 w, uint256 p, uint256 r)
         private
         pure
         returns (int256)
     {
-        return quote + b + int256(w) - int256(MarginMath.haircut(p, c.haircut)) - int256(r);
+        uint256 h = MarginMath.haircut(p, c.haircut);
+        // unchecked: |quote| < 2**127, |b| < 2**181 (at most 32 terms below 2**176), w < 2**241
+        // (both paths of _wInit), h < 2**213 and r < 2**180 (32 requirements, each at most N < 2**175), so the sum
+        // stays far inside int256
+        unchecked {
+            return quote + b + int256(w) - int256(h) - int256(r);
+        }
     }
 
     /// @dev The batch record of x's sub-account: next, link (unused), key (id), B = sum (PV - A), P = sum
@@ -759,18 +915,10 @@ contract SettlementModule is MarginEngine {
 
     /// @dev Fills record `r`'s sums and terms from the positions of header `hdr`, market `m`'s being `opos`.
     function _build(Ctx memory c, uint256 r, uint256 id, uint256 hdr, uint256 m, uint256 opos) private view {
-        bytes32 acctSlot = _acctSlot();
         uint256 bits = S.marketBits(hdr);
         for (uint256 mm = 0; bits != 0; ++mm) {
             if (bits & 1 != 0) {
-                uint256 packed = opos;
-                if (mm != m) {
-                    assembly ("memory-safe") {
-                        mstore(0, or(id, or(0x100, mm)))
-                        mstore(0x20, acctSlot)
-                        packed := sload(keccak256(0, 0x40))
-                    }
-                }
+                uint256 packed = mm == m ? opos : _position(c, id, mm);
                 (int256 b, uint256 p, uint256 q) = _contrib(c.m[mm], packed);
                 // sums of terms each below 2**176 in magnitude (as in _afterSums): exact
                 assembly ("memory-safe") {
@@ -948,20 +1096,20 @@ contract SettlementModule is MarginEngine {
         (uint8 reason, uint256 newHdr, uint256 newAmt) = _prepareDebit(c, id, asset, amount);
         if (reason != 0) return reason;
         uint256 to = S.acctId(owner, B.u(o + 24, 4));
-        uint256 toHdr = l.acct[to];
+        uint256 toHdr = S.loadHeader(to);
         if (asset == 0) {
             int256 q = S.quoteOf(toHdr) + int256(amount);
             if (!S.inQuoteRange(q)) return R_INVALID_ITEM;
             toHdr = S.withQuote(toHdr, q);
         }
         // commit source (totalDeposited is unchanged by a transfer)
-        l.acct[id] = newHdr;
+        S.storeHeader(id, newHdr);
         if (asset != 0) {
             l.acct[S.collateralKey(id, asset)] = newAmt;
             l.acct[S.collateralKey(to, asset)] += amount;
             toHdr |= uint256(1) << (160 + asset);
         }
-        l.acct[to] = toHdr;
+        S.storeHeader(to, toHdr);
         l.usedDigest[d] = true;
         return 0;
     }
@@ -975,11 +1123,12 @@ contract SettlementModule is MarginEngine {
         int256 maxRate = int256(c.m[m].maxFunding);
         if (rate > maxRate) rate = maxRate;
         if (rate < -maxRate) rate = -maxRate;
-        S.Market storage sm = S.store().markets[m];
-        int256 cum = int256(sm.cumulativeFunding) + DivMath.truncDiv(rate * int256(p), int256(MarginMath.PPM));
+        MarketCache memory mc = c.m[m];
+        int256 cum = mc.cum + DivMath.truncDiv(rate * int256(p), int256(MarginMath.PPM));
         if (cum < S.ON_MIN || cum > S.ON_MAX) return R_INVALID_ITEM;
-        sm.cumulativeFunding = int128(cum);
-        c.m[m].cum = cum;
+        S.setCumulativeFunding(m, cum);
+        mc.cum = cum;
+        mc.epoch += 1;
         emit FundingUpdated(uint32(m), int32(rate), cum);
         return 0;
     }

@@ -34,15 +34,15 @@ contract ClearinghouseHarness is Clearinghouse {
         _harnessClear(id);
         uint256 abits = _harnessAssets(id, assets, amounts);
         uint256 mbits = _harnessMarkets(id, markets, sizes, openNotionals, fundingSnapshots);
-        S.store().acct[id] = uint256(uint128(int128(quote))) | (mbits << 128) | (abits << 160);
+        S.storeHeader(id, uint256(uint128(int128(quote))) | (mbits << 128) | (abits << 160));
     }
 
     function _harnessClear(uint256 id) internal {
         S.Layout storage l = S.store();
-        uint256 hdr = l.acct[id];
+        uint256 hdr = S.loadHeader(id);
         uint256 bits = S.marketBits(hdr);
         for (uint256 m = 0; bits != 0; ++m) {
-            if (bits & 1 != 0) delete l.acct[S.positionKey(id, m)];
+            if (bits & 1 != 0) S.storePosition(id, m, 0);
             bits >>= 1;
         }
         bits = S.assetBits(hdr);
@@ -84,7 +84,7 @@ contract ClearinghouseHarness is Clearinghouse {
             if (m >= l.marketCount || !S.positionInRange(sizes[i], openNotionals[i], fundingSnapshots[i])) {
                 revert HarnessBadInput();
             }
-            l.acct[S.positionKey(id, m)] = S.packPosition(sizes[i], openNotionals[i], fundingSnapshots[i]);
+            S.storePosition(id, m, S.packPosition(sizes[i], openNotionals[i], fundingSnapshots[i]));
             if (sizes[i] != 0) mbits |= uint256(1) << m;
             else mbits &= ~(uint256(1) << m);
         }
@@ -93,7 +93,7 @@ contract ClearinghouseHarness is Clearinghouse {
     /// @notice Sets a market's cumulative funding index (must fit int88).
     function harnessSetCumulativeFunding(uint32 market, int256 index) external {
         if (index < S.ON_MIN || index > S.ON_MAX) revert HarnessBadInput();
-        S.store().markets[market].cumulativeFunding = int128(index);
+        S.setCumulativeFunding(market, index);
     }
 
     /// @notice Sets a market's open interest.
