@@ -134,17 +134,21 @@ contract SettlementModule is MarginEngine {
             while (nb < want) nb <<= 1;
             c.hm = new uint256[](nb);
         }
-        for (uint256 j = 0; j < count; ++j) {
-            if (o >= len) revert MalformedBatch(o);
-            uint256 bodyLen = B.bodyLength(B.u(base + o, 1));
-            if (bodyLen == 0 || o + 1 + bodyLen > len) revert MalformedBatch(o);
-            uint8 reason = _item(c, t, k, base + o, firstSeq + uint64(j));
-            if (reason == MALFORMED) revert MalformedBatch(o);
-            if (reason != 0) {
-                emit ItemRejected(firstSeq + uint64(j), reason);
-                ++rejected;
+        // unchecked: offsets stay below the calldata length, j < count < 2**16; a sequence number past uint64
+        // (wrapped here) reverts the batch when settle() stores nextSeq, checked
+        unchecked {
+            for (uint256 j = 0; j < count; ++j) {
+                if (o >= len) revert MalformedBatch(o);
+                uint256 bodyLen = B.bodyLength(B.u(base + o, 1));
+                if (bodyLen == 0 || o + 1 + bodyLen > len) revert MalformedBatch(o);
+                uint8 reason = _item(c, t, k, base + o, firstSeq + uint64(j));
+                if (reason == MALFORMED) revert MalformedBatch(o);
+                if (reason != 0) {
+                    emit ItemRejected(firstSeq + uint64(j), reason);
+                    ++rejected;
+                }
+                o += 1 + bodyLen;
             }
-            o += 1 + bodyLen;
         }
         if (o != len) revert MalformedBatch(o);
     }
@@ -169,15 +173,19 @@ contract SettlementModule is MarginEngine {
     ///      (a FILL_REF index outside the order table).
     function _item(Ctx memory c, Side memory t, Side memory k, uint256 ko, uint64 seq) private returns (uint8) {
         uint256 kind = B.u(ko, 1);
-        uint256 p = ko + 1;
-        if (kind == B.KIND_FILL_REF) {
-            if (!_readRefs(c, t, k, p)) return MALFORMED;
-            return _fill(c, t, k, p + 4);
-        }
-        if (kind == B.KIND_FILL) {
-            _readOrder(t, p, 0);
-            _readOrder(k, p + 130, 0);
-            return _fill(c, t, k, p + 260);
+        uint256 p;
+        unchecked {
+            // calldata offsets, the item's length checked by _items
+            p = ko + 1;
+            if (kind == B.KIND_FILL_REF) {
+                if (!_readRefs(c, t, k, p)) return MALFORMED;
+                return _fill(c, t, k, p + 4);
+            }
+            if (kind == B.KIND_FILL) {
+                _readOrder(t, p, 0);
+                _readOrder(k, p + 130, 0);
+                return _fill(c, t, k, p + 260);
+            }
         }
         // Other kinds never read filled amounts, but keep storage current before them all the same (cheap: rare)
         if (c.nonces != 0 || c.accts != 0) {
@@ -261,8 +269,12 @@ contract SettlementModule is MarginEngine {
         uint256 ti = B.u(p, 2);
         uint256 ki = B.u(p + 2, 2);
         if (ti >= n || ki >= n) return false;
-        _readOrder(t, c.tbl + ti * B.SIGNED_ORDER, ti + 1);
-        _readOrder(k, c.tbl + ki * B.SIGNED_ORDER, ki + 1);
+        uint256 tbl = c.tbl;
+        unchecked {
+            // indices < 2**16, the table lies inside calldata
+            _readOrder(t, tbl + ti * B.SIGNED_ORDER, ti + 1);
+            _readOrder(k, tbl + ki * B.SIGNED_ORDER, ki + 1);
+        }
         return true;
     }
 
@@ -294,9 +306,12 @@ contract SettlementModule is MarginEngine {
     /// @dev A fill whose sides are already read; `o` points at fillSize:uint64 fillPrice:uint64 fees:2*uint32.
     function _fill(Ctx memory c, Side memory t, Side memory k, uint256 o) private returns (uint8 r) {
         uint256 fillSize = B.u(o, 8);
-        uint256 fillPrice = B.u(o + 8, 8);
-        t.feePpm = B.u(o + 16, 4);
-        k.feePpm = B.u(o + 20, 4);
+        uint256 fillPrice;
+        unchecked {
+            fillPrice = B.u(o + 8, 8);
+            t.feePpm = B.u(o + 16, 4);
+            k.feePpm = B.u(o + 20, 4);
+        }
         r = _fillChecks(c, t, k, fillSize, fillPrice);
         if (r != 0) return r;
         return _fillApply(c, t, k, fillSize, fillPrice);
@@ -320,8 +335,11 @@ contract SettlementModule is MarginEngine {
         }
         if (!_orderSigOk(c, t) || !_orderSigOk(c, k)) return R_BAD_SIGNATURE;
         if (block.timestamp > t.expiry || block.timestamp > k.expiry) return R_EXPIRED;
-        if (_filled(c, t) + fillSize > t.size) return R_OVERFILL;
-        if (_filled(c, k) + fillSize > k.size) return R_OVERFILL;
+        unchecked {
+            // filled <= SPENT = 2**64 and fillSize < 2**64
+            if (_filled(c, t) + fillSize > t.size) return R_OVERFILL;
+            if (_filled(c, k) + fillSize > k.size) return R_OVERFILL;
+        }
         (uint256 buyLimit, uint256 sellLimit) = t.isBuy ? (t.price, k.price) : (k.price, t.price);
         if (buyLimit < fillPrice || sellLimit > fillPrice) return R_PRICE_LIMIT;
         if (t.feePpm > t.maxFee || k.feePpm > k.maxFee) return R_FEE_TOO_HIGH;
@@ -462,7 +480,10 @@ contract SettlementModule is MarginEngine {
 
     /// @dev Records `amount` more on the nonce's batch record: reaching the order's size marks it spent.
     function _addFilled(Side memory x, uint256 amount) private pure {
-        uint256 p = x.nr + 0x20;
+        uint256 p;
+        unchecked {
+            p = x.nr + 0x20; // a memory address
+        }
         uint256 size = x.size;
         assembly ("memory-safe") {
             let w := mload(p)
@@ -555,10 +576,15 @@ contract SettlementModule is MarginEngine {
         }
 
         // open interest = total long size, held in memory for the batch (_flushOi)
-        int256 oiDelta = _longDelta(t) + _longDelta(k);
-        uint256 oi1 = mc.oi;
-        if (oi1 == 0) oi1 = uint256(l.markets[m].openInterest) + 1;
-        int256 newOi = int256(oi1 - 1) + oiDelta;
+        int256 oiDelta;
+        int256 newOi;
+        unchecked {
+            // sizes < 2**80, open interest < 2**128
+            oiDelta = _longDelta(t) + _longDelta(k);
+            uint256 oi1 = mc.oi;
+            if (oi1 == 0) oi1 = uint256(l.markets[m].openInterest) + 1;
+            newOi = int256(oi1 - 1) + oiDelta;
+        }
         if (newOi < 0) newOi = 0;
         if (oiDelta > 0 && uint256(newOi) > mc.oiCap) return R_OPEN_INTEREST_CAP;
 
@@ -608,11 +634,15 @@ contract SettlementModule is MarginEngine {
         _addFilled(k, fillSize);
         _setSums(t);
         _setSums(k);
-        mc.oi = newOi + 1;
         c.oiDirty |= uint256(1) << m;
-        c.feeAcc += t.fee + k.fee;
-        int256 fundingSum = t.funding + k.funding;
-        if (fundingSum != 0) c.fundDelta[m] += fundingSum;
+        // unchecked: open interest < 2**81; a fee < 2**160 and a side's funding below 2**137 in magnitude (§7
+        // ranges), summed over at most 2**17 sides
+        unchecked {
+            mc.oi = newOi + 1;
+            c.feeAcc += t.fee + k.fee;
+            int256 fundingSum = t.funding + k.funding;
+            if (fundingSum != 0) c.fundDelta[m] += fundingSum;
+        }
     }
 
     /// @dev Stores x's new header and market m's new position (snapshot: the current index, as a fill settles
