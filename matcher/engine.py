@@ -783,6 +783,25 @@ class Engine:
             self.cmd_seq += 1
         return ok
 
+    def replay_records(self, records: list[Any]) -> tuple[int, int]:
+        """Replay decoded journal records (objects with ``seq`` and ``cmd``, in journal order)
+        with :meth:`replay`, in one compiled loop. Records at or below ``cmd_seq`` (covered by
+        a snapshot) are skipped. Stops at the first record that does not continue ``cmd_seq``
+        or that changed nothing; returns (records consumed, records replayed), so the caller
+        names the error at ``records[consumed]`` when it is not the end."""
+        replayed = 0
+        i = 0
+        n = len(records)
+        while i < n:
+            rec = records[i]
+            seq: int = rec.seq
+            if seq > self.cmd_seq:
+                if seq != self.cmd_seq + 1 or not self.replay(rec.cmd):
+                    break
+                replayed += 1
+            i += 1
+        return i, replayed
+
     def _owner_key(self, owner: str) -> str:
         """``owner.lower()`` as one shared string object per address, so the account keys of
         replayed commands hash with a cached hash and compare by identity."""

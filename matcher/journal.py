@@ -282,6 +282,20 @@ class Recovery:
     truncated: int  # bytes of torn tail removed
 
 
+def _apply_records(engine: Engine, records: list[Record]) -> tuple[int, int]:
+    """:meth:`Engine.replay_records` through :meth:`Engine.apply` (the reference path)."""
+    replayed = 0
+    for i, rec in enumerate(records):
+        if rec.seq > engine.cmd_seq:
+            if rec.seq != engine.cmd_seq + 1:
+                return i, replayed
+            res: Result = engine.apply(rec.cmd)
+            if not res.journal:
+                return i, replayed
+            replayed += 1
+    return len(records), replayed
+
+
 def recover(
     journal_path: str | Path,
     snapshot_dir: str | Path | None = None,
@@ -309,26 +323,17 @@ def recover(
         raise JournalError("snapshot covers more journal than exists")
     engine.replaying = True
     replayed = 0
-    apply = engine.apply
-
-    def slow(cmd: Command) -> bool:
-        res: Result = apply(cmd)
-        return res.journal
-
-    replay = engine.replay if fast else slow
     try:
         for recs, ends in iter_record_batches(buf, offset):
-            for rec, end in zip(recs, ends):
-                seq = rec.seq
-                if seq <= engine.cmd_seq:
-                    offset = end
-                    continue
+            done, n = engine.replay_records(recs) if fast else _apply_records(engine, recs)
+            replayed += n
+            if done:
+                offset = ends[done - 1]
+            if done < len(recs):
+                seq = recs[done].seq
                 if seq != engine.cmd_seq + 1:
                     raise JournalError(f"journal gap: expected {engine.cmd_seq + 1}, got {seq}")
-                if not replay(rec.cmd):
-                    raise JournalError(f"record {seq} changed nothing on replay")
-                replayed += 1
-                offset = end
+                raise JournalError(f"record {seq} changed nothing on replay")
     finally:
         engine.replaying = False
     cut = len(buf) - offset

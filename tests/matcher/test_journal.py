@@ -14,12 +14,13 @@ import pytest
 
 import engine_helpers
 from engine_helpers import random_commands
-from matcher.commands import Command
+from matcher.commands import CancelOrder, Command
 from matcher.engine import Engine
 from matcher.journal import (
     FSYNC_BY_SHELL,
     FSYNC_EVERY_RECORD,
     HEADER_SIZE,
+    JournalError,
     JournaledEngine,
     JournalWriter,
     encode_record,
@@ -287,3 +288,27 @@ def test_fast_replay_of_cancel_replace_flow(tmp_path: Path) -> None:
     assert eng.ledger.next_seq > 1  # some fills happened
     assert fast.state_hash() == ref.state_hash() == eng.state_hash()
     assert recover(path, None, CONFIG, truncate=False).engine.state_hash() == eng.state_hash()
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_gap_and_noop_records_stop_recovery(tmp_path: Path, fast: bool) -> None:
+    """A journal that skips a sequence number, or holds a record that changes nothing on
+    replay, is refused with the record named (on both replay paths); the records before it
+    were applied."""
+    cmds = random_commands(5, 40)
+    eng = _journal(tmp_path, cmds)
+    path = tmp_path / "journal.bin"
+    good = path.read_bytes()
+    # a gap: the next record claims seq + 2
+    path.write_bytes(good + encode_record(eng.cmd_seq + 2, cmds[0]))
+    with pytest.raises(JournalError, match=f"journal gap: expected {eng.cmd_seq + 1}, "
+                                           f"got {eng.cmd_seq + 2}"):
+        recover(path, None, truncate=False, fast=fast)
+    # a no-op: the right seq, but a cancel of an order that is not live
+    noop = CancelOrder(0, engine_helpers.A, 10**9, 0, 0, None, engine_helpers.NOW)
+    path.write_bytes(good + encode_record(eng.cmd_seq + 1, noop))
+    with pytest.raises(JournalError, match=f"record {eng.cmd_seq + 1} changed nothing"):
+        recover(path, None, truncate=False, fast=fast)
+    # without the bad record the same journal recovers the writer's state
+    path.write_bytes(good)
+    assert recover(path, None, fast=fast).engine.state_hash() == eng.state_hash()
