@@ -696,49 +696,54 @@ class Engine:
         return Result(Ack(cmd.req_id, True, _OK, "", 0, 0), out, bool(out))
 
     def _modify(self, cmd: ModifyOrder) -> Result:
-        rec = self._owned(cmd.owner, cmd.order_id)
+        # the command's and the new order's fields with one C call each (cancel-replace is
+        # most of the traffic)
+        req_id, cmd_owner, order_id, new_size, n, new_sig, new_signer, now = astuple(cmd)
+        rec = self._owned(cmd_owner, order_id)
         if isinstance(rec, Result):
-            return _ack(cmd.req_id, rec.ack.code, rec.ack.message)
+            return _ack(req_id, rec.ack.code, rec.ack.message)
         book = self.books[rec.market]
         out: list[Output] = []
-        if cmd.new_order is None:
+        if n is None:
             # the signed order stays: filled + open <= signed size still holds on-chain
-            if not 0 < cmd.size <= rec.remaining:
-                return _ack(cmd.req_id, Code.BAD_SIZE,
+            if not 0 < new_size <= rec.remaining:
+                return _ack(req_id, Code.BAD_SIZE,
                             "without a new signed order only a size decrease is possible")
-            if cmd.size % book.lot_size:
-                return _ack(cmd.req_id, Code.OFF_LOT, "size off lot")
-            self._events(book.modify(rec.oid, rec.price, cmd.size, cmd.now), out, 0)
-            return self._done(cmd.req_id, rec.oid, out)
-        n = cmd.new_order
-        owner = n.owner.lower()
-        if (owner != rec.acct[0] or n.subaccount != rec.acct[1]
-                or n.market != rec.market or n.is_buy != rec.is_buy
-                or cmd.new_signature is None or cmd.new_signer is None):
-            return _ack(cmd.req_id, Code.BAD_REQUEST,
+            if new_size % book.lot_size:
+                return _ack(req_id, Code.OFF_LOT, "size off lot")
+            self._events(book.modify(rec.oid, rec.price, new_size, now), out, 0)
+            return self._done(req_id, rec.oid, out)
+        n_owner, n_sub, n_market, n_is_buy, n_reduce_only, n_price, n_size, n_nonce, _, _ = (
+            astuple(n))
+        owner = n_owner.lower()
+        acct = rec.acct
+        if (owner != acct[0] or n_sub != acct[1]
+                or n_market != rec.market or n_is_buy != rec.is_buy
+                or new_sig is None or new_signer is None):
+            return _ack(req_id, Code.BAD_REQUEST,
                         "replacement must keep owner, sub-account, market and side")
         bo = rec.bo
-        bad = self._validate_order(n, owner, cmd.new_signer, bo.tif, bo.stp, cmd.now)
+        bad = self._validate_order(n, owner, new_signer, bo.tif, bo.stp, now)
         if bad is not None:
-            return _ack(cmd.req_id, *bad)
-        same_nonce = n.nonce == rec.signed.nonce
-        if not same_nonce and (rec.acct[0], n.nonce) in self.nonces:
-            return _ack(cmd.req_id, Code.REPLAYED_NONCE, f"nonce {n.nonce} already used")
+            return _ack(req_id, *bad)
+        same_nonce = n_nonce == rec.signed.nonce
+        if not same_nonce and (acct[0], n_nonce) in self.nonces:
+            return _ack(req_id, Code.REPLAYED_NONCE, f"nonce {n_nonce} already used")
         # on the same nonce the contract's budget already holds what the old order filled
         filled = rec.filled if same_nonce else 0
-        size = n.size - filled
+        size = n_size - filled
         if size <= 0:
-            return _ack(cmd.req_id, Code.BAD_SIZE, "new size not above the amount filled")
+            return _ack(req_id, Code.BAD_SIZE, "new size not above the amount filled")
         if bo.tif == _POST_ONLY:
-            best = book.best_ask() if n.is_buy else book.best_bid()
-            if best is not None and (n.price >= best if n.is_buy else n.price <= best):
-                return _ack(cmd.req_id, Code.POST_ONLY_WOULD_CROSS, "post-only would cross")
-        bad = self._risk_gate(rec.acct, n.market, n.is_buy, size, n.price, n.reduce_only, rec)
+            best = book.best_ask() if n_is_buy else book.best_bid()
+            if best is not None and (n_price >= best if n_is_buy else n_price <= best):
+                return _ack(req_id, Code.POST_ONLY_WOULD_CROSS, "post-only would cross")
+        bad = self._risk_gate(acct, n_market, n_is_buy, size, n_price, n_reduce_only, rec)
         if bad is not None:
-            return _ack(cmd.req_id, *bad)
-        self._events(book.cancel(rec.oid, CancelReason.USER), out, 0)
-        return self._submit(cmd.req_id, n, cmd.new_signature, bo.tif, bo.stp, rec.cid, cmd.now,
-                            rec.acct, filled, size, out)
+            return _ack(req_id, *bad)
+        self._events(book.cancel(rec.oid, _CANCEL_USER), out, 0)
+        return self._submit(req_id, n, new_sig, bo.tif, bo.stp, rec.cid, now, acct, filled,
+                            size, out)
 
     def _expire(self, cmd: ExpireTick) -> Result:
         out: list[Output] = []
