@@ -144,7 +144,9 @@ library ClearinghouseStorage {
 
     /// @dev Key of the slot holding market m's lane, and the lane's shift in it (0 or 128).
     function laneSlot(uint256 id, uint256 m) internal pure returns (uint256 key, uint256 shift) {
-        key = m == 0 ? id : id | 0x300 | ((m + 1) >> 1);
+        unchecked {
+            key = m == 0 ? id : id | 0x300 | ((m + 1) >> 1); // m < 32
+        }
         shift = m & 1 == 0 ? 128 : 0;
     }
 

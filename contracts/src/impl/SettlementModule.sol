@@ -929,7 +929,9 @@ contract SettlementModule is MarginEngine {
             }
             r = _newRecord(c, x.id, bucket, _wInit(c, x.id, x.newHdr));
         }
-        c.accts += 1;
+        unchecked {
+            c.accts += 1; // at most one per sub-account of the batch
+        }
         _build(c, r, x.id, x.newHdr, m, x.newPos);
         // Side fields nB..nR (26..28) and tB..tR (29..31) = the record's sums and market m's terms
         assembly ("memory-safe") {
@@ -946,7 +948,8 @@ contract SettlementModule is MarginEngine {
     /// @dev Fills record `r`'s sums and terms from the positions of header `hdr`, market `m`'s being `opos`.
     function _build(Ctx memory c, uint256 r, uint256 id, uint256 hdr, uint256 m, uint256 opos) private view {
         uint256 bits = S.marketBits(hdr);
-        for (uint256 mm = 0; bits != 0; ++mm) {
+        // unchecked: mm < 32
+        for (uint256 mm = 0; bits != 0; mm = _inc(mm)) {
             if (bits & 1 != 0) {
                 uint256 packed = mm == m ? opos : _position(c, id, mm);
                 (int256 b, uint256 p, uint256 q) = _contrib(c.m[mm], packed);
@@ -965,10 +968,19 @@ contract SettlementModule is MarginEngine {
         }
     }
 
+    function _inc(uint256 i) private pure returns (uint256) {
+        unchecked {
+            return i + 1;
+        }
+    }
+
     /// @dev Allocates a zeroed account record (7 + 3 * nMarkets words) with key `id` and W `w` at the head of
     ///      `bucket`.
     function _newRecord(Ctx memory c, uint256 id, uint256 bucket, uint256 w) private pure returns (uint256 r) {
-        uint256 size = 0xe0 + c.nMarkets * 0x60;
+        uint256 size;
+        unchecked {
+            size = 0xe0 + c.nMarkets * 0x60; // nMarkets <= 32
+        }
         assembly ("memory-safe") {
             r := mload(0x40)
             mstore(0x40, add(r, size))
