@@ -88,7 +88,7 @@ from matcher.orders import (
     Stp,
     Tif,
 )
-from matcher.risk import Exposure, RiskModel
+from matcher.risk import Exposure, RiskModel, div_notional
 from matcher.structs import EngineSnapshot, RecRow
 
 _U64 = 2**64 - 1
@@ -483,7 +483,7 @@ class Engine:
         item and take the size off both records and their exposure. Returns the item, its
         sequence number and the taker and maker fees."""
         item = FillItem(tk.signed, tk.sig, mk.signed, mk.sig, q, px, self.taker_fee, self.maker_fee)
-        cash = q * px // 10**10
+        cash = div_notional(q * px)
         fee_t = fee_amount(cash, self.taker_fee)
         fee_m = fee_amount(cash, self.maker_fee)
         seq = self.ledger.sequence(Entry(0, _FILL_KIND, item, tk.acct, mk.acct, tk.market, 0, q, px,
@@ -588,11 +588,12 @@ class Engine:
                 raise KeyError(removed.market)
             gone = (removed.market, removed.remaining, removed.remaining * removed.price)
         risk = self.risk
-        reducing = reduce_only or risk.reduces(st, ex, market, is_buy, size, gone)
-        if not reducing:
-            if (self.ledger.pending.get(acct, 0) >= self._max_pending
-                    or len(self.ledger.unsettled) >= self._max_unsettled):
-                return Code.SETTLEMENT_LAG, "settlement lags; only risk-reducing orders accepted"
+        # the lag bound first: whether the order reduces risk only matters once it is hit
+        if (not reduce_only
+                and (self.ledger.pending.get(acct, 0) >= self._max_pending
+                     or len(self.ledger.unsettled) >= self._max_unsettled)
+                and not risk.reduces(st, ex, market, is_buy, size, gone)):
+            return Code.SETTLEMENT_LAG, "settlement lags; only risk-reducing orders accepted"
         if reduce_only:
             # a reduce-only order is capped to the position by the book and refused on-chain if
             # it would grow it, so it can never add risk

@@ -19,7 +19,7 @@ from crossbook.fixedpoint import PPM, trunc_div
 from crossbook.margin import Position, SubAccount, clamp_funding_rate
 from crossbook.protocol_types import FillItem, ForcedItem, FundingItem, Item, ItemKind
 from matcher.native import use_source_if_stale
-from matcher.risk import apply_fill
+from matcher.risk import div_notional, apply_fill
 from matcher.structs import Acct, AcctRow, Entry, LedgerSnapshot, SettleResult
 
 
@@ -44,7 +44,7 @@ def _apply_side(
         st = accounts[acct] = SubAccount()
     kind = e.kind
     if kind == _FILL:
-        cash = e.qty * e.price // 10**10  # fill_cash inlined: both operands are positive
+        cash = div_notional(e.qty * e.price)  # fill_cash inlined
         is_taker = acct == e.a
         is_buy = e.a_buy if is_taker else not e.a_buy
         delta = e.qty if is_buy else -e.qty

@@ -29,7 +29,7 @@ from matcher.native import use_source_if_stale
 Exposure = dict[int, list[int]]
 
 _NO_EXPOSURE: Exposure = {}
-assert NOTIONAL_DIV == 9_765_625 << 10  # _div_notional's factorization
+assert NOTIONAL_DIV == 9_765_625 << 10  # div_notional's factorization
 
 
 class RiskModel:
@@ -162,10 +162,10 @@ class RiskModel:
         """One non-zero position's share of ``compute_health``: (PV - owed funding,
         max(PV - open notional, 0), initial requirement). KeyError on a missing price/index."""
         price = self.market_prices[m]
-        pv = size * price // NOTIONAL_DIV
-        owed = -((size * (snapshot - funding[m])) // NOTIONAL_DIV)
+        pv = div_notional(size * price)
+        owed = -div_notional(size * (snapshot - funding[m]))
         gain = pv - basis
-        notional = -((-(size if size > 0 else -size) * price) // NOTIONAL_DIV)
+        notional = -div_notional(-(size if size > 0 else -size) * price)
         req_i = 0
         # crossbook.margin.requirements' initial half, inlined like compute_health inlines it:
         # a call into the interpreted module would cost more than the whole loop
@@ -307,8 +307,8 @@ class RiskModel:
         imf_sum, n_bands = terms
         # two divisions of the wide products, then small ints: qd <= QP/D < qd + 1 and
         # cash = N // D, so d = qd + 1 >= ceil(QP/D) and ceil(max(0, mis)/D) <= max(0, over)
-        qd = _div_notional(q * price)
-        cash = _div_notional(n)
+        qd = div_notional(q * price)
+        cash = div_notional(n)
         over = (cash - qd if is_buy else qd - cash) + 1
         cost = cash * fee_ppm // PPM - ((-(qd + 1) * imf_sum) // PPM) + n_bands + 5
         return cost + over if over > 0 else cost
@@ -345,7 +345,7 @@ class RiskModel:
         rule (``H_im >= 0`` after, or strictly reduces risk). Returns the account after, or None
         if refused (a missing price refuses too)."""
         after = st.copy()
-        cash = size * price // NOTIONAL_DIV
+        cash = div_notional(size * price)
         fee = cash * fee_ppm // PPM
         findex = funding.get(market, 0)
         p = st.positions.get(market)
@@ -363,7 +363,7 @@ class RiskModel:
         return None
 
 
-def _div_notional(x: int) -> int:
+def div_notional(x: int) -> int:
     """``x // NOTIONAL_DIV`` as a shift and a division by 5**10, which fits one 30-bit
     digit: CPython's single-digit division instead of its long division (the floor of a
     floor is the floor of the quotient for positive divisors)."""
@@ -403,11 +403,11 @@ def _fill(s: int, basis: int, snapshot: int, lsize: int, lpx: int, is_buy: bool,
     open notional, funding snapshot) after."""
     if not lsize:
         raise ValueError("a fill side needs a non-zero delta")
-    cash = lpx // NOTIONAL_DIV
+    cash = div_notional(lpx)
     fee = cash * fee_ppm // PPM
     delta = lsize if is_buy else -lsize
     cash_signed = cash if is_buy else -cash
-    realized = -((-(s * (findex - snapshot))) // NOTIONAL_DIV)
+    realized = -div_notional(-(s * (findex - snapshot)))
     return (-(realized + cash_signed + fee), s + delta,
             _next_open_notional(s, delta, basis, cash_signed), findex)
 
@@ -426,7 +426,7 @@ def apply_fill(account: SubAccount, market_id: int, delta: int, cash_signed: int
         pos = positions[market_id] = Position(0, 0, funding_index)
     s = pos.size
     # ceil_div(s * (funding_index - snapshot), NOTIONAL_DIV)
-    realized = -((-(s * (funding_index - pos.funding_snapshot))) // NOTIONAL_DIV)
+    realized = -div_notional(-(s * (funding_index - pos.funding_snapshot)))
     pos.funding_snapshot = funding_index
     account.quote -= realized + cash_signed + fee
     pos.open_notional = _next_open_notional(s, delta, pos.open_notional, cash_signed)
@@ -452,7 +452,7 @@ def _trunc_div(a: int, b: int) -> int:
     return -q if (a < 0) != (b < 0) else q
 
 
-__all__ = ["Exposure", "RiskModel", "apply_fill"]
+__all__ = ["Exposure", "RiskModel", "apply_fill", "div_notional"]
 
 
 # last: a compiled build of this file that is older than its source must not shadow it

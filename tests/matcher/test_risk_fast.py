@@ -24,7 +24,7 @@ from crossbook.margin import (
     compute_health,
     reduces_without_flip,
 )
-from matcher.risk import Exposure, RiskModel, _div_notional, apply_fill
+from matcher.risk import Exposure, RiskModel, div_notional, apply_fill
 
 MARKETS = (0, 1, 2)
 TAKER = 500
@@ -262,5 +262,5 @@ def test_compiled_apply_fill_equals_margin(
 
 @settings(max_examples=2000, deadline=None)
 @given(x=hs.integers(-2**200, 2**200) | hs.integers(-10**12, 10**12))
-def test_div_notional_is_floor_division(x: int) -> None:
-    assert _div_notional(x) == x // NOTIONAL_DIV
+def testdiv_notional_is_floor_division(x: int) -> None:
+    assert div_notional(x) == x // NOTIONAL_DIV
