@@ -155,7 +155,7 @@ class OrderRec:
     book order and the running fill count of its nonce."""
 
     __slots__ = ("oid", "market", "acct", "signed", "sig", "bo", "filled", "price", "remaining",
-                 "is_buy", "cid")
+                 "is_buy", "cid", "x")
 
     def __init__(self, oid: int, market: int, acct: Acct, signed: SignedOrder, sig: bytes,
                  bo: BookOrder, filled: int, cid: int | None) -> None:
@@ -171,6 +171,9 @@ class OrderRec:
         self.remaining = 0  # open size counted in the exposure
         self.is_buy = bo.is_buy
         self.cid = cid
+        # its account's exposure list in its market, once _expose has found it (the lists
+        # are never replaced, so each later update skips two dict lookups)
+        self.x: list[int] | None = None
 
 
 def _ack(req_id: int, code: Code, message: str) -> Result:
@@ -445,12 +448,15 @@ class Engine:
 
     def _expose(self, rec: OrderRec, size: int) -> None:
         """Add ``size`` (negative: remove) of ``rec`` at its limit to its account's exposure."""
-        ex = self.exposure.get(rec.acct)
-        if ex is None:
-            ex = self.exposure[rec.acct] = {}
-        x = ex.get(rec.market)
+        x = rec.x
         if x is None:
-            x = ex[rec.market] = [0, 0, 0, 0]
+            ex = self.exposure.get(rec.acct)
+            if ex is None:
+                ex = self.exposure[rec.acct] = {}
+            x = ex.get(rec.market)
+            if x is None:
+                x = ex[rec.market] = [0, 0, 0, 0]
+            rec.x = x
         if rec.is_buy:
             x[0] += size
             x[1] += size * rec.price
@@ -846,6 +852,7 @@ class Engine:
         x = ex.get(market)
         if x is None:
             x = ex[market] = [0, 0, 0, 0]
+        rec.x = x
         if is_buy:
             x[0] += q
             x[1] += q * rec.price
