@@ -429,6 +429,8 @@ class Engine:
                     assert nxt is not None  # the floor proved it acceptable
                     st = nxt
                 del self._fast_makers[acct]
+                # later makers of the account start from here even if this one is refused
+                self._scratch[acct] = st
         after = risk.check_fill(st, rec.market, rec.is_buy, size, price, self.maker_fee, funding)
         if after is None:
             return False

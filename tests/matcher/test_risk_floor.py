@@ -155,3 +155,30 @@ def test_floor_is_used_and_dropped_when_the_account_changes() -> None:
     assert (a, 0) in eng._base_health
     eng.apply(prices_cmd(eth=ETH_PX + PRICE))
     assert not eng._base_health
+
+
+def test_makers_of_one_account_after_a_floor_accept_see_its_fill() -> None:
+    """Three makers of one account meet one taker: the first passes on the floor, the second
+    is refused, and the third must still be checked on the account after the first fill
+    (here it is refused too), as the exact re-check does."""
+    m, t = addr(0x300), addr(0x301)
+
+    def run(eng: Engine, deposit: int) -> list[object]:
+        for c in [prices_cmd(), ChainDeposit(req(), m, 0, 0, deposit),
+                  ChainDeposit(req(), t, 0, 0, 10**7 * USD)]:
+            eng.apply(c)
+        for i, (px, size) in enumerate([(ETH_PX, ONE), (ETH_PX + PRICE, 30 * ONE),
+                                        (ETH_PX + 2 * PRICE, 5 * ONE)]):
+            assert eng.apply(order_cmd(m, False, px, size, 10 + i, Tif.GTC)).ack.ok
+        eng.apply(prices_cmd(eth=ETH_PX + 1000 * PRICE))
+        res = eng.apply(order_cmd(t, True, ETH_PX + 2 * PRICE, 100 * ONE, 20, Tif.IOC))
+        return list(res.outputs)
+
+    vetoed = []
+    for usd in range(6000, 8000, 100):
+        fast = run(Engine(), usd * USD)
+        assert fast == run(_exact_only(Engine()), usd * USD)
+        vetoed.append([o.order_id for o in fast if isinstance(o, OrderUpdate)
+                       and o.reason == CancelReason.RISK])
+    # the deposits span the case where the third maker is refused after the first fill
+    assert [2, 3] in vetoed
