@@ -191,7 +191,7 @@ async def test_a_tight_limit_that_fails_its_check_goes_out_with_the_refund_margi
     src = InMemorySource(fills, first_seq=first)
     src.close()
     cfg = RelayerConfig(limits=BatchLimits(max_items=4, max_age_s=0.01), max_in_flight=1, poll_interval_s=0.01,
-                        gas_margin=0.9, refund_margin=1.3)
+                        gas_margin=0.5, refund_margin=1.3)
     relayer = Relayer(aw3, ex.client.contract.address, OPERATOR_KEY, src, cfg)
     await asyncio.wait_for(relayer.run(), 60)
     assert_exactly_once(ex, first, len(fills))
