@@ -580,7 +580,19 @@ contract SettlementModule is MarginEngine {
         int256 newOi;
         unchecked {
             // sizes < 2**80, open interest < 2**128
-            oiDelta = _longDelta(t) + _longDelta(k);
+            // sum over both sides of max(newSize, 0) - max(s, 0) (Side fields: s 14, newSize 20)
+            assembly ("memory-safe") {
+                let v := 0
+                let a := mload(add(t, 0x280))
+                if sgt(a, 0) { v := a }
+                a := mload(add(t, 0x1c0))
+                if sgt(a, 0) { v := sub(v, a) }
+                a := mload(add(k, 0x280))
+                if sgt(a, 0) { v := add(v, a) }
+                a := mload(add(k, 0x1c0))
+                if sgt(a, 0) { v := sub(v, a) }
+                oiDelta := v
+            }
             uint256 oi1 = mc.oi;
             if (oi1 == 0) oi1 = uint256(l.markets[m].openInterest) + 1;
             newOi = int256(oi1 - 1) + oiDelta;
@@ -803,11 +815,8 @@ contract SettlementModule is MarginEngine {
                 switch or(iszero(s), eq(sgt(s, 0), sgt(d, 0)))
                 case 1 { non := add(mload(add(x, 0x1e0)), sc) }
                 default {
-                    function abs(v) -> r {
-                        r := v
-                        if slt(v, 0) { r := sub(0, v) }
-                    }
-                    switch gt(abs(d), abs(s))
+                    // s and d have opposite signs here: |d| > |s| exactly when ns has d's sign
+                    switch eq(sgt(ns, 0), sgt(d, 0))
                     case 0 { non := sdiv(mul(mload(add(x, 0x1e0)), ns), s) }
                     default { non := sdiv(mul(sc, ns), d) }
                 }
@@ -838,16 +847,6 @@ contract SettlementModule is MarginEngine {
                 default { h := or(h, bit) }
                 mstore(add(x, 0x240), h)
             }
-        }
-    }
-
-    /// @dev Change of the long open interest (total long size) from x's side: max(newSize, 0) - max(s, 0).
-    function _longDelta(Side memory x) private pure returns (int256 v) {
-        assembly ("memory-safe") {
-            let a := mload(add(x, 0x280))
-            if sgt(a, 0) { v := a }
-            let b := mload(add(x, 0x1c0))
-            if sgt(b, 0) { v := sub(v, b) }
         }
     }
 
