@@ -46,8 +46,7 @@ contract SettlementModule is MarginEngine {
         uint256 fee;
         uint256 idx; // order-table index + 1 (0: inline order, no per-batch signature cache)
         uint256 nr; // the (owner, nonce) batch record (bound by _filled)
-        uint256 ar; // the account's batch record (bound by _marginOk; 0 when the fill skipped the margin check)
-        int256 nB; // the record's sums after the fill (_marginOk)
+        int256 nB; // the account record's sums after the fill (_marginOk)
         uint256 nP;
         uint256 nR;
         int256 tB; // the fill market's terms after the fill (_marginOk)
@@ -608,8 +607,6 @@ contract SettlementModule is MarginEngine {
                 return R_ORACLE_UNAVAILABLE;
             }
             // no sums without a price: the two accounts' records (if any) are rebuilt when next needed
-            t.ar = 0;
-            k.ar = 0;
             _dropAcct(c, t.id);
             _dropAcct(c, k.id);
             _commitFill(c, t, k, fillSize, uint256(newOi));
@@ -644,8 +641,6 @@ contract SettlementModule is MarginEngine {
         _store(k, m, epoch);
         _addFilled(t, fillSize);
         _addFilled(k, fillSize);
-        _setSums(t);
-        _setSums(k);
         c.oiDirty |= uint256(1) << m;
         // unchecked: open interest < 2**81; a fee < 2**160 and a side's funding below 2**137 in magnitude (§7
         // ranges), summed over at most 2**17 sides
@@ -661,7 +656,7 @@ contract SettlementModule is MarginEngine {
     ///      funding first), S.storeHeader and S.storePosition in one pass over the slots _loadSide read.
     function _store(Side memory x, uint256 m, uint256 epoch) private {
         uint256 rare;
-        // Side fields (words): id 12, newHdr 18, newPos 19, ka 32, va 33, kb 34, vb 35
+        // Side fields (words): id 12, newHdr 18, newPos 19, ka 31, va 32, kb 33, vb 34
         assembly ("memory-safe") {
             // position lane: int48 size | int48 openNotional << 48 | epoch << 96, WIDE_POS when out of range
             let pos := mload(add(x, 0x260))
@@ -679,12 +674,12 @@ contract SettlementModule is MarginEngine {
             switch m
             case 0 { lane := shl(128, lane) }
             default {
-                let b := mload(add(x, 0x460))
+                let b := mload(add(x, 0x440))
                 switch and(m, 1)
                 case 0 { b := or(and(b, LO), shl(128, lane)) }
                 default { b := or(and(b, not(LO)), lane) }
-                sstore(mload(add(x, 0x440)), b)
-                lane := and(mload(add(x, 0x420)), not(LO))
+                sstore(mload(add(x, 0x420)), b)
+                lane := and(mload(add(x, 0x400)), not(LO))
             }
             // header lane: int80 quote | bits << 80; WIDE_Q flags a wide header
             let hdr := mload(add(x, 0x240))
@@ -694,7 +689,7 @@ contract SettlementModule is MarginEngine {
                 rare := or(rare, 1)
                 hl := and(WIDE_Q, 0xffffffffffffffffffff)
             }
-            sstore(mload(add(x, 0x400)), or(hl, lane))
+            sstore(mload(add(x, 0x3e0)), or(hl, lane))
         }
         if (rare != 0) {
             mapping(uint256 => uint256) storage acct = S.store().acct;
@@ -703,38 +698,21 @@ contract SettlementModule is MarginEngine {
         }
     }
 
-    /// @dev Writes the sums and the fill market's terms after the fill (_marginOk) to the account's record.
-    function _setSums(Side memory x) private pure {
-        // Side fields: market 3, ar 25, nB..nR 26..28, tB..tR 29..31 (words)
-        assembly ("memory-safe") {
-            let r := mload(add(x, 0x320))
-            if r {
-                mstore(add(r, 0x60), mload(add(x, 0x340)))
-                mstore(add(r, 0x80), mload(add(x, 0x360)))
-                mstore(add(r, 0xa0), mload(add(x, 0x380)))
-                let t := add(r, add(0xe0, mul(mload(add(x, 0x60)), 0x60)))
-                mstore(t, mload(add(x, 0x3a0)))
-                mstore(add(t, 0x20), mload(add(x, 0x3c0)))
-                mstore(add(t, 0x40), mload(add(x, 0x3e0)))
-            }
-        }
-    }
-
     /// @dev x.hdr, x.s, x.on, x.snap (S.unpackPosition) from storage and the size delta x.d: S.loadHeader and
     ///      S.loadPosition with the market's cached index and epoch. Keeps the slots read for _store.
     function _loadSide(Ctx memory c, Side memory x, uint256 m, uint256 fillSize) private view {
         uint256 rare;
         // Ctx field 0: the MarketCache array (m < nMarkets: checked by _fillChecks), MarketCache: cum at 0xe0,
-        // epoch at 0x1c0; Side fields (words): isBuy 11, id 12, hdr 13, s 14, on 15, snap 16, d 17, ka 32, va 33,
-        // kb 34, vb 35
+        // epoch at 0x1c0; Side fields (words): isBuy 11, id 12, hdr 13, s 14, on 15, snap 16, d 17, ka 31, va 32,
+        // kb 33, vb 34
         assembly ("memory-safe") {
             let id := mload(add(x, 0x180))
             mstore(0, id)
             mstore(0x20, ACCT_SLOT)
             let ka := keccak256(0, 0x40)
             let a := sload(ka)
-            mstore(add(x, 0x400), ka)
-            mstore(add(x, 0x420), a)
+            mstore(add(x, 0x3e0), ka)
+            mstore(add(x, 0x400), a)
             let q := signextend(9, a)
             switch eq(q, WIDE_Q)
             case 0 { mstore(add(x, 0x1a0), or(and(q, LO), shl(128, shr(80, and(a, LO))))) }
@@ -744,8 +722,8 @@ contract SettlementModule is MarginEngine {
                 mstore(0, or(id, or(0x300, shr(1, add(m, 1)))))
                 let kb := keccak256(0, 0x40)
                 let b := sload(kb)
-                mstore(add(x, 0x440), kb)
-                mstore(add(x, 0x460), b)
+                mstore(add(x, 0x420), kb)
+                mstore(add(x, 0x440), b)
                 switch and(m, 1)
                 case 0 { lane := shr(128, b) }
                 default { lane := and(b, LO) }
@@ -854,11 +832,11 @@ contract SettlementModule is MarginEngine {
     ///      H_im = quote + B + W - haircut(P) - R over the sums of the account's per-batch record (_acct): an
     ///      existing record holds the sums and per-market terms before this fill, and the fill market's terms
     ///      are swapped for the new position's; a record built now sums the state after the fill directly. The
-    ///      sums are exact integers, so the result is the same as summing every position again. Binds x.ar and
-    ///      the sums and terms after the fill, which _commitFill writes back (a rejected fill drops the records).
+    ///      sums are exact integers, so the result is the same as summing every position again. The record
+    ///      holds the state after the fill from here on (a rejected fill drops the records); x keeps the sums
+    ///      and the fill market's terms after it.
     function _marginOk(Ctx memory c, Side memory x, uint256 m) private view returns (bool) {
         uint256 r = _acct(c, x, m);
-        x.ar = r;
         uint256 w;
         assembly ("memory-safe") {
             w := mload(add(r, 0xc0))
@@ -877,8 +855,10 @@ contract SettlementModule is MarginEngine {
     }
 
     /// @dev x.nB, x.nP, x.nR = the sums of record `r` with market m's terms swapped for the new position's
-    ///      (x.tB, x.tP, x.tR). Each sum keeps the terms it held, so it stays far inside int256 (|term| < 2**176,
-    ///      §7 ranges, at most 32 markets) and the unchecked steps are exact.
+    ///      (x.tB, x.tP, x.tR), written to the record at once: a fill that fails after this (margin of either
+    ///      side) drops both records (_fillApply), and one that passes keeps exactly this state. Each sum keeps
+    ///      the terms it held, so it stays far inside int256 (|term| < 2**176, §7 ranges, at most 32 markets)
+    ///      and the unchecked steps are exact.
     function _afterSums(Ctx memory c, Side memory x, uint256 m, uint256 r) private pure {
         (int256 b, uint256 p, uint256 q) = _contrib(c.m[m], x.newPos);
         x.tB = b;
@@ -886,9 +866,20 @@ contract SettlementModule is MarginEngine {
         x.tR = q;
         assembly ("memory-safe") {
             let t := add(r, add(0xe0, mul(m, 0x60)))
-            b := sub(add(mload(add(r, 0x60)), b), mload(t))
-            p := sub(add(mload(add(r, 0x80)), p), mload(add(t, 0x20)))
-            q := sub(add(mload(add(r, 0xa0)), q), mload(add(t, 0x40)))
+            let old := mload(t)
+            mstore(t, b)
+            b := sub(add(mload(add(r, 0x60)), b), old)
+            mstore(add(r, 0x60), b)
+            t := add(t, 0x20)
+            old := mload(t)
+            mstore(t, p)
+            p := sub(add(mload(add(r, 0x80)), p), old)
+            mstore(add(r, 0x80), p)
+            t := add(t, 0x20)
+            old := mload(t)
+            mstore(t, q)
+            q := sub(add(mload(add(r, 0xa0)), q), old)
+            mstore(add(r, 0xa0), q)
         }
         x.nB = b;
         x.nP = p;
@@ -915,7 +906,7 @@ contract SettlementModule is MarginEngine {
     ///      terms (PV - A, max(PV - openNotional, 0), R_im) of its position (zeros without one). An existing
     ///      record is the state before the fill: x's sums after it are derived (_afterSums). A missing one is
     ///      built from storage with market m's position replaced by the new one (x.newHdr, x.newPos), i.e. the
-    ///      state after the fill, which x's sums copy. Fills keep records current (_commitFill); a rejected
+    ///      state after the fill, which x's sums copy. Fills keep records current (_afterSums); a rejected
     ///      fill drops them, any other item empties the map (_clearCache), and prices are fixed for the batch.
     ///      All prices the header needs must have been checked (_pricesOk).
     function _acct(Ctx memory c, Side memory x, uint256 m) private view returns (uint256 r) {
@@ -932,15 +923,15 @@ contract SettlementModule is MarginEngine {
             c.accts += 1; // at most one per sub-account of the batch
         }
         _build(c, r, x.id, x.newHdr, m, x.newPos);
-        // Side fields nB..nR (26..28) and tB..tR (29..31) = the record's sums and market m's terms
+        // Side fields nB..nR (25..27) and tB..tR (28..30) = the record's sums and market m's terms
         assembly ("memory-safe") {
-            mstore(add(x, 0x340), mload(add(r, 0x60)))
-            mstore(add(x, 0x360), mload(add(r, 0x80)))
-            mstore(add(x, 0x380), mload(add(r, 0xa0)))
+            mstore(add(x, 0x320), mload(add(r, 0x60)))
+            mstore(add(x, 0x340), mload(add(r, 0x80)))
+            mstore(add(x, 0x360), mload(add(r, 0xa0)))
             let t := add(r, add(0xe0, mul(m, 0x60)))
-            mstore(add(x, 0x3a0), mload(t))
-            mstore(add(x, 0x3c0), mload(add(t, 0x20)))
-            mstore(add(x, 0x3e0), mload(add(t, 0x40)))
+            mstore(add(x, 0x380), mload(t))
+            mstore(add(x, 0x3a0), mload(add(t, 0x20)))
+            mstore(add(x, 0x3c0), mload(add(t, 0x40)))
         }
     }
 
