@@ -838,10 +838,15 @@ contract SettlementModule is MarginEngine {
     function _marginOk(Ctx memory c, Side memory x, uint256 m) private view returns (bool) {
         uint256 r = _acct(c, x, m);
         uint256 w;
+        int256 afterH;
+        // _health of the state after the fill, inline (the common path of every side): Ctx field haircut 4, Side
+        // fields newHdr 18, nB..nR 25..27, record field W 6; bounds as in _health
         assembly ("memory-safe") {
             w := mload(add(r, 0xc0))
+            let h := mul(mload(add(x, 0x340)), mload(add(c, 0x80)))
+            if h { h := add(div(sub(h, 1), 1000000), 1) } // MarginMath.haircut's ceil_div by PPM
+            afterH := sub(sub(add(add(signextend(15, mload(add(x, 0x240))), mload(add(x, 0x320))), w), h), mload(add(x, 0x360)))
         }
-        int256 afterH = _health(c, S.quoteOf(x.newHdr), x.nB, w, x.nP, x.nR);
         if (afterH >= 0) return true;
         if (!MarginMath.strictlyReduces(x.s, x.d)) return false;
         // before = after with the fill market's new terms swapped back for the old position's (size != 0)
