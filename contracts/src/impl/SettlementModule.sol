@@ -323,10 +323,25 @@ contract SettlementModule is MarginEngine {
         returns (uint8)
     {
         uint256 m = t.market;
-        if (
-            m >= c.nMarkets || k.market != m || t.isBuy == k.isBuy || t.flags > 3 || k.flags > 3
-                || (t.owner == k.owner && (t.sub == k.sub || t.nonce == k.nonce))
-        ) return R_INVALID_ITEM;
+        {
+            // m >= nMarkets || k.market != m || t.isBuy == k.isBuy || t.flags > 3 || k.flags > 3
+            //     || (t.owner == k.owner && (t.sub == k.sub || t.nonce == k.nonce)), branch-free; Ctx fields
+            // m 0, nMarkets 2; Side fields owner 1, sub 2, market 3, flags 4, nonce 7, isBuy 11
+            bool bad;
+            assembly ("memory-safe") {
+                bad := or(
+                    or(iszero(lt(m, mload(add(c, 0x40)))), iszero(eq(mload(add(k, 0x60)), m))),
+                    or(
+                        eq(mload(add(t, 0x160)), mload(add(k, 0x160))),
+                        or(gt(mload(add(t, 0x80)), 3), gt(mload(add(k, 0x80)), 3))
+                    )
+                )
+                if eq(mload(add(t, 0x20)), mload(add(k, 0x20))) {
+                    bad := or(bad, or(eq(mload(add(t, 0x40)), mload(add(k, 0x40))), eq(mload(add(t, 0xe0)), mload(add(k, 0xe0)))))
+                }
+            }
+            if (bad) return R_INVALID_ITEM;
+        }
         MarketCache memory mc = c.m[m];
         if (!mc.loaded) _ensureMarket(c, m);
         if (fillSize == 0 || fillSize % mc.lotSize != 0 || fillPrice == 0 || fillPrice % mc.tickSize != 0) {
