@@ -624,7 +624,7 @@ contract SettlementModule is MarginEngine {
             // no sums without a price: the two accounts' records (if any) are rebuilt when next needed
             _dropAcct(c, t.id);
             _dropAcct(c, k.id);
-            _commitFill(c, t, k, fillSize, uint256(newOi));
+            _commitFill(c, t, k, mc, fillSize, uint256(newOi));
             return 0;
         }
         {
@@ -644,13 +644,20 @@ contract SettlementModule is MarginEngine {
             return R_INSUFFICIENT_MARGIN;
         }
 
-        _commitFill(c, t, k, fillSize, uint256(newOi));
+        _commitFill(c, t, k, mc, fillSize, uint256(newOi));
         return 0;
     }
 
-    function _commitFill(Ctx memory c, Side memory t, Side memory k, uint256 fillSize, uint256 newOi) private {
+    /// @dev Applies a checked fill in fill market m = t.market whose cache is `mc`.
+    function _commitFill(
+        Ctx memory c,
+        Side memory t,
+        Side memory k,
+        MarketCache memory mc,
+        uint256 fillSize,
+        uint256 newOi
+    ) private {
         uint256 m = t.market;
-        MarketCache memory mc = c.m[m];
         uint256 epoch = mc.epoch;
         _store(t, m, epoch);
         _store(k, m, epoch);
@@ -781,10 +788,8 @@ contract SettlementModule is MarginEngine {
         // trunc_div of open notional), funding is ceil_div by 1e10 (§3).
         // Side fields (words): market 3, feePpm 10, isBuy 11, hdr 13, s 14, on 15, snap 16, d 17, newHdr 18,
         // newPos 19, newSize 20, funding 21, fee 22
-        int256 sc; // signed cash: positive for the buyer
-        int256 q; // new quote
         assembly ("memory-safe") {
-            sc := cash
+            let sc := cash // signed cash: positive for the buyer
             if iszero(mload(add(x, 0x160))) { sc := sub(0, cash) }
             let s := mload(add(x, 0x1c0))
             let funding := 0
@@ -796,14 +801,10 @@ contract SettlementModule is MarginEngine {
             mstore(add(x, 0x2a0), funding)
             let fee := div(mul(cash, mload(add(x, 0x140))), 1000000)
             mstore(add(x, 0x2c0), fee)
-            q := sub(sub(sub(signextend(15, mload(add(x, 0x1a0))), funding), sc), fee)
-        }
-        int256 ns; // new size
-        int256 non; // new open notional
-        assembly ("memory-safe") {
-            let s := mload(add(x, 0x1c0))
+            let q := sub(sub(sub(signextend(15, mload(add(x, 0x1a0))), funding), sc), fee) // new quote
             let d := mload(add(x, 0x220))
-            ns := add(s, d)
+            let ns := add(s, d) // new size
+            let non := 0 // new open notional
             if ns {
                 switch or(iszero(s), eq(sgt(s, 0), sgt(d, 0)))
                 case 1 { non := add(mload(add(x, 0x1e0)), sc) }
@@ -814,8 +815,6 @@ contract SettlementModule is MarginEngine {
                     default { non := sdiv(mul(sc, ns), d) }
                 }
             }
-        }
-        assembly ("memory-safe") {
             ok := and(
                 and(eq(signextend(15, q), q), eq(signextend(9, ns), ns)),
                 and(eq(signextend(10, non), non), eq(signextend(10, cum), cum))
