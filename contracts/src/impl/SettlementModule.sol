@@ -637,7 +637,7 @@ contract SettlementModule is MarginEngine {
             }
         }
 
-        if (!_marginOk(c, t, m) || !_marginOk(c, k, m)) {
+        if (!_marginOk(c, t, m, mc) || !_marginOk(c, k, m, mc)) {
             // a record built by this fill holds its after-state (_acct): forget both, rebuilt when next needed
             _dropAcct(c, t.id);
             _dropAcct(c, k.id);
@@ -848,9 +848,9 @@ contract SettlementModule is MarginEngine {
     ///      are swapped for the new position's; a record built now sums the state after the fill directly. The
     ///      sums are exact integers, so the result is the same as summing every position again. The record
     ///      holds the state after the fill from here on (a rejected fill drops the records); x keeps the sums
-    ///      and the fill market's terms after it.
-    function _marginOk(Ctx memory c, Side memory x, uint256 m) private view returns (bool) {
-        uint256 r = _acct(c, x, m);
+    ///      and the fill market's terms after it. `mc` is market m's cache (c.m[m]).
+    function _marginOk(Ctx memory c, Side memory x, uint256 m, MarketCache memory mc) private view returns (bool) {
+        uint256 r = _acct(c, x, m, mc);
         uint256 w;
         int256 afterH;
         // _health of the state after the fill, inline (the common path of every side): Ctx field haircut 4, Side
@@ -864,7 +864,7 @@ contract SettlementModule is MarginEngine {
         if (afterH >= 0) return true;
         if (!MarginMath.strictlyReduces(x.s, x.d)) return false;
         // before = after with the fill market's new terms swapped back for the old position's (size != 0)
-        (int256 b, uint256 p, uint256 q) = _contrib(c.m[m], S.packPosition(x.s, x.on, x.snap));
+        (int256 b, uint256 p, uint256 q) = _contrib(mc, S.packPosition(x.s, x.on, x.snap));
         unchecked {
             b = x.nB - x.tB + b;
             p = x.nP - x.tP + p;
@@ -878,8 +878,8 @@ contract SettlementModule is MarginEngine {
     ///      side) drops both records (_fillApply), and one that passes keeps exactly this state. Each sum keeps
     ///      the terms it held, so it stays far inside int256 (|term| < 2**176, §7 ranges, at most 32 markets)
     ///      and the unchecked steps are exact.
-    function _afterSums(Ctx memory c, Side memory x, uint256 m, uint256 r) private pure {
-        (int256 b, uint256 p, uint256 q) = _contrib(c.m[m], x.newPos);
+    function _afterSums(Side memory x, uint256 m, uint256 r, MarketCache memory mc) private pure {
+        (int256 b, uint256 p, uint256 q) = _contrib(mc, x.newPos);
         x.tB = b;
         x.tP = p;
         x.tR = q;
@@ -928,12 +928,12 @@ contract SettlementModule is MarginEngine {
     ///      state after the fill, which x's sums copy. Fills keep records current (_afterSums); a rejected
     ///      fill drops them, any other item empties the map (_clearCache), and prices are fixed for the batch.
     ///      All prices the header needs must have been checked (_pricesOk).
-    function _acct(Ctx memory c, Side memory x, uint256 m) private view returns (uint256 r) {
+    function _acct(Ctx memory c, Side memory x, uint256 m, MarketCache memory mc) private view returns (uint256 r) {
         {
             uint256 bucket;
             (r, bucket) = _find(c.hm, x.id);
             if (r != 0) {
-                _afterSums(c, x, m, r);
+                _afterSums(x, m, r, mc);
                 return r;
             }
             r = _newRecord(c, x.id, bucket, _wInit(c, x.id, x.newHdr));
