@@ -33,7 +33,7 @@ build: node_modules/.installed native
 # The matcher's engine core compiled with mypyc (extension modules next to the sources,
 # git-ignored). Rebuilt whenever a compiled source changes; matcher/native.py makes a compiled
 # module that is older than its source run the source instead.
-NATIVE_SRC := matcher/orders.py matcher/book.py matcher/risk.py matcher/ledger.py matcher/engine.py
+NATIVE_SRC := matcher/orders.py matcher/book.py matcher/risk.py matcher/ledger.py matcher/engine.py matcher/framing.py
 native: matcher/native.stamp
 
 matcher/native.stamp: $(VENV)/.installed $(NATIVE_SRC) matcher/native.py

@@ -36,10 +36,9 @@ import msgspec
 
 from matcher.commands import Command, Result
 from matcher.engine import Engine, EngineConfig, EngineSnapshot
+from matcher.framing import HEADER_SIZE, MAX_RECORD, scan
 
-_HEADER = struct.Struct("<II")
-HEADER_SIZE = _HEADER.size
-MAX_RECORD = 64 * 1024 * 1024  # a larger length is corruption, not a record
+_HEADER = struct.Struct("<II")  # matcher/framing.py reads it in the compiled scan
 
 FSYNC_EVERY_RECORD = "every_record"
 FSYNC_BY_SHELL = "by_shell"
@@ -147,28 +146,10 @@ def iter_record_batches(
     torn or corrupt one, like :func:`unframe`) in a tight loop without copying payloads, and a
     batch of msgpack payloads is decoded with a single decoder call."""
     mv = memoryview(buf)
-    n = len(buf)
-    unpack = _HEADER.unpack_from
-    crc32 = zlib.crc32
     while True:
         parts: list[memoryview] = []
         ends: list[int] = []
-        add_part = parts.append
-        add_end = ends.append
-        for _ in range(batch):
-            start = offset + HEADER_SIZE
-            if start > n:
-                break
-            length, crc = unpack(buf, offset)
-            stop = start + length
-            if length > MAX_RECORD or stop > n:
-                break
-            p = mv[start:stop]
-            if crc32(p) != crc:
-                break
-            add_part(p)
-            add_end(stop)
-            offset = stop
+        offset = scan(buf, mv, offset, batch, parts, ends)
         if not parts:
             return
         yield _decode_batch(parts), ends

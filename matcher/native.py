@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 COMPILED = ("matcher/orders.py", "matcher/book.py", "matcher/risk.py", "matcher/ledger.py",
-            "matcher/engine.py")
+            "matcher/engine.py", "matcher/framing.py")
 _ROOT = Path(__file__).resolve().parent.parent
 STAMP = _ROOT / "matcher" / "native.stamp"
 
