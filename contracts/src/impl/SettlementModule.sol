@@ -494,15 +494,12 @@ contract SettlementModule is MarginEngine {
 
     /// @dev Records `amount` more on the nonce's batch record: reaching the order's size marks it spent.
     function _addFilled(Side memory x, uint256 amount) private pure {
-        uint256 p;
-        unchecked {
-            p = x.nr + 0x20; // a memory address
-        }
-        uint256 size = x.size;
+        // Side fields (words): size 6, nr 24
         assembly ("memory-safe") {
+            let p := add(mload(add(x, 0x300)), 0x20)
             let w := mload(p)
             let v := add(and(shr(NR_FILLED_SHIFT, w), NR_FILLED_MASK), amount) // <= order size < 2**64 (OVERFILL)
-            if eq(v, size) { v := SPENT }
+            if eq(v, mload(add(x, 0xc0))) { v := SPENT }
             w := and(w, not(shl(NR_FILLED_SHIFT, NR_FILLED_MASK)))
             mstore(p, or(or(w, shl(NR_FILLED_SHIFT, v)), NR_DIRTY))
         }
