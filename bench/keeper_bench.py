@@ -70,9 +70,10 @@ async def _react_once(ex: Any, key: str) -> float:
     from settlement.relayer import connect
 
     w3 = connect(ex.node.url)
+    keeper_w3 = connect(ex.node.url)
     idx = SubAccountIndex(w3, ex.node.url, ex.client.contract.address, risk_params(),
                           start_block=ex.deployment.start_block, poll_interval_s=0.002)
-    keeper = Liquidator(connect(ex.node.url), idx, ex.deployment.oracle, key,
+    keeper = Liquidator(keeper_w3, idx, ex.deployment.oracle, key,
                         LiquidatorConfig(poll_interval_s=0.002))
     task = asyncio.create_task(keeper.run())
     try:
@@ -97,6 +98,8 @@ async def _react_once(ex: Any, key: str) -> float:
         keeper.stop()
         await task
         await idx.close()
+        for p in (w3.provider, keeper_w3.provider):  # their HTTP sessions die with this loop
+            await p.disconnect()
 
 
 def react(runs: int = REACT_RUNS) -> list[float]:
