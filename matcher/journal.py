@@ -25,6 +25,7 @@ order was accepted, and the check is a function of journaled state).
 
 from __future__ import annotations
 
+import gc
 import os
 import struct
 import zlib
@@ -304,6 +305,10 @@ def recover(
         raise JournalError("snapshot covers more journal than exists")
     engine.replaying = True
     replayed = 0
+    # the replay builds millions of objects and no cyclic garbage: with the collector on, its
+    # generation-2 passes over the growing engine would cost seconds of a million-record replay
+    gc_was_on = gc.isenabled()
+    gc.disable()
     try:
         for recs, ends in iter_record_batches(buf, offset):
             done, n = engine.replay_records(recs) if fast else _apply_records(engine, recs)
@@ -317,6 +322,8 @@ def recover(
                 raise JournalError(f"record {seq} changed nothing on replay")
     finally:
         engine.replaying = False
+        if gc_was_on:
+            gc.enable()
     cut = len(buf) - offset
     if cut and truncate:
         with open(path, "r+b") as f:
