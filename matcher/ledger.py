@@ -2,8 +2,8 @@
 items applied on top of it (the *projected* state the risk checks use).
 
 Both states move with the same code (:func:`apply_entry`, which calls
-``matcher.risk.apply_fill``, the compiled ``crossbook.margin.apply_fill_side``), so the
-confirmed state equals what the clearinghouse computed for the same items. Keeping both lets a ``BatchSettled`` with rejected items reverse
+``crossbook.margin.apply_fill_side``), so the confirmed state equals what the clearinghouse
+computed for the same items. Keeping both lets a ``BatchSettled`` with rejected items reverse
 exactly those items: the affected projected accounts are rebuilt as confirmed + the remaining
 unsettled items, in sequence order (brief invariants 3, 4 and 6).
 """
@@ -16,10 +16,10 @@ from typing import Iterable, Iterator
 import msgspec
 
 from crossbook.fixedpoint import PPM, trunc_div
-from crossbook.margin import Position, SubAccount, clamp_funding_rate
+from crossbook.margin import Position, SubAccount, apply_fill_side, clamp_funding_rate
 from crossbook.protocol_types import FillItem, ForcedItem, FundingItem, Item, ItemKind
 from matcher.native import use_source_if_stale
-from matcher.risk import div_notional, apply_fill
+from matcher.risk import div_notional
 from matcher.structs import Acct, AcctRow, Entry, LedgerSnapshot, SettleResult
 
 
@@ -48,7 +48,7 @@ def _apply_side(
         is_taker = acct == e.a
         is_buy = e.a_buy if is_taker else not e.a_buy
         delta = e.qty if is_buy else -e.qty
-        apply_fill(st, e.market, delta, cash if is_buy else -cash,
+        apply_fill_side(st, e.market, delta, cash if is_buy else -cash,
                    e.fee_a if is_taker else e.fee_b, funding_index)
     elif kind == _TRANSFER and acct == e.b:
         _add_asset(st, e.asset, e.qty)

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from crossbook.fixedpoint import NOTIONAL_DIV, PPM
+from crossbook.fixedpoint import NOTIONAL_DIV, PPM, trunc_div
 from crossbook.margin import (
     Position,
     RiskParams,
     SubAccount,
+    apply_fill_side,
     compute_health,
     reduces_without_flip,
 )
@@ -351,7 +352,7 @@ class RiskModel:
         p = st.positions.get(market)
         s = 0 if p is None else p.size
         d = size if is_buy else -size
-        apply_fill(after, market, d, cash if is_buy else -cash, fee, findex)
+        apply_fill_side(after, market, d, cash if is_buy else -cash, fee, findex)
         try:
             h_after = self.health(after, funding)
             if h_after >= 0:
@@ -412,28 +413,6 @@ def _fill(s: int, basis: int, snapshot: int, lsize: int, lpx: int, is_buy: bool,
             _next_open_notional(s, delta, basis, cash_signed), findex)
 
 
-def apply_fill(account: SubAccount, market_id: int, delta: int, cash_signed: int, fee: int,
-               funding_index: int) -> int:
-    """``crossbook.margin.apply_fill_side`` compiled with the engine core (the ledger applies
-    every sequenced fill with it, the maker re-check its what-if fill): the same steps and
-    roundings, returning the funding realized into the quote.
-    tests/matcher/test_risk_fast.py checks it against the interpreted original."""
-    if delta == 0:
-        raise ValueError("a fill side needs a non-zero delta")
-    positions = account.positions
-    pos = positions.get(market_id)
-    if pos is None:
-        pos = positions[market_id] = Position(0, 0, funding_index)
-    s = pos.size
-    # ceil_div(s * (funding_index - snapshot), NOTIONAL_DIV)
-    realized = -div_notional(-(s * (funding_index - pos.funding_snapshot)))
-    pos.funding_snapshot = funding_index
-    account.quote -= realized + cash_signed + fee
-    pos.open_notional = _next_open_notional(s, delta, pos.open_notional, cash_signed)
-    pos.size = s + delta
-    return realized
-
-
 def _next_open_notional(size: int, delta: int, open_notional: int, cash_signed: int) -> int:
     """``crossbook.margin.next_open_notional``, compiled with the risk check."""
     new_size = size + delta
@@ -442,17 +421,11 @@ def _next_open_notional(size: int, delta: int, open_notional: int, cash_signed: 
     if size == 0 or (size > 0) == (delta > 0):
         return open_notional + cash_signed
     if (delta if delta > 0 else -delta) <= (size if size > 0 else -size):
-        return _trunc_div(open_notional * new_size, size)
-    return _trunc_div(cash_signed * new_size, delta)
+        return trunc_div(open_notional * new_size, size)
+    return trunc_div(cash_signed * new_size, delta)
 
 
-def _trunc_div(a: int, b: int) -> int:
-    """``crossbook.fixedpoint.trunc_div`` (round toward zero), compiled."""
-    q = (a if a >= 0 else -a) // (b if b >= 0 else -b)
-    return -q if (a < 0) != (b < 0) else q
-
-
-__all__ = ["Exposure", "RiskModel", "apply_fill", "div_notional"]
+__all__ = ["Exposure", "RiskModel", "div_notional"]
 
 
 # last: a compiled build of this file that is older than its source must not shadow it

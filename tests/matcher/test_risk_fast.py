@@ -24,7 +24,7 @@ from crossbook.margin import (
     compute_health,
     reduces_without_flip,
 )
-from matcher.risk import Exposure, RiskModel, div_notional, apply_fill
+from matcher.risk import Exposure, RiskModel, div_notional
 
 MARKETS = (0, 1, 2)
 TAKER = 500
@@ -234,30 +234,6 @@ def test_health_floor_is_tight_enough_to_skip_the_pass() -> None:
     floor = r.health_floor(base, {}, 0, True, size, 3000 * PRICE, TAKER, funding)
     assert floor is not None and floor < 0
     assert r.check_order(poor, {}, 0, True, size, 3000 * PRICE, funding)
-
-
-@settings(max_examples=1500, deadline=None)
-@given(
-    quote=hs.integers(-10**14, 10**14),
-    pos=positions,
-    market=hs.sampled_from(MARKETS),
-    delta=hs.integers(-400, 400).filter(bool).map(lambda n: n * SIZE // 10),
-    cash=hs.integers(0, 10**13),
-    fee=hs.integers(-10**6, 10**9),
-    findex=hs.integers(-10**9, 10**9),
-)
-def test_compiled_apply_fill_equals_margin(
-    quote: int, pos: dict[int, Position], market: int, delta: int, cash: int, fee: int,
-    findex: int,
-) -> None:
-    """The ledger's compiled fill step changes an account exactly as the contract's
-    reference (crossbook.margin.apply_fill_side) does, including the realized funding."""
-    want = SubAccount(quote, {}, pos)
-    got = want.copy()
-    signed = cash if delta > 0 else -cash
-    assert apply_fill(got, market, delta, signed, fee, findex) == apply_fill_side(
-        want, market, delta, signed, fee, findex)
-    assert got == want
 
 
 @settings(max_examples=2000, deadline=None)
