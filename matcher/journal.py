@@ -37,9 +37,9 @@ import msgspec
 
 from matcher.commands import Command, Result
 from matcher.engine import Engine, EngineConfig, EngineSnapshot
-from matcher.framing import HEADER_SIZE, MAX_RECORD, scan
+from matcher.framing import HEADER_SIZE, scan
 
-_HEADER = struct.Struct("<II")  # matcher/framing.py reads it in the compiled scan
+_HEADER = struct.Struct("<II")  # length, crc32: the frame matcher/framing.py scans
 
 FSYNC_EVERY_RECORD = "every_record"
 FSYNC_BY_SHELL = "by_shell"
@@ -77,19 +77,13 @@ def frame(payload: bytes) -> bytes:
     return _HEADER.pack(len(payload), zlib.crc32(payload)) + payload
 
 
-def unframe(buf: bytes | memoryview, offset: int) -> tuple[bytes, int] | None:
+def unframe(buf: bytes, offset: int) -> tuple[bytes, int] | None:
     """The payload of the record at ``offset`` and the offset after it, or None when the bytes
     there are not a whole, intact record (end of data or a torn/corrupt tail)."""
-    end = offset + HEADER_SIZE
-    if end > len(buf):
-        return None
-    length, crc = _HEADER.unpack_from(buf, offset)
-    if length > MAX_RECORD or end + length > len(buf):
-        return None
-    payload = bytes(buf[end:end + length])
-    if zlib.crc32(payload) != crc:
-        return None
-    return payload, end + length
+    parts: list[memoryview] = []
+    ends: list[int] = []
+    scan(buf, memoryview(buf), offset, 1, parts, ends)
+    return (bytes(parts[0]), ends[0]) if parts else None
 
 
 def encode_record(seq: int, cmd: Command) -> bytes:
