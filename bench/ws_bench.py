@@ -62,7 +62,7 @@ def _server_main(port_q: Any, stop_ev: Any, journal_dir: str) -> None:
     from matcher.journal import FSYNC_BY_SHELL, JournaledEngine, JournalWriter
     from matcher.limits import Limits
     from matcher.server import MatcherServer, ServerConfig
-    from settlement.services import MatcherOptions
+    from crossbook import gc_policy
 
     eng = Engine()
     eng.apply(SetOraclePrices(1, {1: 3000 * PRICE, 2: 60_000 * PRICE},
@@ -75,7 +75,7 @@ def _server_main(port_q: Any, stop_ev: Any, journal_dir: str) -> None:
         srv = MatcherServer(JournaledEngine(eng, writer),
                             ServerConfig(chain_id=CHAIN_ID, verifying_contract=CONTRACT,
                                          limits=Limits(msgs_per_s=10_000, burst=10_000),
-                                         gc_sweep_s=MatcherOptions.gc_sweep_s))
+                                         gc_sweep_s=gc_policy.SWEEP_S))
         await srv.start()
         cpu0 = time.process_time()
         port_q.put(srv.port)

@@ -25,6 +25,8 @@ import time
 
 log = logging.getLogger(__name__)
 
+SWEEP_S = 30.0  # the matcher's sweep period (MatcherOptions.gc_sweep_s)
+
 
 def take_over() -> None:
     """Collect once, freeze what survives and turn the automatic collector off."""

@@ -31,6 +31,7 @@ import websockets
 from web3 import AsyncWeb3
 from websockets.asyncio.client import ClientConnection, connect
 
+from crossbook import gc_policy
 from crossbook.chain.artifacts import load_artifact
 from crossbook.chain.deploy import Deployment
 from crossbook.config import DEFAULT_SPEC, ExchangeSpec
@@ -71,7 +72,7 @@ class MatcherOptions:
     max_unsettled_global: int = 1_000_000
     max_open_orders: int = 1_000
     expiry_margin_s: int = 0
-    gc_sweep_s: float = 30.0  # cyclic-GC sweep period (crossbook/gc_policy.py; 0: CPython's own)
+    gc_sweep_s: float = gc_policy.SWEEP_S  # cyclic-GC sweep period (0: CPython's own collector)
 
 
 class OraclePoller:
