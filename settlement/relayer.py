@@ -78,6 +78,9 @@ class RelayerConfig:
     calibration_window: int = 8
     max_failures: int = 6
     queue_items: int = 5_000
+    # settled batches and decoded reverts kept for inspection: a relayer runs for months, so
+    # only the most recent are kept (metrics and logs carry the totals)
+    history: int = 4_096
 
 
 class _Held:
@@ -123,8 +126,9 @@ class Relayer:
         self.events = EventDecoder(address=self.contract)
         self.batcher = Batcher(1, self.cfg.limits)
         self.lag = LagTracker()
-        self.settled: list[ChainBatchSettled] = []  # batches this relayer's txs settled
-        self.reverts: list[ContractRevert] = []  # decoded reverts seen (diagnostics)
+        # the latest batches this relayer's txs settled, and the latest decoded reverts
+        self.settled: deque[ChainBatchSettled] = deque(maxlen=self.cfg.history)
+        self.reverts: deque[ContractRevert] = deque(maxlen=self.cfg.history)
         self.failures = 0
         self.splits = 0  # batches that could not fit a block and were settled in halves
         self.gas_margin = self.cfg.gas_margin

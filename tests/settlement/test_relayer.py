@@ -67,7 +67,7 @@ async def test_a_finished_stream_resubmitted_is_a_noop(ex: LocalExchange, aw3: A
     await Relayer(aw3, ex.client.contract.address, OPERATOR_KEY, src, CFG).run()
     again = Relayer(aw3, ex.client.contract.address, OPERATOR_KEY, src, CFG)
     await again.run()
-    assert again.settled == []
+    assert list(again.settled) == []
     assert_exactly_once(ex, first, 5)
 
 
@@ -80,7 +80,7 @@ async def test_two_relayers_started_at_once_never_double_settle(ex: LocalExchang
     await asyncio.wait_for(asyncio.gather(a.run(), b.run()), 90)
     evs = assert_exactly_once(ex, first, 40)
     assert len(a.settled) + len(b.settled) == len(evs)
-    assert a.settled and b.settled or any(r.name == "BatchOutOfOrder" for r in a.reverts + b.reverts)
+    assert a.settled and b.settled or any(r.name == "BatchOutOfOrder" for r in [*a.reverts, *b.reverts])
 
 
 async def test_a_rejected_item_is_reported(ex: LocalExchange, aw3: AsyncWeb3) -> None:
@@ -195,7 +195,7 @@ async def test_a_tight_limit_that_fails_its_check_goes_out_with_the_refund_margi
     relayer = Relayer(aw3, ex.client.contract.address, OPERATOR_KEY, src, cfg)
     await asyncio.wait_for(relayer.run(), 60)
     assert_exactly_once(ex, first, len(fills))
-    assert relayer.reverts == []
+    assert list(relayer.reverts) == []
     for ev in relayer.settled:
         tx = await aw3.eth.get_transaction(ev.tx_hash)  # type: ignore[arg-type]
         receipt = await aw3.eth.get_transaction_receipt(ev.tx_hash)  # type: ignore[arg-type]
@@ -237,7 +237,7 @@ async def test_batches_grow_to_the_measured_gas_and_one_too_big_for_a_block_is_s
         fills = make_fills(ex, 48)
         off = await run(0.25)  # believes batches cost a quarter of what they do
         assert_exactly_once(ex, second, len(fills))
-        assert off.splits >= 1 and off.reverts == []
+        assert off.splits >= 1 and list(off.reverts) == []
     finally:
         rpc_call(url, "evm_setIntervalMining", [0])
         rpc_call(url, "evm_setAutomine", [True])
