@@ -38,7 +38,7 @@ def test_average_and_clamp() -> None:
 
     poster = FundingPoster(calc, Sink())
     assert poster.end_interval() == [FundingItem(0, 1_000), FundingItem(1, -1_000)]
-    assert sent == poster.posted and calc.close_interval() == {}
+    assert sent == [FundingItem(0, 1_000), FundingItem(1, -1_000)] and poster.posted == 2 and calc.close_interval() == {}
 
 
 @pytest.mark.parametrize("rate", [1_000, -1_000, 7, -3, 999])
