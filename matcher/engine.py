@@ -19,8 +19,9 @@ the next gap-free sequence number from the ledger (invariant 3) and stays retrie
 from __future__ import annotations
 
 import hashlib
+import heapq
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Final
 
 from msgspec.structs import astuple
 
@@ -92,6 +93,14 @@ from matcher.risk import Exposure, RiskModel, div_notional
 from matcher.structs import EngineSnapshot, RecRow
 
 _U64 = 2**64 - 1
+# nonces and withdrawal/transfer digests are forgotten in buckets of 2**_FORGET_SHIFT seconds
+# of expiry (Forgets): a key is kept up to ~4 minutes longer than needed, and the accept path
+# pays one list append instead of a heap push per key
+_FORGET_SHIFT: Final = 8
+# the bucket of a key restored from a snapshot written before expiry buckets existed: its
+# expiry is unknown, so it is never forgotten (beyond any real bucket: expiry < 2**64)
+_NEVER = 2**64
+_NEVER_BUCKET: list[Any] = [_NEVER]  # never in Forgets: its keys are never dropped
 # owner spellings remembered by Engine._owner_key before the cache starts afresh
 _OWNER_CACHE = 100_000
 _I32_MIN, _I32_MAX = -(2**31), 2**31 - 1
@@ -117,6 +126,10 @@ _CHAIN_CMDS = frozenset((ChainDeposit, ChainBatchSettled, ChainForcedWithdrawalR
                          ChainLiquidated, ChainCollateralLiquidated, ChainBadDebtSettled,
                          ChainDeleveraged, ChainForcedWithdrawalExecuted,
                          ChainLiquidationParamsSet, ChainFundingUpdated))
+
+# commands that carry the intake's wall clock: a journaled one advances Engine.clock
+_CLOCKED = frozenset((PlaceOrder, CancelOrder, CancelAll, ModifyOrder, ExpireTick,
+                      RequestWithdrawal, RequestTransfer, PostFunding, SetOraclePrices))
 
 # commands that change the ledger only through fills (see Engine._base_health)
 _ORDER_CMDS = frozenset((PlaceOrder, CancelOrder, CancelAll, ModifyOrder, ExpireTick))
@@ -176,6 +189,59 @@ class OrderRec:
         self.x: list[int] | None = None
 
 
+class Forgets:
+    """Keys to forget once the engine clock has passed their expiry, grouped in buckets of
+    coarse expiry (``expiry >> _FORGET_SHIFT``) with a min-heap of the bucket ids: the clock
+    passing a bucket drops it whole.
+
+    A bucket is a list ``[bucket id, key, key, ...]`` (a nonce key is two entries, owner and
+    nonce) in the order the keys were added. The owner of the keys maps each key to the
+    bucket list that will forget it (an existing object: no int is boxed per key); a key
+    whose expiry grew also sits in an earlier bucket, which skips it as its map no longer
+    names that bucket."""
+
+    __slots__ = ("buckets", "heap", "_last_id", "_last")
+
+    def __init__(self) -> None:
+        self.buckets: dict[int, list[Any]] = {}
+        self.heap: list[int] = []
+        # the bucket of the previous add: keys mostly arrive with one expiry
+        self._last_id = -1
+        self._last: list[Any] = []
+
+    def bucket(self, b: int) -> list[Any]:
+        """The list of bucket ``b`` (created if new), to append keys to."""
+        if b == self._last_id:
+            return self._last
+        lst = self.buckets.get(b)
+        if lst is None:
+            lst = self.buckets[b] = [b]
+            heapq.heappush(self.heap, b)
+        self._last_id = b
+        self._last = lst
+        return lst
+
+    def due(self, clock: int) -> bool:
+        """True when the clock has passed every expiry of the first bucket."""
+        return bool(self.heap) and self.heap[0] < clock >> _FORGET_SHIFT
+
+    def pop_due(self, clock: int) -> list[list[Any]]:
+        """Remove and return, oldest first, the buckets whose every expiry is below ``clock``."""
+        limit = clock >> _FORGET_SHIFT
+        h = self.heap
+        out: list[list[Any]] = []
+        while h and h[0] < limit:
+            out.append(self.buckets.pop(heapq.heappop(h)))
+        self._last_id = -1
+        return out
+
+    def load(self, buckets: dict[int, list[Any]]) -> None:
+        """Take the buckets of a snapshot."""
+        self.buckets = buckets
+        self.heap = sorted(buckets)  # a sorted list is a heap
+        self._last_id = -1
+
+
 def _ack(req_id: int, code: Code, message: str) -> Result:
     return Result(Ack(req_id, False, code, message, 0, 0), [], False)
 
@@ -211,8 +277,20 @@ class Engine:
         self.orders: dict[int, OrderRec] = {}
         self.open_count: dict[Acct, int] = {}
         self.exposure: dict[Acct, Exposure] = {}
-        self.nonces: set[tuple[str, int]] = set()
-        self.digests: set[bytes] = set()
+        # owner -> nonce -> the Forgets bucket list of the largest effective expiry of the
+        # orders accepted with (owner, nonce) (_NEVER_BUCKET: never forgotten). A nonce is
+        # forgotten once the clock passes that expiry: every order signed with it is EXPIRED
+        # by then, so memory stays bounded by the orders that could still be accepted
+        self.nonces: dict[str, dict[int, list[Any]]] = {}
+        self._nonce_forgets = Forgets()
+        # withdrawal/transfer digest -> the bucket list of its signed expiry (a digest covers
+        # its expiry, and the request is EXPIRED once the clock is past it)
+        self.digests: dict[bytes, list[Any]] = {}
+        self._digest_forgets = Forgets()
+        # the high-water mark of the ``now`` of journaled commands: expiry checks use it (not
+        # the command's own ``now``, which may step back), so a forgotten nonce or digest
+        # stays refused as EXPIRED
+        self.clock = 0
         self.forced: set[int] = set()
         self.agents: set[tuple[str, str]] = set()
         self.next_oid = 1
@@ -290,6 +368,10 @@ class Engine:
             res.journal = True
         if res.journal:
             self.cmd_seq += 1
+            if t in _CLOCKED:
+                now: int = cmd.now  # type: ignore[union-attr]
+                if now > self.clock:
+                    self._tick(now)
             a = res.ack
             if a.seq != self.cmd_seq:
                 # the order paths build their ack with the next seq already (_done)
@@ -329,8 +411,11 @@ class Engine:
             h.update(repr((oid, r.market, r.acct, r.filled, r.remaining, r.price,
                            r.signed.nonce, r.sig)).encode())
         self.ledger.hash_into(h)
-        h.update(repr(sorted(self.nonces)).encode())
-        h.update(repr(sorted(self.digests)).encode())
+        h.update(repr((self.clock, sorted((o, n, b[0]) for o, d in self.nonces.items()
+                                          for n, b in d.items()))).encode())
+        h.update(repr(sorted((k, b[0]) for k, b in self.digests.items())).encode())
+        h.update(repr((sorted(self._nonce_forgets.buckets.items()),
+                       sorted(self._digest_forgets.buckets.items()))).encode())
         h.update(repr((sorted(self.forced), sorted(self.agents),
                        sorted(self.risk.asset_prices.items()),
                        sorted(self.risk.market_prices.items()))).encode())
@@ -355,11 +440,18 @@ class Engine:
                     r.remaining, r.cid, r.bo.tif, r.bo.stp, r.bo.expiry)
             for r in self.orders.values()
         ]
+        # keys of unknown expiry (restored from an old snapshot) keep the old fields; the
+        # rest is rebuilt from the buckets on restore
+        never = sorted((o, n) for o, d in self.nonces.items() for n, b in d.items()
+                       if b is _NEVER_BUCKET)
+        never_d = sorted(k for k, b in self.digests.items() if b is _NEVER_BUCKET)
+        nb = [(b, lst[1::2], lst[2::2]) for b, lst in sorted(self._nonce_forgets.buckets.items())]
+        db = [(b, lst[1:]) for b, lst in sorted(self._digest_forgets.buckets.items())]
         return EngineSnapshot(
-            self.cmd_seq, self.next_oid, books, rows, self.ledger.dump(), sorted(self.nonces),
-            sorted(self.digests), sorted(self.forced), sorted(self.agents),
+            self.cmd_seq, self.next_oid, books, rows, self.ledger.dump(), never,
+            never_d, sorted(self.forced), sorted(self.agents),
             dict(self.risk.asset_prices), dict(self.risk.market_prices), self.chain_cursor,
-            self._liq_params_tuple(),
+            self._liq_params_tuple(), self.clock, nb, db,
         )
 
     @classmethod
@@ -385,8 +477,31 @@ class Engine:
             by_oid[row.oid] = bo
         for m, last_oid, fill_seq, oids in snap.books:
             eng.books[m].load_resting([by_oid[o] for o in oids], last_oid, fill_seq)
-        eng.nonces = {(o, n) for o, n in snap.nonces}
-        eng.digests = set(snap.digests)
+        eng.clock = snap.clock
+        # a key's bucket is the latest one it was added to (buckets ascending); the lists are
+        # kept as they were (stale entries too), so the restored engine forgets exactly what
+        # the snapshotted one would have
+        nonce_buckets: dict[int, list[Any]] = {}
+        for b, owners, nonces in snap.nonce_buckets:
+            flat: list[Any] = [b]
+            for o, n in zip(owners, nonces):
+                flat.append(o)
+                flat.append(n)
+                eng.nonces.setdefault(o, {})[n] = flat
+            nonce_buckets[b] = flat
+        eng._nonce_forgets.load(nonce_buckets)
+        for o, n in snap.nonces:
+            eng.nonces.setdefault(o, {})[n] = _NEVER_BUCKET
+        digest_buckets: dict[int, list[Any]] = {}
+        for b, keys in snap.digest_buckets:
+            lst: list[Any] = [b]
+            for k in keys:
+                lst.append(k)
+                eng.digests[k] = lst
+            digest_buckets[b] = lst
+        eng._digest_forgets.load(digest_buckets)
+        for k in snap.digests:
+            eng.digests[k] = _NEVER_BUCKET
         eng.forced = set(snap.forced)
         eng.agents = {(o, a) for o, a in snap.agents}
         eng.risk.asset_prices.update(snap.asset_prices)
@@ -445,6 +560,65 @@ class Engine:
             return bases[acct]
         base = bases[acct] = self.risk.base_health(st, self.ledger.proj_funding)
         return base
+
+    # ================================================================ nonces, digests, clock
+
+    # nonce arguments are Any: they arrive boxed (astuple) and stay so, where an int
+    # parameter would unbox them and box them again for every dict operation
+
+    def _nonce_used(self, owner: str, nonce: Any) -> bool:
+        d = self.nonces.get(owner)
+        return d is not None and nonce in d
+
+    def _use_nonce(self, owner: str, nonce: Any, expiry: int, fresh: bool) -> None:
+        """Remember (owner, nonce) of an accepted order until the clock passes ``expiry`` (its
+        effective expiry) and every earlier one of the nonce. ``fresh``: the caller checked
+        that the nonce is not in use (only a same-nonce replacement may find it)."""
+        b = expiry >> _FORGET_SHIFT
+        d = self.nonces.get(owner)
+        if d is None:
+            d = self.nonces[owner] = {}
+        elif not fresh:
+            prev = d.get(nonce)
+            if prev is not None and prev[0] >= b:
+                # a same-nonce replacement expiring no later: its bucket already covers it
+                return
+        lst = self._nonce_forgets.bucket(b)
+        d[nonce] = lst
+        lst.append(owner)
+        lst.append(nonce)
+
+    def _use_digest(self, digest: bytes, expiry: int) -> None:
+        lst = self._digest_forgets.bucket(expiry >> _FORGET_SHIFT)
+        self.digests[digest] = lst
+        lst.append(digest)
+
+    def _tick(self, now: int) -> None:
+        """Advance the clock to ``now`` (above it) and forget what expired before it."""
+        self.clock = now
+        nf = self._nonce_forgets
+        if nf.heap and nf.heap[0] < now >> _FORGET_SHIFT:
+            nonces = self.nonces
+            for lst in nf.pop_due(now):
+                for i in range(1, len(lst), 2):
+                    owner: str = lst[i]
+                    d = nonces.get(owner)
+                    # the nonce may have moved to a later bucket (a later-expiring
+                    # replacement) or been forgotten by an earlier entry of this one
+                    if d is not None and d.get(lst[i + 1]) is lst:
+                        del d[lst[i + 1]]
+                        if not d:
+                            del nonces[owner]
+        df = self._digest_forgets
+        if df.heap and df.heap[0] < now >> _FORGET_SHIFT:
+            digests = self.digests
+            for lst in df.pop_due(now):
+                for i in range(1, len(lst)):
+                    if digests.get(lst[i]) is lst:
+                        del digests[lst[i]]
+
+    def _forgets_due(self, now: int) -> bool:
+        return self._nonce_forgets.due(now) or self._digest_forgets.due(now)
 
     # ================================================================ exposure bookkeeping
 
@@ -625,11 +799,14 @@ class Engine:
     def _place(self, cmd: PlaceOrder) -> Result:
         o = cmd.order
         owner = o.owner.lower()
-        bad = self._validate_order(o, owner, cmd.signer, cmd.tif, cmd.stp, cmd.now)
+        now = cmd.now
+        if now < self.clock:
+            now = self.clock
+        bad = self._validate_order(o, owner, cmd.signer, cmd.tif, cmd.stp, now)
         if bad is not None:
             return _ack(cmd.req_id, *bad)
         acct = (owner, o.subaccount)
-        if (owner, o.nonce) in self.nonces:
+        if self._nonce_used(owner, o.nonce):
             return _ack(cmd.req_id, Code.REPLAYED_NONCE, f"nonce {o.nonce} already used")
         cid = cmd.client_id
         if cid is not None:
@@ -642,7 +819,7 @@ class Engine:
         bad = self._risk_gate(acct, o.market, o.is_buy, o.size, o.price, o.reduce_only)
         if bad is not None:
             return _ack(cmd.req_id, *bad)
-        return self._submit(cmd.req_id, o, cmd.signature, cmd.tif, cmd.stp, cid, cmd.now,
+        return self._submit(cmd.req_id, o, cmd.signature, cmd.tif, cmd.stp, cid, now,
                             acct, 0, o.size, [])
 
     def _submit(self, req_id: int, o: SignedOrder, sig: bytes, tif: int, stp: int,
@@ -651,8 +828,9 @@ class Engine:
         """Hand a checked order to its book and turn the events into outputs."""
         oid = self.next_oid
         _, _, market, is_buy, reduce_only, price, _, nonce, expiry, _ = astuple(o)
+        expiry -= self._expiry_margin
         bo = BookOrder(oid, acct[0], acct[1], is_buy, price, size, tif, cid=cid, stp=stp,
-                       reduce_only=reduce_only, expiry=expiry - self._expiry_margin)
+                       reduce_only=reduce_only, expiry=expiry)
         events = self.books[market].place(bo, now)
         first = events[0]
         if type(first) is Rejected:
@@ -661,7 +839,7 @@ class Engine:
             return Result(Ack(req_id, False, code, first.reason.name, 0, 0), out, bool(out))
         assert isinstance(first, Accepted)
         self.next_oid = oid + 1
-        self.nonces.add((acct[0], nonce))
+        self._use_nonce(acct[0], nonce, expiry, False)
         rec = OrderRec(oid, market, acct, o, sig, bo, filled, cid)
         self.orders[oid] = rec
         self.open_count[acct] = self.open_count.get(acct, 0) + 1
@@ -708,6 +886,8 @@ class Engine:
         # the command's and the new order's fields with one C call each (cancel-replace is
         # most of the traffic)
         req_id, cmd_owner, order_id, new_size, n, new_sig, new_signer, now = astuple(cmd)
+        if now < self.clock:
+            now = self.clock
         rec = self._owned(cmd_owner, order_id)
         if isinstance(rec, Result):
             return _ack(req_id, rec.ack.code, rec.ack.message)
@@ -736,7 +916,7 @@ class Engine:
         if bad is not None:
             return _ack(req_id, *bad)
         same_nonce = n_nonce == rec.signed.nonce
-        if not same_nonce and (acct[0], n_nonce) in self.nonces:
+        if not same_nonce and self._nonce_used(acct[0], n_nonce):
             return _ack(req_id, Code.REPLAYED_NONCE, f"nonce {n_nonce} already used")
         # on the same nonce the contract's budget already holds what the old order filled
         filled = rec.filled if same_nonce else 0
@@ -755,10 +935,14 @@ class Engine:
                             size, out)
 
     def _expire(self, cmd: ExpireTick) -> Result:
+        now = max(cmd.now, self.clock)
         out: list[Output] = []
         for m in sorted(self.books):
-            self._events(self.books[m].expire(cmd.now), out, 0)
-        return Result(Ack(cmd.req_id, True, _OK, "", 0, 0), out, bool(out))
+            self._events(self.books[m].expire(now), out, 0)
+        # journaled also when it only forgets expired nonces or digests (apply advances the
+        # clock of a journaled command), so quiet periods still free them
+        return Result(Ack(cmd.req_id, True, _OK, "", 0, 0), out,
+                      bool(out) or self._forgets_due(now))
 
     # ================================================================ journal replay (fast path)
     # Recovery replays millions of journaled commands whose outputs (acks, order updates, fill
@@ -778,15 +962,19 @@ class Engine:
         if t is PlaceOrder:
             # one C call per struct instead of an attribute lookup per field
             _, o, sig, _, tif, cid, stp, now = astuple(cmd)
+            if now < self.clock:
+                now = self.clock
             owner = self._owner_key(o.owner)
-            if (owner, o.nonce) in self.nonces:
+            if self._nonce_used(owner, o.nonce):
                 return False
             ok = self._replay_submit(o, sig, tif, stp, cid, now, (owner, o.subaccount), 0,
-                                     o.size)
+                                     o.size, True)
         elif t is CancelOrder:
             ok = self._replay_cancel(cmd)  # type: ignore[arg-type]
+            now = cmd.now  # type: ignore[union-attr]
         elif t is ModifyOrder and cmd.new_order is not None:  # type: ignore[union-attr]
             ok = self._replay_modify(cmd)  # type: ignore[arg-type]
+            now = cmd.now  # type: ignore[union-attr]
         else:
             return self.apply(cmd).journal
         if self._scratch:
@@ -795,6 +983,8 @@ class Engine:
             self._fast_makers.clear()
         if ok:
             self.cmd_seq += 1
+            if now > self.clock:  # as apply does for a journaled command
+                self._tick(now)
         return ok
 
     def replay_records(self, records: list[Any]) -> tuple[int, int]:
@@ -829,19 +1019,21 @@ class Engine:
         return key
 
     def _replay_submit(self, o: SignedOrder, sig: bytes, tif: int, stp: int, cid: int | None,
-                       now: int, acct: Acct, filled: int, size: int) -> bool:
-        """``_submit`` without outputs; False when the book refused the order."""
+                       now: int, acct: Acct, filled: int, size: int, fresh: bool) -> bool:
+        """``_submit`` without outputs; False when the book refused the order. ``fresh``: the
+        order's nonce is not in use (see _use_nonce)."""
         oid = self.next_oid
         owner = acct[0]
         _, _, market, is_buy, reduce_only, price, _, nonce, expiry, _ = astuple(o)
+        expiry -= self._expiry_margin
         bo = BookOrder(oid, owner, acct[1], is_buy, price, size, tif, cid=cid, stp=stp,
-                       reduce_only=reduce_only, expiry=expiry - self._expiry_margin)
+                       reduce_only=reduce_only, expiry=expiry)
         events = self.books[market].place(bo, now)
         first = events[0]
         if type(first) is not Accepted:
             return False
         self.next_oid = oid + 1
-        self.nonces.add((owner, nonce))
+        self._use_nonce(owner, nonce, expiry, fresh)
         rec = OrderRec(oid, market, acct, o, sig, bo, filled, cid)
         self.orders[oid] = rec
         oc = self.open_count
@@ -920,7 +1112,7 @@ class Engine:
             return self._handlers[ModifyOrder](cmd).journal
         acct = rec.acct
         same_nonce = n.nonce == rec.signed.nonce
-        if not same_nonce and (acct[0], n.nonce) in self.nonces:
+        if not same_nonce and self._nonce_used(acct[0], n.nonce):
             return False
         filled = rec.filled if same_nonce else 0
         size = n.size - filled
@@ -935,8 +1127,8 @@ class Engine:
             self._replay_events(events, 0)
         # the cancel alone changed state, so the command counts even if the book refuses the
         # replacement (as in ``apply``)
-        self._replay_submit(n, cmd.new_signature, bo.tif, bo.stp, rec.cid, cmd.now, acct, filled,
-                            size)
+        self._replay_submit(n, cmd.new_signature, bo.tif, bo.stp, rec.cid,
+                            max(cmd.now, self.clock), acct, filled, size, not same_nonce)
         return True
 
     # ================================================================ chain events
@@ -1139,10 +1331,10 @@ class Engine:
         if cmd.digest in self.digests:
             return _ack(cmd.req_id, Code.REPLAYED, "withdrawal already used")
         acct = (w.owner.lower(), w.subaccount)
-        bad = self._debit_check(acct, w.asset, w.amount, cmd.now, w.expiry)
+        bad = self._debit_check(acct, w.asset, w.amount, max(cmd.now, self.clock), w.expiry)
         if bad is not None:
             return _ack(cmd.req_id, *bad)
-        self.digests.add(cmd.digest)
+        self._use_digest(cmd.digest, w.expiry)
         item = WithdrawItem(w, cmd.signature)
         seq = self.ledger.sequence(Entry(0, int(ItemKind.WITHDRAW), item, acct, None,
                                          asset=w.asset, qty=w.amount))
@@ -1156,10 +1348,10 @@ class Engine:
             return _ack(cmd.req_id, Code.BAD_REQUEST, "source and destination are equal")
         owner = t.owner.lower()
         src = (owner, t.from_subaccount)
-        bad = self._debit_check(src, t.asset, t.amount, cmd.now, t.expiry)
+        bad = self._debit_check(src, t.asset, t.amount, max(cmd.now, self.clock), t.expiry)
         if bad is not None:
             return _ack(cmd.req_id, *bad)
-        self.digests.add(cmd.digest)
+        self._use_digest(cmd.digest, t.expiry)
         item = TransferItem(t, cmd.signature)
         seq = self.ledger.sequence(Entry(0, int(ItemKind.TRANSFER), item, src,
                                          (owner, t.to_subaccount), asset=t.asset, qty=t.amount))

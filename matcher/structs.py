@@ -96,8 +96,8 @@ class EngineSnapshot(msgspec.Struct, array_like=True):
     books: list[tuple[int, int, int, list[int]]]  # market, last_oid, fill_seq, oids by priority
     orders: list[RecRow]
     ledger: LedgerSnapshot
-    nonces: list[tuple[str, int]]
-    digests: list[bytes]
+    nonces: list[tuple[str, int]]  # used nonces of unknown expiry (see nonce_buckets)
+    digests: list[bytes]  # used digests of unknown expiry (see digest_buckets)
     forced: list[int]
     agents: list[tuple[str, str]]
     asset_prices: dict[int, int]
@@ -106,6 +106,14 @@ class EngineSnapshot(msgspec.Struct, array_like=True):
     chain_cursor: tuple[int, int] = (0, 0)
     # additive, defaulted: the mirrored section 9.1 parameters (contract defaults until an event)
     liquidation_params: tuple[int, int, int, int] = (20_000, 500_000, 100_000, 500_000)
+    # additive, defaulted: the engine clock (high-water mark of command ``now``s) and the
+    # pending forgets of nonces (bucket, owners, nonces) and of withdrawal/transfer digests
+    # (bucket, digests), as Engine.Forgets holds them. ``nonces`` and ``digests`` above then
+    # only carry keys of unknown expiry: everything a snapshot written before the buckets
+    # remembered, which stays remembered
+    clock: int = 0
+    nonce_buckets: list[tuple[int, list[str], list[int]]] = []
+    digest_buckets: list[tuple[int, list[bytes]]] = []
 
 
 __all__ = ["Acct", "AcctRow", "Entry", "EngineSnapshot", "LedgerSnapshot", "RecRow", "SettleResult"]

@@ -1,0 +1,247 @@
+"""Bounded replay protection: the engine forgets the nonce of an order (and the digest of a
+withdrawal or transfer) once its expiry has passed on the engine's monotonic clock, and a
+forgotten one is still refused (EXPIRED), also when a command's ``now`` steps back."""
+
+from __future__ import annotations
+
+import msgspec
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from crossbook.config import PRICE, USD
+from crossbook.protocol_types import Withdrawal
+from matcher.commands import (
+    CancelOrder,
+    Code,
+    ExpireTick,
+    ModifyOrder,
+    PlaceOrder,
+    RequestTransfer,
+    RequestWithdrawal,
+)
+from matcher.engine import Engine, EngineSnapshot
+from matcher.orders import Tif
+from engine_helpers import (
+    A,
+    B,
+    ETH,
+    ETH_PX,
+    LOT,
+    NOW,
+    SIG,
+    funded,
+    order,
+    place,
+    random_commands,
+    req,
+)
+
+BUCKET = 256  # seconds of expiry per forget bucket (engine._FORGET_SHIFT = 8)
+BID = ETH_PX - 10 * PRICE  # rests without crossing anything
+
+
+def _nonces(eng: Engine, owner: str) -> set[int]:
+    return set(eng.nonces.get(owner, {}))
+
+
+def _cancel(eng: Engine, owner: str, oid: int, now: int = NOW) -> None:
+    assert eng.apply(CancelOrder(req(), owner, oid, 0, ETH, None, now)).ack.ok
+
+
+def test_nonces_are_forgotten_as_the_clock_passes_their_expiry() -> None:
+    eng = funded()
+    expiries = {n: NOW + 100 + 300 * n for n in range(1, 21)}
+    for n, exp in expiries.items():
+        r = place(eng, A, True, BID, LOT, nonce=n, expiry=exp)
+        assert r.ack.ok
+        _cancel(eng, A, r.ack.order_id)
+    assert _nonces(eng, A) == set(expiries)
+    sizes = [len(_nonces(eng, A))]
+    for t in range(NOW + 500, NOW + 7000, 700):
+        before = eng.clock
+        r = eng.apply(ExpireTick(req(), t))
+        # a tick is journaled (and moves the clock) only when it changes something
+        assert eng.clock == (t if r.journal else before)
+        kept = _nonces(eng, A)
+        # sound: nothing that could still be accepted is forgotten
+        assert {n for n, e in expiries.items() if e >= t} <= kept
+        # bounded: anything that expired a whole bucket ago is gone
+        assert not {n for n, e in expiries.items() if e < t - BUCKET} & kept
+        # the tick is journaled exactly when it forgot something (no order rests)
+        assert r.journal == (len(kept) < sizes[-1])
+        sizes.append(len(kept))
+    assert sizes[0] == 20 and sizes[-1] == 0 and A not in eng.nonces
+    assert sizes == sorted(sizes, reverse=True)
+
+
+def test_replayed_order_after_expiry_is_refused_expired() -> None:
+    eng = funded()
+    o = order(A, True, BID, LOT, 7, expiry=NOW + 100)
+    cmd = PlaceOrder(req(), o, SIG, A, int(Tif.GTC), None, 0, NOW)
+    r = eng.apply(cmd)
+    assert r.ack.ok
+    _cancel(eng, A, r.ack.order_id)
+    # before expiry the nonce is remembered: the same signed order (or another one with the
+    # nonce) is refused as a replay
+    assert eng.apply(cmd).ack.code == Code.REPLAYED_NONCE
+    other = order(A, False, ETH_PX + 5 * PRICE, 2 * LOT, 7, expiry=NOW + 50)
+    assert eng.apply(PlaceOrder(req(), other, SIG, A, int(Tif.GTC), None, 0, NOW)).ack.code \
+        == Code.REPLAYED_NONCE
+    # the clock passes the expiry: the nonce is forgotten ...
+    assert eng.apply(ExpireTick(req(), NOW + 1000)).journal
+    assert 7 not in _nonces(eng, A)
+    # ... and the replay is refused as expired, at the new time and when a later command
+    # carries an earlier ``now`` (the intake's clock stepped back)
+    for now in (NOW + 1000, NOW, NOW + 100):
+        again = PlaceOrder(req(), o, SIG, A, int(Tif.GTC), None, 0, now)
+        assert eng.apply(again).ack.code == Code.EXPIRED
+        assert eng.apply(PlaceOrder(req(), other, SIG, A, int(Tif.GTC), None, 0, now)).ack.code \
+            == Code.EXPIRED
+    # nor can it come back as the replacement of a live order
+    live = place(eng, A, True, BID, LOT, nonce=8, expiry=NOW + 5000, now=NOW).ack.order_id
+    m = eng.apply(ModifyOrder(req(), A, live, LOT, o, SIG, A, NOW))
+    assert m.ack.code == Code.EXPIRED
+    # a stepped-back command did not move the clock
+    assert eng.clock == NOW + 1000
+
+
+def test_stepped_back_now_does_not_revive_a_resting_expired_order() -> None:
+    eng = funded()
+    assert place(eng, B, False, ETH_PX, LOT, nonce=1, expiry=NOW + 100).ack.ok
+    assert place(eng, A, True, BID, LOT, nonce=2, expiry=NOW + 9000, now=NOW + 500).ack.ok
+    # B's order expired on the engine clock (NOW + 500): a taker arriving with an older
+    # ``now`` must not trade against it
+    r = place(eng, A, True, ETH_PX, LOT, nonce=3, expiry=NOW + 9000, now=NOW, tif=Tif.IOC)
+    assert r.ack.ok and eng.ledger.next_seq == 1
+
+
+def test_same_nonce_replacement_keeps_the_nonce_until_its_later_expiry() -> None:
+    eng = funded()
+    oid = place(eng, A, True, BID, 2 * LOT, nonce=5, expiry=NOW + 100).ack.order_id
+    later = order(A, True, BID - PRICE, 2 * LOT, 5, expiry=NOW + 3000)
+    r = eng.apply(ModifyOrder(req(), A, oid, 2 * LOT, later, SIG, A, NOW))
+    assert r.ack.ok
+    _cancel(eng, A, r.ack.order_id)
+    eng.apply(ExpireTick(req(), NOW + 1000))  # past the first order, not the replacement
+    assert 5 in _nonces(eng, A)
+    assert eng.apply(PlaceOrder(req(), later, SIG, A, int(Tif.GTC), None, 0, NOW + 1000)).ack \
+        .code == Code.REPLAYED_NONCE
+    assert eng.apply(ExpireTick(req(), NOW + 3000 + BUCKET + 1)).journal
+    assert 5 not in _nonces(eng, A)
+    assert eng.apply(PlaceOrder(req(), later, SIG, A, int(Tif.GTC), None, 0, NOW)).ack.code \
+        == Code.EXPIRED
+
+
+def test_withdrawal_and_transfer_digests_are_forgotten_after_expiry() -> None:
+    from crossbook.protocol_types import Transfer
+
+    eng = funded(usd=10_000, owners=(A,))
+    w = Withdrawal(A, 0, 0, 10 * USD, 1, NOW + 60)
+    t = Transfer(A, 0, 1, 0, 10 * USD, 2, NOW + 60)
+    wd = RequestWithdrawal(req(), w, SIG, b"w" * 32, NOW)
+    td = RequestTransfer(req(), t, SIG, b"t" * 32, NOW)
+    assert eng.apply(wd).ack.ok and eng.apply(td).ack.ok
+    assert eng.apply(wd).ack.code == Code.REPLAYED
+    assert eng.apply(td).ack.code == Code.REPLAYED
+    assert eng.apply(ExpireTick(req(), NOW + 1000)).journal
+    assert eng.digests == {}
+    for now in (NOW, NOW + 1000):
+        assert eng.apply(RequestWithdrawal(req(), w, SIG, b"w" * 32, now)).ack.code \
+            == Code.EXPIRED
+        assert eng.apply(RequestTransfer(req(), t, SIG, b"t" * 32, now)).ack.code \
+            == Code.EXPIRED
+
+
+_snap_json = msgspec.json.Encoder()
+_snap_dec = msgspec.json.Decoder(EngineSnapshot)
+
+
+def _through_json(eng: Engine) -> Engine:
+    """Snapshot, encode as the journal does (JSON), decode, restore."""
+    return Engine.restore(_snap_dec.decode(_snap_json.encode(eng.snapshot())))
+
+
+def test_snapshot_restore_midway_keeps_pending_forgets() -> None:
+    cmds = random_commands(seed=61, n=1500)
+    whole = Engine()
+    accepted = sum(1 for c in cmds if whole.apply(c).ack.ok and isinstance(c, PlaceOrder))
+    # the stream moves the clock across many buckets, so forgets happened and some are pending
+    assert whole.clock > NOW + 1000
+    assert whole._nonce_forgets.buckets
+    assert sum(len(d) for d in whole.nonces.values()) < accepted - 100
+    for cut in (200, 700, 1100):
+        eng = Engine()
+        for c in cmds[:cut]:
+            eng.apply(c)
+        eng = _through_json(eng)
+        for c in cmds[cut:]:
+            eng.apply(c)
+        assert eng.nonces == whole.nonces
+        assert eng.state_hash() == whole.state_hash()
+
+
+def test_snapshot_without_forget_buckets_still_restores() -> None:
+    """A snapshot written before the buckets existed (no clock, nonces and digests as plain
+    lists) decodes; its keys have no known expiry and stay remembered."""
+    eng = funded(owners=(A,))
+    oid = place(eng, A, True, BID, LOT, nonce=9, expiry=NOW + 100).ack.order_id
+    _cancel(eng, A, oid)
+    fields = list(msgspec.json.decode(_snap_json.encode(eng.snapshot())))
+    old = fields[:-3]  # clock, nonce_buckets, digest_buckets
+    old[5] = [[A, 9]]  # nonces as the old snapshot listed them
+    clone = Engine.restore(_snap_dec.decode(msgspec.json.encode(old)))
+    assert clone.clock == 0 and 9 in _nonces(clone, A)
+    clone.apply(ExpireTick(req(), NOW + 100_000))
+    assert 9 in _nonces(clone, A)  # unknown expiry: never forgotten
+    again = order(A, True, BID, LOT, 9, expiry=NOW + 200_000)
+    assert clone.apply(PlaceOrder(req(), again, SIG, A, int(Tif.GTC), None, 0,
+                                  NOW + 100_000)).ack.code == Code.REPLAYED_NONCE
+    # and it survives the next snapshot in the old field
+    assert 9 in _nonces(_through_json(clone), A)
+
+
+# a pool of signed orders, one per nonce (an owner never signs two orders with one nonce
+# here): the forgetful engine must answer every command as an engine that never forgets
+_EXPIRY = st.integers(1, 3000)
+_OPS = st.lists(
+    st.tuples(st.sampled_from(["place", "cancel", "tick"]), st.integers(0, 11),
+              st.integers(-400, 900)),
+    min_size=1, max_size=60)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(expiries=st.lists(_EXPIRY, min_size=12, max_size=12), ops=_OPS)
+def test_forgetting_never_changes_an_answer(expiries: list[int], ops: list[tuple[str, int, int]]
+                                           ) -> None:
+    pool = [order(A, True, BID - (i % 3) * PRICE, LOT, 100 + i, expiry=NOW + e)
+            for i, e in enumerate(expiries)]
+    eng = funded(owners=(A,))
+    ref = funded(owners=(A,))  # given back every nonce it accepted after each command
+    accepted: set[int] = set()
+    t = NOW
+    for op, i, dt in ops:
+        t = max(NOW, t + dt)  # ``now`` wanders, also backwards
+        if op == "place":
+            cmd: PlaceOrder | CancelOrder | ExpireTick = PlaceOrder(
+                req(), pool[i], SIG, A, int(Tif.GTC), None, 0, t)
+        elif op == "cancel":
+            oid = min(eng.orders, default=0)
+            cmd = CancelOrder(req(), A, oid, 0, ETH, None, t)
+        else:
+            cmd = ExpireTick(req(), t)
+        got, want = eng.apply(cmd), ref.apply(cmd)
+        if op == "place" and want.ack.ok:
+            accepted.add(pool[i].nonce)
+        for n in accepted:
+            ref.nonces.setdefault(A, {}).setdefault(n, [1 << 62])
+        assert (got.ack.ok, got.ack.code, got.ack.order_id, got.journal) \
+            == (want.ack.ok, want.ack.code, want.ack.order_id, want.journal)
+        assert eng.clock == ref.clock
+        # what the forgetful engine still holds is what could still be accepted, up to one
+        # bucket of expiry
+        kept = _nonces(eng, A)
+        assert kept <= accepted
+        for n in accepted - kept:
+            assert pool[n - 100].expiry < eng.clock
+        for n in kept:
+            assert pool[n - 100].expiry >= eng.clock - BUCKET
