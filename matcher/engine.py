@@ -92,47 +92,54 @@ from matcher.orders import (
 from matcher.risk import Exposure, RiskModel, div_notional
 from matcher.structs import EngineSnapshot, RecRow
 
-_U64 = 2**64 - 1
+_U64: Final = 2**64 - 1
 # nonces and withdrawal/transfer digests are forgotten in buckets of 2**_FORGET_SHIFT seconds
 # of expiry (Forgets): a key is kept up to ~4 minutes longer than needed, and the accept path
 # pays one list append instead of a heap push per key
 _FORGET_SHIFT: Final = 8
 # the bucket of a key restored from a snapshot written before expiry buckets existed: its
 # expiry is unknown, so it is never forgotten (beyond any real bucket: expiry < 2**64)
-_NEVER = 2**64
-_NEVER_BUCKET: list[Any] = [_NEVER]  # never in Forgets: its keys are never dropped
+_NEVER: Final = 2**64
+_NEVER_BUCKET: Final = [_NEVER]  # never in Forgets: its keys are never dropped
 # owner spellings remembered by Engine._owner_key before the cache starts afresh
-_OWNER_CACHE = 100_000
+_OWNER_CACHE: Final = 100_000
 _I32_MIN, _I32_MAX = -(2**31), 2**31 - 1
-_TIFS = frozenset(int(t) for t in Tif)
-_STPS = frozenset(int(s) for s in Stp)
-_POST_ONLY = int(Tif.POST_ONLY)
-_MARKET = int(Tif.MARKET)
+_TIFS: Final = frozenset(int(t) for t in Tif)
+_STPS: Final = frozenset(int(s) for s in Stp)
+_POST_ONLY: Final = int(Tif.POST_ONLY)
+_MARKET: Final = int(Tif.MARKET)
 # enum members as module constants: a class attribute lookup on an enum costs a Python-level
 # __getattr__ round trip from compiled code
-_OK = Code.OK
-_OPEN = OrderStatus.OPEN
-_PARTIALLY_FILLED = OrderStatus.PARTIALLY_FILLED
-_FILLED = OrderStatus.FILLED
-_CANCELLED = OrderStatus.CANCELLED
-_MODIFIED = OrderStatus.MODIFIED
-_FILL_KIND = int(ItemKind.FILL)
-_CANCEL_REASONS = frozenset((int(CancelReason.USER), int(CancelReason.DEAD_MAN)))
-_CANCEL_USER = CancelReason.USER
+_OK: Final = Code.OK
+_OPEN: Final = OrderStatus.OPEN
+_PARTIALLY_FILLED: Final = OrderStatus.PARTIALLY_FILLED
+_FILLED: Final = OrderStatus.FILLED
+_CANCELLED: Final = OrderStatus.CANCELLED
+_MODIFIED: Final = OrderStatus.MODIFIED
+_FILL_KIND: Final = int(ItemKind.FILL)
+_CANCEL_REASONS: Final = frozenset((int(CancelReason.USER), int(CancelReason.DEAD_MAN)))
+_CANCEL_USER: Final = CancelReason.USER
 # journaled cancel reasons -> the book's reason (replay passes it without an enum call)
-_REPLAY_CANCEL = {int(r): r for r in (CancelReason.USER, CancelReason.DEAD_MAN)}
+_REPLAY_CANCEL: Final = {int(r): r for r in (CancelReason.USER, CancelReason.DEAD_MAN)}
 # commands that carry a chain log position (block, log_index): exactly-once via the chain cursor
-_CHAIN_CMDS = frozenset((ChainDeposit, ChainBatchSettled, ChainForcedWithdrawalRequested, AgentSet,
-                         ChainLiquidated, ChainCollateralLiquidated, ChainBadDebtSettled,
-                         ChainDeleveraged, ChainForcedWithdrawalExecuted,
-                         ChainLiquidationParamsSet, ChainFundingUpdated))
+_CHAIN_CMDS: Final = frozenset((ChainDeposit, ChainBatchSettled, ChainForcedWithdrawalRequested,
+                                AgentSet, ChainLiquidated, ChainCollateralLiquidated, ChainBadDebtSettled,
+                                ChainDeleveraged, ChainForcedWithdrawalExecuted,
+                                ChainLiquidationParamsSet, ChainFundingUpdated))
+
+# the command types and astuple as module statics (a plain module name is a dict lookup from
+# compiled code)
+_PLACE: Final = PlaceOrder
+_CANCEL: Final = CancelOrder
+_MODIFY: Final = ModifyOrder
+_astuple: Final = astuple
 
 # commands that carry the intake's wall clock: a journaled one advances Engine.clock
-_CLOCKED = frozenset((PlaceOrder, CancelOrder, CancelAll, ModifyOrder, ExpireTick,
-                      RequestWithdrawal, RequestTransfer, PostFunding, SetOraclePrices))
+_CLOCKED: Final = frozenset((PlaceOrder, CancelOrder, CancelAll, ModifyOrder, ExpireTick,
+                             RequestWithdrawal, RequestTransfer, PostFunding, SetOraclePrices))
 
 # commands that change the ledger only through fills (see Engine._base_health)
-_ORDER_CMDS = frozenset((PlaceOrder, CancelOrder, CancelAll, ModifyOrder, ExpireTick))
+_ORDER_CMDS: Final = frozenset((PlaceOrder, CancelOrder, CancelAll, ModifyOrder, ExpireTick))
 
 # book reject reasons -> engine codes
 _BOOK_CODES: dict[int, Code] = {
@@ -644,7 +651,7 @@ class Engine:
     def _forget(self, rec: OrderRec) -> None:
         """A live order ended: drop it from the records (its exposure is already zero)."""
         del self.orders[rec.oid]
-        acct = rec.acct
+        acct: Any = rec.acct  # boxed once for both dict operations
         n = self.open_count[acct] - 1
         if n:
             self.open_count[acct] = n
@@ -728,7 +735,7 @@ class Engine:
         """Checks shared by new and replacement orders (``owner`` is ``o.owner`` lower-cased);
         None when fine."""
         # one C call for the fields instead of an attribute lookup each
-        o_owner, _, market, _, _, price, size, _, expiry, max_fee = astuple(o)
+        o_owner, _, market, _, _, price, size, _, expiry, max_fee = _astuple(o)
         grid = self._grid.get(market)
         if grid is None:
             return Code.UNKNOWN_MARKET, f"unknown market {market}"
@@ -827,7 +834,7 @@ class Engine:
                 out: list[Output]) -> Result:
         """Hand a checked order to its book and turn the events into outputs."""
         oid = self.next_oid
-        _, _, market, is_buy, reduce_only, price, _, nonce, expiry, _ = astuple(o)
+        _, _, market, is_buy, reduce_only, price, _, nonce, expiry, _ = _astuple(o)
         expiry -= self._expiry_margin
         bo = BookOrder(oid, acct[0], acct[1], is_buy, price, size, tif, cid=cid, stp=stp,
                        reduce_only=reduce_only, expiry=expiry)
@@ -885,7 +892,7 @@ class Engine:
     def _modify(self, cmd: ModifyOrder) -> Result:
         # the command's and the new order's fields with one C call each (cancel-replace is
         # most of the traffic)
-        req_id, cmd_owner, order_id, new_size, n, new_sig, new_signer, now = astuple(cmd)
+        req_id, cmd_owner, order_id, new_size, n, new_sig, new_signer, now = _astuple(cmd)
         if now < self.clock:
             now = self.clock
         rec = self._owned(cmd_owner, order_id)
@@ -903,7 +910,7 @@ class Engine:
             self._events(book.modify(rec.oid, rec.price, new_size, now), out, 0)
             return self._done(req_id, rec.oid, out)
         n_owner, n_sub, n_market, n_is_buy, n_reduce_only, n_price, n_size, n_nonce, _, _ = (
-            astuple(n))
+            _astuple(n))
         owner = n_owner.lower()
         acct = rec.acct
         if (owner != acct[0] or n_sub != acct[1]
@@ -958,23 +965,34 @@ class Engine:
         """Apply one journaled command for recovery, without outputs; returns what
         ``apply(cmd).journal`` would (False: the command changed nothing, which a journaled
         command never should). The resulting state equals ``apply``'s (same state hash)."""
+        # fields come out with one C call per struct (astuple) instead of an attribute lookup
+        # each, and stay boxed (Any) until a native call needs them: an int-typed local would
+        # be unboxed here and boxed again for every dict, list or constructor argument
         t = type(cmd)
-        if t is PlaceOrder:
-            # one C call per struct instead of an attribute lookup per field
-            _, o, sig, _, tif, cid, stp, now = astuple(cmd)
+        now: Any
+        if t is _PLACE:
+            _, o, sig, _, tif, cid, stp, now = _astuple(cmd)
             if now < self.clock:
                 now = self.clock
-            owner = self._owner_key(o.owner)
-            if self._nonce_used(owner, o.nonce):
+            o_owner, sub, market, is_buy, reduce_only, price, size, nonce, expiry, _ = (
+                _astuple(o))
+            owner = self._owner_key(o_owner)
+            d = self.nonces.get(owner)
+            if d is not None and nonce in d:
                 return False
-            ok = self._replay_submit(o, sig, tif, stp, cid, now, (owner, o.subaccount), 0,
-                                     o.size, True)
-        elif t is CancelOrder:
-            ok = self._replay_cancel(cmd)  # type: ignore[arg-type]
-            now = cmd.now  # type: ignore[union-attr]
-        elif t is ModifyOrder and cmd.new_order is not None:  # type: ignore[union-attr]
-            ok = self._replay_modify(cmd)  # type: ignore[arg-type]
-            now = cmd.now  # type: ignore[union-attr]
+            acct: Any = (owner, sub)  # boxed once: it keys several dicts
+            ok = self._replay_submit(o, sig, tif, stp, cid, now, acct, 0, size, True, market,
+                                     is_buy, reduce_only, price, nonce, expiry)
+        elif t is _CANCEL:
+            _, c_owner, oid, _, _, _, now, reason = _astuple(cmd)
+            ok = self._replay_cancel(cmd, c_owner, oid, reason)  # type: ignore[arg-type]
+        elif t is _MODIFY:
+            _, m_owner, oid, _, n, new_sig, _, now = _astuple(cmd)
+            if n is None or new_sig is None:
+                return self.apply(cmd).journal
+            if now < self.clock:
+                now = self.clock
+            ok = self._replay_modify(cmd, m_owner, oid, n, new_sig, now)  # type: ignore[arg-type]
         else:
             return self.apply(cmd).journal
         if self._scratch:
@@ -987,20 +1005,19 @@ class Engine:
                 self._tick(now)
         return ok
 
-    def replay_records(self, records: list[Any]) -> tuple[int, int]:
-        """Replay decoded journal records (objects with ``seq`` and ``cmd``, in journal order)
-        with :meth:`replay`, in one compiled loop. Records at or below ``cmd_seq`` (covered by
-        a snapshot) are skipped. Stops at the first record that does not continue ``cmd_seq``
+    def replay_records(self, records: list[tuple[int, Any]]) -> tuple[int, int]:
+        """Replay decoded journal records (``(seq, command)`` pairs, in journal order) with
+        :meth:`replay`, in one compiled loop. Records at or below ``cmd_seq`` (covered by a
+        snapshot) are skipped. Stops at the first record that does not continue ``cmd_seq``
         or that changed nothing; returns (records consumed, records replayed), so the caller
         names the error at ``records[consumed]`` when it is not the end."""
         replayed = 0
         i = 0
         n = len(records)
         while i < n:
-            rec = records[i]
-            seq: int = rec.seq
+            seq, cmd = records[i]
             if seq > self.cmd_seq:
-                if seq != self.cmd_seq + 1 or not self.replay(rec.cmd):
+                if seq != self.cmd_seq + 1 or not self.replay(cmd):
                     break
                 replayed += 1
             i += 1
@@ -1018,14 +1035,16 @@ class Engine:
             self._owners[owner] = key
         return key
 
-    def _replay_submit(self, o: SignedOrder, sig: bytes, tif: int, stp: int, cid: int | None,
-                       now: int, acct: Acct, filled: int, size: int, fresh: bool) -> bool:
-        """``_submit`` without outputs; False when the book refused the order. ``fresh``: the
-        order's nonce is not in use (see _use_nonce)."""
-        oid = self.next_oid
-        owner = acct[0]
-        _, _, market, is_buy, reduce_only, price, _, nonce, expiry, _ = astuple(o)
-        expiry -= self._expiry_margin
+    def _replay_submit(self, o: SignedOrder, sig: Any, tif: Any, stp: Any, cid: Any, now: int,
+                       acct: Any, filled: int, size: Any, fresh: bool, market: Any, is_buy: Any,
+                       reduce_only: Any, price: Any, nonce: Any, expiry: Any) -> bool:
+        """``_submit`` without outputs; False when the book refused the order. The signed
+        order's fields come unpacked from the caller; ``acct`` is the (owner, sub) tuple and
+        ``fresh`` says the order's nonce is not in use (see _use_nonce)."""
+        oid: Any = self.next_oid  # boxed once for the book order and the dict
+        owner: str = acct[0]
+        if self._expiry_margin:
+            expiry = expiry - self._expiry_margin
         bo = BookOrder(oid, owner, acct[1], is_buy, price, size, tif, cid=cid, stp=stp,
                        reduce_only=reduce_only, expiry=expiry)
         events = self.books[market].place(bo, now)
@@ -1085,15 +1104,15 @@ class Engine:
                 rec = orders[ev.order_id]  # type: ignore[union-attr]
                 self._expose(rec, ev.size - rec.remaining)  # type: ignore[union-attr]
 
-    def _replay_cancel(self, cmd: CancelOrder) -> bool:
-        oid = cmd.order_id
+    def _replay_cancel(self, cmd: CancelOrder, owner: str, oid: Any, reason: Any) -> bool:
+        """A CancelOrder of ``owner`` (unpacked by ``replay``) without outputs."""
         rec = self.orders.get(oid) if oid is not None else None
-        if rec is None or cmd.reason not in _CANCEL_REASONS:
+        if rec is None or reason not in _CANCEL_REASONS:
             # by client id, or a record that cannot apply: the full path decides
             return self._handlers[CancelOrder](cmd).journal
-        if rec.acct[0] != self._owner_key(cmd.owner):
+        if rec.acct[0] != self._owner_key(owner):
             return False
-        events = self.books[rec.market].cancel(rec.oid, _REPLAY_CANCEL[cmd.reason])
+        events = self.books[rec.market].cancel(rec.oid, _REPLAY_CANCEL[reason])
         if len(events) == 1 and type(events[0]) is Cancelled:
             # the usual outcome, inlined: the order's exposure goes, then its record
             self._expose(rec, -rec.remaining)
@@ -1102,20 +1121,25 @@ class Engine:
             self._replay_events(events, 0)
         return True
 
-    def _replay_modify(self, cmd: ModifyOrder) -> bool:
-        rec = self.orders.get(cmd.order_id)
-        n = cmd.new_order
-        if rec is None or n is None or rec.acct[0] != self._owner_key(cmd.owner):
+    def _replay_modify(self, cmd: ModifyOrder, owner: str, oid: Any, n: SignedOrder,
+                       new_sig: bytes, now: int) -> bool:
+        """A cancel-replace ModifyOrder (fields unpacked by ``replay``; ``now`` on the engine
+        clock) without outputs."""
+        rec = self.orders.get(oid)
+        if rec is None or rec.acct[0] != self._owner_key(owner):
             return self._handlers[ModifyOrder](cmd).journal
         bo = rec.bo
-        if bo.tif == _POST_ONLY or cmd.new_signature is None:
+        if bo.tif == _POST_ONLY:
             return self._handlers[ModifyOrder](cmd).journal
-        acct = rec.acct
-        same_nonce = n.nonce == rec.signed.nonce
-        if not same_nonce and self._nonce_used(acct[0], n.nonce):
-            return False
+        acct: Any = rec.acct  # boxed once: it keys several dicts
+        _, _, market, is_buy, reduce_only, price, n_size, nonce, expiry, _ = _astuple(n)
+        same_nonce = nonce == rec.signed.nonce
+        if not same_nonce:
+            d = self.nonces.get(acct[0])
+            if d is not None and nonce in d:
+                return False
         filled = rec.filled if same_nonce else 0
-        size = n.size - filled
+        size = n_size - filled
         if size <= 0:
             return False
         events = self.books[rec.market].cancel(rec.oid, _CANCEL_USER)
@@ -1127,8 +1151,8 @@ class Engine:
             self._replay_events(events, 0)
         # the cancel alone changed state, so the command counts even if the book refuses the
         # replacement (as in ``apply``)
-        self._replay_submit(n, cmd.new_signature, bo.tif, bo.stp, rec.cid,
-                            max(cmd.now, self.clock), acct, filled, size, not same_nonce)
+        self._replay_submit(n, new_sig, bo.tif, bo.stp, rec.cid, now, acct, filled, size,
+                            not same_nonce, market, is_buy, reduce_only, price, nonce, expiry)
         return True
 
     # ================================================================ chain events

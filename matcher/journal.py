@@ -114,20 +114,24 @@ def iter_records(buf: bytes, offset: int = 0) -> Iterator[tuple[Record, int]]:
         yield dec(payload), offset
 
 
-# a run of msgpack payloads is decoded as one msgpack array (array32 header + the payloads)
-_batch_dec = msgspec.msgpack.Decoder(list[Record])
+# a run of msgpack payloads is decoded as one msgpack array (array32 header + the payloads).
+# A Record is array_like, so each decodes as a (seq, command) tuple: no Record object to
+# build per record, and the compiled replay loop unpacks a tuple instead of reading two
+# attributes through the generic getattr
+_batch_dec = msgspec.msgpack.Decoder(list[tuple[int, Command]])
 _ARRAY32 = struct.Struct(">BI")
 BATCH = 65536  # records per decoder call in :func:`iter_record_batches`
 
 
-def _decode_batch(parts: list[memoryview]) -> list[Record]:
-    """Decode framed payloads in order, with one decoder call when all are msgpack."""
+def _decode_batch(parts: list[memoryview]) -> list[tuple[int, Command]]:
+    """Decode framed payloads in order to (seq, command) pairs, with one decoder call when all
+    are msgpack."""
     try:
         recs = _batch_dec.decode(b"".join([_ARRAY32.pack(0xDD, len(parts)), *parts]))
     except msgspec.DecodeError:
         # a JSON record (its '[' is a msgpack int, not a Record) or a bad payload: one by one,
         # so the error (if any) is the one decode_record raises
-        return [decode_record(bytes(p)) for p in parts]
+        return [(r.seq, r.cmd) for r in (decode_record(bytes(p)) for p in parts)]
     if len(recs) != len(parts):  # pragma: no cover - the array header fixes the count
         raise msgspec.DecodeError("journal batch decoded to the wrong number of records")
     return recs
@@ -135,9 +139,9 @@ def _decode_batch(parts: list[memoryview]) -> list[Record]:
 
 def iter_record_batches(
     buf: bytes, offset: int = 0, batch: int = BATCH
-) -> Iterator[tuple[list[Record], list[int]]]:
-    """:func:`iter_records` in batches, for recovery: yields (records, end offsets) of up to
-    ``batch`` records at a time. Frames are checked (length and CRC, stopping at the first
+) -> Iterator[tuple[list[tuple[int, Command]], list[int]]]:
+    """:func:`iter_records` in batches, for recovery: yields ((seq, command) pairs, end
+    offsets) of up to ``batch`` records at a time. Frames are checked (length and CRC, stopping at the first
     torn or corrupt one, like :func:`unframe`) in a tight loop without copying payloads, and a
     batch of msgpack payloads is decoded with a single decoder call."""
     mv = memoryview(buf)
@@ -258,14 +262,14 @@ class Recovery:
     truncated: int  # bytes of torn tail removed
 
 
-def _apply_records(engine: Engine, records: list[Record]) -> tuple[int, int]:
+def _apply_records(engine: Engine, records: list[tuple[int, Command]]) -> tuple[int, int]:
     """:meth:`Engine.replay_records` through :meth:`Engine.apply` (the reference path)."""
     replayed = 0
-    for i, rec in enumerate(records):
-        if rec.seq > engine.cmd_seq:
-            if rec.seq != engine.cmd_seq + 1:
+    for i, (seq, cmd) in enumerate(records):
+        if seq > engine.cmd_seq:
+            if seq != engine.cmd_seq + 1:
                 return i, replayed
-            res: Result = engine.apply(rec.cmd)
+            res: Result = engine.apply(cmd)
             if not res.journal:
                 return i, replayed
             replayed += 1
@@ -310,7 +314,7 @@ def recover(
             if done:
                 offset = ends[done - 1]
             if done < len(recs):
-                seq = recs[done].seq
+                seq = recs[done][0]
                 if seq != engine.cmd_seq + 1:
                     raise JournalError(f"journal gap: expected {engine.cmd_seq + 1}, got {seq}")
                 raise JournalError(f"record {seq} changed nothing on replay")

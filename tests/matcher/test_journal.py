@@ -174,8 +174,8 @@ def test_kill_minus_9_recovery(tmp_path: Path) -> None:
             if not line or line.startswith("DONE"):
                 done = True
                 break
-            _, i, seq = line.split()
-            acked[int(i)] = int(seq)
+            _, idx, ack_seq = line.split()
+            acked[int(idx)] = int(ack_seq)
             seen += 1
             if seen >= target and kills < 6:
                 os.kill(p.pid, signal.SIGKILL)
@@ -260,11 +260,11 @@ def test_record_batches_equal_single_records(tmp_path: Path) -> None:
     for data in (full, full[:-7], bytes(bad)):
         want = [(r.seq, r.cmd, end) for r, end in iter_records(data)]
         for batch in (1, 7, 64, 4096):
-            got = [(r.seq, r.cmd, end) for recs, ends in iter_record_batches(data, 0, batch)
-                   for r, end in zip(recs, ends)]
+            got = [(seq, cmd, end) for recs, ends in iter_record_batches(data, 0, batch)
+                   for (seq, cmd), end in zip(recs, ends)]
             assert got == want
     start = single[10][1]
-    got_tail = [r.seq for recs, _ in iter_record_batches(full, start, 16) for r in recs]
+    got_tail = [seq for recs, _ in iter_record_batches(full, start, 16) for seq, _ in recs]
     assert got_tail == [r.seq for r, _ in iter_records(full, start)]
 
 
