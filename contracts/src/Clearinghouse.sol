@@ -386,10 +386,13 @@ contract Clearinghouse is AccessControl, EIP712, ReentrancyGuardTransient, Margi
     function filledAmount(address owner, uint64 nonce) external view returns (uint256) {
         mapping(uint256 => uint256) storage f = S.store().filled;
         uint256 o = uint256(uint160(owner));
-        uint256 st = (f[S.nonceStateKey(o, nonce)] >> ((nonce & 127) << 1)) & 3;
-        if (st == 0) return 0;
-        if (st != 1) return type(uint64).max;
-        return (f[S.laneKey(o, nonce)] >> ((nonce & 3) << 6)) & type(uint64).max;
+        uint256 w = f[S.nonceStateKey(o, nonce)];
+        uint256 i = nonce & 127;
+        if ((w >> i) & 1 == 0) return 0;
+        uint256 a = (w >> 128) & type(uint64).max;
+        if (a != 0 && (w >> 192) & 127 == i) return a;
+        a = (f[S.laneKey(o, nonce)] >> ((nonce & 3) << 6)) & type(uint64).max;
+        return a == 0 ? type(uint64).max : a;
     }
 
     /// @notice True once a withdrawal or transfer digest has been used.

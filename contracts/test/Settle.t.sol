@@ -270,6 +270,57 @@ contract SettleTest is Fixture {
         }
     }
 
+    /// The word of 128 nonces holds one partially filled amount inline; a second partially filled nonce of the
+    /// word uses its own lane until spent, and a spent nonce frees whichever lane it held (ClearinghouseStorage).
+    function test_inlineAndOwnFilledLanes() public {
+        Order memory m = _order(bob, 0, 0, false, ETH_PX, 100e8, 1);
+        Order memory t1 = _order(alice, 0, 0, true, ETH_PX, 1e8, 1);
+        Order memory t2 = _order(alice, 0, 0, true, ETH_PX, 1e8, 2);
+        Order memory t3 = _order(alice, 0, 0, true, ETH_PX, 1e8, 3);
+        assertEq(_settleOne(_fillItem(t1, ALICE_PK, m, BOB_PK, 3e7, ETH_PX, 0, 0)), 0); // inline
+        assertEq(_settleOne(_fillItem(t2, ALICE_PK, m, BOB_PK, 2e7, ETH_PX, 0, 0)), 0); // own lane
+        assertEq(ch.filledAmount(alice, 1), 3e7);
+        assertEq(ch.filledAmount(alice, 2), 2e7);
+        assertEq(_settleOne(_fillItem(t1, ALICE_PK, m, BOB_PK, 7e7, ETH_PX, 0, 0)), 0); // spent: inline freed
+        assertEq(ch.filledAmount(alice, 1), SPENT);
+        assertEq(_settleOne(_fillItem(t1, ALICE_PK, m, BOB_PK, 1e5, ETH_PX, 0, 0)), OVERFILL);
+        assertEq(_settleOne(_fillItem(t3, ALICE_PK, m, BOB_PK, 1e7, ETH_PX, 0, 0)), 0); // takes the free inline lane
+        assertEq(ch.filledAmount(alice, 3), 1e7);
+        assertEq(ch.filledAmount(alice, 2), 2e7);
+        assertEq(_settleOne(_fillItem(t2, ALICE_PK, m, BOB_PK, 81e6, ETH_PX, 0, 0)), OVERFILL);
+        assertEq(_settleOne(_fillItem(t2, ALICE_PK, m, BOB_PK, 8e7, ETH_PX, 0, 0)), 0); // spent: own lane emptied
+        assertEq(ch.filledAmount(alice, 2), SPENT);
+        assertEq(_settleOne(_fillItem(t2, ALICE_PK, m, BOB_PK, 1e5, ETH_PX, 0, 0)), OVERFILL);
+        assertEq(ch.filledAmount(alice, 3), 1e7);
+        // one batch: nonce 4 partially filled before nonce 3 (inline) is spent, nonce 5 after it
+        Order memory t4 = _order(alice, 0, 0, true, ETH_PX, 1e8, 4);
+        Order memory t5 = _order(alice, 0, 0, true, ETH_PX, 1e8, 5);
+        bytes[] memory items = new bytes[](4);
+        items[0] = _fillItem(t4, ALICE_PK, m, BOB_PK, 4e7, ETH_PX, 0, 0);
+        items[1] = _fillItem(t3, ALICE_PK, m, BOB_PK, 9e7, ETH_PX, 0, 0);
+        items[2] = _fillItem(t5, ALICE_PK, m, BOB_PK, 5e7, ETH_PX, 0, 0);
+        items[3] = _fillItem(t4, ALICE_PK, m, BOB_PK, 1e7, ETH_PX, 0, 0);
+        uint8[] memory r = _settle(items);
+        assertEq(r[0] + r[1] + r[2] + r[3], 0);
+        assertEq(ch.filledAmount(alice, 3), SPENT);
+        assertEq(ch.filledAmount(alice, 4), 5e7);
+        assertEq(ch.filledAmount(alice, 5), 5e7);
+        assertEq(_settleOne(_fillItem(t4, ALICE_PK, m, BOB_PK, 5e7, ETH_PX, 0, 0)), 0);
+        assertEq(_settleOne(_fillItem(t5, ALICE_PK, m, BOB_PK, 51e6, ETH_PX, 0, 0)), OVERFILL);
+        assertEq(_settleOne(_fillItem(t5, ALICE_PK, m, BOB_PK, 5e7, ETH_PX, 0, 0)), 0);
+        for (uint64 n = 1; n < 6; ++n) {
+            assertEq(ch.filledAmount(alice, n), SPENT);
+        }
+        // nonce 129 shares index 1 with nonce 1 but lives in the next word
+        assertEq(ch.filledAmount(alice, 129), 0);
+        Order memory t129 = _order(alice, 0, 0, true, ETH_PX, 1e8, 129);
+        assertEq(_settleOne(_fillItem(t129, ALICE_PK, m, BOB_PK, 2e7, ETH_PX, 0, 0)), 0);
+        assertEq(ch.filledAmount(alice, 129), 2e7);
+        assertEq(ch.filledAmount(alice, 1), SPENT);
+        assertEq(ch.filledAmount(alice, 6), 0);
+        assertEq(ch.filledAmount(bob, 1), 52e7); // every fill above, partially filled in the inline lane
+    }
+
     function test_priceLimit() public {
         // buyer limit 1999 < price 2000
         Order memory t = _order(alice, 0, 0, true, 1999e8, 1e8, 1);

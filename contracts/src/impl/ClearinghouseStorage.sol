@@ -23,10 +23,13 @@ import {ForcedRequest} from "../interfaces/ICrossbookTypes.sol";
 ///                        lane is WIDE_POS. Every §7 range stays representable.
 ///        tag 1: wide position of market `index`; tag 4: wide header (both meaningful only as flagged above)
 ///        tag 2: collateral balance of asset `index` (>= 1), uint256
-///      Filled amounts (docs/protocol.md §4): `filled[1 << 255 | uint160(owner) << 57 | nonce >> 7]` holds 2-bit
-///      states of 128 nonces (bits 2 * (nonce & 127): 0 untouched, 1 partially filled, 2 spent);
-///      `filled[uint160(owner) << 62 | nonce >> 2]` holds four 64-bit lanes (nonce & 3), meaningful only
-///      while the nonce is partially filled.
+///      Filled amounts (docs/protocol.md §4): the word `filled[1 << 255 | uint160(owner) << 57 | nonce >> 7]` holds
+///      a touched bit for each of 128 nonces (bit nonce & 127) and one inline lane at bit 128: a filled amount
+///      (64 bits, 0 when the lane is free) | (nonce & 127) << 64. `filled[uint160(owner) << 62 | nonce >> 2]` holds
+///      four 64-bit "own" lanes (nonce & 3). A nonce is untouched without its bit; partially filled with the
+///      inline lane's amount when that lane holds it, else with its own lane's amount when that is non-zero;
+///      spent otherwise. A nonce partially filled while the inline lane holds another keeps its amount in its
+///      own lane until spent, and a spent nonce's lane is emptied, so both rules stay unambiguous.
 library ClearinghouseStorage {
     /// @custom:storage-location erc7201:crossbook.clearinghouse
     struct Market {

@@ -67,7 +67,7 @@ contract SettlementModule is MarginEngine {
     uint256 private constant NR_LINK_MASK = 0xffffffff; // bits 0..31: next record in the write-back list
     uint256 private constant NR_FILLED_SHIFT = 32; // bits 32..96: filled amount, SPENT once spent
     uint256 private constant NR_FILLED_MASK = (1 << 65) - 1;
-    uint256 private constant NR_ST0_SHIFT = 100; // bits 100..101: state in storage (0 untouched, 1 partial, 2 spent)
+    uint256 private constant NR_ST0_SHIFT = 100; // bits 100..101: state in storage (_filled)
     uint256 private constant NR_DIRTY = 1 << 102; // a fill changed it
 
     uint256 private constant SPENT = 1 << 64; // above any order size
@@ -445,17 +445,30 @@ contract SettlementModule is MarginEngine {
         }
         mapping(uint256 => uint256) storage f = S.store().filled;
         uint256 sslot = _slotOf(f, S.nonceStateKey(owner, nonce));
-        uint256 st;
+        uint256 st; // 0 untouched, 1 partially filled (inline lane), 2 spent, 3 partially filled (own lane)
         assembly ("memory-safe") {
-            st := and(shr(shl(1, and(nonce, 127)), sload(sslot)), 3)
-        }
-        if (st == 1) {
-            uint256 lslot = _slotOf(f, S.laneKey(owner, nonce));
-            assembly ("memory-safe") {
-                v := and(shr(shl(6, and(nonce, 3)), sload(lslot)), 0xffffffffffffffff)
+            let w := sload(sslot)
+            let i := and(nonce, 127)
+            if and(shr(i, w), 1) {
+                // touched: the word's inline lane if it holds this nonce, else the nonce's own lane (0: spent)
+                let a := and(shr(128, w), 0xffffffffffffffff)
+                switch and(iszero(iszero(a)), eq(and(shr(192, w), 127), i))
+                case 1 {
+                    st := 1
+                    v := a
+                }
+                default {
+                    mstore(0, or(shl(62, owner), shr(2, nonce)))
+                    mstore(0x20, f.slot)
+                    v := and(shr(shl(6, and(nonce, 3)), sload(keccak256(0, 0x40))), 0xffffffffffffffff)
+                    switch v
+                    case 0 {
+                        st := 2
+                        v := SPENT
+                    }
+                    default { st := 3 }
+                }
             }
-        } else if (st != 0) {
-            v = SPENT;
         }
         uint256 packed = c.nonces | (v << NR_FILLED_SHIFT) | (st << NR_ST0_SHIFT);
         assembly ("memory-safe") {
@@ -505,12 +518,16 @@ contract SettlementModule is MarginEngine {
         }
     }
 
-    /// @dev Writes each dirty nonce record's final state: spent, one bit pair (the lane is left as it was);
-    ///      partially filled, the bit pair and the lane.
+    /// @dev Writes each dirty nonce record's final state (ClearinghouseStorage: touched bit, inline lane, own lane).
+    ///      Spent: the touched bit, and the lane that held it (inline or own) emptied. Partially filled: the touched
+    ///      bit and the amount in the word's inline lane when that holds this nonce or is free, else in the
+    ///      nonce's own lane (a nonce once in its own lane stays there until spent). An order filled in one go
+    ///      thus writes one bit, and the usual partial fill no lane slot of its own (a fresh slot costs 22,100).
     function _flushNonces(uint256 p) private {
         mapping(uint256 => uint256) storage f = S.store().filled;
         assembly ("memory-safe") {
             let fslot := f.slot
+            let inl := shl(128, 0x7fffffffffffffffff) // inline lane: amount (64 bits) | nonce & 127 << 64
             for {} p { p := and(mload(add(p, 0x20)), NR_LINK_MASK) } {
                 let pw := mload(add(p, 0x20))
                 if and(pw, NR_DIRTY) {
@@ -518,23 +535,33 @@ contract SettlementModule is MarginEngine {
                     let nonce := and(key, 0xffffffffffffffff)
                     let owner := and(shr(64, key), 0xffffffffffffffffffffffffffffffffffffffff)
                     let v := and(shr(NR_FILLED_SHIFT, pw), NR_FILLED_MASK)
+                    let st0 := and(shr(NR_ST0_SHIFT, pw), 3)
                     mstore(0, or(shl(255, 1), or(shl(57, owner), shr(7, nonce))))
                     mstore(0x20, fslot)
                     let sslot := keccak256(0, 0x40)
-                    let sshift := shl(1, and(nonce, 127))
-                    let st := 1
-                    if eq(v, 0x10000000000000000) { st := 2 }
-                    if iszero(eq(st, and(shr(NR_ST0_SHIFT, pw), 3))) {
-                        let w := sload(sslot)
-                        sstore(sslot, or(and(w, not(shl(sshift, 3))), shl(sshift, st)))
+                    let i := and(nonce, 127)
+                    let w0 := sload(sslot)
+                    let w := or(w0, shl(i, 1))
+                    let own := eq(st0, 3) // the amount lives (or goes) in the nonce's own lane
+                    switch eq(v, SPENT)
+                    case 1 { if eq(st0, 1) { w := and(w, not(inl)) } } // own lane (if any) emptied below
+                    default {
+                        if iszero(own) {
+                            switch or(eq(st0, 1), iszero(and(w, shl(128, 0xffffffffffffffff))))
+                            case 1 { w := or(and(w, not(inl)), shl(128, or(v, shl(64, i)))) }
+                            default { own := 1 }
+                        }
                     }
-                    if eq(st, 1) {
+                    if iszero(eq(w, w0)) { sstore(sslot, w) }
+                    if own {
+                        // v < 2**64 here, or SPENT: the lane is emptied (partially filled amounts are > 0)
+                        if eq(v, SPENT) { v := 0 }
                         mstore(0, or(shl(62, owner), shr(2, nonce)))
                         mstore(0x20, fslot)
                         let lslot := keccak256(0, 0x40)
                         let lshift := shl(6, and(nonce, 3))
-                        let w := sload(lslot)
-                        sstore(lslot, or(and(w, not(shl(lshift, 0xffffffffffffffff))), shl(lshift, v)))
+                        let lw := sload(lslot)
+                        sstore(lslot, or(and(lw, not(shl(lshift, 0xffffffffffffffff))), shl(lshift, v)))
                     }
                 }
             }
