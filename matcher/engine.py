@@ -967,9 +967,10 @@ class Engine:
         command never should). The resulting state equals ``apply``'s (same state hash)."""
         # fields come out with one C call per struct (astuple) instead of an attribute lookup
         # each, and stay boxed (Any) until a native call needs them: an int-typed local would
-        # be unboxed here and boxed again for every dict, list or constructor argument
+        # be unboxed here and boxed again for every dict, list or constructor argument (``now``
+        # is only compared with the clock and passed to native calls: unboxed)
         t = type(cmd)
-        now: Any
+        now: int
         if t is _PLACE:
             _, o, sig, _, tif, cid, stp, now = _astuple(cmd)
             if now < self.clock:
@@ -1057,8 +1058,9 @@ class Engine:
         self.orders[oid] = rec
         oc = self.open_count
         oc[acct] = oc.get(acct, 0) + 1
-        # _expose(rec, first.size), inlined
-        q = first.size  # type: ignore[union-attr]
+        # _expose(rec, first.size), inlined, on boxed ints: size * price mostly exceeds the
+        # 62-bit native int, whose multiply then takes a slower overflow path
+        q: Any = first.size  # type: ignore[union-attr]
         ex = self.exposure.get(acct)
         if ex is None:
             ex = self.exposure[acct] = {}
@@ -1068,10 +1070,10 @@ class Engine:
         rec.x = x
         if is_buy:
             x[0] += q
-            x[1] += q * rec.price
+            x[1] += q * price
         else:
             x[2] += q
-            x[3] += q * rec.price
+            x[3] += q * price
         rec.remaining += q
         if len(events) > 1:
             self._replay_events(events, 1)
@@ -1110,7 +1112,8 @@ class Engine:
         if rec is None or reason not in _CANCEL_REASONS:
             # by client id, or a record that cannot apply: the full path decides
             return self._handlers[CancelOrder](cmd).journal
-        if rec.acct[0] != self._owner_key(owner):
+        # as in _replay_modify: the signed order's spelling first
+        if owner != rec.signed.owner and rec.acct[0] != self._owner_key(owner):
             return False
         events = self.books[rec.market].cancel(rec.oid, _REPLAY_CANCEL[reason])
         if len(events) == 1 and type(events[0]) is Cancelled:
@@ -1126,7 +1129,9 @@ class Engine:
         """A cancel-replace ModifyOrder (fields unpacked by ``replay``; ``now`` on the engine
         clock) without outputs."""
         rec = self.orders.get(oid)
-        if rec is None or rec.acct[0] != self._owner_key(owner):
+        # the owner's spelling in the command usually equals the signed order's: a string
+        # compare instead of the lower-casing lookup
+        if rec is None or (owner != rec.signed.owner and rec.acct[0] != self._owner_key(owner)):
             return self._handlers[ModifyOrder](cmd).journal
         bo = rec.bo
         if bo.tif == _POST_ONLY:

@@ -80,10 +80,10 @@ def frame(payload: bytes) -> bytes:
 def unframe(buf: bytes, offset: int) -> tuple[bytes, int] | None:
     """The payload of the record at ``offset`` and the offset after it, or None when the bytes
     there are not a whole, intact record (end of data or a torn/corrupt tail)."""
-    parts: list[memoryview] = []
+    parts: list[bytes] = []
     ends: list[int] = []
-    scan(buf, memoryview(buf), offset, 1, parts, ends)
-    return (bytes(parts[0]), ends[0]) if parts else None
+    scan(buf, offset, 1, parts, ends)
+    return (parts[0], ends[0]) if parts else None
 
 
 def encode_record(seq: int, cmd: Command) -> bytes:
@@ -123,7 +123,7 @@ _ARRAY32 = struct.Struct(">BI")
 BATCH = 65536  # records per decoder call in :func:`iter_record_batches`
 
 
-def _decode_batch(parts: list[memoryview]) -> list[tuple[int, Command]]:
+def _decode_batch(parts: list[bytes]) -> list[tuple[int, Command]]:
     """Decode framed payloads in order to (seq, command) pairs, with one decoder call when all
     are msgpack."""
     try:
@@ -131,7 +131,7 @@ def _decode_batch(parts: list[memoryview]) -> list[tuple[int, Command]]:
     except msgspec.DecodeError:
         # a JSON record (its '[' is a msgpack int, not a Record) or a bad payload: one by one,
         # so the error (if any) is the one decode_record raises
-        return [(r.seq, r.cmd) for r in (decode_record(bytes(p)) for p in parts)]
+        return [(r.seq, r.cmd) for r in (decode_record(p) for p in parts)]
     if len(recs) != len(parts):  # pragma: no cover - the array header fixes the count
         raise msgspec.DecodeError("journal batch decoded to the wrong number of records")
     return recs
@@ -141,14 +141,13 @@ def iter_record_batches(
     buf: bytes, offset: int = 0, batch: int = BATCH
 ) -> Iterator[tuple[list[tuple[int, Command]], list[int]]]:
     """:func:`iter_records` in batches, for recovery: yields ((seq, command) pairs, end
-    offsets) of up to ``batch`` records at a time. Frames are checked (length and CRC, stopping at the first
-    torn or corrupt one, like :func:`unframe`) in a tight loop without copying payloads, and a
-    batch of msgpack payloads is decoded with a single decoder call."""
-    mv = memoryview(buf)
+    offsets) of up to ``batch`` records at a time. Frames are checked (length and CRC,
+    stopping at the first torn or corrupt one, like :func:`unframe`) in a compiled loop, and
+    a batch of msgpack payloads is decoded with a single decoder call."""
     while True:
-        parts: list[memoryview] = []
+        parts: list[bytes] = []
         ends: list[int] = []
-        offset = scan(buf, mv, offset, batch, parts, ends)
+        offset = scan(buf, offset, batch, parts, ends)
         if not parts:
             return
         yield _decode_batch(parts), ends
