@@ -92,6 +92,7 @@ def _cmd_matcher(args: argparse.Namespace) -> int:
         deployment=dep, rpc_url=rpc, journal_dir=Path(args.journal_dir), host=args.host,
         port=args.port, operator_token=args.operator_token, stream_token=args.stream_token,
         snapshot_every=args.snapshot_every, snapshot_interval_s=args.snapshot_interval,
+        journal_segment_mb=args.journal_segment_mb,
         max_unsettled_per_account=args.max_unsettled_per_account,
         max_unsettled_global=args.max_unsettled_global, max_open_orders=args.max_open_orders)))
     return 0
@@ -154,6 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="token the relayer's `stream` op must carry [$CROSSBOOK_STREAM_TOKEN]")
     m.add_argument("--snapshot-every", type=int, default=50_000, help="journaled commands between snapshots")
     m.add_argument("--snapshot-interval", type=float, default=60.0, help="seconds between snapshots")
+    m.add_argument("--journal-segment-mb", type=int, default=256,
+                   help="size at which the journal's active file is sealed and a new one begun; "
+                        "sealed files older than the oldest kept snapshot are deleted")
     m.add_argument("--max-unsettled-per-account", type=int, default=10_000,
                    help="unsettled items per sub-account before risk-increasing orders are refused")
     m.add_argument("--max-unsettled-global", type=int, default=1_000_000,

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from matcher.engine import Engine
-from matcher.journal import JournalWriter, write_snapshot
+from matcher.journal import JournalWriter, prune_segments, write_snapshot
 
 
 @dataclass
@@ -31,17 +31,15 @@ class Child:
     cmd_seq: int  # the engine's cmd_seq the snapshot holds
 
 
-def _write_in_child(snapdir: Path, engine: Engine, journal: Path, offset: int) -> None:
+def _write_in_child(snapdir: Path, engine: Engine, journal_fd: int, offset: int,
+                    segment: int) -> None:
     status = 1
     try:
-        # the snapshot says "the journal up to offset is applied": make that part durable first
-        # (fsync through any descriptor of the file flushes the file)
-        fd = os.open(journal, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        write_snapshot(snapdir, engine, offset)
+        # the snapshot says "the journal up to offset is applied": make that part durable first,
+        # through the descriptor inherited at the fork (the parent may seal and rename the
+        # segment meanwhile; this one still names it)
+        os.fsync(journal_fd)
+        write_snapshot(snapdir, engine, offset, segment)
         status = 0
     except BaseException as exc:  # noqa: BLE001 - reported through the exit status
         try:
@@ -54,12 +52,12 @@ def _write_in_child(snapdir: Path, engine: Engine, journal: Path, offset: int) -
 
 def start(snapdir: Path, engine: Engine, writer: JournalWriter) -> Child:
     """Fork a child that writes the snapshot of ``engine`` as it is now; returns at once."""
-    offset = writer.offset
+    offset, segment = writer.offset, writer.segment
     sys.stdout.flush()  # the child exits without flushing: nothing buffered twice
     sys.stderr.flush()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child (coverage does not follow it)
-        _write_in_child(snapdir, engine, writer.path, offset)
+        _write_in_child(snapdir, engine, writer.fileno(), offset, segment)
     return Child(pid, engine.cmd_seq)
 
 
@@ -77,11 +75,17 @@ def wait(child: Child) -> bool:
     return os.waitstatus_to_exitcode(status) == 0
 
 
-def prune(snapdir: Path, keep: int = 3) -> list[Path]:
+def prune(snapdir: Path, keep: int = 3, journal: Path | None = None) -> list[Path]:
     """Delete all but the newest ``keep`` snapshots (recovery takes the newest that passes its
-    CRC, so a few older ones stay as fallbacks); returns the deleted paths."""
+    CRC, so a few older ones stay as fallbacks), then the sealed segments of ``journal`` that
+    only the deleted ones needed; returns the deleted paths."""
     snaps = sorted(Path(snapdir).glob("snapshot-*.bin"))
     old = snaps[: max(0, len(snaps) - keep)]
     for p in old:
         p.unlink(missing_ok=True)
+    kept = snaps[len(old):]
+    if journal is not None and kept:
+        # snapshot-<cmd_seq>.bin: the oldest kept one needs the records after its cmd_seq
+        oldest = int(kept[0].stem.split("-", 1)[1])
+        old += prune_segments(journal, oldest + 1)
     return old

@@ -16,8 +16,17 @@ the caller releases the ack. Whether it is also fsynced before the ack is the ``
 :meth:`JournalWriter.sync` on a timer (every N ms, group commit) and holds acks until then if it
 wants power-loss safety for them.
 
-Snapshots are the engine's :meth:`matcher.engine.Engine.snapshot` plus the journal offset it
-covers, written to ``snapshot-<seq>.bin`` atomically (tmp file, fsync, rename, fsync dir).
+Segments: the journal is a series of files so that it can be deleted from the front. Records are
+appended to the *active* segment (the journal path itself, e.g. ``journal.bin``); once it holds
+``segment_bytes`` the writer fsyncs it and renames it to ``journal.bin.<first seq>`` (a *sealed*
+segment, named by the sequence number of its first record) and starts a new active file. Sealed
+segments older than the oldest snapshot kept are deleted (:func:`prune_segments`), so the disk
+holds the journal since that snapshot, not the exchange's whole history, and recovery reads only
+what it replays.
+
+Snapshots are the engine's :meth:`matcher.engine.Engine.snapshot` plus the journal position it
+covers (the segment's first sequence number and the offset in it), written to
+``snapshot-<seq>.bin`` atomically (tmp file, fsync, rename, fsync dir).
 Recovery = newest valid snapshot + replay of the journal from its offset, without signature
 checks (intake verified them before journaling) and without the pre-trade check (a journaled
 order was accepted, and the check is a function of journaled state).
@@ -54,11 +63,15 @@ class Record(msgspec.Struct, array_like=True):
 
 class SnapshotFile(msgspec.Struct, array_like=True):
     """A snapshot: the engine state after command ``seq``, covering the journal up to byte
-    ``journal_offset``."""
+    ``journal_offset`` of the segment whose first record is ``segment``."""
 
     seq: int
     journal_offset: int
     engine: EngineSnapshot
+    # additive, defaulted: 0 in snapshots written before segments (the offset is then in the
+    # active file); recovery finds its segment by ``seq`` anyway and only uses the offset to
+    # start without decoding the records the snapshot covers
+    segment: int = 0
 
 
 _enc = msgspec.msgpack.Encoder()
@@ -155,17 +168,95 @@ def iter_record_batches(
             return
 
 
-class JournalWriter:
-    """Appends framed records to a journal file (created if missing)."""
+def sealed_path(path: str | Path, first_seq: int) -> Path:
+    """The name of the sealed segment of the journal at ``path`` whose first record is
+    ``first_seq``."""
+    p = Path(path)
+    return p.with_name(f"{p.name}.{first_seq:016d}")
 
-    def __init__(self, path: str | Path, fsync: str = FSYNC_EVERY_RECORD) -> None:
+
+def sealed_segments(path: str | Path) -> list[tuple[int, Path]]:
+    """(first seq, path) of every sealed segment of the journal at ``path``, oldest first."""
+    p = Path(path)
+    out: list[tuple[int, Path]] = []
+    for q in p.parent.glob(p.name + ".*"):
+        suffix = q.name[len(p.name) + 1:]
+        if len(suffix) == 16 and suffix.isdigit():
+            out.append((int(suffix), q))
+    out.sort()
+    return out
+
+
+def first_seq(path: str | Path) -> int | None:
+    """The sequence number of the first record in the file at ``path`` (None: missing, empty,
+    or a torn first record)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(HEADER_SIZE)
+            if len(head) < HEADER_SIZE:
+                return None
+            length, _ = _HEADER.unpack(head)
+            got = unframe(head + f.read(length), 0)
+    except FileNotFoundError:
+        return None
+    return decode_record(got[0]).seq if got is not None else None
+
+
+def prune_segments(path: str | Path, keep_from: int) -> list[Path]:
+    """Delete the sealed segments of the journal at ``path`` that hold only records before
+    ``keep_from`` (the oldest snapshot kept covers them); returns the deleted paths. The active
+    file and the segment holding ``keep_from`` always stay."""
+    segs = sealed_segments(path)
+    gone: list[Path] = []
+    for i in range(len(segs) - 1):
+        if segs[i + 1][0] <= keep_from:  # segment i ends at the next one's first record - 1
+            segs[i][1].unlink(missing_ok=True)
+            gone.append(segs[i][1])
+    if segs and segs[-1][0] <= keep_from:
+        active = first_seq(path)
+        if active is not None and active <= keep_from:
+            segs[-1][1].unlink(missing_ok=True)
+            gone.append(segs[-1][1])
+    if gone:
+        _fsync_dir(Path(path).parent)
+    return gone
+
+
+def iter_journal(path: str | Path) -> Iterator[Record]:
+    """Every intact record of the journal at ``path``, sealed segments first, oldest first
+    (for tools and tests that read the whole history still on disk)."""
+    p = Path(path)
+    files = [q for _, q in sealed_segments(p)] + ([p] if p.exists() else [])
+    for q in files:
+        for rec, _ in iter_records(q.read_bytes()):
+            yield rec
+
+
+SEGMENT_BYTES = 256 * 1024 * 1024  # a sealed segment holds about a million records
+
+
+class JournalWriter:
+    """Appends framed records to a journal's active segment (created if missing); seals it and
+    starts the next one every ``segment_bytes`` (0: never)."""
+
+    def __init__(self, path: str | Path, fsync: str = FSYNC_EVERY_RECORD,
+                 segment_bytes: int = SEGMENT_BYTES) -> None:
         if fsync not in (FSYNC_EVERY_RECORD, FSYNC_BY_SHELL):
             raise ValueError(f"unknown fsync policy {fsync!r}")
         self.path = Path(path)
         self.fsync_policy = fsync
+        self.segment_bytes = segment_bytes
         self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         self.offset = os.fstat(self._fd).st_size
+        # first record of the active segment (0 until one is written): a snapshot names it
+        self.segment = (first_seq(self.path) or 0) if self.offset else 0
         self._dirty = False
+        # descriptors of sealed segments, closed once no shell fsync can still be using them
+        self._retired: list[int] = []
+
+    def fileno(self) -> int:
+        """The active segment's descriptor (a forked snapshot child fsyncs through it)."""
+        return self._fd
 
     def append(self, seq: int, cmd: Command) -> int:
         """Write one record (and fsync it under FSYNC_EVERY_RECORD) before returning; returns
@@ -174,12 +265,34 @@ class JournalWriter:
         n = os.write(self._fd, data)
         while n < len(data):  # regular files take it all at once; be safe anyway
             n += os.write(self._fd, data[n:])
+        if not self.segment:
+            self.segment = seq
         self.offset += len(data)
         if self.fsync_policy == FSYNC_EVERY_RECORD:
             os.fsync(self._fd)
         else:
             self._dirty = True
+        if self.segment_bytes and self.offset >= self.segment_bytes:
+            self._seal(seq + 1)
         return self.offset
+
+    def _seal(self, next_seq: int) -> None:
+        """Make the active segment durable, rename it to its sealed name and open a new active
+        file whose first record will be ``next_seq``. A crash at any point leaves either the
+        old active file or the sealed one plus no (or an empty) active file: recovery reads
+        both layouts."""
+        os.fsync(self._fd)
+        os.replace(self.path, sealed_path(self.path, self.segment))
+        self._retired.append(self._fd)  # the shell's fsync thread may hold it right now
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        _fsync_dir(self.path.parent)
+        self.offset = 0
+        self.segment = next_seq
+        self._dirty = False
+
+    def _close_retired(self) -> None:
+        while self._retired:
+            os.close(self._retired.pop())
 
     def sync(self, force: bool = False) -> None:
         """fsync what was written (the shell's timer under FSYNC_BY_SHELL). ``force``: also
@@ -192,7 +305,10 @@ class JournalWriter:
         """For a shell that fsyncs off its event loop: the descriptor to fsync if anything was
         written since the last sync, else None. The dirty flag is cleared *before* the caller's
         fsync, so a record appended while that fsync runs marks the journal dirty again and the
-        next sync covers it (fsync flushes everything written before it starts)."""
+        next sync covers it (fsync flushes everything written before it starts). The shell
+        calls this again only after its previous fsync returned, so sealed segments' retired
+        descriptors are closed here."""
+        self._close_retired()
         if not self._dirty:
             return None
         self._dirty = False
@@ -201,6 +317,7 @@ class JournalWriter:
     def close(self) -> None:
         """Sync and close the file."""
         self.sync()
+        self._close_retired()
         os.close(self._fd)
 
 
@@ -212,11 +329,14 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_snapshot(directory: str | Path, engine: Engine, journal_offset: int) -> Path:
-    """Atomically write the engine's snapshot (tmp + fsync + rename); returns its path."""
+def write_snapshot(directory: str | Path, engine: Engine, journal_offset: int,
+                   segment: int = 0) -> Path:
+    """Atomically write the engine's snapshot (tmp + fsync + rename); returns its path.
+    ``journal_offset`` is in the segment whose first record is ``segment`` (the writer's
+    ``offset`` and ``segment``)."""
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
-    snap = SnapshotFile(engine.cmd_seq, journal_offset, engine.snapshot())
+    snap = SnapshotFile(engine.cmd_seq, journal_offset, engine.snapshot(), segment)
     # JSON: snapshots hold balances beyond 64 bits and are written and read rarely
     data = frame(_json_enc.encode(snap))
     final = d / f"snapshot-{engine.cmd_seq:016d}.bin"
@@ -256,9 +376,79 @@ class Recovery:
     """Outcome of :func:`recover`."""
 
     engine: Engine
-    journal_offset: int  # valid length of the journal (the file was truncated to it)
+    journal_offset: int  # valid length of the active segment (the file was truncated to it)
     replayed: int  # records replayed on top of the snapshot
     truncated: int  # bytes of torn tail removed
+
+
+@dataclass
+class _Chain:
+    """The journal bytes a recovery replays: the segment holding the first record after the
+    snapshot (from the snapshot's offset when it names that segment) and every later one,
+    concatenated; ``active_at`` is where the active file's bytes begin in ``buf`` (None: no
+    active file) and ``active_base`` the file offset they begin at."""
+
+    buf: bytes
+    active_at: int | None
+    active_base: int
+
+
+def _read_from(path: Path, offset: int) -> bytes:
+    with open(path, "rb") as f:
+        f.seek(offset)
+        return f.read()
+
+
+def _journal_chain(path: Path, snap: SnapshotFile | None) -> _Chain:
+    """Read the segments a recovery needs (see :class:`_Chain`)."""
+    files: list[tuple[int | None, Path]] = list(sealed_segments(path))
+    n_sealed = len(files)
+    if path.exists():
+        # an empty active file, or one whose first record is torn, has no first seq: it can only
+        # be the tail of the chain
+        files.append((first_seq(path), path))
+    if not files:
+        if snap is not None and snap.journal_offset:
+            raise JournalError("snapshot covers more journal than exists")
+        return _Chain(b"", None, 0)
+    want = snap.seq + 1 if snap is not None else 1
+    start, offset = -1, 0
+    if snap is not None:
+        if not snap.segment:  # written before segments: the offset is in the only file
+            if n_sealed == 0:
+                start, offset = 0, snap.journal_offset
+        else:
+            for i, (first, _) in enumerate(files):
+                if first == snap.segment:
+                    start, offset = i, snap.journal_offset
+            if start < 0 and files[-1][0] is None and n_sealed < len(files):
+                # the snapshot's segment is the active file, still empty (or torn) now
+                start, offset = len(files) - 1, snap.journal_offset
+    if start < 0:
+        # by sequence number: the segment holding record `want`; the replay skips the records
+        # of it that the snapshot covers
+        start = 0
+        for i, (first, _) in enumerate(files):
+            if first is not None and first <= want:
+                start = i
+        first0 = files[start][0]
+        if first0 is not None and first0 > want:
+            raise JournalError(f"the journal begins at record {first0}; records from {want} "
+                               "on, which the newest snapshot does not cover, were deleted")
+    parts: list[bytes] = []
+    at = 0
+    active_at: int | None = None
+    active_base = 0
+    for i in range(start, len(files)):
+        skip = offset if i == start else 0
+        data = _read_from(files[i][1], skip)
+        if i == start and skip and not data and os.path.getsize(files[i][1]) < skip:
+            raise JournalError("snapshot covers more journal than exists")
+        if i >= n_sealed:
+            active_at, active_base = at, skip
+        parts.append(data)
+        at += len(data)
+    return _Chain(parts[0] if len(parts) == 1 else b"".join(parts), active_at, active_base)
 
 
 def _apply_records(engine: Engine, records: list[tuple[int, Command]]) -> tuple[int, int]:
@@ -283,23 +473,19 @@ def recover(
     truncate: bool = True,
     fast: bool = True,
 ) -> Recovery:
-    """Rebuild the engine: newest snapshot (if any) + replay of the journal after it.
+    """Rebuild the engine: newest snapshot (if any) + replay of the journal after it (the
+    segments from the one holding the first record the snapshot does not cover).
 
-    A torn last record is cut off (``truncate``) so the writer can append after it. ``fast``
-    replays through :meth:`Engine.replay` (no client outputs; the same state as ``apply``);
+    A torn last record of the active segment is cut off (``truncate``) so the writer can
+    append after it. ``fast`` replays through :meth:`Engine.replay` (no client outputs; the same state as ``apply``);
     ``fast=False`` uses :meth:`Engine.apply` for every record (the reference path).
     """
     snap = load_latest_snapshot(snapshot_dir) if snapshot_dir is not None else None
-    if snap is not None:
-        engine = Engine.restore(snap.engine, config)
-        offset = snap.journal_offset
-    else:
-        engine = Engine(config)
-        offset = 0
+    engine = Engine.restore(snap.engine, config) if snap is not None else Engine(config)
     path = Path(journal_path)
-    buf = path.read_bytes() if path.exists() else b""
-    if offset > len(buf):
-        raise JournalError("snapshot covers more journal than exists")
+    chain = _journal_chain(path, snap)
+    buf = chain.buf
+    offset = 0
     engine.replaying = True
     replayed = 0
     # the replay builds millions of objects and no cyclic garbage: with the collector on, its
@@ -322,12 +508,19 @@ def recover(
         if gc_was_on:
             gc.enable()
     cut = len(buf) - offset
+    if chain.active_at is None:
+        if cut:
+            raise JournalError("a sealed journal segment is damaged (no active segment after it)")
+        return Recovery(engine, 0, replayed, 0)
+    if offset < chain.active_at:
+        raise JournalError(f"a sealed journal segment is damaged after record {engine.cmd_seq}")
+    valid = chain.active_base + offset - chain.active_at
     if cut and truncate:
         with open(path, "r+b") as f:
-            f.truncate(offset)
+            f.truncate(valid)
             f.flush()
             os.fsync(f.fileno())
-    return Recovery(engine, offset, replayed, cut)
+    return Recovery(engine, valid, replayed, cut)
 
 
 class JournaledEngine:
@@ -360,7 +553,8 @@ class JournaledEngine:
                 self._since += 1
                 if self._since >= self.snapshot_every:
                     self._since = 0
-                    write_snapshot(self.snapshot_dir, self.engine, self.writer.offset)
+                    write_snapshot(self.snapshot_dir, self.engine, self.writer.offset,
+                                   self.writer.segment)
         return res
 
 
@@ -368,5 +562,6 @@ __all__ = [
     "FSYNC_BY_SHELL", "FSYNC_EVERY_RECORD", "HEADER_SIZE", "JournalError", "JournalWriteFailed",
     "JournalWriter", "decode_record",
     "JournaledEngine", "Record", "Recovery", "SnapshotFile", "encode_record", "frame",
-    "iter_record_batches", "iter_records", "load_latest_snapshot", "recover", "unframe", "write_snapshot",
+    "iter_journal", "iter_record_batches", "iter_records", "load_latest_snapshot", "prune_segments", "recover",
+    "sealed_path", "sealed_segments", "unframe", "write_snapshot",
 ]

@@ -67,6 +67,9 @@ class MatcherOptions:
     snapshot_every: int = 50_000  # journaled commands between snapshots
     snapshot_interval_s: float = 60.0  # and at least this often when anything changed
     snapshots_kept: int = 3  # older ones are deleted (recovery falls back to the previous ones)
+    # the journal's active file is sealed at this size; sealed files that no kept snapshot
+    # needs are deleted with the snapshots, so the disk holds the journal since the oldest one
+    journal_segment_mb: int = 256
     oracle_poll_s: float = 0.25  # how often to look for a new block
     max_unsettled_per_account: int = 10_000
     max_unsettled_global: int = 1_000_000
@@ -137,7 +140,8 @@ async def run_matcher(opts: MatcherOptions) -> None:
     log.info("recovered engine: %d records replayed in %.2fs, cmd_seq %d, next seq %d, "
              "settled %d, chain cursor %s", rec.replayed, time.monotonic() - t0, eng.cmd_seq,
              eng.ledger.next_seq, eng.ledger.settled_seq, eng.chain_cursor)
-    writer = JournalWriter(journal, fsync=FSYNC_BY_SHELL)
+    writer = JournalWriter(journal, fsync=FSYNC_BY_SHELL,
+                           segment_bytes=opts.journal_segment_mb * 1024 * 1024)
     jengine = JournaledEngine(eng, writer)  # snapshots: the background task below
     dep = opts.deployment
     server = MatcherServer(jengine, ServerConfig(
@@ -181,7 +185,7 @@ async def run_matcher(opts: MatcherOptions) -> None:
                     continue
                 if done:
                     last = child.cmd_seq
-                    background_snapshot.prune(snapdir, opts.snapshots_kept)
+                    background_snapshot.prune(snapdir, opts.snapshots_kept, journal)
                 else:
                     log.error("background snapshot at cmd_seq %d failed", child.cmd_seq)
                 child = None
@@ -202,7 +206,7 @@ async def run_matcher(opts: MatcherOptions) -> None:
         await server.close()
         if child is not None:
             background_snapshot.wait(child)
-        write_snapshot(snapdir, eng, writer.offset)
+        write_snapshot(snapdir, eng, writer.offset, writer.segment)
         writer.close()
         log.info("matcher stopped at cmd_seq %d", eng.cmd_seq)
 

@@ -31,7 +31,7 @@ from crossbook.paths import REPO_ROOT
 from crossbook.protocol_types import Item, Order
 from matcher.commands import Sequenced
 from matcher.engine import Engine, EngineConfig
-from matcher.journal import iter_records, recover
+from matcher.journal import iter_journal, recover
 from matcher.sessions import login_digest
 from settlement.events import ChainBatchSettled
 from settlement.watcher import EventDecoder
@@ -171,12 +171,12 @@ class Stack:
     # --- verification -----------------------------------------------------------------------
     def journal_items(self) -> list[tuple[int, Item]]:
         """Every item the matcher ever sequenced, by replaying its whole journal (the outbox is
-        pruned as batches settle; the journal is not)."""
-        buf = (self.journal_dir / "journal.bin").read_bytes()
+        pruned as batches settle). It starts from record 1: these runs never fill a journal
+        segment, so no sealed segment has been deleted."""
         eng = Engine(EngineConfig(max_unsettled_per_account=BIG, max_open_orders_per_account=BIG))
         eng.replaying = True
         out: list[tuple[int, Item]] = []
-        for rec, _ in iter_records(buf):
+        for rec in iter_journal(self.journal_dir / "journal.bin"):
             for o in eng.apply(rec.cmd).outputs:
                 if isinstance(o, Sequenced):
                     out.append((o.seq, o.item))
