@@ -389,9 +389,11 @@ contract Clearinghouse is AccessControl, EIP712, ReentrancyGuardTransient, Margi
         uint256 w = f[S.nonceStateKey(o, nonce)];
         uint256 i = nonce & 127;
         if ((w >> i) & 1 == 0) return 0;
-        uint256 a = (w >> 128) & type(uint64).max;
-        if (a != 0 && (w >> 192) & 127 == i) return a;
-        a = (f[S.laneKey(o, nonce)] >> ((nonce & 3) << 6)) & type(uint64).max;
+        for (uint256 sh = 128; sh < 256; sh += 64) {
+            uint256 lane = (w >> sh) & type(uint64).max;
+            if (lane & S.INLINE_AMOUNT != 0 && lane >> 57 == i) return lane & S.INLINE_AMOUNT;
+        }
+        uint256 a = (f[S.laneKey(o, nonce)] >> ((nonce & 3) << 6)) & type(uint64).max;
         return a == 0 ? type(uint64).max : a;
     }
 

@@ -270,17 +270,26 @@ contract SettleTest is Fixture {
         }
     }
 
-    /// The word of 128 nonces holds one partially filled amount inline; a second partially filled nonce of the
+    /// The word of 128 nonces holds two partially filled amounts inline; a third partially filled nonce of the
     /// word uses its own lane until spent, and a spent nonce frees whichever lane it held (ClearinghouseStorage).
     function test_inlineAndOwnFilledLanes() public {
         Order memory m = _order(bob, 0, 0, false, ETH_PX, 100e8, 1);
         Order memory t1 = _order(alice, 0, 0, true, ETH_PX, 1e8, 1);
         Order memory t2 = _order(alice, 0, 0, true, ETH_PX, 1e8, 2);
         Order memory t3 = _order(alice, 0, 0, true, ETH_PX, 1e8, 3);
+        Order memory t6 = _order(alice, 0, 0, true, ETH_PX, 1e8, 6);
+        assertEq(_settleOne(_fillItem(t6, ALICE_PK, m, BOB_PK, 1e7, ETH_PX, 0, 0)), 0); // inline
         assertEq(_settleOne(_fillItem(t1, ALICE_PK, m, BOB_PK, 3e7, ETH_PX, 0, 0)), 0); // inline
         assertEq(_settleOne(_fillItem(t2, ALICE_PK, m, BOB_PK, 2e7, ETH_PX, 0, 0)), 0); // own lane
         assertEq(ch.filledAmount(alice, 1), 3e7);
         assertEq(ch.filledAmount(alice, 2), 2e7);
+        assertEq(ch.filledAmount(alice, 6), 1e7);
+        assertEq(_settleOne(_fillItem(t6, ALICE_PK, m, BOB_PK, 9e7, ETH_PX, 0, 0)), 0); // spent: inline freed
+        assertEq(ch.filledAmount(alice, 6), SPENT);
+        Order memory t7 = _order(alice, 0, 0, true, ETH_PX, 1e8, 7);
+        assertEq(_settleOne(_fillItem(t7, ALICE_PK, m, BOB_PK, 5e7, ETH_PX, 0, 0)), 0); // the freed inline lane
+        assertEq(_settleOne(_fillItem(t7, ALICE_PK, m, BOB_PK, 5e7, ETH_PX, 0, 0)), 0); // spent: inline freed
+        assertEq(ch.filledAmount(alice, 7), SPENT);
         assertEq(_settleOne(_fillItem(t1, ALICE_PK, m, BOB_PK, 7e7, ETH_PX, 0, 0)), 0); // spent: inline freed
         assertEq(ch.filledAmount(alice, 1), SPENT);
         assertEq(_settleOne(_fillItem(t1, ALICE_PK, m, BOB_PK, 1e5, ETH_PX, 0, 0)), OVERFILL);
@@ -308,7 +317,7 @@ contract SettleTest is Fixture {
         assertEq(_settleOne(_fillItem(t4, ALICE_PK, m, BOB_PK, 5e7, ETH_PX, 0, 0)), 0);
         assertEq(_settleOne(_fillItem(t5, ALICE_PK, m, BOB_PK, 51e6, ETH_PX, 0, 0)), OVERFILL);
         assertEq(_settleOne(_fillItem(t5, ALICE_PK, m, BOB_PK, 5e7, ETH_PX, 0, 0)), 0);
-        for (uint64 n = 1; n < 6; ++n) {
+        for (uint64 n = 1; n < 8; ++n) {
             assertEq(ch.filledAmount(alice, n), SPENT);
         }
         // nonce 129 shares index 1 with nonce 1 but lives in the next word
@@ -317,8 +326,8 @@ contract SettleTest is Fixture {
         assertEq(_settleOne(_fillItem(t129, ALICE_PK, m, BOB_PK, 2e7, ETH_PX, 0, 0)), 0);
         assertEq(ch.filledAmount(alice, 129), 2e7);
         assertEq(ch.filledAmount(alice, 1), SPENT);
-        assertEq(ch.filledAmount(alice, 6), 0);
-        assertEq(ch.filledAmount(bob, 1), 52e7); // every fill above, partially filled in the inline lane
+        assertEq(ch.filledAmount(alice, 8), 0);
+        assertEq(ch.filledAmount(bob, 1), 72e7); // every fill above, partially filled in an inline lane
     }
 
     function test_priceLimit() public {

@@ -24,12 +24,13 @@ import {ForcedRequest} from "../interfaces/ICrossbookTypes.sol";
 ///        tag 1: wide position of market `index`; tag 4: wide header (both meaningful only as flagged above)
 ///        tag 2: collateral balance of asset `index` (>= 1), uint256
 ///      Filled amounts (docs/protocol.md §4): the word `filled[1 << 255 | uint160(owner) << 57 | nonce >> 7]` holds
-///      a touched bit for each of 128 nonces (bit nonce & 127) and one inline lane at bit 128: a filled amount
-///      (64 bits, 0 when the lane is free) | (nonce & 127) << 64. `filled[uint160(owner) << 62 | nonce >> 2]` holds
-///      four 64-bit "own" lanes (nonce & 3). A nonce is untouched without its bit; partially filled with the
-///      inline lane's amount when that lane holds it, else with its own lane's amount when that is non-zero;
-///      spent otherwise. A nonce partially filled while the inline lane holds another keeps its amount in its
-///      own lane until spent, and a spent nonce's lane is emptied, so both rules stay unambiguous.
+///      a touched bit for each of 128 nonces (bit nonce & 127) and two 64-bit inline lanes at bits 128 and 192: a
+///      filled amount (57 bits, 0 when the lane is free) | (nonce & 127) << 57. `filled[uint160(owner) << 62 |
+///      nonce >> 2]` holds four 64-bit "own" lanes (nonce & 3). A nonce is untouched without its bit; partially
+///      filled with the amount of the inline lane that holds it, else with its own lane's amount when that is
+///      non-zero; spent otherwise. A partially filled nonce whose amount does not fit 57 bits or that finds both
+///      inline lanes taken keeps its amount in its own lane until spent, and a spent nonce's lane is emptied, so
+///      the rules stay unambiguous.
 library ClearinghouseStorage {
     /// @custom:storage-location erc7201:crossbook.clearinghouse
     struct Market {
@@ -120,6 +121,7 @@ library ClearinghouseStorage {
     int256 internal constant HQ_MIN = type(int80).min;
     uint256 internal constant WIDE_POS = 1 << 127; // lane of a position stored wide (size 0, never a real lane)
     uint256 internal constant LO = type(uint128).max;
+    uint256 internal constant INLINE_AMOUNT = (1 << 57) - 1; // amount bits of a nonce-state word's inline lane
 
     function nonceStateKey(uint256 owner, uint256 nonce) internal pure returns (uint256) {
         return (uint256(1) << 255) | (owner << 57) | (nonce >> 7);

@@ -71,6 +71,10 @@ contract SettlementModule is MarginEngine {
     uint256 private constant NR_DIRTY = 1 << 102; // a fill changed it
 
     uint256 private constant SPENT = 1 << 64; // above any order size
+    // the nonce-state word's inline lanes (ClearinghouseStorage): amount (57 bits) | nonce & 127 << 57, at bits 128 and
+    // 192; a lane with amount 0 is free
+    uint256 private constant M57 = (1 << 57) - 1;
+    uint256 private constant LANE0 = ((1 << 64) - 1) << 128;
 
     // storage lanes (ClearinghouseStorage): the acct mapping's slot (Layout field 2), the low-half mask, the
     // quote int80.min flagging a wide header, the lane of a wide position
@@ -450,14 +454,14 @@ contract SettlementModule is MarginEngine {
             let w := sload(sslot)
             let i := and(nonce, 127)
             if and(shr(i, w), 1) {
-                // touched: the word's inline lane if it holds this nonce, else the nonce's own lane (0: spent)
-                let a := and(shr(128, w), 0xffffffffffffffff)
-                switch and(iszero(iszero(a)), eq(and(shr(192, w), 127), i))
-                case 1 {
-                    st := 1
-                    v := a
+                // touched: an inline lane of the word that holds this nonce, else the nonce's own lane (0: spent)
+                let a := and(shr(128, w), M57)
+                if iszero(and(iszero(iszero(a)), eq(shr(185, and(w, LANE0)), i))) {
+                    a := and(shr(192, w), M57)
+                    if iszero(eq(shr(249, w), i)) { a := 0 }
                 }
-                default {
+                switch a
+                case 0 {
                     mstore(0, or(shl(62, owner), shr(2, nonce)))
                     mstore(0x20, f.slot)
                     v := and(shr(shl(6, and(nonce, 3)), sload(keccak256(0, 0x40))), 0xffffffffffffffff)
@@ -467,6 +471,10 @@ contract SettlementModule is MarginEngine {
                         v := SPENT
                     }
                     default { st := 3 }
+                }
+                default {
+                    st := 1
+                    v := a
                 }
             }
         }
@@ -518,16 +526,15 @@ contract SettlementModule is MarginEngine {
         }
     }
 
-    /// @dev Writes each dirty nonce record's final state (ClearinghouseStorage: touched bit, inline lane, own lane).
-    ///      Spent: the touched bit, and the lane that held it (inline or own) emptied. Partially filled: the touched
-    ///      bit and the amount in the word's inline lane when that holds this nonce or is free, else in the
-    ///      nonce's own lane (a nonce once in its own lane stays there until spent). An order filled in one go
-    ///      thus writes one bit, and the usual partial fill no lane slot of its own (a fresh slot costs 22,100).
+    /// @dev Writes each dirty nonce record's final state (ClearinghouseStorage: touched bit, two inline lanes, own
+    ///      lane). The inline lane holding the nonce, if any, is emptied first; then a spent nonce only empties its own
+    ///      lane if it had one, and a partially filled one goes to its own lane if it had one (it stays there until
+    ///      spent), else to a free inline lane when its amount fits 57 bits, else to its own lane. An order filled in
+    ///      one go thus writes one bit, and the usual partial fill no lane slot of its own (a fresh slot: 22,100).
     function _flushNonces(uint256 p) private {
         mapping(uint256 => uint256) storage f = S.store().filled;
         assembly ("memory-safe") {
             let fslot := f.slot
-            let inl := shl(128, 0x7fffffffffffffffff) // inline lane: amount (64 bits) | nonce & 127 << 64
             for {} p { p := and(mload(add(p, 0x20)), NR_LINK_MASK) } {
                 let pw := mload(add(p, 0x20))
                 if and(pw, NR_DIRTY) {
@@ -542,14 +549,21 @@ contract SettlementModule is MarginEngine {
                     let i := and(nonce, 127)
                     let w0 := sload(sslot)
                     let w := or(w0, shl(i, 1))
+                    if eq(st0, 1) {
+                        // the inline lane that holds it (loaded so by _filled; no other record takes it meanwhile)
+                        switch and(iszero(iszero(and(w, shl(128, M57)))), eq(shr(185, and(w, LANE0)), i))
+                        case 1 { w := and(w, not(LANE0)) }
+                        default { w := and(w, not(shl(64, LANE0))) }
+                    }
                     let own := eq(st0, 3) // the amount lives (or goes) in the nonce's own lane
-                    switch eq(v, SPENT)
-                    case 1 { if eq(st0, 1) { w := and(w, not(inl)) } } // own lane (if any) emptied below
-                    default {
-                        if iszero(own) {
-                            switch or(eq(st0, 1), iszero(and(w, shl(128, 0xffffffffffffffff))))
-                            case 1 { w := or(and(w, not(inl)), shl(128, or(v, shl(64, i)))) }
-                            default { own := 1 }
+                    if iszero(or(own, eq(v, SPENT))) {
+                        let lane := or(v, shl(57, i))
+                        switch or(gt(v, M57), and(iszero(iszero(and(w, shl(128, M57)))), iszero(iszero(and(w, shl(192, M57))))))
+                        case 1 { own := 1 } // too large for an inline lane, or both hold partially filled nonces
+                        default {
+                            switch and(w, shl(128, M57))
+                            case 0 { w := or(and(w, not(LANE0)), shl(128, lane)) }
+                            default { w := or(and(w, not(shl(64, LANE0))), shl(192, lane)) }
                         }
                     }
                     if iszero(eq(w, w0)) { sstore(sslot, w) }
