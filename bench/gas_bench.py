@@ -8,13 +8,21 @@ completely, as when the same accounts trade many times per block. Matcher flow: 
 (bench/settle_bench.py: 200 accounts, fills from real books, ~1.07 signed orders per fill), three warm-up
 batches of 1,000 fills so accounts already hold positions, then one measured batch of 1,000 fills.
 Gas per fill = the settle transaction's gasUsed (intrinsic 21k and calldata included) / fills.
+
+`python -m bench.gas_bench breakdown [fills] [warm-up fills]` breaks one batch of the matcher flow (default 440
+fills, the settle bench's batch size, after 3,000 warm-up fills) down by opcode class: an opcode trace of the
+batch (debug_traceCall on anvil) with each step's actual cost, storage accesses split cold/warm/new.
 """
 from __future__ import annotations
 
+import json
 import random
 import sys
+import urllib.request
+from collections import Counter
 from typing import Any
 
+from crossbook.batch_codec import encode_batch
 from crossbook.chain.anvil import AnvilNode
 from crossbook.chain.local_exchange import LocalExchange, user_signer
 from crossbook.config import DEFAULT_SPEC, SIZE, USD
@@ -133,3 +141,72 @@ def run() -> dict[str, Any]:
         _progress(f"matcher flow, batch {MATCHER_FILLS}: {figures['gas_per_fill_matcher_flow_1000']} gas/fill")
     figures.update(markets=len(DEFAULT_SPEC.markets), makers=MAKERS, takers=TAKERS)
     return figures
+
+
+# opcode classes of the breakdown; SLOAD and SSTORE are split by their actual cost
+_STORAGE_COST = {"SLOAD": {2100: "SLOAD cold", 100: "SLOAD warm"},
+                 "SSTORE": {22100: "SSTORE cold, fresh slot", 20000: "SSTORE fresh slot", 5000: "SSTORE cold",
+                            2900: "SSTORE first write", 100: "SSTORE rewrite"}}
+_CALLS = ("CALL", "STATICCALL", "DELEGATECALL")
+
+
+def _op_class(op: str, cost: int) -> str:
+    if op in _STORAGE_COST:
+        return _STORAGE_COST[op].get(cost, f"{op} {cost}")
+    if op == "STATICCALL" and 3000 <= cost < 4000:
+        return "ecrecover"  # the only precompile the settlement calls; a call that returns at once
+    if op in _CALLS:
+        return "calls (entry, oracle)"
+    if op == "KECCAK256":
+        return "keccak"
+    if op in ("MLOAD", "MSTORE", "MSTORE8", "CALLDATACOPY", "MCOPY"):
+        return "memory"
+    if op.startswith(("PUSH", "DUP", "SWAP")) or op == "POP":
+        return "stack"
+    if op in ("JUMP", "JUMPI", "JUMPDEST"):
+        return "jumps"
+    return "arithmetic, calldata reads, other"
+
+
+def breakdown(fills: int = 440, warm: int = 3 * MATCHER_FILLS) -> dict[str, Any]:
+    """Gas of one `fills`-item batch of the matcher flow (after `warm` fills settled) by opcode class."""
+    from bench.settle_bench import matcher_flow_fills  # imported late, as in _matcher_flow
+
+    with AnvilNode(gas_limit=60_000_000) as node:
+        ex = LocalExchange(node)
+        items, _, owners = matcher_flow_fills(ex, warm + fills)
+        ex.fund_many(owners, "USDC", 10_000_000 * USD)
+        for i in range(0, warm, MATCHER_FILLS):
+            _settle_all(ex, items[i:min(i + MATCHER_FILLS, warm)])
+        batch = items[warm:]
+        data = bytes.fromhex(ex.client.contract.functions.settle(encode_batch(ex.client.next_seq(), batch))
+                             ._encode_transaction_data()[2:])
+        call = {"from": ex.operator.address, "to": ex.client.contract.address, "data": "0x" + data.hex(),
+                "gas": hex(59_000_000)}
+        body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "debug_traceCall", "params": [
+            call, "latest", {"disableStack": True, "disableMemory": True, "disableStorage": True}]}).encode()
+        req = urllib.request.Request(node.url, data=body, headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=600) as resp:
+            steps = json.loads(resp.read())["result"]["structLogs"]
+        gas_used = _settle_all(ex, batch)
+    by_class: Counter[str] = Counter()
+    for i, st in enumerate(steps):
+        nxt = steps[i + 1] if i + 1 < len(steps) else None
+        if nxt is not None and nxt["depth"] == st["depth"]:
+            cost = st["gas"] - nxt["gas"]  # the step's actual cost (a precompile call included)
+        else:
+            cost = 0 if st["op"] in _CALLS else st["gasCost"]  # a call's cost is its callee's steps
+        by_class[_op_class(st["op"], cost)] += cost
+    zeros = data.count(0)
+    by_class["calldata"] = 16 * (len(data) - zeros) + 4 * zeros
+    by_class["intrinsic 21,000"] = 21_000
+    by_class["refund, call overheads (rest of gasUsed)"] = gas_used - sum(by_class.values())
+    return {"fills": fills, "gas_per_fill": gas_used // fills, "calldata_bytes": len(data),
+            "per_fill": {k: round(v / fills) for k, v in by_class.most_common()}}
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["breakdown"]:
+        print(json.dumps(breakdown(*(int(a) for a in sys.argv[2:4]))))
+    else:
+        print(json.dumps(run()))
