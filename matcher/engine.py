@@ -177,11 +177,14 @@ class OrderRec:
     __slots__ = ("oid", "market", "acct", "signed", "sig", "bo", "filled", "price", "remaining",
                  "is_buy", "cid", "x")
 
-    def __init__(self, oid: int, market: int, acct: Acct, signed: SignedOrder, sig: bytes,
+    def __init__(self, oid: int, market: int, acct: Any, signed: SignedOrder, sig: bytes,
                  bo: BookOrder, filled: int, cid: int | None) -> None:
         self.oid = oid
         self.market = market
-        self.acct = acct
+        # the (owner, sub) tuple object itself: a tuple[str, int] attribute is stored unboxed
+        # by the compiled build and rebuilt as a new tuple (hashed anew) for every dict it
+        # keys (open_count, exposure, the ledger's entries, the maker checks)
+        self.acct: Any = acct
         self.signed = signed
         self.sig = sig
         self.bo = bo
@@ -650,8 +653,9 @@ class Engine:
 
     def _forget(self, rec: OrderRec) -> None:
         """A live order ended: drop it from the records (its exposure is already zero)."""
-        del self.orders[rec.oid]
-        acct: Any = rec.acct  # boxed once for both dict operations
+        # the book order's id object is the key _replay_submit stored (no int to box)
+        del self.orders[rec.bo.id_key]
+        acct = rec.acct
         n = self.open_count[acct] - 1
         if n:
             self.open_count[acct] = n
