@@ -25,7 +25,7 @@ from __future__ import annotations
 import hashlib
 from heapq import heapify, heappop, heappush
 from itertools import islice
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Final, Iterator
 
 from sortedcontainers import SortedList
 
@@ -55,23 +55,24 @@ from matcher.orders import (
 PositionOf = Callable[[Owner, int], int]
 MakerCheck = Callable[[Order, int, int], bool]
 
-# Enum attribute lookups are slow on CPython; the hot path compares against plain module ints.
-_IOC = int(Tif.IOC)
-_FOK = int(Tif.FOK)
-_POST_ONLY = int(Tif.POST_ONLY)
-_MARKET = int(Tif.MARKET)
-_EXPIRE_TAKER = int(Stp.EXPIRE_TAKER)
-_EXPIRE_MAKER = int(Stp.EXPIRE_MAKER)
-_U32 = 2**32 - 1
+# Enum attribute lookups are slow on CPython; the hot path compares against plain module ints
+# (Final: the compiled build reads them as C globals, not through the module dict).
+_IOC: Final = int(Tif.IOC)
+_FOK: Final = int(Tif.FOK)
+_POST_ONLY: Final = int(Tif.POST_ONLY)
+_MARKET: Final = int(Tif.MARKET)
+_EXPIRE_TAKER: Final = int(Stp.EXPIRE_TAKER)
+_EXPIRE_MAKER: Final = int(Stp.EXPIRE_MAKER)
+_U32: Final = 2**32 - 1
 # best key of an empty side: above every real key (|key| <= 2**64 - 1), so nothing crosses it
-_INF = 2**64
+_INF: Final = 2**64
 
-_C_IOC = CancelReason.IOC_REMAINDER
-_C_FOK = CancelReason.FOK
-_C_STP = CancelReason.STP
-_C_EXPIRED = CancelReason.EXPIRED
-_C_RO = CancelReason.REDUCE_ONLY
-_C_RISK = CancelReason.RISK
+_C_IOC: Final = CancelReason.IOC_REMAINDER
+_C_FOK: Final = CancelReason.FOK
+_C_STP: Final = CancelReason.STP
+_C_EXPIRED: Final = CancelReason.EXPIRED
+_C_RO: Final = CancelReason.REDUCE_ONLY
+_C_RISK: Final = CancelReason.RISK
 
 
 def _is_u64(x: object, lo: int) -> bool:

@@ -11,7 +11,7 @@ them directly (``tag=True`` makes a union of them decodable).
 from __future__ import annotations
 
 from enum import IntEnum
-from typing import Any, Union
+from typing import Any, Final, Union
 
 import msgspec
 
@@ -81,8 +81,8 @@ class CancelReason(IntEnum):
 
 
 # tif / stp values an order may carry (both enums are contiguous from 0)
-_TIF_VALUES = frozenset(int(t) for t in Tif)
-_STP_VALUES = frozenset(int(s) for s in Stp)
+_TIF_VALUES: Final = frozenset(int(t) for t in Tif)
+_STP_VALUES: Final = frozenset(int(s) for s in Stp)
 
 
 class Level:
@@ -189,8 +189,9 @@ class Order:
         self.is_buy: bool = is_buy
         self.price: int = price
         self.size: int = size
-        self.tif: int = int(tif)
-        self.stp: int = int(stp)
+        # an IntEnum member becomes its int; an int (the journal's and the engine's) is kept
+        self.tif: int = tif if type(tif) is int else int(tif)
+        self.stp: int = stp if type(stp) is int else int(stp)
         self.reduce_only: bool = reduce_only
         # 0 = no expiry; otherwise expired once now > expiry (unix seconds, like the contract)
         self.expiry: int = expiry
@@ -212,8 +213,8 @@ class Order:
 
 
 # what an order that rests in no book points at (typed fields need a value, not None)
-NO_LEVEL = Level(0, 0)
-NO_ACCT = AcctOrders()
+NO_LEVEL: Final = Level(0, 0)
+NO_ACCT: Final = AcctOrders()
 
 
 class Accepted(msgspec.Struct, frozen=True, gc=False, array_like=True, tag=True):
