@@ -281,11 +281,18 @@ contract SettlementModule is MarginEngine {
         return true;
     }
 
+    /// @dev Reads the packed order at calldata offset `o` (order-table index `idx` + 1, 0 inline) into x's fields
+    ///      off..isBuy, id and idx. Nothing else writes those fields, so a side whose last order was read from the
+    ///      same offset (a resting order filled again by the next item) already holds them.
     function _readOrder(Side memory x, uint256 o, uint256 idx) private pure {
-        x.idx = idx;
-        // Side layout: off, owner, sub, market, flags, price, size, nonce, expiry, maxFee, feePpm, isBuy, id
+        // Side layout: off, owner, sub, market, flags, price, size, nonce, expiry, maxFee, feePpm, isBuy, id; idx 23
+        assembly ("memory-safe") {
+            if eq(mload(x), o) { o := 0 } // already read (table and item offsets are > 0)
+        }
+        if (o == 0) return;
         assembly ("memory-safe") {
             mstore(x, o)
+            mstore(add(x, 0x2e0), idx)
             let w := calldataload(o)
             let owner := shr(96, w)
             mstore(add(x, 0x20), owner)
@@ -308,12 +315,15 @@ contract SettlementModule is MarginEngine {
 
     /// @dev A fill whose sides are already read; `o` points at fillSize:uint64 fillPrice:uint64 fees:2*uint32.
     function _fill(Ctx memory c, Side memory t, Side memory k, uint256 o) private returns (uint8 r) {
-        uint256 fillSize = B.u(o, 8);
+        uint256 fillSize;
         uint256 fillPrice;
-        unchecked {
-            fillPrice = B.u(o + 8, 8);
-            t.feePpm = B.u(o + 16, 4);
-            k.feePpm = B.u(o + 20, 4);
+        // one word: fillSize uint64 | fillPrice uint64 | the fee rates of t and k, uint32 each (Side field feePpm 10)
+        assembly ("memory-safe") {
+            let w := calldataload(o)
+            fillSize := shr(192, w)
+            fillPrice := and(shr(128, w), 0xffffffffffffffff)
+            mstore(add(t, 0x140), and(shr(96, w), 0xffffffff))
+            mstore(add(k, 0x140), and(shr(64, w), 0xffffffff))
         }
         r = _fillChecks(c, t, k, fillSize, fillPrice);
         if (r != 0) return r;
@@ -833,8 +843,7 @@ contract SettlementModule is MarginEngine {
             let funding := 0
             if s {
                 let a := mul(s, sub(cum, mload(add(x, 0x200))))
-                funding := sdiv(a, 10000000000)
-                if and(sgt(a, 0), iszero(iszero(smod(a, 10000000000)))) { funding := add(funding, 1) }
+                funding := sdiv(add(a, mul(sgt(a, 0), 9999999999)), 10000000000) // ceil: |a| < 2**170
             }
             mstore(add(x, 0x2a0), funding)
             let fee := div(mul(cash, mload(add(x, 0x140))), 1000000)
@@ -1059,12 +1068,12 @@ contract SettlementModule is MarginEngine {
         assembly ("memory-safe") {
             let size := signextend(9, packed)
             if size {
+                // floor and ceil by 1e10 as one truncating sdiv of the numerator moved away from zero by 1e10 - 1
+                // on the side that rounds outward (|sp|, |fa| < 2**210: no overflow)
                 let sp := mul(size, mload(add(mc, 0x20)))
-                let pv := sdiv(sp, 10000000000)
-                if and(slt(sp, 0), iszero(iszero(smod(sp, 10000000000)))) { pv := sub(pv, 1) }
+                let pv := sdiv(sub(sp, mul(slt(sp, 0), 9999999999)), 10000000000) // floor
                 let fa := mul(size, sub(mload(add(mc, 0xe0)), signextend(10, shr(168, packed))))
-                let acc := sdiv(fa, 10000000000)
-                if and(sgt(fa, 0), iszero(iszero(smod(fa, 10000000000)))) { acc := add(acc, 1) }
+                let acc := sdiv(add(fa, mul(sgt(fa, 0), 9999999999)), 10000000000) // ceil
                 b := sub(pv, acc)
                 let v := sub(pv, signextend(10, shr(80, packed)))
                 if sgt(v, 0) { u := v }
@@ -1082,7 +1091,7 @@ contract SettlementModule is MarginEngine {
                     lo := cap
                 }
                 let x := mul(sub(n, lo), mload(add(mload(add(mc, 0x140)), shl(5, i))))
-                req := add(mload(add(mload(add(mc, 0x180)), shl(5, i))), add(div(x, 1000000), gt(mod(x, 1000000), 0)))
+                req := add(mload(add(mload(add(mc, 0x180)), shl(5, i))), div(add(x, 999999), 1000000)) // x < 2**207
             }
         }
     }
