@@ -18,6 +18,7 @@ from matcher.journal import (
     JournalWriter,
     first_seq,
     iter_journal,
+    iter_records,
     load_latest_snapshot,
     recover,
     sealed_path,
@@ -176,3 +177,23 @@ def test_snapshot_from_before_segments_still_recovers(tmp_path: Path) -> None:
     assert snap is not None and snap.segment == 0
     rec = recover(tmp_path / "journal.bin", tmp_path / "snaps")
     assert rec.replayed == 0 and rec.engine.state_hash() == eng.state_hash()
+
+
+def test_a_corrupt_record_inside_the_active_file_ends_the_replay_there(tmp_path: Path) -> None:
+    cmds = random_commands(seed=58, n=400)
+    eng, w = _run(tmp_path, cmds, seg=0)
+    w.close()
+    journal_path = tmp_path / "journal.bin"
+    records = list(iter_records(journal_path.read_bytes()))
+    end_of_good = records[149][1]  # the 151st record gets a flipped payload byte
+    data = bytearray(journal_path.read_bytes())
+    data[end_of_good + 20] ^= 0x01
+    journal_path.write_bytes(bytes(data))
+    rec = recover(journal_path)
+    prefix = Engine()
+    for r, _ in records[:150]:
+        prefix.apply(r.cmd)
+    assert rec.replayed == 150 and rec.journal_offset == end_of_good
+    assert rec.truncated == len(data) - end_of_good == len(data) - journal_path.stat().st_size
+    assert rec.engine.state_hash() == prefix.state_hash()
+    assert eng.cmd_seq > 150
