@@ -74,6 +74,8 @@ class MatcherMetrics:
     matched_seq: Gauge
     settled_seq: Gauge
     settle_p99: Gauge
+    journal_bytes: Gauge  # the journal on disk (sealed segments + the active file)
+    replay_keys: Gauge  # nonces and digests the engine still remembers (bounded by expiry)
 
 
 @functools.lru_cache(maxsize=None)
@@ -98,6 +100,12 @@ def matcher_metrics() -> MatcherMetrics:
         settled_seq=Gauge("crossbook_matcher_settled_seq", "last item the chain confirmed", registry=r),
         settle_p99=Gauge("crossbook_matcher_settle_delay_p99_seconds",
                          "p99 of match -> on-chain confirmation delay", registry=r),
+        journal_bytes=Gauge("crossbook_matcher_journal_bytes",
+                            "journal on disk: sealed segments still needed + the active file",
+                            registry=r),
+        replay_keys=Gauge("crossbook_matcher_replay_protection_keys",
+                          "order nonces and withdrawal/transfer digests remembered until expiry",
+                          registry=r),
     )
 
 
@@ -193,7 +201,25 @@ def instrument_matcher(server: Any) -> MatcherMetrics:
     m.matched_seq.set_function(status("matched_seq"))
     m.settled_seq.set_function(status("settled_seq"))
     m.settle_p99.set_function(status("settle_p99_ms", 0.001))
+    writer = server.jengine.writer
+    m.journal_bytes.set_function(lambda: float(_journal_bytes(writer)))
+    eng = server.engine
+    m.replay_keys.set_function(
+        lambda: float(sum(len(d) for d in eng.nonces.values()) + len(eng.digests)))
     return m
+
+
+def _journal_bytes(writer: Any) -> int:
+    """Bytes of the journal on disk: its sealed segments and what the writer has appended."""
+    from matcher.journal import sealed_segments
+
+    total = writer.offset
+    for _, p in sealed_segments(writer.path):
+        try:
+            total += p.stat().st_size
+        except OSError:  # deleted by a prune between the listing and the stat
+            pass
+    return total
 
 
 # ============================================================================ relayer
