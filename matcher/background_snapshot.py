@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from matcher.engine import Engine
-from matcher.journal import JournalWriter, prune_segments, write_snapshot
+from matcher.journal import JournalWriter, prune_segments, snapshot_files, write_snapshot
 
 
 @dataclass
@@ -79,13 +79,12 @@ def prune(snapdir: Path, keep: int = 3, journal: Path | None = None) -> list[Pat
     """Delete all but the newest ``keep`` snapshots (recovery takes the newest that passes its
     CRC, so a few older ones stay as fallbacks), then the sealed segments of ``journal`` that
     only the deleted ones needed; returns the deleted paths."""
-    snaps = sorted(Path(snapdir).glob("snapshot-*.bin"))
-    old = snaps[: max(0, len(snaps) - keep)]
+    snaps = snapshot_files(snapdir)
+    n_old = max(0, len(snaps) - keep)
+    old = [p for _, p in snaps[:n_old]]
     for p in old:
         p.unlink(missing_ok=True)
-    kept = snaps[len(old):]
-    if journal is not None and kept:
-        # snapshot-<cmd_seq>.bin: the oldest kept one needs the records after its cmd_seq
-        oldest = int(kept[0].stem.split("-", 1)[1])
-        old += prune_segments(journal, oldest + 1)
+    if journal is not None and n_old < len(snaps):
+        # the oldest kept snapshot needs the records after its cmd_seq
+        old += prune_segments(journal, snaps[n_old][0] + 1)
     return old

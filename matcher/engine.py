@@ -86,7 +86,8 @@ from matcher.orders import (
     Order as BookOrder,
     Rejected,
     RejectReason,
-    Stp,
+    STP_VALUES,
+    TIF_VALUES,
     Tif,
 )
 from matcher.risk import Exposure, RiskModel, div_notional
@@ -104,8 +105,6 @@ _NEVER_BUCKET: Final = [_NEVER]  # never in Forgets: its keys are never dropped
 # owner spellings remembered by Engine._owner_key before the cache starts afresh
 _OWNER_CACHE: Final = 100_000
 _I32_MIN, _I32_MAX = -(2**31), 2**31 - 1
-_TIFS: Final = frozenset(int(t) for t in Tif)
-_STPS: Final = frozenset(int(s) for s in Stp)
 _POST_ONLY: Final = int(Tif.POST_ONLY)
 _MARKET: Final = int(Tif.MARKET)
 # enum members as module constants: a class attribute lookup on an enum costs a Python-level
@@ -607,7 +606,7 @@ class Engine:
         """Advance the clock to ``now`` (above it) and forget what expired before it."""
         self.clock = now
         nf = self._nonce_forgets
-        if nf.heap and nf.heap[0] < now >> _FORGET_SHIFT:
+        if nf.due(now):
             nonces = self.nonces
             for lst in nf.pop_due(now):
                 for i in range(1, len(lst), 2):
@@ -620,7 +619,7 @@ class Engine:
                         if not d:
                             del nonces[owner]
         df = self._digest_forgets
-        if df.heap and df.heap[0] < now >> _FORGET_SHIFT:
+        if df.due(now):
             digests = self.digests
             for lst in df.pop_due(now):
                 for i in range(1, len(lst)):
@@ -747,7 +746,7 @@ class Engine:
         # the owner signing (the same spelling) needs no lower-casing
         if signer != o_owner and not self._authorised(owner, signer):
             return Code.NOT_AUTHORISED, "signer is neither the owner nor an approved agent"
-        if tif not in _TIFS or stp not in _STPS or tif == _MARKET:
+        if tif not in TIF_VALUES or stp not in STP_VALUES or tif == _MARKET:
             return Code.BAD_REQUEST, "bad tif or stp"
         # x >> 64 instead of x <= _U64: no compare against a boxed wide constant
         if type(size) is not int or size <= 0 or size >> 64:

@@ -350,12 +350,19 @@ def write_snapshot(directory: str | Path, engine: Engine, journal_offset: int,
     return final
 
 
-def load_latest_snapshot(directory: str | Path) -> SnapshotFile | None:
-    """The newest snapshot that passes its CRC (a damaged one is skipped), or None."""
+def snapshot_files(directory: str | Path) -> list[tuple[int, Path]]:
+    """(cmd_seq, path) of the snapshots :func:`write_snapshot` wrote to ``directory``, oldest
+    first (by name: no file is read)."""
     d = Path(directory)
     if not d.is_dir():
-        return None
-    for p in sorted(d.glob("snapshot-*.bin"), reverse=True):
+        return []
+    found = ((p.stem[len("snapshot-"):], p) for p in d.glob("snapshot-*.bin"))
+    return sorted((int(seq), p) for seq, p in found if seq.isdigit())
+
+
+def load_latest_snapshot(directory: str | Path) -> SnapshotFile | None:
+    """The newest snapshot that passes its CRC (a damaged one is skipped), or None."""
+    for _, p in reversed(snapshot_files(directory)):
         got = unframe(p.read_bytes(), 0)
         if got is not None:
             return _snap_json_dec.decode(got[0])
@@ -562,6 +569,7 @@ __all__ = [
     "FSYNC_BY_SHELL", "FSYNC_EVERY_RECORD", "HEADER_SIZE", "JournalError", "JournalWriteFailed",
     "JournalWriter", "decode_record",
     "JournaledEngine", "Record", "Recovery", "SnapshotFile", "encode_record", "frame",
-    "iter_journal", "iter_record_batches", "iter_records", "load_latest_snapshot", "prune_segments", "recover",
-    "sealed_path", "sealed_segments", "unframe", "write_snapshot",
+    "iter_journal", "iter_record_batches", "iter_records", "load_latest_snapshot",
+    "prune_segments", "recover", "sealed_path", "sealed_segments", "snapshot_files", "unframe",
+    "write_snapshot",
 ]

@@ -81,8 +81,8 @@ class CancelReason(IntEnum):
 
 
 # tif / stp values an order may carry (both enums are contiguous from 0)
-_TIF_VALUES: Final = frozenset(int(t) for t in Tif)
-_STP_VALUES: Final = frozenset(int(s) for s in Stp)
+TIF_VALUES: Final = frozenset(int(t) for t in Tif)
+STP_VALUES: Final = frozenset(int(s) for s in Stp)
 
 
 class Level:
@@ -164,7 +164,7 @@ class Order:
             bad = 0
         else:
             bad = RejectReason.BAD_TYPE.value
-        if not bad and not (tif in _TIF_VALUES and stp in _STP_VALUES):
+        if not bad and not (tif in TIF_VALUES and stp in STP_VALUES):
             bad = RejectReason.BAD_ENUM.value
         self.bad: int = bad
         if bad:
@@ -174,8 +174,8 @@ class Order:
             is_buy = is_buy if type(is_buy) is bool else False
             price = price if type(price) is int else 0
             size = size if type(size) is int else 0
-            tif = int(tif) if tif in _TIF_VALUES else 0
-            stp = int(stp) if stp in _STP_VALUES else 0
+            tif = int(tif) if tif in TIF_VALUES else 0
+            stp = int(stp) if stp in STP_VALUES else 0
             cid = cid if type(cid) is int else None
             reduce_only = reduce_only if type(reduce_only) is bool else False
             expiry = expiry if type(expiry) is int else 0
@@ -275,7 +275,7 @@ Event = Union[Accepted, Rejected, CommandRejected, Fill, Cancelled, Modified]
 
 __all__ = [
     "UINT64_MAX", "Owner", "Account", "Tif", "Stp", "RejectReason", "CancelReason", "Order",
-    "Level", "AcctOrders", "NO_LEVEL", "NO_ACCT",
+    "Level", "AcctOrders", "NO_LEVEL", "NO_ACCT", "TIF_VALUES", "STP_VALUES",
     "Accepted", "Rejected", "CommandRejected", "Fill", "Cancelled", "Modified", "Event",
 ]
 
