@@ -191,6 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
     from crossbook.commands import register as _register_commands
 
     _register_commands(sub)  # keeper, feeder, deposit, withdraw, account, markets, oracle
+    from crossbook.commands import reconcile as _reconcile
+
+    _reconcile.register(sub)
     return p
 
 

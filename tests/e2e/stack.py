@@ -21,7 +21,6 @@ from typing import Any, Sequence
 from web3 import Web3
 from websockets.asyncio.client import connect
 
-from crossbook.batch_codec import decode_batch, encode_item
 from crossbook.chain.anvil import AnvilNode, free_port, rpc_call
 from crossbook.chain.devkeys import OPERATOR, dev_address, dev_key
 from crossbook.chain.local_exchange import LocalExchange
@@ -29,12 +28,12 @@ from crossbook.eip712 import Signer
 from crossbook.margin import SubAccount
 from crossbook.paths import REPO_ROOT
 from crossbook.protocol_types import Item, Order
-from matcher.commands import Sequenced
-from matcher.engine import Engine, EngineConfig
-from matcher.journal import iter_journal, recover
+from crossbook.reconcile import (canon, chain_events, check_ledger, check_tiling, ledger_accounts,
+                                 reconcile_stack, recovered_engine, replay_journal,
+                                 settled_batches)
+from matcher.engine import Engine
 from matcher.sessions import login_digest
 from settlement.events import ChainBatchSettled
-from settlement.watcher import EventDecoder
 from tests.ws.helpers import Client
 
 OPERATOR_TOKEN = "e2e-operator-token"
@@ -168,45 +167,30 @@ class Stack:
             time.sleep(0.25)
         raise TimeoutError(f"not settled in time: {st}; chain nextSeq {self.ex.client.next_seq()}")
 
-    # --- verification -----------------------------------------------------------------------
+    # --- verification (crossbook.reconcile: the same checks `crossbook reconcile` runs) -------
     def journal_items(self) -> list[tuple[int, Item]]:
-        """Every item the matcher ever sequenced, by replaying its whole journal (the outbox is
-        pruned as batches settle). It starts from record 1: these runs never fill a journal
-        segment, so no sealed segment has been deleted."""
-        eng = Engine(EngineConfig(max_unsettled_per_account=BIG, max_open_orders_per_account=BIG))
-        eng.replaying = True
-        out: list[tuple[int, Item]] = []
-        for rec in iter_journal(self.journal_dir / "journal.bin"):
-            for o in eng.apply(rec.cmd).outputs:
-                if isinstance(o, Sequenced):
-                    out.append((o.seq, o.item))
-        return out
+        """Every item the matcher sequenced that its retained journal proves (these runs never
+        fill a journal segment, so the replay starts from record 1: every item)."""
+        return replay_journal(self.journal_dir).items
 
     def recovered_engine(self) -> Engine:
         """The matcher's state as it would restart (journal + newest snapshot)."""
-        cfg = EngineConfig(max_unsettled_per_account=BIG, max_open_orders_per_account=BIG)
-        return recover(self.journal_dir / "journal.bin", self.journal_dir / "snapshots", cfg,
-                       truncate=False).engine
+        return recovered_engine(self.journal_dir)
 
     def settled_events(self) -> list[ChainBatchSettled]:
         """Every BatchSettled (with its ItemRejected) since deployment."""
-        c = self.ex.client.contract.address
-        logs: Any = self.w3.eth.get_logs({"address": c, "fromBlock": self.ex.deployment.start_block,
-                                          "toBlock": "latest"})
-        return [e for e in EventDecoder(address=c).decode_logs(logs) if isinstance(e, ChainBatchSettled)]
+        evs = chain_events(self.w3, self.ex.client.contract.address, self.ex.deployment.start_block,
+                           self.w3.eth.block_number)
+        return [e for e in evs if isinstance(e, ChainBatchSettled)]
 
     def onchain_items(self, events: Sequence[ChainBatchSettled]) -> dict[int, bytes]:
         """seq -> the item bytes the contract processed, from each settling tx's calldata."""
         out: dict[int, bytes] = {}
-        for ev in events:
-            tx = self.w3.eth.get_transaction(ev.tx_hash)  # type: ignore[arg-type]
-            data = bytes(tx["input"])
-            batch = Web3().codec.decode(["bytes"], data[4:])[0]
-            first, items = decode_batch(batch)
-            assert first == ev.first_seq and len(items) == ev.count
-            for i, it in enumerate(items):
-                assert first + i not in out, f"seq {first + i} settled twice"
-                out[first + i] = encode_item(it)
+        for b in settled_batches(self.w3, self.ex.client.contract.address, events):
+            assert b.items is not None, f"batch {b.first_seq}+{b.count}: calldata not decodable"
+            for i, data in enumerate(b.items):
+                assert b.first_seq + i not in out, f"seq {b.first_seq + i} settled twice"
+                out[b.first_seq + i] = data
         return out
 
     def chain_account(self, owner: str, sub: int) -> SubAccount:
@@ -214,29 +198,26 @@ class Stack:
         return self.ex.client.subaccount(owner, sub)
 
 
-def canon(st: SubAccount) -> tuple[object, ...]:
-    """Comparable form: zero collateral and flat positions are the same as absent ones."""
-    return (st.quote, sorted((k, v) for k, v in st.collateral.items() if v),
-            sorted((m, p.size, p.open_notional, p.funding_snapshot)
-                   for m, p in st.positions.items() if p.size or p.open_notional))
-
-
 def assert_tiles(events: Sequence[ChainBatchSettled], n: int) -> None:
     """BatchSettled ranges tile [1, n] with no gap and no overlap, in order."""
-    seqs = [s for e in events if e.count for s in range(e.first_seq, e.first_seq + e.count)]
-    assert seqs == list(range(1, n + 1)), "settled ranges do not tile [1, n]"
+    findings = check_tiling(events, n + 1)
+    assert not findings, f"settled ranges do not tile [1, n]: {findings}"
 
 
 def assert_ledger_matches_chain(stack: Stack, eng: Engine) -> int:
-    """For every sub-account the engine knows: confirmed == chain and projected == confirmed.
+    """For every sub-account the engine knows: confirmed == chain and projected == confirmed;
+    and the whole reconciliation (`crossbook reconcile`: items, ranges, busts) finds nothing.
     Returns how many sub-accounts were compared."""
-    accts = set(eng.ledger.confirmed) | set(eng.ledger.projected)
     assert eng.ledger.unsettled_count() == 0
-    for owner, sub in sorted(accts):
-        chain = canon(stack.chain_account(owner, sub))
-        assert canon(eng.confirmed_account(owner, sub)) == chain, (owner, sub)
-        assert canon(eng.account(owner, sub)) == chain, (owner, sub)
-    return len(accts)
+    confirmed = ledger_accounts(eng)
+    chain = {a: stack.chain_account(*a) for a in confirmed}
+    findings = check_ledger(confirmed, chain)
+    assert not findings, findings
+    for acct in confirmed:
+        assert canon(eng.account(*acct)) == canon(chain[acct]), acct
+    report = reconcile_stack(stack.journal_dir, stack.w3, stack.ex.deployment)
+    assert report.ok, report.failures
+    return len(confirmed)
 
 
 async def login(stack: Stack, user: Signer, subscribe: Sequence[str] = ()) -> Client:
