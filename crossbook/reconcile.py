@@ -26,10 +26,10 @@ from crossbook.margin import SubAccount
 from crossbook.protocol_types import Item, RejectReason
 from matcher.commands import Bust, ItemRejected, Sequenced
 from matcher.engine import Engine, EngineConfig
-from matcher.journal import (JournalError, SnapshotFile, first_seq, iter_journal, recover,
-                             sealed_segments, snapshot_files, unframe)
-from settlement.events import (ChainBatchSettled, ChainEvent, ChainForcedWithdrawalExecuted,
-                               ChainWithdrawn)
+from matcher.chain_commands import command_for
+from matcher.journal import (JournalError, first_seq, iter_journal, read_snapshot, recover,
+                             sealed_segments, snapshot_files)
+from settlement.events import ChainBatchSettled, ChainEvent
 from settlement.watcher import EventDecoder
 
 FAILURE = "failure"
@@ -354,10 +354,9 @@ def _start_engine(path: Path, snapdir: Path, config: EngineConfig) -> tuple[Engi
     for seq, p in snapshot_files(snapdir):
         if seq + 1 < begins:
             continue  # the records right after it were pruned
-        got = unframe(p.read_bytes(), 0)
-        if got is None:
+        snap = read_snapshot(p)
+        if snap is None:
             continue  # damaged: a later one may do
-        snap = msgspec.json.decode(got[0], type=SnapshotFile)
         return Engine.restore(snap.engine, config), snap.seq
     raise JournalError(f"the journal begins at record {begins} and no snapshot covers the records "
                        "before it")
@@ -447,14 +446,8 @@ def settled_batches(w3: Web3, contract: str, events: Iterable[ChainBatchSettled]
 
 
 def _consumed(ev: ChainEvent) -> bool:
-    """Whether the matcher turns the event into a journaled command (moving its chain cursor):
-    everything but sequenced withdrawals and forced withdrawals a batch executed, whose effect
-    reaches it through BatchSettled (see ``MatcherServer._chain``)."""
-    if isinstance(ev, ChainWithdrawn):
-        return False
-    if isinstance(ev, ChainForcedWithdrawalExecuted):
-        return ev.seq == 0 and bool(ev.owner)
-    return True
+    """Whether the matcher turns the event into a journaled command (moving its chain cursor)."""
+    return command_for(ev, 0) is not None
 
 
 @dataclass

@@ -360,12 +360,18 @@ def snapshot_files(directory: str | Path) -> list[tuple[int, Path]]:
     return sorted((int(seq), p) for seq, p in found if seq.isdigit())
 
 
+def read_snapshot(path: str | Path) -> SnapshotFile | None:
+    """One snapshot file, or None when it fails its CRC."""
+    got = unframe(Path(path).read_bytes(), 0)
+    return None if got is None else _snap_json_dec.decode(got[0])
+
+
 def load_latest_snapshot(directory: str | Path) -> SnapshotFile | None:
     """The newest snapshot that passes its CRC (a damaged one is skipped), or None."""
     for _, p in reversed(snapshot_files(directory)):
-        got = unframe(p.read_bytes(), 0)
-        if got is not None:
-            return _snap_json_dec.decode(got[0])
+        snap = read_snapshot(p)
+        if snap is not None:
+            return snap
     return None
 
 

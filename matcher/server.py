@@ -36,22 +36,13 @@ from websockets.frames import Frame, Opcode
 from crossbook import gc_policy
 from crossbook.batch_codec import encode_item
 from crossbook.eip712 import Domain
+from matcher.chain_commands import command_for
 from matcher.channels import Conn, Hub
 from matcher.commands import (
     Ack,
-    AgentSet,
     CancelAll,
     CancelOrder,
-    ChainBadDebtSettled,
     ChainBatchSettled,
-    ChainCollateralLiquidated,
-    ChainDeleveraged,
-    ChainDeposit,
-    ChainForcedWithdrawalExecuted,
-    ChainForcedWithdrawalRequested,
-    ChainFundingUpdated,
-    ChainLiquidated,
-    ChainLiquidationParamsSet,
     Command,
     ExpireTick,
     ModifyOrder,
@@ -97,7 +88,6 @@ from matcher.ws_messages import (
     encoder,
     request_decoder,
 )
-from settlement import events as chain_events
 from settlement.lag import LagTracker
 
 log = logging.getLogger(__name__)
@@ -717,66 +707,15 @@ class MatcherServer:
     # ================================================================ operator: chain events
 
     def _chain(self, conn: Conn, req: ChainReq) -> None:
-        """A confirmed chain event from the watcher -> the engine command it implies. Events
-        whose effect already reaches the engine through ``BatchSettled`` (sequenced withdrawals,
-        forced withdrawals a FORCED item executed) are acknowledged and dropped; an
-        escape-hatch withdrawal the owner executed on-chain (seq 0) and the liquidation-path
-        events change the confirmed state directly. ``FundingUpdated`` hands the engine the
-        chain's cumulative index, which replaces the engine's own estimate when the batch
-        settles."""
+        """A confirmed chain event from the watcher -> the engine command it implies
+        (:func:`matcher.chain_commands.command_for`); an event it maps to nothing is
+        acknowledged as ignored."""
         tok = self.config.operator_token
         if tok is None or req.token != tok:
             conn.send(_err(req.id, "NOT_AUTHORISED", "bad operator token"))
             return
-        ev = req.event
-        rid = self.next_req_id()
-        cmd: Command
-        if isinstance(ev, chain_events.ChainDeposit):
-            cmd = ChainDeposit(rid, ev.owner.lower(), ev.subaccount, ev.asset, ev.amount,
-                               ev.block_number, ev.log_index)
-        elif isinstance(ev, chain_events.ChainBatchSettled):
-            cmd = ChainBatchSettled(rid, ev.first_seq, ev.count,
-                                    [(int(s), int(r)) for s, r in ev.rejected],
-                                    ev.block_number, ev.log_index)
-        elif isinstance(ev, chain_events.ChainAgentSet):
-            cmd = AgentSet(rid, ev.owner.lower(), ev.agent.lower(), ev.approved,
-                           ev.block_number, ev.log_index)
-        elif isinstance(ev, chain_events.ChainForcedWithdrawalRequested):
-            cmd = ChainForcedWithdrawalRequested(rid, ev.request_id, ev.owner.lower(),
-                                                 ev.subaccount, ev.asset, ev.amount,
-                                                 ev.block_number, ev.log_index)
-        elif isinstance(ev, chain_events.ChainLiquidated):
-            cmd = ChainLiquidated(rid, ev.owner.lower(), ev.subaccount, ev.market,
-                                  ev.liquidator.lower(), ev.liquidator_subaccount, ev.size_delta,
-                                  ev.price, ev.penalty, ev.insurance_share, ev.block_number,
-                                  ev.log_index)
-        elif isinstance(ev, chain_events.ChainCollateralLiquidated):
-            cmd = ChainCollateralLiquidated(rid, ev.owner.lower(), ev.subaccount, ev.asset,
-                                            ev.liquidator.lower(), ev.liquidator_subaccount,
-                                            ev.amount, ev.price, ev.paid, ev.block_number,
-                                            ev.log_index)
-        elif isinstance(ev, chain_events.ChainBadDebtSettled):
-            cmd = ChainBadDebtSettled(rid, ev.owner.lower(), ev.subaccount, ev.insurance_paid,
-                                      ev.fee_pool_paid, ev.unbacked, ev.block_number,
-                                      ev.log_index)
-        elif isinstance(ev, chain_events.ChainDeleveraged):
-            cmd = ChainDeleveraged(rid, ev.owner.lower(), ev.subaccount, ev.market,
-                                   ev.counterparty.lower(), ev.counterparty_subaccount,
-                                   ev.size_delta, ev.price, ev.block_number, ev.log_index)
-        elif isinstance(ev, chain_events.ChainFundingUpdated):
-            cmd = ChainFundingUpdated(rid, ev.market, ev.rate_ppm, ev.cumulative_index,
-                                      ev.block_number, ev.log_index)
-        elif isinstance(ev, chain_events.ChainLiquidationParamsSet):
-            cmd = ChainLiquidationParamsSet(rid, ev.penalty_ppm, ev.insurance_share_ppm,
-                                            ev.buffer_ppm, ev.critical_ppm, ev.block_number,
-                                            ev.log_index)
-        elif (isinstance(ev, chain_events.ChainForcedWithdrawalExecuted) and ev.seq == 0
-              and ev.owner):
-            # seq 0: the owner executed it on-chain after the delay, outside any batch
-            cmd = ChainForcedWithdrawalExecuted(rid, ev.request_id, ev.owner.lower(),
-                                                ev.subaccount, ev.asset, ev.amount,
-                                                ev.block_number, ev.log_index)
-        else:
+        cmd = command_for(req.event, self.next_req_id())
+        if cmd is None:
             conn.send(_ok(req.id, {"ignored": True}))
             return
         self._enqueue(conn, req.id, cmd)

@@ -15,7 +15,7 @@ from crossbook.chain.local_exchange import LocalExchange
 from crossbook.cli import build_parser, main
 from crossbook.commands.common import format_units, parse_units
 
-COMMANDS = [["up"], ["keeper"], ["feeder"], ["deposit"], ["withdraw"], ["account"], ["markets"], ["oracle", "set"]]
+COMMANDS = [["up"], ["keeper"], ["feeder"], ["deposit"], ["withdraw"], ["account"], ["markets"], ["oracle", "set"], ["reconcile"]]
 
 
 @pytest.mark.parametrize("argv", COMMANDS, ids=" ".join)

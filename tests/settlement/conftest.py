@@ -1,8 +1,6 @@
 """Settlement fixtures: one real anvil + the real contracts per session, a snapshot per test."""
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 from web3 import AsyncWeb3, Web3
 
@@ -11,9 +9,9 @@ from crossbook.chain.devkeys import OPERATOR, dev_address, dev_key
 from crossbook.chain.local_exchange import LocalExchange, user_signer
 from crossbook.config import PRICE, SIZE, USD
 from crossbook.protocol_types import FillItem
+from crossbook.reconcile import chain_events
 from settlement.events import ChainBatchSettled
 from settlement.relayer import connect
-from settlement.watcher import EventDecoder
 
 ETH = 0
 SECOND_OPERATOR = 6  # dev account granted OPERATOR_ROLE too (two-relayer tests)
@@ -54,10 +52,9 @@ def make_fills(ex: LocalExchange, n: int, expired: set[int] = frozenset()) -> li
 
 def settled_events(ex: LocalExchange) -> list[ChainBatchSettled]:
     """Every BatchSettled (with its rejections) the contract emitted since deployment."""
-    logs: list[Any] = ex.w3.eth.get_logs({"address": ex.client.contract.address,
-                                          "fromBlock": ex.deployment.start_block, "toBlock": "latest"})
-    return [e for e in EventDecoder(address=ex.client.contract.address).decode_logs(logs)
-            if isinstance(e, ChainBatchSettled)]
+    events = chain_events(ex.w3, ex.client.contract.address, ex.deployment.start_block,
+                          ex.w3.eth.block_number)
+    return [e for e in events if isinstance(e, ChainBatchSettled)]
 
 
 def assert_exactly_once(ex: LocalExchange, first: int, n: int) -> list[ChainBatchSettled]:
