@@ -14,8 +14,8 @@ from crossbook.config import USD
 from tests.e2e.flow import prepare, quote, run_async, take, wait_ready
 from tests.e2e.stack import Stack, assert_ledger_matches_chain, assert_tiles
 
-FILLS = 2_000
-KILLS = 12
+FILLS = 10_000
+KILLS = 20
 
 
 def test_watcher_kill9_keeps_the_shadow_ledger_equal_to_the_chain(stack: Stack) -> None:
@@ -62,7 +62,7 @@ def test_watcher_kill9_keeps_the_shadow_ledger_equal_to_the_chain(stack: Stack) 
     threads = [threading.Thread(target=killer), threading.Thread(target=depositor)]
     for th in threads:
         th.start()
-    run_async(take(stack, flow, duration_s=25.0))
+    run_async(take(stack, flow, duration_s=40.0))
     for th in threads:
         th.join()
     assert not errors, errors
