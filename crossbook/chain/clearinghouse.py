@@ -6,7 +6,7 @@ own async paths; this one favours clarity.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
 
 from web3 import Web3
 from web3.contract import Contract
@@ -20,24 +20,8 @@ from crossbook.config import DEFAULT_SPEC, ExchangeSpec
 from crossbook.eip712 import Domain
 from crossbook.margin import Health, Position, Prices, SubAccount
 from crossbook.protocol_types import Item, RejectReason
-
-
-@dataclass(frozen=True)
-class LiquidatedEvent:
-    """A decoded ``Liquidated`` event (docs/protocol.md section 9.4). ``size_delta`` is the liquidated
-    account's size change; the liquidator's is its negation."""
-
-    owner: str
-    subaccount: int
-    market: int
-    liquidator: str
-    liquidator_subaccount: int
-    size_delta: int
-    price: int
-    penalty: int
-    insurance_share: int
-    block_number: int
-    tx_hash: str
+from settlement.events import ChainLiquidated
+from settlement.watcher import EventDecoder
 
 
 @dataclass
@@ -147,25 +131,21 @@ class ClearinghouseClient:
         """Insurance fund (quote atoms)."""
         return int(self._call(self.contract.functions.insuranceFund()))
 
-    def liquidated_events(self, from_block: int = 0, to_block: int | str = "latest") -> list[LiquidatedEvent]:
-        """Every ``Liquidated`` event in the block range, oldest first."""
-        logs = self.contract.events.Liquidated().get_logs(from_block=from_block, to_block=to_block)
-        return [self._liquidated(ev) for ev in logs]
+    def liquidated_events(self, from_block: int = 0,
+                          to_block: int | Literal["latest"] = "latest") -> list[ChainLiquidated]:
+        """Every ``Liquidated`` event in the block range, oldest first (decoded as the watcher
+        decodes it)."""
+        logs: Any = self.w3.eth.get_logs({"address": self.contract.address, "fromBlock": from_block,
+                                          "toBlock": to_block})
+        return self._liquidated(logs)
 
-    def liquidated_in(self, receipt: TxReceipt) -> list[LiquidatedEvent]:
+    def liquidated_in(self, receipt: TxReceipt) -> list[ChainLiquidated]:
         """The ``Liquidated`` events of one transaction receipt."""
-        return [self._liquidated(ev)
-                for ev in self.contract.events.Liquidated().process_receipt(receipt, errors=DISCARD)]
+        return self._liquidated(receipt["logs"])
 
-    @staticmethod
-    def _liquidated(ev: Any) -> LiquidatedEvent:
-        a = ev["args"]
-        return LiquidatedEvent(
-            owner=str(a["owner"]), subaccount=int(a["subaccount"]), market=int(a["market"]),
-            liquidator=str(a["liquidator"]), liquidator_subaccount=int(a["liquidatorSubaccount"]),
-            size_delta=int(a["sizeDelta"]), price=int(a["price"]), penalty=int(a["penalty"]),
-            insurance_share=int(a["insuranceShare"]), block_number=int(ev["blockNumber"]),
-            tx_hash=ev["transactionHash"].hex())
+    def _liquidated(self, logs: Any) -> list[ChainLiquidated]:
+        events = EventDecoder(address=self.contract.address).decode_logs(logs)
+        return [e for e in events if isinstance(e, ChainLiquidated)]
 
     # --- views ------------------------------------------------------------------------------
     def _call(self, fn: Any) -> Any:

@@ -13,7 +13,8 @@ from typing import Any
 
 from web3 import Web3
 
-from crossbook.chain.clearinghouse import ClearinghouseClient, LiquidatedEvent
+from crossbook.chain.clearinghouse import ClearinghouseClient
+from settlement.events import ChainLiquidated
 from crossbook.chain.deploy import Deployment
 from crossbook.config import DEFAULT_SPEC, ExchangeSpec, risk_params
 from crossbook.sdk import Client, ConnectionLost, NotConnected, Rejected, units
@@ -49,7 +50,7 @@ class DashboardFeed:
         self.trades: deque[dict[str, Any]] = deque(maxlen=50)
         self.status: dict[str, Any] = {}
         self.insurance_fund: int | None = None
-        self.liquidations: deque[LiquidatedEvent] = deque(maxlen=50)
+        self.liquidations: deque[ChainLiquidated] = deque(maxlen=50)
         self.errors: dict[str, str] = {}
         self._liq_from = deployment.start_block
         self._tasks: list[asyncio.Task[None]] = []

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from web3 import Web3
 
-from crossbook.chain.clearinghouse import ClearinghouseClient, LiquidatedEvent
+from crossbook.chain.clearinghouse import ClearinghouseClient
+from settlement.events import ChainLiquidated
 from crossbook.chain.deploy import Deployment
 from crossbook.config import DEFAULT_SPEC, ExchangeSpec, risk_params
 from crossbook.eip712 import Signer
@@ -93,6 +94,6 @@ class ChainAccount:
         return account_risk(self.subaccount(sub, owner), risk_params(self.spec),
                             self.client.prices())
 
-    def liquidations(self, from_block: int = 0) -> list[LiquidatedEvent]:
+    def liquidations(self, from_block: int = 0) -> list[ChainLiquidated]:
         """``Liquidated`` events since ``from_block``."""
         return self.client.liquidated_events(from_block)

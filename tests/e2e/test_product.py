@@ -39,7 +39,8 @@ from typing import Any
 import pytest
 from web3 import Web3
 
-from crossbook.chain.clearinghouse import ClearinghouseClient, LiquidatedEvent
+from crossbook.chain.clearinghouse import ClearinghouseClient
+from settlement.events import ChainLiquidated
 from crossbook.chain.deploy import Deployment
 from crossbook.chain.devkeys import KEEPER, dev_address
 from crossbook.chain.local_exchange import user_signer
@@ -254,7 +255,7 @@ def test_product_end_to_end(tmp_path: Path) -> None:
         assert "oracle ETH = " in out
         assert chain.oracle_price(ETH_FEED) == crash
 
-        def liquidated() -> list[LiquidatedEvent]:
+        def liquidated() -> list[ChainLiquidated]:
             return [e for e in chain.liquidated_events(start_block) if e.owner.lower() == owner.lower()]
 
         evs = _wait(liquidated, "the keeper liquidates the taker", LIQUIDATION_DEADLINE_S, 0.25)
