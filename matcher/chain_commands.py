@@ -69,8 +69,7 @@ def command_for(ev: chain_events.ChainEvent, rid: int) -> Command | None:
         return ChainLiquidationParamsSet(rid, ev.penalty_ppm, ev.insurance_share_ppm,
                                          ev.buffer_ppm, ev.critical_ppm, ev.block_number,
                                          ev.log_index)
-    if (isinstance(ev, chain_events.ChainForcedWithdrawalExecuted) and ev.seq == 0
-          and ev.owner):
+    if isinstance(ev, chain_events.ChainForcedWithdrawalExecuted) and ev.seq == 0 and ev.owner:
         # seq 0: the owner executed it on-chain after the delay, outside any batch
         return ChainForcedWithdrawalExecuted(rid, ev.request_id, ev.owner.lower(),
                                              ev.subaccount, ev.asset, ev.amount,

@@ -92,6 +92,10 @@ class EventDecoder:
         """topic0 of every event this decoder knows (for an ``eth_getLogs`` filter)."""
         return ["0x" + t.hex() for t in self._events]
 
+    def topic(self, name: str) -> str:
+        """topic0 of the event ``name`` (for an ``eth_getLogs`` filter on that event alone)."""
+        return next("0x" + t.hex() for t, (n, _) in self._events.items() if n == name)
+
     def _args(self, log_: Mapping[str, Any]) -> tuple[str, dict[str, Any]] | None:
         topics = [_bytes(t) for t in log_["topics"]]
         if not topics or topics[0] not in self._events:

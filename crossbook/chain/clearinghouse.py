@@ -48,6 +48,7 @@ class ClearinghouseClient:
         self.spec = spec
         self.contract: Contract = bind(w3, deployment.contract_name, deployment.clearinghouse)
         self.decoder = error_decoder()
+        self.events = EventDecoder(self.contract.abi, address=deployment.clearinghouse)
         self.domain = Domain(chain_id=deployment.chain_id, verifying_contract=deployment.clearinghouse)
 
     def sender(self, key: str | bytes) -> TxSender:
@@ -136,7 +137,8 @@ class ClearinghouseClient:
         """Every ``Liquidated`` event in the block range, oldest first (decoded as the watcher
         decodes it)."""
         logs: Any = self.w3.eth.get_logs({"address": self.contract.address, "fromBlock": from_block,
-                                          "toBlock": to_block})
+                                          "toBlock": to_block,
+                                          "topics": [self.events.topic("Liquidated")]})
         return self._liquidated(logs)
 
     def liquidated_in(self, receipt: TxReceipt) -> list[ChainLiquidated]:
@@ -144,8 +146,7 @@ class ClearinghouseClient:
         return self._liquidated(receipt["logs"])
 
     def _liquidated(self, logs: Any) -> list[ChainLiquidated]:
-        events = EventDecoder(address=self.contract.address).decode_logs(logs)
-        return [e for e in events if isinstance(e, ChainLiquidated)]
+        return [e for e in self.events.decode_logs(logs) if isinstance(e, ChainLiquidated)]
 
     # --- views ------------------------------------------------------------------------------
     def _call(self, fn: Any) -> Any:
