@@ -99,7 +99,7 @@ abstract contract MarginEngine is IClearinghouseEvents {
         // pointers and the head of the write-back list
         uint256[] hm;
         uint256 nonces;
-        uint256 accts; // settlement only: number of account records in hm (SettlementModule._acct)
+        uint256 accts; // settlement only: number of account records in hm (SettlementModule._newAcct)
         uint256 oiDirty; // settlement only: bit mask of markets whose MarketCache.oi differs from storage
     }
 

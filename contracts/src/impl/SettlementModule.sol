@@ -46,13 +46,7 @@ contract SettlementModule is MarginEngine {
         uint256 fee;
         uint256 idx; // order-table index + 1 (0: inline order, no per-batch signature cache)
         uint256 nr; // the (owner, nonce) batch record (bound by _filled)
-        int256 nB; // the account record's sums after the fill (_marginOk)
-        uint256 nP;
-        uint256 nR;
-        int256 tB; // the fill market's terms after the fill (_marginOk)
-        uint256 tP;
-        uint256 tR;
-        uint256 ka; // storage slot of the account's slot A and its value (_loadSide), reused by _store
+        uint256 ka; // storage slot of the account's slot A and its value (_side), reused by _store
         uint256 va;
         uint256 kb; // storage slot of the fill market's lane (m >= 1) and its value
         uint256 vb;
@@ -620,21 +614,15 @@ contract SettlementModule is MarginEngine {
     {
         S.Layout storage l = S.store();
         uint256 m = t.market;
-        _loadSide(c, t, m, fillSize);
-        _loadSide(c, k, m, fillSize);
-        if (
-            (t.flags & 2 != 0 && !MarginMath.strictlyReduces(t.s, t.d))
-                || (k.flags & 2 != 0 && !MarginMath.strictlyReduces(k.s, k.d))
-        ) return R_REDUCE_ONLY;
-
         MarketCache memory mc = c.m[m];
         {
-            int256 cum = mc.cum;
             uint256 cash;
             unchecked {
                 cash = fillSize * fillPrice / uint256(MarginMath.NOTIONAL_DIV); // both < 2**64
             }
-            if (!_newState(t, cum, cash) || !_newState(k, cum, cash)) return R_INVALID_ITEM;
+            uint256 bad = _side(c, t, m, mc, fillSize, cash) | _side(c, k, m, mc, fillSize, cash);
+            if (bad & 1 != 0) return R_REDUCE_ONLY;
+            if (bad != 0) return R_INVALID_ITEM;
         }
 
         // open interest = total long size, held in memory for the batch (_flushOi)
@@ -686,7 +674,7 @@ contract SettlementModule is MarginEngine {
         }
 
         if (!_marginOk(c, t, m, mc) || !_marginOk(c, k, m, mc)) {
-            // a record built by this fill holds its after-state (_acct): forget both, rebuilt when next needed
+            // a record built by this fill holds its after-state (_marginOk): forget both, rebuilt when next needed
             _dropAcct(c, t.id);
             _dropAcct(c, k.id);
             return R_INSUFFICIENT_MARGIN;
@@ -723,10 +711,10 @@ contract SettlementModule is MarginEngine {
     }
 
     /// @dev Stores x's new header and market m's new position (snapshot: the current index, as a fill settles
-    ///      funding first), S.storeHeader and S.storePosition in one pass over the slots _loadSide read.
+    ///      funding first), S.storeHeader and S.storePosition in one pass over the slots _side read.
     function _store(Side memory x, uint256 m, uint256 epoch) private {
         uint256 rare;
-        // Side fields (words): id 12, newHdr 18, newPos 19, ka 31, va 32, kb 33, vb 34
+        // Side fields (words): id 12, newHdr 18, newPos 19, ka 25, va 26, kb 27, vb 28
         assembly ("memory-safe") {
             // position lane: int48 size | int48 openNotional << 48 | epoch << 96, WIDE_POS when out of range
             let pos := mload(add(x, 0x260))
@@ -744,12 +732,12 @@ contract SettlementModule is MarginEngine {
             switch m
             case 0 { lane := shl(128, lane) }
             default {
-                let b := mload(add(x, 0x440))
+                let b := mload(add(x, 0x380))
                 switch and(m, 1)
                 case 0 { b := or(and(b, LO), shl(128, lane)) }
                 default { b := or(and(b, not(LO)), lane) }
-                sstore(mload(add(x, 0x420)), b)
-                lane := and(mload(add(x, 0x400)), not(LO))
+                sstore(mload(add(x, 0x360)), b)
+                lane := and(mload(add(x, 0x340)), not(LO))
             }
             // header lane: int80 quote | bits << 80; WIDE_Q flags a wide header
             let hdr := mload(add(x, 0x240))
@@ -759,7 +747,7 @@ contract SettlementModule is MarginEngine {
                 rare := or(rare, 1)
                 hl := and(WIDE_Q, 0xffffffffffffffffffff)
             }
-            sstore(mload(add(x, 0x3e0)), or(hl, lane))
+            sstore(mload(add(x, 0x320)), or(hl, lane))
         }
         if (rare != 0) {
             mapping(uint256 => uint256) storage acct = S.store().acct;
@@ -768,119 +756,126 @@ contract SettlementModule is MarginEngine {
         }
     }
 
-    /// @dev x.hdr, x.s, x.on, x.snap (S.unpackPosition) from storage and the size delta x.d: S.loadHeader and
-    ///      S.loadPosition with the market's cached index and epoch. Keeps the slots read for _store.
-    function _loadSide(Ctx memory c, Side memory x, uint256 m, uint256 fillSize) private view {
-        uint256 rare;
-        // Ctx field 0: the MarketCache array (m < nMarkets: checked by _fillChecks), MarketCache: cum at 0xe0,
-        // epoch at 0x1c0; Side fields (words): isBuy 11, id 12, hdr 13, s 14, on 15, snap 16, d 17, ka 31, va 32,
-        // kb 33, vb 34
+    /// @dev One side of a fill in market m (cache `mc`) before and after it, in one pass: x.hdr, x.s, x.on,
+    ///      x.snap (S.loadHeader, S.loadPosition with the market's cached index and epoch; the slots read are kept
+    ///      for _store) and the size delta x.d; then steps 1-4 of "Applying a trade": x.funding, x.fee and, when
+    ///      every value stays in its storage range, x.newSize, x.newPos (S.packPosition) and x.newHdr (S.withQuote,
+    ///      market bit). Returns 0, or bit 0 set when x is reduce-only and the fill does not strictly reduce its
+    ///      position (MarginMath.strictlyReduces), bit 1 when a value leaves its storage range.
+    function _side(Ctx memory c, Side memory x, uint256 m, MarketCache memory mc, uint256 fillSize, uint256 cash)
+        private
+        view
+        returns (uint256 bad)
+    {
+        int256 s;
+        int256 on;
+        int256 snap;
+        uint256 hdr;
+        // MarketCache: cum at 0xe0, epoch at 0x1c0; Side fields (words): id 12, ka 25, va 26, kb 27, vb 28
         assembly ("memory-safe") {
             let id := mload(add(x, 0x180))
             mstore(0, id)
             mstore(0x20, ACCT_SLOT)
             let ka := keccak256(0, 0x40)
             let a := sload(ka)
-            mstore(add(x, 0x3e0), ka)
-            mstore(add(x, 0x400), a)
+            mstore(add(x, 0x320), ka)
+            mstore(add(x, 0x340), a)
             let q := signextend(9, a)
             switch eq(q, WIDE_Q)
-            case 0 { mstore(add(x, 0x1a0), or(and(q, LO), shl(128, shr(80, and(a, LO))))) }
-            default { rare := 1 } // wide header
+            case 0 { hdr := or(and(q, LO), shl(128, shr(80, and(a, LO)))) }
+            default { bad := 1 } // wide header
             let lane := shr(128, a)
             if m {
                 mstore(0, or(id, or(0x300, shr(1, add(m, 1)))))
                 let kb := keccak256(0, 0x40)
                 let b := sload(kb)
-                mstore(add(x, 0x420), kb)
-                mstore(add(x, 0x440), b)
+                mstore(add(x, 0x360), kb)
+                mstore(add(x, 0x380), b)
                 switch and(m, 1)
                 case 0 { lane := shr(128, b) }
                 default { lane := and(b, LO) }
             }
-            let s_ := 0
-            let on := 0
-            let snap := 0
             if lane {
-                let mc := mload(add(mload(c), add(0x20, shl(5, m))))
                 switch and(iszero(eq(lane, WIDE_POS)), eq(shr(96, lane), mload(add(mc, 0x1c0))))
                 case 1 {
-                    s_ := signextend(5, lane)
+                    s := signextend(5, lane)
                     on := signextend(5, shr(48, lane))
                     snap := mload(add(mc, 0xe0))
                 }
-                default { rare := or(rare, 2) } // wide position or an older funding epoch
+                default { bad := or(bad, 2) } // wide position or an older funding epoch
             }
-            mstore(add(x, 0x1c0), s_)
-            mstore(add(x, 0x1e0), on)
-            mstore(add(x, 0x200), snap)
-            let d := fillSize
-            if iszero(mload(add(x, 0x160))) { d := sub(0, fillSize) }
-            mstore(add(x, 0x220), d)
         }
-        if (rare != 0) _loadRare(c, x, m, rare);
-    }
-
-    /// @dev _loadSide's rare cases: a wide header (rare & 1), a wide position or one from an older funding epoch
-    ///      (rare & 2).
-    function _loadRare(Ctx memory c, Side memory x, uint256 m, uint256 rare) private view {
-        if (rare & 1 != 0) x.hdr = S.store().acct[x.id | 0x400];
-        if (rare & 2 != 0) (x.s, x.on, x.snap) = S.unpackPosition(_position(c, x.id, m));
-    }
-
-    /// @dev Steps 1-4 of "Applying a trade"; false when a value leaves its storage range. Sets x.funding and
-    ///      x.fee, and when in range x.newSize, x.newPos (S.packPosition) and x.newHdr (S.withQuote, market bit).
-    function _newState(Side memory x, int256 cum, uint256 cash) private pure returns (bool ok) {
+        if (bad != 0) {
+            _loadRare(c, x, m, bad);
+            if (bad & 1 != 0) hdr = x.hdr;
+            if (bad & 2 != 0) (s, on, snap) = (x.s, x.on, x.snap);
+        }
         // Ranges: cash < 2**128, fee < 2**160 (fee rate < 2**32), s and d < 2**80, on, cum, snap < 2**88,
         // quote < 2**128: nothing below can overflow int256. Divisions as in Solidity: sdiv truncates (the
         // trunc_div of open notional), funding is ceil_div by 1e10 (§3).
-        // Side fields (words): market 3, feePpm 10, isBuy 11, hdr 13, s 14, on 15, snap 16, d 17, newHdr 18,
-        // newPos 19, newSize 20, funding 21, fee 22
+        // Side fields (words): market 3, flags 4, feePpm 10, isBuy 11, hdr 13, s 14, on 15, snap 16, d 17,
+        // newHdr 18, newPos 19, newSize 20, funding 21, fee 22
         assembly ("memory-safe") {
-            let sc := cash // signed cash: positive for the buyer
-            if iszero(mload(add(x, 0x160))) { sc := sub(0, cash) }
-            let s := mload(add(x, 0x1c0))
-            let funding := 0
-            if s {
-                let a := mul(s, sub(cum, mload(add(x, 0x200))))
-                funding := sdiv(add(a, mul(sgt(a, 0), 9999999999)), 10000000000) // ceil: |a| < 2**170
+            mstore(add(x, 0x1a0), hdr)
+            mstore(add(x, 0x1c0), s)
+            mstore(add(x, 0x1e0), on)
+            mstore(add(x, 0x200), snap)
+            bad := 0 // the rare-case bits are handled
+            {
+                let fee := div(mul(cash, mload(add(x, 0x140))), 1000000)
+                mstore(add(x, 0x2c0), fee)
+                if iszero(mload(add(x, 0x160))) {
+                    // from here on fillSize is the size delta d and cash the signed cash: positive for the buyer
+                    fillSize := sub(0, fillSize)
+                    cash := sub(0, cash)
+                }
+                mstore(add(x, 0x220), fillSize)
+                // reduce-only: s and d of opposite signs, d != 0 and |d| <= |s|
+                if and(mload(add(x, 0x80)), 2) {
+                    let as_ := s
+                    if slt(s, 0) { as_ := sub(0, s) }
+                    let ad := fillSize
+                    if slt(ad, 0) { ad := sub(0, ad) }
+                    bad := iszero(and(and(iszero(iszero(s)), iszero(iszero(ad))), and(iszero(eq(sgt(s, 0), sgt(fillSize, 0))), iszero(gt(ad, as_)))))
+                }
+                let funding := 0
+                if s {
+                    let f := mul(s, sub(mload(add(mc, 0xe0)), snap))
+                    funding := sdiv(add(f, mul(sgt(f, 0), 9999999999)), 10000000000) // ceil: |f| < 2**170
+                }
+                mstore(add(x, 0x2a0), funding)
+                snap := sub(sub(sub(signextend(15, hdr), funding), cash), fee) // from here on snap is the new quote
             }
-            mstore(add(x, 0x2a0), funding)
-            let fee := div(mul(cash, mload(add(x, 0x140))), 1000000)
-            mstore(add(x, 0x2c0), fee)
-            let q := sub(sub(sub(signextend(15, mload(add(x, 0x1a0))), funding), sc), fee) // new quote
-            let d := mload(add(x, 0x220))
-            let ns := add(s, d) // new size
+            let ns := add(s, fillSize) // new size
             let non := 0 // new open notional
             if ns {
-                switch or(iszero(s), eq(sgt(s, 0), sgt(d, 0)))
-                case 1 { non := add(mload(add(x, 0x1e0)), sc) }
+                switch or(iszero(s), eq(sgt(s, 0), sgt(fillSize, 0)))
+                case 1 { non := add(on, cash) }
                 default {
                     // s and d have opposite signs here: |d| > |s| exactly when ns has d's sign
-                    switch eq(sgt(ns, 0), sgt(d, 0))
-                    case 0 { non := sdiv(mul(mload(add(x, 0x1e0)), ns), s) }
-                    default { non := sdiv(mul(sc, ns), d) }
+                    switch eq(sgt(ns, 0), sgt(fillSize, 0))
+                    case 0 { non := sdiv(mul(on, ns), s) }
+                    default { non := sdiv(mul(cash, ns), fillSize) }
                 }
             }
-            ok := and(
-                and(eq(signextend(15, q), q), eq(signextend(9, ns), ns)),
-                and(eq(signextend(10, non), non), eq(signextend(10, cum), cum))
+            on := mload(add(mc, 0xe0)) // from here on `on` is the market's funding index
+            switch and(
+                and(eq(signextend(15, snap), snap), eq(signextend(9, ns), ns)),
+                and(eq(signextend(10, non), non), eq(signextend(10, on), on))
             )
-            if ok {
+            case 0 { bad := or(bad, 2) }
+            default {
                 mstore(add(x, 0x280), ns)
                 let pos := 0
                 if ns {
                     pos := or(
                         and(ns, 0xffffffffffffffffffff),
-                        or(shl(80, and(non, 0xffffffffffffffffffffff)), shl(168, and(cum, 0xffffffffffffffffffffff)))
+                        or(shl(80, and(non, 0xffffffffffffffffffffff)), shl(168, and(on, 0xffffffffffffffffffffff)))
                     )
                 }
                 mstore(add(x, 0x260), pos)
-                let h := or(
-                    and(mload(add(x, 0x1a0)), not(0xffffffffffffffffffffffffffffffff)),
-                    and(q, 0xffffffffffffffffffffffffffffffff)
-                )
-                let bit := shl(add(128, mload(add(x, 0x60))), 1)
+                let h := or(and(hdr, not(LO)), and(snap, LO))
+                let bit := shl(add(128, m), 1)
                 switch ns
                 case 0 { h := and(h, not(bit)) }
                 default { h := or(h, bit) }
@@ -889,47 +884,29 @@ contract SettlementModule is MarginEngine {
         }
     }
 
-    /// @dev Risk rule of §3: H_im(after) >= 0, or strictly reducing and H_im(after) >= H_im(before).
-    ///      H_im = quote + B + W - haircut(P) - R over the sums of the account's per-batch record (_acct): an
-    ///      existing record holds the sums and per-market terms before this fill, and the fill market's terms
-    ///      are swapped for the new position's; a record built now sums the state after the fill directly. The
-    ///      sums are exact integers, so the result is the same as summing every position again. The record
-    ///      holds the state after the fill from here on (a rejected fill drops the records); x keeps the sums
-    ///      and the fill market's terms after it. `mc` is market m's cache (c.m[m]).
-    function _marginOk(Ctx memory c, Side memory x, uint256 m, MarketCache memory mc) private view returns (bool) {
-        uint256 r = _acct(c, x, m, mc);
-        uint256 w;
-        int256 afterH;
-        // _health of the state after the fill, inline (the common path of every side): Ctx field haircut 4, Side
-        // fields newHdr 18, nB..nR 25..27, record field W 6; bounds as in _health
-        assembly ("memory-safe") {
-            w := mload(add(r, 0xc0))
-            let h := mul(mload(add(x, 0x340)), mload(add(c, 0x80)))
-            if h { h := add(div(sub(h, 1), 1000000), 1) } // MarginMath.haircut's ceil_div by PPM
-            afterH := sub(sub(add(add(signextend(15, mload(add(x, 0x240))), mload(add(x, 0x320))), w), h), mload(add(x, 0x360)))
-        }
-        if (afterH >= 0) return true;
-        if (!MarginMath.strictlyReduces(x.s, x.d)) return false;
-        // before = after with the fill market's new terms swapped back for the old position's (size != 0)
-        (int256 b, uint256 p, uint256 q) = _contrib(mc, S.packPosition(x.s, x.on, x.snap));
-        unchecked {
-            b = x.nB - x.tB + b;
-            p = x.nP - x.tP + p;
-            q = x.nR - x.tR + q;
-        }
-        return afterH >= _health(c, S.quoteOf(x.hdr), b, w, p, q);
+    /// @dev _side's rare cases: a wide header (rare & 1), a wide position or one from an older funding epoch
+    ///      (rare & 2).
+    function _loadRare(Ctx memory c, Side memory x, uint256 m, uint256 rare) private view {
+        if (rare & 1 != 0) x.hdr = S.store().acct[x.id | 0x400];
+        if (rare & 2 != 0) (x.s, x.on, x.snap) = S.unpackPosition(_position(c, x.id, m));
     }
 
-    /// @dev x.nB, x.nP, x.nR = the sums of record `r` with market m's terms swapped for the new position's
-    ///      (x.tB, x.tP, x.tR), written to the record at once: a fill that fails after this (margin of either
-    ///      side) drops both records (_fillApply), and one that passes keeps exactly this state. Each sum keeps
-    ///      the terms it held, so it stays far inside int256 (|term| < 2**176, §7 ranges, at most 32 markets)
-    ///      and the unchecked steps are exact.
-    function _afterSums(Side memory x, uint256 m, uint256 r, MarketCache memory mc) private pure {
+    /// @dev Risk rule of §3: H_im(after) >= 0, or strictly reducing and H_im(after) >= H_im(before).
+    ///      H_im = quote + B + W - haircut(P) - R over the sums of the account's per-batch record (_newAcct): the
+    ///      record holds the sums and per-market terms before this fill (one built now leaves market m's terms at
+    ///      zero), and the fill market's terms are swapped for the new position's in place, so the record holds
+    ///      the state after the fill from here on. The sums are exact integers, so the result is the same as
+    ///      summing every position again. A fill that fails after this (margin of either side) drops both
+    ///      records (_fillApply), one that passes keeps exactly this state; any other item empties the map
+    ///      (_clearCache), and prices are fixed for the batch. `mc` is market m's cache (c.m[m]).
+    function _marginOk(Ctx memory c, Side memory x, uint256 m, MarketCache memory mc) private view returns (bool) {
         (int256 b, uint256 p, uint256 q) = _contrib(mc, x.newPos);
-        x.tB = b;
-        x.tP = p;
-        x.tR = q;
+        (uint256 r, uint256 bucket) = _find(c.hm, x.id);
+        if (r == 0) r = _newAcct(c, x.id, x.newHdr, m, bucket);
+        int256 afterH;
+        // Record fields (words): B 3, P 4, R 5, W 6, then (B, P, R) of market mm at 7 + 3 * mm; Ctx field haircut 4;
+        // Side field newHdr 18. Each sum keeps the terms it holds, so it stays far inside int256 (|term| < 2**176,
+        // §7 ranges, at most 32 markets) and the steps are exact; the health sum's bounds are _health's.
         assembly ("memory-safe") {
             let t := add(r, add(0xe0, mul(m, 0x60)))
             let old := mload(t)
@@ -946,10 +923,34 @@ contract SettlementModule is MarginEngine {
             mstore(t, q)
             q := sub(add(mload(add(r, 0xa0)), q), old)
             mstore(add(r, 0xa0), q)
+            let h := mul(p, mload(add(c, 0x80)))
+            if h { h := add(div(sub(h, 1), 1000000), 1) } // MarginMath.haircut's ceil_div by PPM
+            afterH := sub(sub(add(add(signextend(15, mload(add(x, 0x240))), b), mload(add(r, 0xc0))), h), q)
         }
-        x.nB = b;
-        x.nP = p;
-        x.nR = q;
+        if (afterH >= 0) return true;
+        return _reducesHealth(c, x, m, mc, r, afterH);
+    }
+
+    /// @dev _marginOk's second test for a side whose health after the fill (`afterH`, record `r`) is negative:
+    ///      strictly reducing and not below the health before, which is the record's sums with market m's new
+    ///      terms swapped back for the old position's.
+    function _reducesHealth(Ctx memory c, Side memory x, uint256 m, MarketCache memory mc, uint256 r, int256 afterH)
+        private
+        pure
+        returns (bool)
+    {
+        if (!MarginMath.strictlyReduces(x.s, x.d)) return false;
+        (int256 b, uint256 p, uint256 q) = _contrib(mc, S.packPosition(x.s, x.on, x.snap));
+        uint256 w;
+        // record fields as in _marginOk; exact for the same reason
+        assembly ("memory-safe") {
+            let t := add(r, add(0xe0, mul(m, 0x60)))
+            b := sub(add(mload(add(r, 0x60)), b), mload(t))
+            p := sub(add(mload(add(r, 0x80)), p), mload(add(t, 0x20)))
+            q := sub(add(mload(add(r, 0xa0)), q), mload(add(t, 0x40)))
+            w := mload(add(r, 0xc0))
+        }
+        return afterH >= _health(c, S.quoteOf(x.hdr), b, w, p, q);
     }
 
     /// @dev H_im = quote + B + W - haircut(P) - R (the same integers as _terms).
@@ -967,49 +968,37 @@ contract SettlementModule is MarginEngine {
         }
     }
 
-    /// @dev The batch record of x's sub-account: next, link (unused), key (id), B = sum (PV - A), P = sum
-    ///      max(PV - openNotional, 0), R = sum R_im over its positions, W = sum W_a^init, then per market the
-    ///      terms (PV - A, max(PV - openNotional, 0), R_im) of its position (zeros without one). An existing
-    ///      record is the state before the fill: x's sums after it are derived (_afterSums). A missing one is
-    ///      built from storage with market m's position replaced by the new one (x.newHdr, x.newPos), i.e. the
-    ///      state after the fill, which x's sums copy. Fills keep records current (_afterSums); a rejected
-    ///      fill drops them, any other item empties the map (_clearCache), and prices are fixed for the batch.
+    /// @dev A new batch record of sub-account `id` (header `hdr`) at the head of `bucket`: next, link (unused), key
+    ///      (id), B = sum (PV - A), P = sum max(PV - openNotional, 0), R = sum R_im over its positions, W = sum
+    ///      W_a^init, then per market the terms (PV - A, max(PV - openNotional, 0), R_im) of its position, zeros
+    ///      without one. Market m's terms and its part of the sums are left at zero for the fill (_marginOk).
     ///      All prices the header needs must have been checked (_pricesOk).
-    function _acct(Ctx memory c, Side memory x, uint256 m, MarketCache memory mc) private view returns (uint256 r) {
-        {
-            uint256 bucket;
-            (r, bucket) = _find(c.hm, x.id);
-            if (r != 0) {
-                _afterSums(x, m, r, mc);
-                return r;
-            }
-            r = _newRecord(c, x.id, bucket, _wInit(c, x.id, x.newHdr));
-        }
+    function _newAcct(Ctx memory c, uint256 id, uint256 hdr, uint256 m, uint256 bucket)
+        private
+        view
+        returns (uint256 r)
+    {
+        uint256 w = _wInit(c, id, hdr);
+        uint256 size;
         unchecked {
+            size = 0xe0 + c.nMarkets * 0x60; // nMarkets <= 32
             c.accts += 1; // at most one per sub-account of the batch
         }
-        _build(c, r, x.id, x.newHdr, m, x.newPos);
-        // Side fields nB..nR (25..27) and tB..tR (28..30) = the record's sums and market m's terms
         assembly ("memory-safe") {
-            mstore(add(x, 0x320), mload(add(r, 0x60)))
-            mstore(add(x, 0x340), mload(add(r, 0x80)))
-            mstore(add(x, 0x360), mload(add(r, 0xa0)))
-            let t := add(r, add(0xe0, mul(m, 0x60)))
-            mstore(add(x, 0x380), mload(t))
-            mstore(add(x, 0x3a0), mload(add(t, 0x20)))
-            mstore(add(x, 0x3c0), mload(add(t, 0x40)))
+            r := mload(0x40)
+            mstore(0x40, add(r, size))
+            calldatacopy(r, calldatasize(), size) // zeroes (memory past the free pointer may hold scratch)
+            mstore(r, mload(bucket))
+            mstore(add(r, 0x40), id)
+            mstore(add(r, 0xc0), w)
+            mstore(bucket, r)
         }
-    }
-
-    /// @dev Fills record `r`'s sums and terms from the positions of header `hdr`, market `m`'s being `opos`.
-    function _build(Ctx memory c, uint256 r, uint256 id, uint256 hdr, uint256 m, uint256 opos) private view {
-        uint256 bits = S.marketBits(hdr);
+        uint256 bits = S.marketBits(hdr) & ~(uint256(1) << m);
         // unchecked: mm < 32
         for (uint256 mm = 0; bits != 0; mm = _inc(mm)) {
             if (bits & 1 != 0) {
-                uint256 packed = mm == m ? opos : _position(c, id, mm);
-                (int256 b, uint256 p, uint256 q) = _contrib(c.m[mm], packed);
-                // sums of terms each below 2**176 in magnitude (as in _afterSums): exact
+                (int256 b, uint256 p, uint256 q) = _contrib(c.m[mm], _position(c, id, mm));
+                // sums of terms each below 2**176 in magnitude (as in _marginOk): exact
                 assembly ("memory-safe") {
                     mstore(add(r, 0x60), add(mload(add(r, 0x60)), b))
                     mstore(add(r, 0x80), add(mload(add(r, 0x80)), p))
@@ -1027,24 +1016,6 @@ contract SettlementModule is MarginEngine {
     function _inc(uint256 i) private pure returns (uint256) {
         unchecked {
             return i + 1;
-        }
-    }
-
-    /// @dev Allocates a zeroed account record (7 + 3 * nMarkets words) with key `id` and W `w` at the head of
-    ///      `bucket`.
-    function _newRecord(Ctx memory c, uint256 id, uint256 bucket, uint256 w) private pure returns (uint256 r) {
-        uint256 size;
-        unchecked {
-            size = 0xe0 + c.nMarkets * 0x60; // nMarkets <= 32
-        }
-        assembly ("memory-safe") {
-            r := mload(0x40)
-            mstore(0x40, add(r, size))
-            calldatacopy(r, calldatasize(), size) // zeroes (memory past the free pointer may hold scratch)
-            mstore(r, mload(bucket))
-            mstore(add(r, 0x40), id)
-            mstore(add(r, 0xc0), w)
-            mstore(bucket, r)
         }
     }
 
