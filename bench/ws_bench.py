@@ -50,11 +50,11 @@ def _keys() -> list[bytes]:
     return [bytes([i + 1]) * 32 for i in range(CONNS)]
 
 
-def _server_main(port_q: Any, stop_ev: Any, journal_dir: str) -> None:
-    """Child process: engine + server until ``stop_ev`` is set; puts its port, then its CPU
-    seconds from listening to ``stop_ev``."""
-    import asyncio
-
+def make_server(journal_dir: str) -> Any:
+    """The benchmark's :class:`matcher.server.MatcherServer` (not started): an engine with
+    oracle prices and every connection's owner funded, a group-commit journal in
+    ``journal_dir``, the production GC policy and rate limits above the benchmark's rate."""
+    from crossbook import gc_policy
     from crossbook.config import PRICE, USD
     from crossbook.eip712 import Signer
     from matcher.commands import ChainDeposit, SetOraclePrices
@@ -62,7 +62,6 @@ def _server_main(port_q: Any, stop_ev: Any, journal_dir: str) -> None:
     from matcher.journal import FSYNC_BY_SHELL, JournaledEngine, JournalWriter
     from matcher.limits import Limits
     from matcher.server import MatcherServer, ServerConfig
-    from crossbook import gc_policy
 
     eng = Engine()
     eng.apply(SetOraclePrices(1, {1: 3000 * PRICE, 2: 60_000 * PRICE},
@@ -70,12 +69,19 @@ def _server_main(port_q: Any, stop_ev: Any, journal_dir: str) -> None:
     for i, k in enumerate(_keys()):
         eng.apply(ChainDeposit(2 + i, Signer(k).address.lower(), 0, 0, 10_000_000 * USD))
     writer = JournalWriter(Path(journal_dir) / "journal.bin", fsync=FSYNC_BY_SHELL)
+    return MatcherServer(JournaledEngine(eng, writer),
+                         ServerConfig(chain_id=CHAIN_ID, verifying_contract=CONTRACT,
+                                      limits=Limits(msgs_per_s=10_000, burst=10_000),
+                                      gc_sweep_s=gc_policy.SWEEP_S))
+
+
+def _server_main(port_q: Any, stop_ev: Any, journal_dir: str) -> None:
+    """Child process: engine + server until ``stop_ev`` is set; puts its port, then its CPU
+    seconds from listening to ``stop_ev``."""
+    import asyncio
 
     async def main() -> None:
-        srv = MatcherServer(JournaledEngine(eng, writer),
-                            ServerConfig(chain_id=CHAIN_ID, verifying_contract=CONTRACT,
-                                         limits=Limits(msgs_per_s=10_000, burst=10_000),
-                                         gc_sweep_s=gc_policy.SWEEP_S))
+        srv = make_server(journal_dir)
         await srv.start()
         cpu0 = time.process_time()
         port_q.put(srv.port)

@@ -32,6 +32,9 @@ import msgspec
 import websockets
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.frames import Frame, Opcode
+from websockets.frames import apply_mask as _apply_mask
+from websockets.protocol import State
+from websockets.streams import StreamReader
 
 from crossbook import gc_policy
 from crossbook.batch_codec import encode_item
@@ -154,6 +157,9 @@ def _hex_bytes(s: str) -> bytes | None:
 # one queued engine job: command, requesting connection, client request id, admin future
 _Job = tuple[Command, Conn | None, int | None, "asyncio.Future[Result] | None"]
 _TEXT = Opcode.TEXT
+_OPEN = State.OPEN
+# the generator websockets' frame parser waits in between frames, when nothing is buffered
+_AT_EOF = StreamReader.at_eof.__code__
 
 
 class _FastConnection(ServerConnection):
@@ -161,9 +167,64 @@ class _FastConnection(ServerConnection):
     the transport callback, skipping websockets' message assembler and the wake-up of the
     connection's reader task (two event-loop round trips per request). Anything else -
     fragmented or non-UTF-8 messages, control frames, frames arriving while the assembler
-    still holds earlier ones (which must be answered first) - takes websockets' own path."""
+    still holds earlier ones (which must be answered first) - takes websockets' own path.
+
+    :meth:`data_received` also parses the common arrival itself - whole, final, masked text
+    frames with a 7- or 16-bit length, nothing buffered - instead of websockets' generator-based
+    parser (~10 us of interpreter time per frame). Every byte it does not take is handed to
+    websockets unchanged, and only whole frames are taken while websockets' parser waits at
+    a frame boundary (its buffer empty, suspended before a frame's first byte), so websockets
+    sees the rest of the stream exactly as it would have: any frame that fails one of the
+    checks below - a reserved bit, another opcode, no mask, a fragment, a size above the
+    limit, a fragmented message in progress, invalid UTF-8, a connection not OPEN - is parsed,
+    answered and closed on by websockets as before."""
 
     on_text: Callable[[str], None] | None = None
+
+    def data_received(self, data: bytes) -> None:
+        """Take the whole simple text frames at the front of ``data`` (see the class
+        docstring); pass whatever remains to websockets."""
+        cb = self.on_text
+        if cb is not None:
+            p = self.protocol
+            n = len(data)
+            i = 0
+            limit = p.max_message_size
+            while (n - i >= 6 and data[i] == 0x81 and p.state is _OPEN
+                   and p.current_size is None and p.max_fragment_size is None
+                   and not p.reader.buffer and not self.recv_messages.frames.queue):
+                # ServerProtocol.parse -> Protocol.parse -> StreamReader.at_eof
+                g: Any = p.parser
+                while (yf := g.gi_yieldfrom) is not None:
+                    g = yf
+                if g.gi_code is not _AT_EOF:
+                    break  # websockets' parser is inside a frame (or not parsing frames yet)
+                b2 = data[i + 1]
+                ln = b2 & 0x7F
+                if b2 < 0x80 or ln == 127:
+                    break  # unmasked (a protocol error) or a 64-bit length: websockets
+                if ln == 126:
+                    ln = (data[i + 2] << 8) | data[i + 3] if n - i >= 4 else -1
+                    start = i + 8
+                else:
+                    start = i + 6
+                end = start + ln
+                if ln < 0 or end > n or (limit is not None and ln > limit):
+                    break  # incomplete (websockets buffers it) or too big (it closes 1009)
+                try:
+                    text = str(_apply_mask(data[start:end], data[start - 4:start]), "utf-8")
+                except UnicodeDecodeError:
+                    break  # websockets closes the connection with 1007
+                i = end
+                try:
+                    cb(text)
+                except Exception:  # pragma: no cover - _on_message answers its own errors
+                    log.exception("request handling failed")
+                if i == n:
+                    return
+            if i:
+                data = data[i:]
+        super().data_received(data)
 
     def process_event(self, event: Any) -> None:
         """Route one protocol event (see the class docstring)."""
