@@ -61,6 +61,8 @@ from matcher.ws_messages import (
 
 log = logging.getLogger(__name__)
 _OPEN = State.OPEN
+# header of a final text frame with a 7-bit payload length, by length (RFC 6455 section 5.2)
+_HEAD7 = tuple(bytes((0x81, n)) for n in range(126))
 
 PRIVATE = ("orders", "fills", "positions", "health")
 _STATUS = {int(s): s.name for s in OrderStatus}
@@ -103,9 +105,18 @@ class Conn:
             # this cannot interleave inside another send.
             ws = self.ws
             try:
-                if ws.protocol.state is _OPEN and not ws.paused:
-                    ws.protocol.send_text(frame)
-                    ws.send_data()
+                p = ws.protocol
+                if p.state is _OPEN and not ws.paused:
+                    if not (p.writes or p.expect_continuation_frame or p.extensions):
+                        # the final, unmasked text frame websockets' send_text would serialize,
+                        # built here: nothing is pending before it and no extension applies
+                        n = len(frame)
+                        ws.transport.write(
+                            (_HEAD7[n] if n < 126 else b"\x81\x7e" + n.to_bytes(2, "big")
+                             if n < 65536 else b"\x81\x7f" + n.to_bytes(8, "big")) + frame)
+                    else:
+                        p.send_text(frame)
+                        ws.send_data()
                     return True
             except Exception:  # fall back to the writer task, which reports errors properly
                 pass

@@ -142,3 +142,20 @@ async def test_garbage_after_a_good_frame_in_one_read(server: MatcherServer) -> 
     assert await _response_id(reader) == 1
     assert await _close_code(reader) == 1002
     writer.close()
+
+
+async def test_sent_frames_every_length_encoding(server: MatcherServer) -> None:
+    """Frames the server writes itself (matcher.channels.Conn.send) carry the 7-, 16- and
+    64-bit length forms at their boundaries."""
+    reader, writer = await _open(server)
+    await asyncio.sleep(0.05)  # the writer task idles: sends take the direct write
+    (conn,) = server.conns
+    sizes = [2, 125, 126, 65_535, 65_536, 70_000]
+    for n in sizes:
+        assert conn.send(b'"' + b"x" * (n - 2) + b'"')
+    for n in sizes:
+        op, payload = await _read(reader)
+        assert op == Opcode.TEXT and len(payload) == n and payload.strip(b'"x') == b""
+    writer.write(_ping(1))
+    assert await _response_id(reader) == 1  # the stream stays in step
+    writer.close()
