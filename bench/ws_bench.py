@@ -28,6 +28,7 @@ import multiprocessing as mp
 import os
 import random
 import select
+import shutil
 import socket
 import struct
 import tempfile
@@ -336,6 +337,7 @@ def run() -> dict[str, Any]:
         proc.join(10)
         if proc.is_alive():  # pragma: no cover
             proc.kill()
+        shutil.rmtree(jdir, ignore_errors=True)
     skip = int(WARMUP_S * RATE / CONNS)
     lat = sorted((g - s) / 1000 for c in range(CONNS)
                  for i, (s, g) in enumerate(zip(sent[c], got[c])) if i >= skip and g)

@@ -56,7 +56,7 @@ def _frames(per_conn: int) -> list[list[bytes]]:
     except OSError:
         pass
     frames = _presign(PER_CONN, 7)
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
     with tmp.open("wb") as f:
         pickle.dump(frames, f)
     os.replace(tmp, path)
@@ -64,8 +64,13 @@ def _frames(per_conn: int) -> list[list[bytes]]:
 
 
 async def _drive(per_conn: int, count_only: bool) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="ws-path-") as jdir:
+        return await _drive_in(jdir, per_conn, count_only)
+
+
+async def _drive_in(jdir: str, per_conn: int, count_only: bool) -> dict[str, Any]:
     frames = _frames(per_conn)
-    srv = make_server(tempfile.mkdtemp(prefix="ws-path-"))
+    srv = make_server(jdir)
     # no keepalive pings: a run under valgrind outlasts the ping timeout, and the benchmark's
     # 4 s run sees none at its 20 s interval either
     srv.config.ping_interval_s = None

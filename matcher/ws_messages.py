@@ -6,9 +6,10 @@ Every frame is one JSON object (a text frame). Requests carry ``op`` (the tag) a
 
 Decoding is strict: unknown fields, missing fields, wrong JSON types (a float or a string or a bool
 where an integer belongs), negative integers and integers above their Solidity width are all
-refused with a structured error *before* anything reaches intake or the engine. msgspec decodes
-arbitrarily large JSON integers into Python ints and only supports ``Meta(ge=...)`` bounds inside
-int64, so the upper bounds are checked by :func:`check_ranges` after decoding.
+refused with a structured error *before* anything reaches intake or the engine. Bounds inside
+int64 (signs, uint32 fields, the dead-man timeout) are ``msgspec.Meta`` constraints checked while
+decoding; msgspec decodes arbitrarily large JSON integers into Python ints and supports no bound
+above int64, so the uint64 bounds are checked by :func:`check_ranges` after decoding.
 
 Numbers are JSON integers in protocol units (docs/protocol.md section 1); no floats anywhere.
 Signatures and challenges are ``0x``-prefixed hex strings.
@@ -19,13 +20,19 @@ from __future__ import annotations
 from typing import Annotated, Any, Final, Literal, Union
 
 import msgspec
+import msgspec.inspect
 
 from crossbook.protocol_types import Order, Transfer, Withdrawal
 from settlement.events import ChainEvent
 
 # ------------------------------------------------------------------------------ scalars
 
+U64_MAX: Final = 2**64 - 1
+U32_MAX: Final = 2**32 - 1
+
+# uint64 (the upper bound is check_ranges'), uint32 (bounded while decoding)
 Uint = Annotated[int, msgspec.Meta(ge=0)]
+U32 = Annotated[int, msgspec.Meta(ge=0, le=U32_MAX)]
 PosInt = Annotated[int, msgspec.Meta(gt=0)]
 # 0x + hex; the exact length is checked where it matters (signatures 65 bytes, challenge 32)
 Hex = Annotated[str, msgspec.Meta(pattern=r"^0[xX][0-9a-fA-F]*$", max_length=1026)]
@@ -35,24 +42,22 @@ Channel = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 TifName = Literal["GTC", "IOC", "FOK", "POST_ONLY"]
 StpName = Literal["EXPIRE_TAKER", "EXPIRE_MAKER", "EXPIRE_BOTH"]
 
-U64_MAX: Final = 2**64 - 1
-U32_MAX: Final = 2**32 - 1
-
+_MAX_TIMEOUT_MS: Final = 24 * 3600 * 1000
 
 
 class WireOrder(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """The EIP-712 ``Order`` exactly as signed (docs/protocol.md section 4)."""
 
     owner: Address
-    subaccount: Uint
-    market: Uint
+    subaccount: U32
+    market: U32
     is_buy: bool
     reduce_only: bool
     price: Uint
     size: Uint
     nonce: Uint
     expiry: Uint
-    max_fee_ppm: Uint
+    max_fee_ppm: U32
 
     def to_order(self) -> Order:
         """The protocol value intake verifies."""
@@ -64,7 +69,7 @@ class WireWithdrawal(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """The EIP-712 ``Withdrawal`` as signed."""
 
     owner: Address
-    subaccount: Uint
+    subaccount: U32
     asset: Uint
     amount: Uint
     nonce: Uint
@@ -80,8 +85,8 @@ class WireTransfer(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """The EIP-712 ``Transfer`` as signed."""
 
     owner: Address
-    from_subaccount: Uint
-    to_subaccount: Uint
+    from_subaccount: U32
+    to_subaccount: U32
     asset: Uint
     amount: Uint
     nonce: Uint
@@ -134,8 +139,8 @@ class Cancel(msgspec.Struct, tag="cancel", tag_field="op", forbid_unknown_fields
 
     id: Uint
     order_id: Uint | None = None
-    sub: Uint = 0
-    market: Uint = 0
+    sub: U32 = 0
+    market: U32 = 0
     client_id: Uint | None = None
 
 
@@ -144,8 +149,8 @@ class CancelAllReq(msgspec.Struct, tag="cancel_all", tag_field="op", forbid_unkn
     """Cancel every live order of one sub-account (optionally one market)."""
 
     id: Uint
-    sub: Uint = 0
-    market: Uint | None = None
+    sub: U32 = 0
+    market: U32 | None = None
 
 
 class Modify(msgspec.Struct, tag="modify", tag_field="op", forbid_unknown_fields=True,
@@ -201,7 +206,7 @@ class DeadMan(msgspec.Struct, tag="dead_man", tag_field="op", forbid_unknown_fie
     """Arm/refresh (``timeout_ms`` > 0) or disarm (0) the dead-man's switch."""
 
     id: Uint
-    timeout_ms: Uint
+    timeout_ms: Annotated[int, msgspec.Meta(ge=0, le=_MAX_TIMEOUT_MS)]
 
 
 class Ping(msgspec.Struct, tag="ping", tag_field="op", forbid_unknown_fields=True,
@@ -261,34 +266,55 @@ Request = Union[Login, GetChallenge, Place, Cancel, CancelAllReq, Modify, Withdr
                 TransferReq, Subscribe, Unsubscribe, DeadMan, Ping, Stream, ChainReq,
                 ChainCursorReq, StatusReq, FundingReq]
 
-# uint32 fields (everything else integral is uint64; Withdrawal/Transfer amounts are checked by
-# crossbook.protocol_types.validate as uint128 and are exempt here)
-_U32_FIELDS: Final = frozenset({"subaccount", "market", "sub", "max_fee_ppm", "from_subaccount",
-                                "to_subaccount"})
+# Withdrawal/Transfer amounts are checked by crossbook.protocol_types.validate as uint128
 _WIDE_FIELDS: Final = frozenset({"amount"})
-_MAX_TIMEOUT_MS: Final = 24 * 3600 * 1000
 
 
 class RangeError(ValueError):
     """A decoded integer does not fit its field."""
 
 
+def _int_fields(cls: type[msgspec.Struct]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(integer fields with no upper bound declared, nested Struct fields) of ``cls``."""
+    ints, nested = [], []
+    info = msgspec.inspect.type_info(cls)
+    assert isinstance(info, msgspec.inspect.StructType)
+    for f in info.fields:
+        types = f.type.types if isinstance(f.type, msgspec.inspect.UnionType) else (f.type,)
+        for t in types:
+            if isinstance(t, msgspec.inspect.IntType) and t.le is None and t.lt is None:
+                if f.name not in _WIDE_FIELDS:
+                    ints.append(f.name)
+            elif isinstance(t, msgspec.inspect.StructType):
+                nested.append(f.name)
+    return tuple(ints), tuple(nested)
+
+
+# per request type: the fields whose uint64 bound check_ranges checks, and the nested structs
+_UNBOUNDED: dict[type, tuple[tuple[str, ...], tuple[str, ...]]] = {}
+
+
 def _check(obj: msgspec.Struct, path: str) -> None:
-    for name in obj.__struct_fields__:
+    cls = type(obj)
+    fields = _UNBOUNDED.get(cls)
+    if fields is None:
+        fields = _UNBOUNDED[cls] = _int_fields(cls)
+    ints, nested = fields
+    for name in ints:
         v = getattr(obj, name)
-        if type(v) is int:
-            if name in _WIDE_FIELDS:
-                continue
-            hi = U32_MAX if name in _U32_FIELDS else U64_MAX
-            if v > hi:
-                raise RangeError(f"`{path}.{name}` = {v} exceeds {'uint32' if hi == U32_MAX else 'uint64'}")
-        elif isinstance(v, msgspec.Struct):
+        if v is not None and v > U64_MAX:
+            raise RangeError(f"`{path}.{name}` = {v} exceeds uint64")
+    for name in nested:
+        v = getattr(obj, name)
+        if v is not None:
             _check(v, f"{path}.{name}")
 
 
 def check_ranges(req: msgspec.Struct) -> None:
-    """Raise :class:`RangeError` when an integer field exceeds its width (uint32/uint64)."""
-    if isinstance(req, ChainReq):
+    """Raise :class:`RangeError` when an integer field exceeds uint64 (narrower bounds are
+    decoding constraints)."""
+    t = type(req)
+    if t is ChainReq:
         # chain events carry uint256 values (funding indices, amounts) the contract already
         # accepted; only the operator can send them
         return
@@ -299,8 +325,6 @@ def check_ranges(req: msgspec.Struct) -> None:
             raise RangeError(f"`$.market` = {req.market} is not a uint32")
         return
     _check(req, "$")
-    if isinstance(req, DeadMan) and req.timeout_ms > _MAX_TIMEOUT_MS:
-        raise RangeError(f"`$.timeout_ms` above {_MAX_TIMEOUT_MS}")
 
 
 request_decoder: Final = msgspec.json.Decoder(Request)

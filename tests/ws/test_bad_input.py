@@ -85,6 +85,32 @@ async def test_bad_orders(server: MatcherServer, name: str, over: dict[str, Any]
     await c.close()
 
 
+WIDTH_CASES: list[tuple[str, dict[str, Any], str]] = [
+    # bounds inside int64 are decoding constraints (msgspec's message), uint64 is check_ranges'
+    ("subaccount above uint32", {"order": {"subaccount": 2**32}}, "`$.order.subaccount`"),
+    ("market above uint32", {"order": {"market": 2**32}}, "`$.order.market`"),
+    ("fee cap above uint32", {"order": {"max_fee_ppm": 2**32}}, "`$.order.max_fee_ppm`"),
+    ("nonce above uint64", {"order": {"nonce": 2**64}}, "`$.order.nonce`"),
+    ("client id above uint64", {"client_id": 2**64}, "`$.client_id`"),
+    ("id above uint64", {"id": 2**64}, "`$.id`"),
+]
+
+
+@pytest.mark.parametrize("name,over,where", WIDTH_CASES, ids=[c[0] for c in WIDTH_CASES])
+async def test_field_width_errors_name_the_field(server: MatcherServer, name: str,
+                                                 over: dict[str, Any], where: str) -> None:
+    c = await Client.open(server.url)
+    await c.login(USERS[0])
+    req: dict[str, Any] = {"op": "place", "id": 21, **order_fields(**over.get("order", {}))}
+    req.update((k, v) for k, v in over.items() if k != "order")
+    await c.send_raw(json.dumps(req))
+    e = await c.wait_for(lambda f: f["type"] == "response")
+    assert (e["ok"], e["code"]) == (False, "BAD_REQUEST"), e
+    assert e["id"] == req["id"]
+    assert where in e["message"], e
+    await c.close()
+
+
 @pytest.mark.parametrize("sig", ["0x" + "00" * 65, "0x" + "ab" * 64, "0xzz", "0x" + "11" * 65,
                                  "nothex"])
 async def test_bad_signatures(server: MatcherServer, sig: str) -> None:
