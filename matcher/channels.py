@@ -333,13 +333,18 @@ class Hub:
 
     def publish(self, cmd: Command, res: Result) -> None:
         """Fan out what one command produced (call right after the engine applied it)."""
+        private = self.private
+        orders_subs = private["orders"]
+        fills_subs = private["fills"]
+        if not (self.public or orders_subs or fills_subs or private["positions"]
+                or private["health"]):
+            # nobody subscribes to anything: no message to build, and no book feed to keep
+            # fresh (a feed is fresh only while its channel has a subscriber)
+            return
         outs = res.outputs
         touched_markets: set[int] = set()
         touched_accts: set[Acct] = set()
         ts_ms = int(time.time() * 1000)
-        private = self.private
-        orders_subs = private["orders"]
-        fills_subs = private["fills"]
         for o in outs:
             t = type(o)
             if t is OrderUpdate:

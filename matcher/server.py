@@ -270,7 +270,8 @@ class MatcherServer:
         self._conn_ids = itertools.count(1)
         self._oid_session: dict[int, Session] = {}
         self._seq_ts: dict[int, int] = {}
-        self._seq_event = asyncio.Event()
+        self._seq_event = asyncio.Event()  # replaced and set after each sequencing command
+        self._streams = 0  # relayer stream tasks running (the only waiters on _seq_event)
         # matched vs settled sequence in items and seconds (invariant 6); observability only:
         # the engine's gate counts unsettled items, which replay deterministically
         self.lag = LagTracker(self.engine.ledger.settled_seq)
@@ -421,7 +422,7 @@ class MatcherServer:
                 self.lag.settled(settled_before + 1, settled - settled_before, time.time())
             for q in [q for q in self._seq_ts if q <= settled]:
                 del self._seq_ts[q]
-        if sequenced:
+        if sequenced and self._streams:
             ev = self._seq_event
             self._seq_event = asyncio.Event()
             ev.set()
@@ -842,6 +843,7 @@ class MatcherServer:
         ws = conn.ws
         led = self.engine.ledger
         chunk = self.limits.stream_chunk
+        self._streams += 1
         try:
             await ws.send(resp, text=True)
             while not conn.closed:
@@ -864,6 +866,8 @@ class MatcherServer:
                 await self._seq_event.wait()
         except websockets.ConnectionClosed:
             pass
+        finally:
+            self._streams -= 1
 
 
 async def serve_engine(jengine: JournaledEngine, config: ServerConfig | None = None) -> None:
