@@ -138,7 +138,10 @@ contract SettlementModule is MarginEngine {
                 if (o >= len) revert MalformedBatch(o);
                 uint256 bodyLen = B.bodyLength(B.u(base + o, 1));
                 if (bodyLen == 0 || o + 1 + bodyLen > len) revert MalformedBatch(o);
-                uint8 reason = _item(c, t, k, base + o, firstSeq + uint64(j));
+                // FILL_REF (the only kind with that body length), the common kind, without a hop
+                uint8 reason = bodyLen == B.FILL_REF_BODY
+                    ? _fillRef(c, t, k, base + o + 1)
+                    : _item(c, t, k, base + o, firstSeq + uint64(j));
                 if (reason == MALFORMED) revert MalformedBatch(o);
                 if (reason != 0) {
                     emit ItemRejected(firstSeq + uint64(j), reason);
@@ -166,19 +169,17 @@ contract SettlementModule is MarginEngine {
         c.sigs = new uint256[]((n + 127) >> 7);
     }
 
-    /// @dev Applies one item whose kind byte is at absolute offset `ko`: 0, a reject reason, or MALFORMED
-    ///      (a FILL_REF index outside the order table).
+    /// @dev Applies one item other than FILL_REF (_fillRef) whose kind byte is at absolute offset `ko`: 0 or a
+    ///      reject reason.
     function _item(Ctx memory c, Side memory t, Side memory k, uint256 ko, uint64 seq) private returns (uint8) {
         uint256 kind = B.u(ko, 1);
         uint256 p;
         unchecked {
-            // calldata offsets, the item's length checked by _items
-            p = ko + 1;
-            if (kind == B.KIND_FILL_REF) {
-                if (!_readRefs(c, t, k, p)) return MALFORMED;
-                return _fill(c, t, k, p + 4);
-            }
-            if (kind == B.KIND_FILL) {
+            p = ko + 1; // a calldata offset
+        }
+        if (kind == B.KIND_FILL) {
+            unchecked {
+                // calldata offsets, the item's length checked by _items
                 _readOrder(t, p, 0);
                 _readOrder(k, p + 130, 0);
                 return _fill(c, t, k, p + 260);
@@ -260,19 +261,25 @@ contract SettlementModule is MarginEngine {
 
     // ------------------------------------------------------------------------------------------ fills
 
-    /// @dev Reads the two order-table entries a FILL_REF at `p` references; false for an index out of range.
-    function _readRefs(Ctx memory c, Side memory t, Side memory k, uint256 p) private pure returns (bool) {
+    /// @dev A FILL_REF item whose body starts at absolute offset `p`: reads the two order-table entries it references
+    ///      and applies the fill (_fill); MALFORMED for an index out of range.
+    function _fillRef(Ctx memory c, Side memory t, Side memory k, uint256 p) private returns (uint8) {
         uint256 n = c.nOrders;
-        uint256 ti = B.u(p, 2);
-        uint256 ki = B.u(p + 2, 2);
-        if (ti >= n || ki >= n) return false;
+        uint256 ti;
+        uint256 ki;
+        assembly ("memory-safe") {
+            let w := calldataload(p)
+            ti := shr(240, w)
+            ki := and(shr(224, w), 0xffff)
+        }
+        if (ti >= n || ki >= n) return MALFORMED;
         uint256 tbl = c.tbl;
         unchecked {
             // indices < 2**16, the table lies inside calldata
             _readOrder(t, tbl + ti * B.SIGNED_ORDER, ti + 1);
             _readOrder(k, tbl + ki * B.SIGNED_ORDER, ki + 1);
+            return _fill(c, t, k, p + 4);
         }
-        return true;
     }
 
     /// @dev Reads the packed order at calldata offset `o` (order-table index `idx` + 1, 0 inline) into x's fields
@@ -308,64 +315,75 @@ contract SettlementModule is MarginEngine {
     }
 
     /// @dev A fill whose sides are already read; `o` points at fillSize:uint64 fillPrice:uint64 fees:2*uint32.
+    ///      Checks INVALID_ITEM, BAD_SIGNATURE, EXPIRED, OVERFILL, PRICE_LIMIT, FEE_TOO_HIGH (in that order), then
+    ///      applies it (_fillApply).
     function _fill(Ctx memory c, Side memory t, Side memory k, uint256 o) private returns (uint8 r) {
         uint256 fillSize;
         uint256 fillPrice;
-        // one word: fillSize uint64 | fillPrice uint64 | the fee rates of t and k, uint32 each (Side field feePpm 10)
+        uint256 m;
+        // one word: fillSize uint64 | fillPrice uint64 | the fee rates of t and k, uint32 each. Side fields (words):
+        // owner 1, sub 2, market 3, flags 4, nonce 7, feePpm 10, isBuy 11; Ctx field nMarkets 2.
+        // INVALID_ITEM: m >= nMarkets || k.market != m || t.isBuy == k.isBuy || t.flags > 3 || k.flags > 3
+        //     || (t.owner == k.owner && (t.sub == k.sub || t.nonce == k.nonce)), branch-free
         assembly ("memory-safe") {
             let w := calldataload(o)
             fillSize := shr(192, w)
             fillPrice := and(shr(128, w), 0xffffffffffffffff)
             mstore(add(t, 0x140), and(shr(96, w), 0xffffffff))
             mstore(add(k, 0x140), and(shr(64, w), 0xffffffff))
-        }
-        r = _fillChecks(c, t, k, fillSize, fillPrice);
-        if (r != 0) return r;
-        return _fillApply(c, t, k, fillSize, fillPrice);
-    }
-
-    /// @dev INVALID_ITEM, BAD_SIGNATURE, EXPIRED, OVERFILL, PRICE_LIMIT, FEE_TOO_HIGH (in that order).
-    function _fillChecks(Ctx memory c, Side memory t, Side memory k, uint256 fillSize, uint256 fillPrice)
-        private
-        view
-        returns (uint8)
-    {
-        uint256 m = t.market;
-        {
-            // m >= nMarkets || k.market != m || t.isBuy == k.isBuy || t.flags > 3 || k.flags > 3
-            //     || (t.owner == k.owner && (t.sub == k.sub || t.nonce == k.nonce)), branch-free; Ctx fields
-            // m 0, nMarkets 2; Side fields owner 1, sub 2, market 3, flags 4, nonce 7, isBuy 11
-            bool bad;
-            assembly ("memory-safe") {
-                bad := or(
-                    or(iszero(lt(m, mload(add(c, 0x40)))), iszero(eq(mload(add(k, 0x60)), m))),
-                    or(
-                        eq(mload(add(t, 0x160)), mload(add(k, 0x160))),
-                        or(gt(mload(add(t, 0x80)), 3), gt(mload(add(k, 0x80)), 3))
-                    )
+            m := mload(add(t, 0x60))
+            let bad := or(
+                or(iszero(lt(m, mload(add(c, 0x40)))), iszero(eq(mload(add(k, 0x60)), m))),
+                or(
+                    eq(mload(add(t, 0x160)), mload(add(k, 0x160))),
+                    or(gt(mload(add(t, 0x80)), 3), gt(mload(add(k, 0x80)), 3))
                 )
-                if eq(mload(add(t, 0x20)), mload(add(k, 0x20))) {
-                    bad := or(bad, or(eq(mload(add(t, 0x40)), mload(add(k, 0x40))), eq(mload(add(t, 0xe0)), mload(add(k, 0xe0)))))
-                }
+            )
+            if eq(mload(add(t, 0x20)), mload(add(k, 0x20))) {
+                bad := or(bad, or(eq(mload(add(t, 0x40)), mload(add(k, 0x40))), eq(mload(add(t, 0xe0)), mload(add(k, 0xe0)))))
             }
-            if (bad) return R_INVALID_ITEM;
+            if bad { r := R_INVALID_ITEM }
         }
+        if (r != 0) return r;
         MarketCache memory mc = c.m[m];
         if (!mc.loaded) _ensureMarket(c, m);
-        if (fillSize == 0 || fillSize % mc.lotSize != 0 || fillPrice == 0 || fillPrice % mc.tickSize != 0) {
-            return R_INVALID_ITEM;
+        // MarketCache: tickSize at 0x60, lotSize at 0x80, both non-zero (listing checks them)
+        assembly ("memory-safe") {
+            if or(
+                or(iszero(fillSize), mod(fillSize, mload(add(mc, 0x80)))),
+                or(iszero(fillPrice), mod(fillPrice, mload(add(mc, 0x60))))
+            ) { r := R_INVALID_ITEM }
         }
+        if (r != 0) return r;
         if (!_orderSigOk(c, t) || !_orderSigOk(c, k)) return R_BAD_SIGNATURE;
-        if (block.timestamp > t.expiry || block.timestamp > k.expiry) return R_EXPIRED;
+        // Side field expiry 8
+        assembly ("memory-safe") {
+            if or(gt(timestamp(), mload(add(t, 0x100))), gt(timestamp(), mload(add(k, 0x100)))) { r := R_EXPIRED }
+        }
+        if (r != 0) return r;
         unchecked {
             // filled <= SPENT = 2**64 and fillSize < 2**64
             if (_filled(c, t) + fillSize > t.size) return R_OVERFILL;
             if (_filled(c, k) + fillSize > k.size) return R_OVERFILL;
         }
-        (uint256 buyLimit, uint256 sellLimit) = t.isBuy ? (t.price, k.price) : (k.price, t.price);
-        if (buyLimit < fillPrice || sellLimit > fillPrice) return R_PRICE_LIMIT;
-        if (t.feePpm > t.maxFee || k.feePpm > k.maxFee) return R_FEE_TOO_HIGH;
-        return 0;
+        // Side fields (words): price 5, maxFee 9, feePpm 10, isBuy 11
+        assembly ("memory-safe") {
+            let buyLimit := mload(add(t, 0xa0))
+            let sellLimit := mload(add(k, 0xa0))
+            if iszero(mload(add(t, 0x160))) {
+                buyLimit := sellLimit
+                sellLimit := mload(add(t, 0xa0))
+            }
+            switch or(lt(buyLimit, fillPrice), gt(sellLimit, fillPrice))
+            case 1 { r := R_PRICE_LIMIT }
+            default {
+                if or(gt(mload(add(t, 0x140)), mload(add(t, 0x120))), gt(mload(add(k, 0x140)), mload(add(k, 0x120)))) {
+                    r := R_FEE_TOO_HIGH
+                }
+            }
+        }
+        if (r != 0) return r;
+        return _fillApply(c, t, k, mc, fillSize, fillPrice);
     }
 
     /// @dev EIP-712 digest of the packed order at calldata offset `o` (H.orderStructHashCd + H.digest) and a
@@ -517,19 +535,6 @@ contract SettlementModule is MarginEngine {
         }
     }
 
-    /// @dev Records `amount` more on the nonce's batch record: reaching the order's size marks it spent.
-    function _addFilled(Side memory x, uint256 amount) private pure {
-        // Side fields (words): size 6, nr 24
-        assembly ("memory-safe") {
-            let p := add(mload(add(x, 0x300)), 0x20)
-            let w := mload(p)
-            let v := add(and(shr(NR_FILLED_SHIFT, w), NR_FILLED_MASK), amount) // <= order size < 2**64 (OVERFILL)
-            if eq(v, mload(add(x, 0xc0))) { v := SPENT }
-            w := and(w, not(shl(NR_FILLED_SHIFT, NR_FILLED_MASK)))
-            mstore(p, or(or(w, shl(NR_FILLED_SHIFT, v)), NR_DIRTY))
-        }
-    }
-
     /// @dev Writes each dirty nonce record's final state (ClearinghouseStorage: touched bit, two inline lanes, own
     ///      lane). The inline lane holding the nonce, if any, is emptied first; then a spent nonce only empties its own
     ///      lane if it had one, and a partially filled one goes to its own lane if it had one (it stays there until
@@ -608,13 +613,15 @@ contract SettlementModule is MarginEngine {
     /// @dev REDUCE_ONLY, range (INVALID_ITEM), OPEN_INTEREST_CAP, ORACLE_UNAVAILABLE, INSUFFICIENT_MARGIN,
     ///      then applies the fill. A fill market without a price is accepted only as a strict reduction of
     ///      both sides (reduce-only mode, §9.8).
-    function _fillApply(Ctx memory c, Side memory t, Side memory k, uint256 fillSize, uint256 fillPrice)
-        private
-        returns (uint8)
-    {
-        S.Layout storage l = S.store();
+    function _fillApply(
+        Ctx memory c,
+        Side memory t,
+        Side memory k,
+        MarketCache memory mc,
+        uint256 fillSize,
+        uint256 fillPrice
+    ) private returns (uint8) {
         uint256 m = t.market;
-        MarketCache memory mc = c.m[m];
         {
             uint256 cash;
             unchecked {
@@ -644,7 +651,7 @@ contract SettlementModule is MarginEngine {
                 oiDelta := v
             }
             uint256 oi1 = mc.oi;
-            if (oi1 == 0) oi1 = uint256(l.markets[m].openInterest) + 1;
+            if (oi1 == 0) oi1 = uint256(S.store().markets[m].openInterest) + 1;
             newOi = int256(oi1 - 1) + oiDelta;
         }
         if (newOi < 0) newOi = 0;
@@ -695,10 +702,8 @@ contract SettlementModule is MarginEngine {
     ) private {
         uint256 m = t.market;
         uint256 epoch = mc.epoch;
-        _store(t, m, epoch);
-        _store(k, m, epoch);
-        _addFilled(t, fillSize);
-        _addFilled(k, fillSize);
+        _store(t, m, epoch, fillSize);
+        _store(k, m, epoch, fillSize);
         c.oiDirty |= uint256(1) << m;
         // unchecked: open interest < 2**81; a fee < 2**160 and a side's funding below 2**137 in magnitude (§7
         // ranges), summed over at most 2**17 sides
@@ -711,11 +716,20 @@ contract SettlementModule is MarginEngine {
     }
 
     /// @dev Stores x's new header and market m's new position (snapshot: the current index, as a fill settles
-    ///      funding first), S.storeHeader and S.storePosition in one pass over the slots _side read.
-    function _store(Side memory x, uint256 m, uint256 epoch) private {
+    ///      funding first), S.storeHeader and S.storePosition in one pass over the slots _side read, and records
+    ///      `fillSize` more on the order's (owner, nonce) batch record: reaching the order's size marks it spent.
+    function _store(Side memory x, uint256 m, uint256 epoch, uint256 fillSize) private {
         uint256 rare;
-        // Side fields (words): id 12, newHdr 18, newPos 19, ka 25, va 26, kb 27, vb 28
+        // Side fields (words): size 6, id 12, newHdr 18, newPos 19, nr 24, ka 25, va 26, kb 27, vb 28
         assembly ("memory-safe") {
+            {
+                let p := add(mload(add(x, 0x300)), 0x20)
+                let w := mload(p)
+                let v := add(and(shr(NR_FILLED_SHIFT, w), NR_FILLED_MASK), fillSize) // <= order size < 2**64 (OVERFILL)
+                if eq(v, mload(add(x, 0xc0))) { v := SPENT }
+                w := and(w, not(shl(NR_FILLED_SHIFT, NR_FILLED_MASK)))
+                mstore(p, or(or(w, shl(NR_FILLED_SHIFT, v)), NR_DIRTY))
+            }
             // position lane: int48 size | int48 openNotional << 48 | epoch << 96, WIDE_POS when out of range
             let pos := mload(add(x, 0x260))
             let lane := 0
