@@ -288,29 +288,28 @@ contract SettlementModule is MarginEngine {
     function _readOrder(Side memory x, uint256 o, uint256 idx) private pure {
         // Side layout: off, owner, sub, market, flags, price, size, nonce, expiry, maxFee, feePpm, isBuy, id; idx 23
         assembly ("memory-safe") {
-            if eq(mload(x), o) { o := 0 } // already read (table and item offsets are > 0)
-        }
-        if (o == 0) return;
-        assembly ("memory-safe") {
-            mstore(x, o)
-            mstore(add(x, 0x2e0), idx)
-            let w := calldataload(o)
-            let owner := shr(96, w)
-            mstore(add(x, 0x20), owner)
-            let sub_ := and(shr(64, w), 0xffffffff)
-            mstore(add(x, 0x40), sub_)
-            mstore(add(x, 0x60), and(shr(32, w), 0xffffffff))
-            w := calldataload(add(o, 28))
-            let flags := shr(248, w)
-            mstore(add(x, 0x80), flags)
-            mstore(add(x, 0xa0), and(shr(184, w), 0xffffffffffffffff))
-            mstore(add(x, 0xc0), and(shr(120, w), 0xffffffffffffffff))
-            mstore(add(x, 0xe0), and(shr(56, w), 0xffffffffffffffff))
-            w := calldataload(add(o, 53))
-            mstore(add(x, 0x100), shr(192, w))
-            mstore(add(x, 0x120), and(shr(160, w), 0xffffffff))
-            mstore(add(x, 0x160), and(flags, 1))
-            mstore(add(x, 0x180), shl(16, or(shl(32, owner), sub_)))
+            if iszero(eq(mload(x), o)) {
+                // not read already
+                mstore(x, o)
+                mstore(add(x, 0x2e0), idx)
+                let w := calldataload(o)
+                let owner := shr(96, w)
+                mstore(add(x, 0x20), owner)
+                let sub_ := and(shr(64, w), 0xffffffff)
+                mstore(add(x, 0x40), sub_)
+                mstore(add(x, 0x60), and(shr(32, w), 0xffffffff))
+                w := calldataload(add(o, 28))
+                let flags := shr(248, w)
+                mstore(add(x, 0x80), flags)
+                mstore(add(x, 0xa0), and(shr(184, w), 0xffffffffffffffff))
+                mstore(add(x, 0xc0), and(shr(120, w), 0xffffffffffffffff))
+                mstore(add(x, 0xe0), and(shr(56, w), 0xffffffffffffffff))
+                w := calldataload(add(o, 53))
+                mstore(add(x, 0x100), shr(192, w))
+                mstore(add(x, 0x120), and(shr(160, w), 0xffffffff))
+                mstore(add(x, 0x160), and(flags, 1))
+                mstore(add(x, 0x180), shl(16, or(shl(32, owner), sub_)))
+            }
         }
     }
 
@@ -657,26 +656,41 @@ contract SettlementModule is MarginEngine {
         if (newOi < 0) newOi = 0;
         if (oiDelta > 0 && uint256(newOi) > mc.oiCap) return R_OPEN_INTEREST_CAP;
 
-        if ((c.okMarkets >> m) & 1 == 0 && _marketPrice(c, m) == BAD) {
-            // Reduce-only mode (§9.8): with the market's oracle down, positions may still be closed or
-            // shrunk. A fill where both sides strictly reduce without flipping cannot raise either side's
-            // risk, so it needs no price and no margin check; anything else waits for a fresh price.
-            if (!MarginMath.strictlyReduces(t.s, t.d) || !MarginMath.strictlyReduces(k.s, k.d)) {
-                return R_ORACLE_UNAVAILABLE;
-            }
-            // no sums without a price: the two accounts' records (if any) are rebuilt when next needed
-            _dropAcct(c, t.id);
-            _dropAcct(c, k.id);
-            _commitFill(c, t, k, mc, fillSize, uint256(newOi));
-            return 0;
+        bool cached;
+        // the usual case, one test: market m's price and every price both headers need are cached and good (Ctx
+        // fields okMarkets 18, okAssets 19; Side field hdr 13; header bits: markets from 128, assets from 160)
+        assembly ("memory-safe") {
+            let both := or(mload(add(t, 0x1a0)), mload(add(k, 0x1a0)))
+            let okm := mload(add(c, 0x240))
+            cached := iszero(
+                or(
+                    or(iszero(and(shr(m, okm), 1)), and(and(shr(128, both), 0xffffffff), not(okm))),
+                    and(and(shr(160, both), 0xffff), not(mload(add(c, 0x260))))
+                )
+            )
         }
-        {
-            // _pricesOk's own first test for both headers at once: every price they need is cached and good
-            uint256 both = t.hdr | k.hdr;
-            if (S.marketBits(both) & ~c.okMarkets != 0 || S.assetBits(both) & ~c.okAssets != 0) {
-                (bool ok,) = _pricesOk(c, t.hdr);
-                if (ok) (ok,) = _pricesOk(c, k.hdr);
-                if (!ok) return R_ORACLE_UNAVAILABLE;
+        if (!cached) {
+            if ((c.okMarkets >> m) & 1 == 0 && _marketPrice(c, m) == BAD) {
+                // Reduce-only mode (§9.8): with the market's oracle down, positions may still be closed or
+                // shrunk. A fill where both sides strictly reduce without flipping cannot raise either side's
+                // risk, so it needs no price and no margin check; anything else waits for a fresh price.
+                if (!MarginMath.strictlyReduces(t.s, t.d) || !MarginMath.strictlyReduces(k.s, k.d)) {
+                    return R_ORACLE_UNAVAILABLE;
+                }
+                // no sums without a price: the two accounts' records (if any) are rebuilt when next needed
+                _dropAcct(c, t.id);
+                _dropAcct(c, k.id);
+                _commitFill(c, t, k, mc, fillSize, uint256(newOi));
+                return 0;
+            }
+            {
+                // _pricesOk's own first test for both headers at once: every price they need is cached and good
+                uint256 both = t.hdr | k.hdr;
+                if (S.marketBits(both) & ~c.okMarkets != 0 || S.assetBits(both) & ~c.okAssets != 0) {
+                    (bool ok,) = _pricesOk(c, t.hdr);
+                    if (ok) (ok,) = _pricesOk(c, k.hdr);
+                    if (!ok) return R_ORACLE_UNAVAILABLE;
+                }
             }
         }
 
