@@ -17,7 +17,9 @@ Signatures and challenges are ``0x``-prefixed hex strings.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Final, Literal, Union
+from functools import cache
+from operator import attrgetter
+from typing import Annotated, Any, Callable, Final, Literal, Union
 
 import msgspec
 import msgspec.inspect
@@ -274,9 +276,11 @@ class RangeError(ValueError):
     """A decoded integer does not fit its field."""
 
 
-def _int_fields(cls: type[msgspec.Struct]) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(integer fields with no upper bound declared, nested Struct fields) of ``cls``."""
-    ints, nested = [], []
+@cache
+def _int_fields(cls: type[msgspec.Struct]) -> tuple[tuple[str, ...], tuple[tuple[str, type], ...]]:
+    """(integer fields with no upper bound declared, nested (field, Struct type)) of ``cls``."""
+    ints: list[str] = []
+    nested: list[tuple[str, type]] = []
     info = msgspec.inspect.type_info(cls)
     assert isinstance(info, msgspec.inspect.StructType)
     for f in info.fields:
@@ -286,25 +290,36 @@ def _int_fields(cls: type[msgspec.Struct]) -> tuple[tuple[str, ...], tuple[str, 
                 if f.name not in _WIDE_FIELDS:
                     ints.append(f.name)
             elif isinstance(t, msgspec.inspect.StructType):
-                nested.append(f.name)
+                nested.append((f.name, t.cls))
     return tuple(ints), tuple(nested)
 
 
-# per request type: the fields whose uint64 bound check_ranges checks, and the nested structs
-_UNBOUNDED: dict[type, tuple[tuple[str, ...], tuple[str, ...]]] = {}
+def _paths(cls: type) -> list[str]:
+    """Dotted paths of every integer field of ``cls`` (nested ones too) checked as uint64."""
+    ints, nested = _int_fields(cls)
+    return [*ints, *(f"{name}.{p}" for name, sub in nested for p in _paths(sub))]
+
+
+def _getter(cls: type) -> Callable[[Any], tuple[Any, ...]]:
+    paths = _paths(cls)
+    if len(paths) == 1:
+        one = attrgetter(paths[0])
+        return lambda obj: (one(obj),)
+    return attrgetter(*paths)
+
+
+# per request type: one C call that reads every field check_ranges bounds
+_GETTERS: dict[type, Callable[[Any], tuple[Any, ...]]] = {}
 
 
 def _check(obj: msgspec.Struct, path: str) -> None:
-    cls = type(obj)
-    fields = _UNBOUNDED.get(cls)
-    if fields is None:
-        fields = _UNBOUNDED[cls] = _int_fields(cls)
-    ints, nested = fields
+    """Field by field: raise :class:`RangeError` naming the first field above uint64."""
+    ints, nested = _int_fields(type(obj))
     for name in ints:
         v = getattr(obj, name)
         if v is not None and v > U64_MAX:
             raise RangeError(f"`{path}.{name}` = {v} exceeds uint64")
-    for name in nested:
+    for name, _ in nested:
         v = getattr(obj, name)
         if v is not None:
             _check(v, f"{path}.{name}")
@@ -324,7 +339,20 @@ def check_ranges(req: msgspec.Struct) -> None:
         if not 0 <= req.market <= U32_MAX:
             raise RangeError(f"`$.market` = {req.market} is not a uint32")
         return
-    _check(req, "$")
+    get = _GETTERS.get(t)
+    if get is None:
+        get = _GETTERS[t] = _getter(t)
+    try:
+        values = get(req)
+    except AttributeError:  # an optional nested struct is absent: field by field
+        _check(req, "$")
+        return
+    for v in values:
+        if v is not None and v > U64_MAX:
+            break
+    else:
+        return
+    _check(req, "$")  # raises, naming the field
 
 
 request_decoder: Final = msgspec.json.Decoder(Request)
