@@ -457,9 +457,15 @@ contract SettlementModule is MarginEngine {
     /// @dev Filled amount of (owner, nonce) for the OVERFILL check; SPENT (above any size) once spent (§4).
     ///      Binds x.nr to the nonce's batch record, loading its state (and lane if partially filled) on first use.
     function _filled(Ctx memory c, Side memory x) private view returns (uint256 v) {
-        uint256 owner = uint256(uint160(x.owner));
-        uint256 nonce = x.nonce;
-        uint256 key = (1 << 255) | (owner << 64) | nonce;
+        uint256 owner;
+        uint256 nonce;
+        uint256 key;
+        // Side fields (words): owner 1 (a clean 160-bit word, _readOrder), nonce 7 (< 2**64)
+        assembly ("memory-safe") {
+            owner := mload(add(x, 0x20))
+            nonce := mload(add(x, 0xe0))
+            key := or(shl(255, 1), or(shl(64, owner), nonce))
+        }
         (uint256 ptr, uint256 bucket) = _find(c.hm, key);
         if (ptr != 0) {
             x.nr = ptr;
@@ -718,14 +724,19 @@ contract SettlementModule is MarginEngine {
         uint256 epoch = mc.epoch;
         _store(t, m, epoch, fillSize);
         _store(k, m, epoch, fillSize);
-        c.oiDirty |= uint256(1) << m;
-        // unchecked: open interest < 2**81; a fee < 2**160 and a side's funding below 2**137 in magnitude (§7
-        // ranges), summed over at most 2**17 sides
-        unchecked {
-            mc.oi = newOi + 1;
-            c.feeAcc += t.fee + k.fee;
-            int256 fundingSum = t.funding + k.funding;
-            if (fundingSum != 0) c.fundDelta[m] += fundingSum;
+        // c.oiDirty |= 1 << m; mc.oi = newOi + 1; c.feeAcc += t.fee + k.fee; c.fundDelta[m] += t.funding + k.funding.
+        // Unchecked: open interest < 2**81; a fee < 2**160 and a side's funding below 2**137 in magnitude (§7 ranges),
+        // summed over at most 2**17 sides; m < nMarkets, the length of c.fundDelta (_fill). Ctx fields (words):
+        // feeAcc 15, fundDelta 16, oiDirty 26; Side fields funding 21, fee 22; MarketCache field oi 13.
+        assembly ("memory-safe") {
+            mstore(add(c, 0x340), or(mload(add(c, 0x340)), shl(m, 1)))
+            mstore(add(mc, 0x1a0), add(newOi, 1))
+            mstore(add(c, 0x1e0), add(mload(add(c, 0x1e0)), add(mload(add(t, 0x2c0)), mload(add(k, 0x2c0)))))
+            let f := add(mload(add(t, 0x2a0)), mload(add(k, 0x2a0)))
+            if f {
+                let e := add(add(mload(add(c, 0x200)), 0x20), shl(5, m))
+                mstore(e, add(mload(e), f))
+            }
         }
     }
 
