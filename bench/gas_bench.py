@@ -11,21 +11,25 @@ Gas per fill = the settle transaction's gasUsed (intrinsic 21k and calldata incl
 
 `python -m bench.gas_bench breakdown [fills] [warm-up fills]` breaks one batch of the matcher flow (default 440
 fills, the settle bench's batch size, after 3,000 warm-up fills) down by opcode class: an opcode trace of the
-batch (debug_traceCall on anvil) with each step's actual cost, storage accesses split cold/warm/new.
+batch (debug_traceCall on anvil) with each step's actual cost, storage accesses split cold/warm/new; and the
+settlement module's gas per fill by source function ([all, compute]; forge's source map, innermost function).
 """
 from __future__ import annotations
 
 import json
 import random
+import re
 import sys
 import urllib.request
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 from crossbook.batch_codec import encode_batch
 from crossbook.chain.anvil import AnvilNode
 from crossbook.chain.local_exchange import LocalExchange, user_signer
 from crossbook.config import DEFAULT_SPEC, SIZE, USD
+from crossbook.paths import CONTRACTS_OUT
 from crossbook.eip712 import Signer
 from crossbook.protocol_types import FillItem, Order
 
@@ -148,6 +152,7 @@ _STORAGE_COST = {"SLOAD": {2100: "SLOAD cold", 100: "SLOAD warm"},
                  "SSTORE": {22100: "SSTORE cold, fresh slot", 20000: "SSTORE fresh slot", 5000: "SSTORE cold",
                             2900: "SSTORE first write", 100: "SSTORE rewrite"}}
 _CALLS = ("CALL", "STATICCALL", "DELEGATECALL")
+_COMPUTE = ("stack", "jumps", "memory", "arithmetic, calldata reads, other")
 
 
 def _op_class(op: str, cost: int) -> str:
@@ -168,8 +173,55 @@ def _op_class(op: str, cost: int) -> str:
     return "arithmetic, calldata reads, other"
 
 
+_FUNCTION = re.compile(rb"function\s+(\w+)\s*\([^;{]*\{")
+
+
+def _functions(path: Path) -> list[tuple[int, int, str]]:
+    """(start, end, "File.name") of each function with a body in a Solidity source, by byte offset."""
+    src = path.read_bytes()
+    out = []
+    for f in _FUNCTION.finditer(src):
+        depth, j = 1, f.end()
+        while depth:  # an unbalanced brace in a comment or string inside a body would miscount (these have none)
+            depth += {ord("{"): 1, ord("}"): -1}.get(src[j], 0)
+            j += 1
+        out.append((f.start(), j, f"{path.stem}.{f.group(1).decode()}"))
+    return out
+
+
+def _pc_functions(contract: str) -> dict[int, str]:
+    """Runtime pc of `contract` -> the innermost source function its instruction comes from (forge's source map;
+    "(generated)" for compiler-generated code without a source)."""
+    art = json.loads((CONTRACTS_OUT / f"{contract}.sol" / f"{contract}.json").read_text())
+    code = bytes.fromhex(art["deployedBytecode"]["object"].removeprefix("0x"))
+    info = json.loads(next((CONTRACTS_OUT / "build-info").glob("*.json")).read_text())["source_id_to_path"]
+    sources: dict[int, list[tuple[int, int, str]]] = {}
+    names: dict[int, str] = {}
+    pc = start = source = 0
+    for entry in art["deployedBytecode"]["sourceMap"].split(";"):
+        if pc >= len(code):
+            break
+        fields = entry.split(":")
+        if fields[0]:
+            start = int(fields[0])
+        if len(fields) > 2 and fields[2]:
+            source = int(fields[2])
+        path = info.get(str(source))
+        if path is None:
+            names[pc] = "(generated)"
+        else:
+            if source not in sources:
+                sources[source] = _functions(CONTRACTS_OUT.parent / path)
+            inner = [(b - a, n) for a, b, n in sources[source] if a <= start < b]
+            names[pc] = min(inner)[1] if inner else f"{Path(path).stem} (outside functions)"
+        op = code[pc]
+        pc += 1 + (op - 0x5F if 0x60 <= op <= 0x7F else 0)  # PUSH1..PUSH32 carry immediates
+    return names
+
+
 def breakdown(fills: int = 440, warm: int = 3 * MATCHER_FILLS) -> dict[str, Any]:
-    """Gas of one `fills`-item batch of the matcher flow (after `warm` fills settled) by opcode class."""
+    """Gas of one `fills`-item batch of the matcher flow (after `warm` fills settled) by opcode class, and the
+    settlement module's share by source function (all gas, and compute: stack, jumps, memory, arithmetic)."""
     from bench.settle_bench import matcher_flow_fills  # imported late, as in _matcher_flow
 
     with AnvilNode(gas_limit=60_000_000) as node:
@@ -190,19 +242,30 @@ def breakdown(fills: int = 440, warm: int = 3 * MATCHER_FILLS) -> dict[str, Any]
             steps = json.loads(resp.read())["result"]["structLogs"]
         gas_used = _settle_all(ex, batch)
     by_class: Counter[str] = Counter()
+    by_fn: Counter[str] = Counter()
+    compute_fn: Counter[str] = Counter()
+    fn_of = _pc_functions("SettlementModule")
     for i, st in enumerate(steps):
         nxt = steps[i + 1] if i + 1 < len(steps) else None
         if nxt is not None and nxt["depth"] == st["depth"]:
             cost = st["gas"] - nxt["gas"]  # the step's actual cost (a precompile call included)
         else:
             cost = 0 if st["op"] in _CALLS else st["gasCost"]  # a call's cost is its callee's steps
-        by_class[_op_class(st["op"], cost)] += cost
+        cls = _op_class(st["op"], cost)
+        by_class[cls] += cost
+        if st["depth"] == 2:  # the module's frame: Clearinghouse.settle delegatecalls it
+            fn = fn_of.get(st["pc"], "?")
+            by_fn[fn] += cost
+            if cls in _COMPUTE:
+                compute_fn[fn] += cost
     zeros = data.count(0)
     by_class["calldata"] = 16 * (len(data) - zeros) + 4 * zeros
     by_class["intrinsic 21,000"] = 21_000
     by_class["refund, call overheads (rest of gasUsed)"] = gas_used - sum(by_class.values())
     return {"fills": fills, "gas_per_fill": gas_used // fills, "calldata_bytes": len(data),
-            "per_fill": {k: round(v / fills) for k, v in by_class.most_common()}}
+            "per_fill": {k: round(v / fills) for k, v in by_class.most_common()},
+            "settlement_module_per_fill": {k: [round(v / fills), round(compute_fn[k] / fills)]
+                                           for k, v in by_fn.most_common() if v >= fills * 20}}
 
 
 if __name__ == "__main__":
