@@ -26,7 +26,6 @@ import argparse
 import asyncio
 import json
 import os
-import pickle
 import random
 import re
 import socket
@@ -36,6 +35,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+import msgspec
 
 from bench.ws_bench import CONNS, _connect, _Frames, _keys, _presign, make_server
 
@@ -48,20 +49,19 @@ _CACHED_ONLY = "CROSSBOOK_WS_PATH_CACHED_ONLY"
 def _frames(per_conn: int) -> list[list[bytes]]:
     """The first ``per_conn`` of the benchmark's pre-signed frames (seed 7) per connection,
     cached in the temp dir: signing 20,000 orders takes seconds, and minutes under valgrind."""
-    path = Path(tempfile.gettempdir()) / f"crossbook-ws-path-{PER_CONN}.pickle"
+    path = Path(tempfile.gettempdir()) / f"crossbook-ws-path-{PER_CONN}.msgpack"
     try:
         # under callgrind() the parent has just made sure the cache is fresh: never sign here
         if (os.environ.get(_CACHED_ONLY)
                 or time.time() - path.stat().st_mtime < _CACHE_MAX_AGE_S):
-            with path.open("rb") as f:
-                cached: list[list[bytes]] = pickle.load(f)
+            # msgpack, not pickle: the temp dir is shared, and loading must not run code
+            cached = msgspec.msgpack.decode(path.read_bytes(), type=list[list[bytes]])
             return [c[:per_conn] for c in cached]
-    except OSError:
+    except (OSError, msgspec.DecodeError):
         pass
     frames = _presign(PER_CONN, 7)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    with tmp.open("wb") as f:
-        pickle.dump(frames, f)
+    tmp.write_bytes(msgspec.msgpack.encode(frames))
     os.replace(tmp, path)
     return [c[:per_conn] for c in frames]
 

@@ -20,6 +20,7 @@ BENCHMARKS = {
     "recovery": "bench.recovery_bench",
     "settle": "bench.settle_bench",
     "ws": "bench.ws_bench",
+    "ws-path": "bench.ws_path_bench",
 }
 
 
