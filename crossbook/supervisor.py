@@ -31,6 +31,7 @@ import logging
 import os
 import re
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -488,7 +489,6 @@ def run_up(args: argparse.Namespace) -> int:
     if args.fresh:
         for f in ("anvil-state.json", "deployment.json", "stack.json"):
             (home / f).unlink(missing_ok=True)
-        import shutil
 
         shutil.rmtree(home / "matcher", ignore_errors=True)
         sup.say("--fresh: discarded chain state, deployment and journal")
@@ -506,6 +506,11 @@ def run_up(args: argparse.Namespace) -> int:
             cmd = [tool("anvil"), "--host", "127.0.0.1", "--port", str(ports.anvil), "--chain-id", "31337",
                    "--accounts", "10", "--mnemonic", DEV_MNEMONIC, "--gas-limit", "60000000",
                    "--state", str(home / "anvil-state.json"), "--state-interval", "5"]
+            # anvil spills old block states to this cache (up to ~1.2 GB) and never removes it;
+            # it only serves the instance that wrote it, so each start begins with an empty one
+            cache = home / "anvil-cache"
+            shutil.rmtree(cache, ignore_errors=True)
+            cmd += ["--cache-path", str(cache)]
             if args.block_time:
                 cmd += ["--block-time", str(args.block_time)]
             else:

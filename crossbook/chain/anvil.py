@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -47,6 +49,7 @@ class AnvilNode:
     state_file: Path | None = None
     code_size_limit: int | None = None
     proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
+    _cache_dir: str | None = field(default=None, init=False)
 
     @property
     def url(self) -> str:
@@ -67,6 +70,10 @@ class AnvilNode:
             "--chain-id", str(self.chain_id), "--accounts", str(self.accounts),
             "--mnemonic", DEV_MNEMONIC, "--silent",
         ]
+        # anvil spills old block states to disk (up to ~1.2 GB per long run) and leaves them
+        # behind when it stops; a directory of this node's own is removed in stop()
+        self._cache_dir = tempfile.mkdtemp(prefix="crossbook-anvil-cache-")
+        cmd += ["--cache-path", self._cache_dir]
         if self.block_time:
             cmd += ["--block-time", str(self.block_time)]
         if self.gas_limit:
@@ -82,7 +89,9 @@ class AnvilNode:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 err = self.proc.stderr.read().decode() if self.proc.stderr else ""
-                raise RuntimeError(f"anvil exited with {self.proc.returncode}: {err}")
+                rc = self.proc.returncode
+                self.stop()
+                raise RuntimeError(f"anvil exited with {rc}: {err}")
             try:
                 rpc_call(self.url, "eth_chainId", timeout=0.5)
                 return self
@@ -101,6 +110,9 @@ class AnvilNode:
                 self.proc.kill()
                 self.proc.wait()
         self.proc = None
+        if self._cache_dir is not None:
+            shutil.rmtree(self._cache_dir, ignore_errors=True)
+            self._cache_dir = None
 
     def __enter__(self) -> "AnvilNode":
         return self.start()
