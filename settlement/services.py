@@ -76,6 +76,7 @@ class MatcherOptions:
     max_open_orders: int = 1_000
     expiry_margin_s: int = 0
     gc_sweep_s: float = gc_policy.SWEEP_S  # cyclic-GC sweep period (0: CPython's own collector)
+    busy_poll_us: int = 0  # ServerConfig.busy_poll_us
 
 
 class OraclePoller:
@@ -147,7 +148,8 @@ async def run_matcher(opts: MatcherOptions) -> None:
     server = MatcherServer(jengine, ServerConfig(
         host=opts.host, port=opts.port, chain_id=dep.chain_id,
         verifying_contract=dep.clearinghouse.lower(), stream_token=opts.stream_token,
-        operator_token=opts.operator_token, gc_sweep_s=opts.gc_sweep_s))
+        operator_token=opts.operator_token, gc_sweep_s=opts.gc_sweep_s,
+        busy_poll_us=opts.busy_poll_us))
     instrument_matcher(server)  # before start(): the engine task binds _run when it starts
     stop = stop_event()
     await server.start()
