@@ -86,6 +86,8 @@ def _run_async(coro: Any) -> Any:
 def _cmd_matcher(args: argparse.Namespace) -> int:
     from settlement.services import MatcherOptions, run_matcher
 
+    if args.busy_poll_us < 0:
+        raise SystemExit("--busy-poll-us must be >= 0 (0: off)")
     dep, rpc = _service_setup(args)
     if not args.journal_dir:
         raise SystemExit("--journal-dir (or $CROSSBOOK_JOURNAL_DIR) is required")

@@ -36,6 +36,12 @@ def test_service_flags_have_environment_fallbacks(monkeypatch: pytest.MonkeyPatc
     assert build_parser().parse_args(["matcher"]).metrics_port == 9999
 
 
+def test_matcher_refuses_a_negative_busy_poll() -> None:
+    with pytest.raises(SystemExit) as done:
+        main(["matcher", "--busy-poll-us", "-1"])
+    assert "--busy-poll-us must be >= 0" in str(done.value.code)
+
+
 def test_units_are_integers() -> None:
     assert parse_units("12.5", 6) == 12_500_000
     assert parse_units("1", 18) == 10**18
