@@ -300,16 +300,14 @@ def _paths(cls: type) -> list[str]:
     return [*ints, *(f"{name}.{p}" for name, sub in nested for p in _paths(sub))]
 
 
+@cache
 def _getter(cls: type) -> Callable[[Any], tuple[Any, ...]]:
+    """One C call that reads every field of ``cls`` check_ranges bounds."""
     paths = _paths(cls)
     if len(paths) == 1:
         one = attrgetter(paths[0])
         return lambda obj: (one(obj),)
     return attrgetter(*paths)
-
-
-# per request type: one C call that reads every field check_ranges bounds
-_GETTERS: dict[type, Callable[[Any], tuple[Any, ...]]] = {}
 
 
 def _check(obj: msgspec.Struct, path: str) -> None:
@@ -339,11 +337,8 @@ def check_ranges(req: msgspec.Struct) -> None:
         if not 0 <= req.market <= U32_MAX:
             raise RangeError(f"`$.market` = {req.market} is not a uint32")
         return
-    get = _GETTERS.get(t)
-    if get is None:
-        get = _GETTERS[t] = _getter(t)
     try:
-        values = get(req)
+        values = _getter(t)(req)
     except AttributeError:  # an optional nested struct is absent: field by field
         _check(req, "$")
         return
