@@ -108,10 +108,12 @@ def _cmd_relayer(args: argparse.Namespace) -> int:
     dep, rpc = _service_setup(args)
     if not args.operator_key:
         raise SystemExit("--operator-key (or $CROSSBOOK_OPERATOR_KEY) is required")
+    tuning = {k: v for k, v in (("max_items", args.max_items), ("max_age_s", args.max_age),
+                                ("max_gas", args.max_gas), ("max_in_flight", args.in_flight))
+              if v is not None}
     rc: int = _run_async(run_relayer(RelayerOptions(
         deployment=dep, rpc_url=rpc, matcher_url=args.matcher_url, operator_key=args.operator_key,
-        stream_token=args.stream_token, max_items=args.max_items, max_age_s=args.max_age,
-        max_in_flight=args.in_flight)))
+        stream_token=args.stream_token, **tuning)))
     return rc
 
 
@@ -178,9 +180,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="private key holding OPERATOR_ROLE [$CROSSBOOK_OPERATOR_KEY]")
     r.add_argument("--stream-token", default=_env("CROSSBOOK_STREAM_TOKEN"),
                    help="the matcher's stream token [$CROSSBOOK_STREAM_TOKEN]")
-    r.add_argument("--max-items", type=int, default=200, help="items per batch")
-    r.add_argument("--max-age", type=float, default=0.2, help="seconds before a partial batch is sent")
-    r.add_argument("--in-flight", type=int, default=4, help="pipelined settle transactions")
+    # unset options keep settlement's defaults (settlement.batcher.BatchLimits, RelayerConfig)
+    r.add_argument("--max-items", type=int, help="items per batch [2000]")
+    r.add_argument("--max-age", type=float, help="seconds before a partial batch is sent [0.25]")
+    r.add_argument("--max-gas", type=int,
+                   help="gas a batch is expected to use [14500000: two share a 30M block]")
+    r.add_argument("--in-flight", type=int, help="pipelined settle transactions [8]")
     r.set_defaults(func=_cmd_relayer)
 
     w = sub.add_parser("watcher", help="forward confirmed clearinghouse events to the matcher")

@@ -57,8 +57,11 @@ class RelayerConfig:
     """Tuning knobs; the defaults suit a local anvil and an L2 alike."""
 
     limits: BatchLimits = field(default_factory=BatchLimits)
-    max_in_flight: int = 4
-    poll_interval_s: float = 0.02
+    max_in_flight: int = 8
+    poll_interval_s: float = 0.05
+    # No transaction's gas limit exceeds this, nor the block's: EIP-7825 (Osaka) makes nodes
+    # refuse a transaction above 2^24 gas, so a batch that would need more is split instead.
+    tx_gas_cap: int = 2**24
     stuck_after_s: float = 15.0
     fee_bump: float = 1.25  # nodes require >= 10% for a same-nonce replacement
     priority_fee_wei: int = 1_000_000_000
@@ -301,7 +304,7 @@ class Relayer:
         call = {"from": self.account.address, "to": self.contract, "data": data}
         block = "pending" if pipelined else "latest"
         head = await self.w3.eth.get_block("latest")
-        block_gas = int(head["gasLimit"])
+        gas_cap = min(int(head["gasLimit"]), self.cfg.tx_gas_cap)  # what one transaction may use
         try:
             # The gas limit reserves block space, so it must be close to what the batch needs: the
             # batcher's bound assumes every slot is fresh and would let a block carry a fraction of
@@ -322,24 +325,24 @@ class Relayer:
             except ContractLogicError as cle:
                 rev = self._decode(cle)
                 if rev.name == "EmptyRevert" and batch.count > 1:
-                    # no revert data: out of gas within the node's cap, a block's gas limit
-                    self._split(batch, f"runs out of gas within a block ({block_gas})")
+                    # no revert data: out of gas within the node's cap (a block's or EIP-7825's)
+                    self._split(batch, "runs out of gas within what the node allows a call")
                 else:
                     await self._failed(batch, rev, "estimate")
                 return None
             log.warning("simulation of batch %d+%d failed (%s); sending with the bound",
                         batch.first_seq, batch.count, err)
-            gas = min(int(batch.gas_estimate), block_gas)
+            gas = min(int(batch.gas_estimate), gas_cap)
         else:
             used = int(sim["gasUsed"])
             self._calibrate(used, batch.gas_estimate)
             gas = int(used * self.gas_margin) + 50_000
             if not await self._runs_within(call, gas, block):
                 gas = int(used * self.refund_margin) + 50_000
-            if gas > block_gas and batch.count > 1:
-                self._split(batch, f"needs a gas limit of {gas}, more than a block ({block_gas})")
+            if gas > gas_cap and batch.count > 1:
+                self._split(batch, f"needs a gas limit of {gas}, more than a transaction may have ({gas_cap})")
                 return None
-            gas = min(gas, block_gas)
+            gas = min(gas, gas_cap)
         max_fee, tip = self._fees(head, self.cfg.priority_fee_wei)
         tx = _Tx(batch, self._nonce, gas, max_fee, tip, data, [], self.clock())
         for attempt in range(5):

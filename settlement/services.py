@@ -225,16 +225,18 @@ class RelayerOptions:
     matcher_url: str
     operator_key: str
     stream_token: str | None = None
-    max_items: int = 200
-    max_age_s: float = 0.2
-    max_in_flight: int = 4
+    max_items: int = BatchLimits.max_items
+    max_age_s: float = BatchLimits.max_age_s
+    max_gas: int = BatchLimits.max_gas
+    max_in_flight: int = RelayerConfig.max_in_flight
 
 
 async def run_relayer(opts: RelayerOptions) -> int:
     """Settle the matcher's stream until SIGTERM / SIGINT; returns the exit status (1 when a
     batch keeps failing for a reason other than ordering: never retried blindly forever)."""
     source = WsItemSource(opts.matcher_url, opts.stream_token)
-    cfg = RelayerConfig(limits=BatchLimits(max_items=opts.max_items, max_age_s=opts.max_age_s),
+    cfg = RelayerConfig(limits=BatchLimits(max_items=opts.max_items, max_age_s=opts.max_age_s,
+                                           max_gas=opts.max_gas),
                         max_in_flight=opts.max_in_flight)
     relayer = Relayer(connect_rpc(opts.rpc_url), opts.deployment.clearinghouse,
                       opts.operator_key, source, cfg)

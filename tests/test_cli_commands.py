@@ -128,3 +128,19 @@ def test_liquidation_price_is_where_maintenance_health_turns_negative(
         assert h(liq) < 0
         assert h(liq + (1 if size > 0 else -1)) >= 0  # the boundary, to the last 1e-8
         assert (2700 * PRICE < liq < 3000 * PRICE) if size > 0 else (3000 * PRICE < liq < 3300 * PRICE)
+
+
+def test_relayer_help_shows_the_relayers_own_defaults() -> None:
+    # the CLI leaves unset tuning to settlement's dataclasses and only names their values in
+    # the help, so the help must follow them
+    from settlement.batcher import BatchLimits
+    from settlement.relayer import RelayerConfig
+
+    sub = build_parser()._subparsers._group_actions[0].choices["relayer"]  # type: ignore[union-attr,index]
+    helps = {a.dest: a.help or "" for a in sub._actions}
+    limits, cfg = BatchLimits(), RelayerConfig()
+    assert f"[{limits.max_items}]" in helps["max_items"]
+    assert f"[{limits.max_age_s}]" in helps["max_age"]
+    assert f"[{limits.max_gas}:" in helps["max_gas"]
+    assert f"[{cfg.max_in_flight}]" in helps["in_flight"]
+    assert build_parser().parse_args(["relayer"]).max_gas is None  # unset: the dataclass decides

@@ -48,6 +48,8 @@ class AnvilNode:
     accounts: int = 10
     state_file: Path | None = None
     code_size_limit: int | None = None
+    # refuse transactions above 2^24 gas, as Osaka chains do (EIP-7825; anvil leaves it off)
+    tx_gas_cap: bool = False
     proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
     _cache_dir: str | None = field(default=None, init=False)
 
@@ -80,6 +82,8 @@ class AnvilNode:
             cmd += ["--gas-limit", str(self.gas_limit)]
         if self.code_size_limit:
             cmd += ["--code-size-limit", str(self.code_size_limit)]
+        if self.tx_gas_cap:
+            cmd += ["--enable-tx-gas-limit"]
         if self.state_file is not None:
             # --state loads the file if present and dumps to it on exit, so a restart keeps the chain.
             self.state_file.parent.mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from crossbook.chain.anvil import AnvilNode, rpc_call
 
 
@@ -27,3 +29,18 @@ def test_spilled_block_states_are_removed_on_stop() -> None:
         node.stop()
     assert not cache.exists()
     assert node._cache_dir is None
+
+
+def test_the_osaka_transaction_gas_cap_can_be_enforced() -> None:
+    # the settle benchmark runs with it, so its batches are ones an Osaka chain would take
+    def send(node: AnvilNode, gas: int) -> object:
+        sender = rpc_call(node.url, "eth_accounts")[0]  # type: ignore[index]
+        return rpc_call(node.url, "eth_sendTransaction",
+                        [{"from": sender, "to": "0x" + "11" * 20, "value": hex(1), "gas": hex(gas)}])
+
+    with AnvilNode(gas_limit=30_000_000, tx_gas_cap=True) as capped:
+        send(capped, 2**24)
+        with pytest.raises(RuntimeError, match="tx_gas_limit_cap"):
+            send(capped, 2**24 + 1)
+    with AnvilNode(gas_limit=30_000_000) as plain:
+        send(plain, 2**24 + 1)

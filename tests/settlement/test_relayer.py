@@ -242,3 +242,24 @@ async def test_batches_grow_to_the_measured_gas_and_one_too_big_for_a_block_is_s
         rpc_call(url, "evm_setIntervalMining", [0])
         rpc_call(url, "evm_setAutomine", [True])
         rpc_call(url, "evm_setBlockGasLimit", [hex(30_000_000)])
+
+
+async def test_no_transaction_exceeds_the_per_transaction_gas_cap(ex: LocalExchange, aw3: AsyncWeb3) -> None:
+    """A chain may cap a transaction's gas below its block's (EIP-7825: 2^24 since Osaka) and
+    refuse anything above. A batch whose limit would pass the cap is split, never sent; every
+    item still settles exactly once."""
+    first = ex.client.next_seq()
+    fills = make_fills(ex, 24)
+    src = InMemorySource(fills, first_seq=first)
+    src.close()
+    cap = 700_000  # a few fills' worth; the block (30M) would take all 24 in one batch
+    cfg = RelayerConfig(limits=BatchLimits(max_items=24, max_age_s=0.01, max_gas=5_000_000),
+                        max_in_flight=2, poll_interval_s=0.01, tx_gas_cap=cap)
+    relayer = Relayer(aw3, ex.client.contract.address, OPERATOR_KEY, src, cfg)
+    await asyncio.wait_for(relayer.run(), 120)
+    assert_exactly_once(ex, first, len(fills))
+    assert relayer.splits >= 1 and list(relayer.reverts) == []
+    assert len(relayer.settled) >= 2  # 24 fills need ~880k: halves fit
+    for ev in relayer.settled:
+        tx = await aw3.eth.get_transaction(ev.tx_hash)  # type: ignore[arg-type]
+        assert int(tx["gas"]) <= cap
