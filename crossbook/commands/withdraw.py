@@ -110,6 +110,9 @@ def run(args: argparse.Namespace) -> int:
     deadline = time.monotonic() + args.timeout
     ev_filter = client.contract.events.Withdrawn()
     while True:
+        # nextSeq before the logs: a batch mined between the two reads is then in the logs, not
+        # taken for a rejection
+        nxt = client.next_seq()
         logs = ev_filter.get_logs(from_block=start_block, argument_filters={"owner": owner})
         for ev in logs:
             a = ev["args"]
@@ -120,7 +123,6 @@ def run(args: argparse.Namespace) -> int:
                 print(f"withdrew {format_units(amount, decimals)} {sym} to {owner}; wallet holds "
                       f"{format_units(bal, decimals)} {sym}")
                 return 0
-        nxt = client.next_seq()
         if nxt > upto:
             prog.done("not paid out")
             print(f"items up to {upto} are settled but no Withdrawn event matches: the chain rejected "
