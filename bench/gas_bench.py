@@ -12,7 +12,9 @@ Gas per fill = the settle transaction's gasUsed (intrinsic 21k and calldata incl
 `python -m bench.gas_bench breakdown [fills] [warm-up fills]` breaks one batch of the matcher flow (default 440
 fills, the settle bench's batch size, after 3,000 warm-up fills) down by opcode class: an opcode trace of the
 batch (debug_traceCall on anvil) with each step's actual cost, storage accesses split cold/warm/new; and the
-settlement module's gas per fill by source function ([all, compute]; forge's source map, innermost function).
+settlement module's gas per fill by source function ([all, compute, instructions]; forge's source map, innermost
+function). Instructions per fill show what a change really removes: in the legacy code generator a branch or a
+memory field costs about as much as the lookup or call it replaces.
 """
 from __future__ import annotations
 
@@ -221,7 +223,8 @@ def _pc_functions(contract: str) -> dict[int, str]:
 
 def breakdown(fills: int = 440, warm: int = 3 * MATCHER_FILLS) -> dict[str, Any]:
     """Gas of one `fills`-item batch of the matcher flow (after `warm` fills settled) by opcode class, and the
-    settlement module's share by source function (all gas, and compute: stack, jumps, memory, arithmetic)."""
+    settlement module's share by source function (all gas, compute: stack, jumps, memory, arithmetic, and the
+    number of instructions executed), each per fill."""
     from bench.settle_bench import matcher_flow_fills  # imported late, as in _matcher_flow
 
     with AnvilNode(gas_limit=60_000_000) as node:
@@ -244,6 +247,7 @@ def breakdown(fills: int = 440, warm: int = 3 * MATCHER_FILLS) -> dict[str, Any]
     by_class: Counter[str] = Counter()
     by_fn: Counter[str] = Counter()
     compute_fn: Counter[str] = Counter()
+    ops_fn: Counter[str] = Counter()
     fn_of = _pc_functions("SettlementModule")
     for i, st in enumerate(steps):
         nxt = steps[i + 1] if i + 1 < len(steps) else None
@@ -256,6 +260,7 @@ def breakdown(fills: int = 440, warm: int = 3 * MATCHER_FILLS) -> dict[str, Any]
         if st["depth"] == 2:  # the module's frame: Clearinghouse.settle delegatecalls it
             fn = fn_of.get(st["pc"], "?")
             by_fn[fn] += cost
+            ops_fn[fn] += 1
             if cls in _COMPUTE:
                 compute_fn[fn] += cost
     zeros = data.count(0)
@@ -264,7 +269,7 @@ def breakdown(fills: int = 440, warm: int = 3 * MATCHER_FILLS) -> dict[str, Any]
     by_class["refund, call overheads (rest of gasUsed)"] = gas_used - sum(by_class.values())
     return {"fills": fills, "gas_per_fill": gas_used // fills, "calldata_bytes": len(data),
             "per_fill": {k: round(v / fills) for k, v in by_class.most_common()},
-            "settlement_module_per_fill": {k: [round(v / fills), round(compute_fn[k] / fills)]
+            "settlement_module_per_fill": {k: [round(v / fills), round(compute_fn[k] / fills), round(ops_fn[k] / fills)]
                                            for k, v in by_fn.most_common() if v >= fills * 20}}
 
 
