@@ -90,7 +90,7 @@ from matcher.orders import (
     TIF_VALUES,
     Tif,
 )
-from matcher.risk import Exposure, RiskModel, div_notional
+from matcher.risk import Exposure, RiskModel, div_notional, new_exposure
 from matcher.structs import EngineSnapshot, RecRow
 
 _U64: Final = 2**64 - 1
@@ -328,6 +328,12 @@ class Engine:
         # funding indices stay as they were: a fill drops its two accounts
         # (_sequence_fill), any command other than an order command drops all (apply)
         self._base_health: dict[Acct, int | None] = {}
+        # the generation of the leg costs cached in the exposure lists (RiskModel.floor_cached):
+        # moved wherever _base_health is cleared (prices, funding indices)
+        self._leg_gen = 0
+        # the new order's leg cost from the last _risk_gate (-1: none), stored into its
+        # exposure list by _submit when the book takes the order with no other change
+        self._leg = -1
         self._handlers: dict[type, Callable[[Any], Result]] = {
             PlaceOrder: self._place, CancelOrder: self._cancel, CancelAll: self._cancel_all,
             ModifyOrder: self._modify, ExpireTick: self._expire, ChainDeposit: self._deposit,
@@ -369,6 +375,7 @@ class Engine:
             # deposits, settlements, chain events, withdrawals, funding and prices move
             # projected states, prices or indices: no cached base health survives them
             self._base_health.clear()
+            self._leg_gen += 1
         if pos is not None:
             # the cursor moves even when the event changed nothing else (a rejected forced
             # request, an already-settled batch), so that command is journaled too: replay must
@@ -406,7 +413,8 @@ class Engine:
     def open_exposure(self, owner: str, sub: int) -> Exposure:
         """Per market ``[buy size, buy size*price, sell size, sell size*price]`` of the
         sub-account's live orders."""
-        return self.exposure.get((owner.lower(), sub), {})
+        ex = self.exposure.get((owner.lower(), sub))
+        return {} if ex is None else {m: x[:4] for m, x in ex.items()}
 
     def state_hash(self) -> bytes:
         """blake2b-256 of books, live order records, ledger, sequence counters, nonces, digests,
@@ -428,7 +436,8 @@ class Engine:
         h.update(repr((sorted(self.forced), sorted(self.agents),
                        sorted(self.risk.asset_prices.items()),
                        sorted(self.risk.market_prices.items()))).encode())
-        ex = {a: {m: tuple(v) for m, v in x.items() if any(v)} for a, x in self.exposure.items()}
+        ex = {a: {m: tuple(v[:4]) for m, v in x.items() if any(v[:4])}
+              for a, x in self.exposure.items()}
         h.update(repr(sorted((a, sorted(x.items())) for a, x in ex.items() if x)).encode())
         h.update(repr(self._liq_params_tuple()).encode())
         return h.digest()
@@ -640,14 +649,17 @@ class Engine:
                 ex = self.exposure[rec.acct] = {}
             x = ex.get(rec.market)
             if x is None:
-                x = ex[rec.market] = [0, 0, 0, 0]
+                x = ex[rec.market] = new_exposure()
             rec.x = x
+        # a side's sums change: its cached leg cost (RiskModel.floor_cached) goes
         if rec.is_buy:
             x[0] += size
             x[1] += size * rec.price
+            x[4] = -1
         else:
             x[2] += size
             x[3] += size * rec.price
+            x[5] = -1
         rec.remaining += size
 
     def _forget(self, rec: OrderRec) -> None:
@@ -768,6 +780,7 @@ class Engine:
                    reduce_only: bool, removed: OrderRec | None = None) -> tuple[Code, str] | None:
         """Settlement-lag bound and worst-case margin check of a new order; None when fine.
         ``removed`` is an order being replaced (its exposure does not count)."""
+        self._leg = -1
         if self.replaying:
             return None
         st = self.ledger.account(acct)
@@ -775,10 +788,13 @@ class Engine:
         # the replaced order keeps market and side (_modify checks), so its share comes off
         # that side's exposure in that market
         gone: tuple[int, int, int] | None = None
+        rs = rp = 0
         if removed is not None and ex is not None:
             if removed.market not in ex:  # pragma: no cover - a live order is always exposed
                 raise KeyError(removed.market)
-            gone = (removed.market, removed.remaining, removed.remaining * removed.price)
+            rs = removed.remaining
+            rp = rs * removed.price
+            gone = (removed.market, rs, rp)
         risk = self.risk
         # the lag bound first: whether the order reduces risk only matters once it is hit
         if (not reduce_only
@@ -793,11 +809,14 @@ class Engine:
         funding = self.ledger.proj_funding
         base = self._base(acct, st)
         if base is not None:
-            floor = risk.health_floor(base, ex if ex is not None else {}, market, is_buy, size,
-                                      price, self.taker_fee, funding, gone)
-            if floor is not None and floor >= 0:
-                # a provable lower bound of the exact check's health is >= 0: it accepts
-                return None
+            # health_floor at the taker fee, with the leg costs cached in the exposure lists
+            floor = risk.floor_cached(base, ex if ex is not None else {}, market, is_buy, size,
+                                      price, funding, rs, rp, self._leg_gen)
+            if floor is not None:
+                self._leg = risk.last_leg
+                if floor >= 0:
+                    # a provable lower bound of the exact check's health is >= 0: it accepts
+                    return None
         try:
             ok = risk.check_order(st, ex, market, is_buy, size, price, funding, gone)
         except KeyError:
@@ -830,12 +849,13 @@ class Engine:
         if bad is not None:
             return _ack(cmd.req_id, *bad)
         return self._submit(cmd.req_id, o, cmd.signature, cmd.tif, cmd.stp, cid, now,
-                            acct, 0, o.size, [])
+                            acct, 0, o.size, [], self._leg)
 
     def _submit(self, req_id: int, o: SignedOrder, sig: bytes, tif: int, stp: int,
                 cid: int | None, now: int, acct: Acct, filled: int, size: int,
-                out: list[Output]) -> Result:
-        """Hand a checked order to its book and turn the events into outputs."""
+                out: list[Output], leg: int) -> Result:
+        """Hand a checked order to its book and turn the events into outputs. ``leg`` is the
+        risk gate's cost of the order's side in its market with the order in (-1: none)."""
         oid = self.next_oid
         _, _, market, is_buy, reduce_only, price, _, nonce, expiry, _ = _astuple(o)
         expiry -= self._expiry_margin
@@ -857,6 +877,16 @@ class Engine:
         out.append(self._update(rec, _OPEN))
         if len(events) > 1:
             self._events(events, out, 1)
+        elif leg >= 0 and first.size == size:
+            # the book took the whole order and nothing else moved: the side's sums are now
+            # what the gate's leg was computed from (the replaced order is gone, this one is
+            # in), so its cost is the cache's value (RiskModel.floor_cached)
+            x = rec.x
+            assert x is not None
+            if x[6] != self._leg_gen:
+                x[4] = x[5] = -1
+                x[6] = self._leg_gen
+            x[4 if is_buy else 5] = leg
         return self._done(req_id, oid, out)
 
     def _owned(self, owner: str, oid: int | None) -> OrderRec | Result:
@@ -940,9 +970,10 @@ class Engine:
         bad = self._risk_gate(acct, n_market, n_is_buy, size, n_price, n_reduce_only, rec)
         if bad is not None:
             return _ack(req_id, *bad)
+        leg = self._leg
         self._events(book.cancel(rec.oid, _CANCEL_USER), out, 0)
         return self._submit(req_id, n, new_sig, bo.tif, bo.stp, rec.cid, now, acct, filled,
-                            size, out)
+                            size, out, leg)
 
     def _expire(self, cmd: ExpireTick) -> Result:
         now = max(cmd.now, self.clock)
@@ -1069,14 +1100,16 @@ class Engine:
             ex = self.exposure[acct] = {}
         x = ex.get(market)
         if x is None:
-            x = ex[market] = [0, 0, 0, 0]
+            x = ex[market] = new_exposure()
         rec.x = x
         if is_buy:
             x[0] += q
             x[1] += q * price
+            x[4] = -1
         else:
             x[2] += q
             x[3] += q * price
+            x[5] = -1
         rec.remaining += q
         if len(events) > 1:
             self._replay_events(events, 1)

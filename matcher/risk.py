@@ -26,8 +26,15 @@ from crossbook.margin import (
 )
 from matcher.native import use_source_if_stale
 
-# per market: [buy size, buy size*price sum, sell size, sell size*price sum]
+# per market: [buy size, buy size*price sum, sell size, sell size*price sum] and, in the
+# engine's lists, the cache of RiskModel.floor_cached: [.., buy leg cost, sell leg cost,
+# generation] (a cost of -1: not known). Only the first four are the exposure.
 Exposure = dict[int, list[int]]
+
+
+def new_exposure() -> list[int]:
+    """A market's exposure list with nothing open and no cached leg cost."""
+    return [0, 0, 0, 0, -1, -1, 0]
 
 _NO_EXPOSURE: Exposure = {}
 assert NOTIONAL_DIV == 9_765_625 << 10  # div_notional's factorization
@@ -41,6 +48,8 @@ class RiskModel:
         self.taker_fee_ppm = taker_fee_ppm
         self.maker_fee_ppm = maker_fee_ppm
         self.asset_prices: dict[int, int] = {}
+        # the order's own leg cost of the last floor_cached (-1: none)
+        self.last_leg = -1
         self.market_prices: dict[int, int] = {}
         # the configs the order check reads, as plain dicts of ints: in the compiled module a
         # dict of tuples costs a fraction of a Mapping of dataclasses (params is frozen)
@@ -297,6 +306,73 @@ class RiskModel:
             total += c
         return base - total
 
+    def floor_cached(
+        self,
+        base: int,
+        exposure: Exposure,
+        market: int,
+        is_buy: bool,
+        size: int,
+        price: int,
+        funding: dict[int, int],
+        rs: int,
+        rp: int,
+        gen: int,
+    ) -> int | None:
+        """:meth:`health_floor` at the taker fee (the same value, or None in the same cases)
+        for the engine's exposure lists, whose slots 4 and 5 cache the buy and sell leg cost
+        of their market (valid while slot 6 equals ``gen``): a leg of another market than the
+        order's is read from there when known, else computed and stored. The order's own
+        leg (less ``rs`` size and ``rp`` notional of the replaced order, in this market) is
+        always computed, and left in :attr:`last_leg` (-1 when there is none), for the engine
+        to store once the book has taken the order with no other change.
+
+        The caller keeps the cache exact: a change of a list's size or notional sums of one
+        side forgets that side's cost (``Engine._expose``), and a change of a market price,
+        a funding index or the fee (any command other than an order command) moves ``gen``.
+        A cached cost is then the value ``_leg_cost`` would return, so the sum is
+        :meth:`health_floor`'s, and the proof there applies unchanged."""
+        off = 0 if is_buy else 2
+        slot = 4 if is_buy else 5
+        fee_ppm = self.taker_fee_ppm
+        total = 0
+        new_seen = False
+        self.last_leg = -1
+        for m, x in exposure.items():
+            if m == market:
+                lsize = x[off] - rs
+                lpx = x[off + 1] - rp
+                if not lsize:
+                    lpx = 0  # as _leg: nothing of this side stays open
+                lsize += size
+                lpx += size * price
+                new_seen = True
+                c = self._leg_cost(m, lsize, lpx, is_buy, fee_ppm, funding)
+                if c < 0:
+                    return None
+                self.last_leg = c
+            else:
+                lsize = x[off]
+                if not lsize:
+                    continue
+                c = x[slot]
+                if c < 0 or x[6] != gen:
+                    c = self._leg_cost(m, lsize, x[off + 1], is_buy, fee_ppm, funding)
+                    if c < 0:
+                        return None
+                    if x[6] != gen:
+                        x[4] = x[5] = -1
+                        x[6] = gen
+                    x[slot] = c
+            total += c
+        if not new_seen:
+            c = self._leg_cost(market, size, size * price, is_buy, fee_ppm, funding)
+            if c < 0:
+                return None
+            self.last_leg = c
+            total += c
+        return base - total
+
     def _leg_cost(self, m: int, q: int, n: int, is_buy: bool, fee_ppm: int,
                   funding: dict[int, int]) -> int:
         """One leg market's share of :meth:`health_floor`'s bound (always > 0), or -1 when
@@ -425,7 +501,7 @@ def _next_open_notional(size: int, delta: int, open_notional: int, cash_signed: 
     return trunc_div(cash_signed * new_size, delta)
 
 
-__all__ = ["Exposure", "RiskModel", "div_notional"]
+__all__ = ["Exposure", "RiskModel", "div_notional", "new_exposure"]
 
 
 # last: a compiled build of this file that is older than its source must not shadow it

@@ -191,6 +191,14 @@ def test_health_floor_never_exceeds_worst_case(
         return
     assert base == r.worst_case(st, {}, True, funding, None)
     floor = r.health_floor(base, exposure, market, is_buy, size, price, TAKER, funding, removed)
+    # the engine's variant, on exposure lists with the leg-cost cache slots: the same value
+    # with the cache empty, and again with what the first call cached (a replaced order is
+    # in the order's market: the only one floor_cached takes it from)
+    lists = {m: list(x) + [-1, -1, 0] for m, x in exposure.items()}
+    rs, rp = (removed[1], removed[2]) if removed is not None else (0, 0)
+    for _ in range(2):
+        assert r.floor_cached(base, lists, market, is_buy, size, price, funding, rs, rp,
+                              0) == floor
     if floor is None:
         return
     assert exact is not KeyError

@@ -28,10 +28,22 @@ from matcher.commands import (
 )
 from matcher.engine import Engine
 from matcher.orders import CancelReason, Tif
-from tests.matcher.engine_helpers import ETH, ETH_PX, NOW, SIG, TICK, addr, order, prices_cmd, req
+from tests.matcher.engine_helpers import (
+    BTC,
+    ETH,
+    ETH_PX,
+    NOW,
+    SIG,
+    TICK,
+    addr,
+    order,
+    prices_cmd,
+    req,
+)
 
 ONE = SIZE  # 1 ETH
 WHO = [addr(0x200 + i) for i in range(4)]
+BTC_PX = 60_000 * PRICE
 
 
 def _exact_only(eng: Engine) -> Engine:
@@ -57,34 +69,42 @@ def _stream(seed: int, n: int) -> list[Command]:
     for w in WHO:
         emit(ChainDeposit(req(), w, 0, 0, 20_000 * USD))
     nonce = 0
-    mark = ETH_PX
+    # two markets, so an order's floor also sums the account's legs in the other one (the
+    # leg costs cached in the exposure lists): mark, price step and size unit per market
+    mark = {ETH: ETH_PX, BTC: BTC_PX}
+    step = {ETH: TICK * 100, BTC: TICK * 2000}
+    unit = {ETH: ONE // 2, BTC: ONE // 40}
     for _ in range(n):
         r = rng.random()
         live = sorted(scratch.orders)
         nonce += 1
         if r < 0.45 or not live:
             w = rng.choice(WHO)
+            m = rng.choice((ETH, BTC))
             is_buy = rng.random() < 0.5
-            off = rng.randint(-15, 40) * TICK * 100
-            px = mark - off if is_buy else mark + off
+            off = rng.randint(-15, 40) * step[m]
+            px = mark[m] - off if is_buy else mark[m] + off
             tif = Tif.IOC if rng.random() < 0.15 else Tif.GTC
-            size = rng.randint(1, 80) * ONE // 2
-            emit(order_cmd(w, is_buy, px, size, nonce, tif))
+            size = rng.randint(1, 80) * unit[m]
+            emit(order_cmd(w, is_buy, px, size, nonce, tif, m))
         elif r < 0.7:
             rec = scratch.orders[rng.choice(live)]
             s = rec.signed
-            off = rng.randint(-5, 40) * TICK * 100
-            px = mark - off if s.is_buy else mark + off
-            new = order(s.owner, s.is_buy, px, rng.randint(1, 80) * ONE // 2, nonce)
+            m = rec.market
+            off = rng.randint(-5, 40) * step[m]
+            px = mark[m] - off if s.is_buy else mark[m] + off
+            new = order(s.owner, s.is_buy, px, rng.randint(1, 80) * unit[m], nonce, market=m)
             emit(ModifyOrder(req(), s.owner, rec.oid, new.size, new, SIG, s.owner, NOW))
         elif r < 0.8:
             rec = scratch.orders[rng.choice(live)]
-            emit(CancelOrder(req(), rec.acct[0], rec.oid, 0, ETH, None, NOW))
+            emit(CancelOrder(req(), rec.acct[0], rec.oid, 0, rec.market, None, NOW))
         elif r < 0.86:
-            mark = ETH_PX + rng.randint(-300, 300) * PRICE
-            emit(prices_cmd(eth=mark))
+            m = rng.choice((ETH, BTC))
+            mark[m] = (ETH_PX + rng.randint(-300, 300) * PRICE if m == ETH
+                       else BTC_PX + rng.randint(-3000, 3000) * PRICE)
+            emit(prices_cmd(eth=mark[ETH], btc=mark[BTC]))
         elif r < 0.89:
-            emit(PostFunding(req(), ETH, rng.randint(-3000, 3000), NOW))
+            emit(PostFunding(req(), rng.choice((ETH, BTC)), rng.randint(-3000, 3000), NOW))
         elif r < 0.92:
             emit(ChainDeposit(req(), rng.choice(WHO), 0, 0, rng.randint(1, 5000) * USD))
         elif r < 0.95:
@@ -102,9 +122,29 @@ def _stream(seed: int, n: int) -> list[Command]:
     return cmds
 
 
-def order_cmd(w: str, is_buy: bool, px: int, size: int, nonce: int, tif: Tif) -> Command:
+def order_cmd(w: str, is_buy: bool, px: int, size: int, nonce: int, tif: Tif,
+              market: int = ETH) -> Command:
     """A signed new order of ``w``."""
-    return PlaceOrder(req(), order(w, is_buy, px, size, nonce), SIG, w, int(tif), None, 0, NOW)
+    return PlaceOrder(req(), order(w, is_buy, px, size, nonce, market=market), SIG, w,
+                      int(tif), None, 0, NOW)
+
+
+def _check_leg_cache(eng: Engine) -> int:
+    """Every leg cost cached in the engine's exposure lists (current generation) equals the
+    one computed afresh from the list's sums, prices and indices; returns how many there are."""
+    risk, funding = eng.risk, eng.ledger.proj_funding
+    known = 0
+    for ex in eng.exposure.values():
+        for m, x in ex.items():
+            if x[6] != eng._leg_gen:
+                continue
+            for is_buy, off, slot in ((True, 0, 4), (False, 2, 5)):
+                if x[slot] >= 0:
+                    known += 1
+                    assert x[off], "a cost cached for a side with nothing open"
+                    assert x[slot] == risk._leg_cost(m, x[off], x[off + 1], is_buy,
+                                                     eng.taker_fee, funding)
+    return known
 
 
 def _run_pair(seed: int, n: int) -> Counter[object]:
@@ -115,6 +155,7 @@ def _run_pair(seed: int, n: int) -> Counter[object]:
     seen: Counter[object] = Counter()
     for cmd in _stream(seed, n):
         a, b = fast.apply(cmd), exact.apply(cmd)
+        seen["cached legs"] += _check_leg_cache(fast)
         assert a.ack == b.ack
         assert a.outputs == b.outputs
         seen[a.ack.code] += 1
@@ -132,11 +173,13 @@ def test_floor_never_changes_a_decision(seed: int) -> None:
 
 def test_floor_streams_reach_both_sides_of_each_check() -> None:
     """The streams refuse orders on margin and veto makers on the re-check (so the pair
-    above compares both outcomes of both checks), and orders pass on the floor."""
+    above compares both outcomes of both checks), orders pass on the floor, and the floor
+    reads leg costs cached in the exposure lists."""
     seen: Counter[object] = Counter()
     for seed in range(6):
         seen.update(_run_pair(seed, 400))
     assert seen[Code.OK] and seen[Code.INSUFFICIENT_MARGIN] and seen["risk cancels"]
+    assert seen["cached legs"]
 
 
 def test_floor_is_used_and_dropped_when_the_account_changes() -> None:
