@@ -317,6 +317,8 @@ class Engine:
         self.replaying = False
         # spelling -> shared lower-cased owner string (replay only; bounded by _OWNER_CACHE)
         self._owners: dict[str, str] = {}
+        # (owner, sub) -> the shared key tuple of that account (_acct; bounded by _OWNER_CACHE)
+        self._accts: dict[Any, Any] = {}
         # maker accounts after the fills the current command already vetted (several makers of
         # one account can trade against one taker)
         self._scratch: dict[Acct, SubAccount] = {}
@@ -570,7 +572,7 @@ class Engine:
         self._scratch[acct] = after
         return True
 
-    def _base(self, acct: Acct, st: SubAccount) -> int | None:
+    def _base(self, acct: Any, st: SubAccount) -> int | None:
         """``RiskModel.base_health`` of ``acct`` (projected state ``st``), cached in
         ``_base_health``."""
         bases = self._base_health
@@ -745,12 +747,12 @@ class Engine:
         s = signer.lower()
         return s == owner or (owner, s) in self.agents
 
-    def _validate_order(self, o: SignedOrder, owner: str, signer: str, tif: int, stp: int,
+    def _validate_order(self, o_owner: Any, market: Any, price: Any, size: Any, expiry: Any,
+                        max_fee: Any, owner: str, signer: str, tif: int, stp: int,
                         now: int) -> tuple[Code, str] | None:
-        """Checks shared by new and replacement orders (``owner`` is ``o.owner`` lower-cased);
-        None when fine."""
-        # one C call for the fields instead of an attribute lookup each
-        o_owner, _, market, _, _, price, size, _, expiry, max_fee = _astuple(o)
+        """Checks shared by new and replacement orders, on the signed order's fields (as
+        ``astuple`` gives them: unchecked; ``owner`` is ``o_owner`` lower-cased); None when
+        fine."""
         grid = self._grid.get(market)
         if grid is None:
             return Code.UNKNOWN_MARKET, f"unknown market {market}"
@@ -776,7 +778,7 @@ class Engine:
             return Code.FEE_TOO_HIGH, f"max_fee_ppm below the exchange fee {need}"
         return None
 
-    def _risk_gate(self, acct: Acct, market: int, is_buy: bool, size: int, price: int,
+    def _risk_gate(self, acct: Any, market: int, is_buy: bool, size: int, price: int,
                    reduce_only: bool, removed: OrderRec | None = None) -> tuple[Code, str] | None:
         """Settlement-lag bound and worst-case margin check of a new order; None when fine.
         ``removed`` is an order being replaced (its exposure does not count)."""
@@ -825,39 +827,58 @@ class Engine:
             return Code.INSUFFICIENT_MARGIN, "initial health would fall below 0"
         return None
 
+    def _acct(self, owner: str, sub: Any) -> Any:
+        """The (owner, sub) key as one shared tuple object per account, so the dicts it keys
+        (the ledger's, exposure, open orders, cached health) find it by identity instead of
+        comparing a new tuple's strings (a cache: bounded like _owners)."""
+        key = (owner, sub)
+        acct = self._accts.get(key)
+        if acct is None:
+            if len(self._accts) >= _OWNER_CACHE:
+                self._accts.clear()
+            self._accts[key] = acct = key
+        return acct
+
     def _place(self, cmd: PlaceOrder) -> Result:
         o = cmd.order
-        owner = o.owner.lower()
+        # the signed order's fields with one C call
+        o_owner, sub, market, is_buy, reduce_only, price, size, nonce, expiry, max_fee = (
+            _astuple(o))
+        owner = o_owner.lower()
         now = cmd.now
         if now < self.clock:
             now = self.clock
-        bad = self._validate_order(o, owner, cmd.signer, cmd.tif, cmd.stp, now)
+        bad = self._validate_order(o_owner, market, price, size, expiry, max_fee, owner,
+                                   cmd.signer, cmd.tif, cmd.stp, now)
         if bad is not None:
             return _ack(cmd.req_id, *bad)
-        acct = (owner, o.subaccount)
-        if self._nonce_used(owner, o.nonce):
-            return _ack(cmd.req_id, Code.REPLAYED_NONCE, f"nonce {o.nonce} already used")
+        acct = self._acct(owner, sub)
+        if self._nonce_used(owner, nonce):
+            return _ack(cmd.req_id, Code.REPLAYED_NONCE, f"nonce {nonce} already used")
         cid = cmd.client_id
         if cid is not None:
             if type(cid) is not int or not 0 <= cid <= _U64:
                 return _ack(cmd.req_id, Code.BAD_REQUEST, "client id must be a uint64")
-            if self.books[o.market].order_id_of(owner, o.subaccount, cid) is not None:
+            if self.books[market].order_id_of(owner, sub, cid) is not None:
                 return _ack(cmd.req_id, Code.DUPLICATE_CLIENT_ID, "client id in use")
         if self.open_count.get(acct, 0) >= self._max_open:
             return _ack(cmd.req_id, Code.TOO_MANY_OPEN_ORDERS, "too many open orders")
-        bad = self._risk_gate(acct, o.market, o.is_buy, o.size, o.price, o.reduce_only)
+        bad = self._risk_gate(acct, market, is_buy, size, price, reduce_only)
         if bad is not None:
             return _ack(cmd.req_id, *bad)
         return self._submit(cmd.req_id, o, cmd.signature, cmd.tif, cmd.stp, cid, now,
-                            acct, 0, o.size, [], self._leg)
+                            acct, 0, size, [], self._leg, None, market, is_buy, reduce_only,
+                            price, nonce, expiry)
 
     def _submit(self, req_id: int, o: SignedOrder, sig: bytes, tif: int, stp: int,
-                cid: int | None, now: int, acct: Acct, filled: int, size: int,
-                out: list[Output], leg: int) -> Result:
+                cid: int | None, now: int, acct: Any, filled: int, size: int,
+                out: list[Output], leg: int, x: list[int] | None, market: Any, is_buy: Any,
+                reduce_only: Any, price: Any, nonce: Any, expiry: Any) -> Result:
         """Hand a checked order to its book and turn the events into outputs. ``leg`` is the
-        risk gate's cost of the order's side in its market with the order in (-1: none)."""
+        risk gate's cost of the order's side in its market with the order in (-1: none),
+        ``x`` the account's exposure list in the market when the caller has it, ``market``
+        to ``expiry`` the signed order's fields."""
         oid = self.next_oid
-        _, _, market, is_buy, reduce_only, price, _, nonce, expiry, _ = _astuple(o)
         expiry -= self._expiry_margin
         bo = BookOrder(oid, acct[0], acct[1], is_buy, price, size, tif, cid=cid, stp=stp,
                        reduce_only=reduce_only, expiry=expiry)
@@ -871,6 +892,7 @@ class Engine:
         self.next_oid = oid + 1
         self._use_nonce(acct[0], nonce, expiry, False)
         rec = OrderRec(oid, market, acct, o, sig, bo, filled, cid)
+        rec.x = x
         self.orders[oid] = rec
         self.open_count[acct] = self.open_count.get(acct, 0) + 1
         self._expose(rec, first.size)
@@ -942,8 +964,8 @@ class Engine:
                 return _ack(req_id, Code.OFF_LOT, "size off lot")
             self._events(book.modify(rec.oid, rec.price, new_size, now), out, 0)
             return self._done(req_id, rec.oid, out)
-        n_owner, n_sub, n_market, n_is_buy, n_reduce_only, n_price, n_size, n_nonce, _, _ = (
-            _astuple(n))
+        (n_owner, n_sub, n_market, n_is_buy, n_reduce_only, n_price, n_size, n_nonce, n_expiry,
+         n_max_fee) = _astuple(n)
         owner = n_owner.lower()
         acct = rec.acct
         if (owner != acct[0] or n_sub != acct[1]
@@ -952,7 +974,8 @@ class Engine:
             return _ack(req_id, Code.BAD_REQUEST,
                         "replacement must keep owner, sub-account, market and side")
         bo = rec.bo
-        bad = self._validate_order(n, owner, new_signer, bo.tif, bo.stp, now)
+        bad = self._validate_order(n_owner, n_market, n_price, n_size, n_expiry, n_max_fee,
+                                   owner, new_signer, bo.tif, bo.stp, now)
         if bad is not None:
             return _ack(req_id, *bad)
         same_nonce = n_nonce == rec.signed.nonce
@@ -972,8 +995,10 @@ class Engine:
             return _ack(req_id, *bad)
         leg = self._leg
         self._events(book.cancel(rec.oid, _CANCEL_USER), out, 0)
+        # the replacement keeps account, market and side: the same exposure list
         return self._submit(req_id, n, new_sig, bo.tif, bo.stp, rec.cid, now, acct, filled,
-                            size, out, leg)
+                            size, out, leg, rec.x, n_market, n_is_buy, n_reduce_only, n_price,
+                            n_nonce, n_expiry)
 
     def _expire(self, cmd: ExpireTick) -> Result:
         now = max(cmd.now, self.clock)
@@ -1203,7 +1228,7 @@ class Engine:
             return _ack(cmd.req_id, Code.UNKNOWN_ASSET, f"unknown asset {cmd.asset}")
         if cmd.amount <= 0:
             return _ack(cmd.req_id, Code.BAD_SIZE, "deposit amount must be positive")
-        self.ledger.deposit((cmd.owner.lower(), cmd.sub), cmd.asset, cmd.amount)
+        self.ledger.deposit(self._acct(cmd.owner.lower(), cmd.sub), cmd.asset, cmd.amount)
         return Result(Ack(cmd.req_id, True, _OK, "", 0, 0), [], True)
 
     def _settled(self, cmd: ChainBatchSettled) -> Result:

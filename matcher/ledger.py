@@ -11,7 +11,7 @@ unsettled items, in sequence order (brief invariants 3, 4 and 6).
 from __future__ import annotations
 
 import hashlib
-from typing import Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 import msgspec
 
@@ -104,12 +104,15 @@ class Ledger:
 
     # ---------------------------------------------------------------- queries
 
-    def account(self, acct: Acct) -> SubAccount:
+    # account keys arrive as Any: a tuple[str, int] parameter is unboxed by the compiled
+    # build and boxed anew (a new tuple object, hashed and compared) for each dict operation
+
+    def account(self, acct: Any) -> SubAccount:
         """The projected state of a sub-account (an empty one if unknown; do not mutate)."""
         st = self.projected.get(acct)
         return st if st is not None else _EMPTY
 
-    def position(self, acct: Acct, market: int) -> int:
+    def position(self, acct: Any, market: int) -> int:
         """Projected position size of a sub-account in a market."""
         st = self.projected.get(acct)
         if st is None:
@@ -129,7 +132,7 @@ class Ledger:
 
     # ---------------------------------------------------------------- changes
 
-    def deposit(self, acct: Acct, asset: int, amount: int) -> None:
+    def deposit(self, acct: Any, asset: int, amount: int) -> None:
         """A confirmed deposit moves both states."""
         for accounts in (self.confirmed, self.projected):
             st = accounts.get(acct)
