@@ -19,6 +19,11 @@ contract SettlementModule is MarginEngine {
 
     uint8 private constant MALFORMED = 255; // not a reject reason: the batch reverts
 
+    // memory addresses of a batch's two sides, the first allocations of settle() (checked there): the fill path's
+    // assembly reads their fields at constant addresses
+    uint256 private constant T = 0x80;
+    uint256 private constant K = 0x420; // T + 29 words
+
     /// @dev One side of a fill, reused across the batch.
     struct Side {
         uint256 off; // absolute calldata offset of the packed order
@@ -85,6 +90,12 @@ contract SettlementModule is MarginEngine {
     ///         which enforces OPERATOR_ROLE and non-reentrancy.
     /// @param batch firstSeq:uint64 count:uint16 [0x00 orderCount:uint16 (order sig){orderCount}] item{count}
     function settle(bytes calldata batch) external {
+        // the batch's two sides first, so they sit at fixed addresses (T, K) that the fill path uses as constants
+        Side memory t;
+        Side memory k;
+        assembly ("memory-safe") {
+            if iszero(and(eq(t, T), eq(k, K))) { invalid() }
+        }
         if (address(this) == _self) revert DirectCallForbidden();
         S.Layout storage l = S.store();
         uint256 base;
@@ -103,7 +114,7 @@ contract SettlementModule is MarginEngine {
         Ctx memory c = _newCtx();
         c.domain = H.domainSeparator(address(this));
         c.fundDelta = new int256[](c.nMarkets);
-        uint256 rejected = _items(c, base, len, firstSeq, count);
+        uint256 rejected = _items(c, t, k, base, len, firstSeq, count);
         _flushNonces(c.nonces);
         _flushOi(c);
         l.nextSeq = firstSeq + uint64(count);
@@ -116,12 +127,10 @@ contract SettlementModule is MarginEngine {
     }
 
     /// @dev Runs the items (after the order table); reverts MalformedBatch; returns the number rejected.
-    function _items(Ctx memory c, uint256 base, uint256 len, uint64 firstSeq, uint256 count)
+    function _items(Ctx memory c, Side memory t, Side memory k, uint256 base, uint256 len, uint64 firstSeq, uint256 count)
         private
         returns (uint256 rejected)
     {
-        Side memory t;
-        Side memory k;
         uint256 o = _orderTable(c, base, len);
         {
             // chained buckets of nonce and account records (disjoint keys: nonce keys have bit 255 set), about
@@ -328,18 +337,18 @@ contract SettlementModule is MarginEngine {
             let w := calldataload(o)
             fillSize := shr(192, w)
             fillPrice := and(shr(128, w), 0xffffffffffffffff)
-            mstore(add(t, 0x140), and(shr(96, w), 0xffffffff))
-            mstore(add(k, 0x140), and(shr(64, w), 0xffffffff))
-            m := mload(add(t, 0x60))
+            mstore(add(T, 0x140), and(shr(96, w), 0xffffffff))
+            mstore(add(K, 0x140), and(shr(64, w), 0xffffffff))
+            m := mload(add(T, 0x60))
             let bad := or(
-                or(iszero(lt(m, mload(add(c, 0x40)))), iszero(eq(mload(add(k, 0x60)), m))),
+                or(iszero(lt(m, mload(add(c, 0x40)))), iszero(eq(mload(add(K, 0x60)), m))),
                 or(
-                    eq(mload(add(t, 0x160)), mload(add(k, 0x160))),
-                    or(gt(mload(add(t, 0x80)), 3), gt(mload(add(k, 0x80)), 3))
+                    eq(mload(add(T, 0x160)), mload(add(K, 0x160))),
+                    or(gt(mload(add(T, 0x80)), 3), gt(mload(add(K, 0x80)), 3))
                 )
             )
-            if eq(mload(add(t, 0x20)), mload(add(k, 0x20))) {
-                bad := or(bad, or(eq(mload(add(t, 0x40)), mload(add(k, 0x40))), eq(mload(add(t, 0xe0)), mload(add(k, 0xe0)))))
+            if eq(mload(add(T, 0x20)), mload(add(K, 0x20))) {
+                bad := or(bad, or(eq(mload(add(T, 0x40)), mload(add(K, 0x40))), eq(mload(add(T, 0xe0)), mload(add(K, 0xe0)))))
             }
             if bad { r := R_INVALID_ITEM }
         }
@@ -357,7 +366,7 @@ contract SettlementModule is MarginEngine {
         if (!_orderSigOk(c, t) || !_orderSigOk(c, k)) return R_BAD_SIGNATURE;
         // Side field expiry 8
         assembly ("memory-safe") {
-            if or(gt(timestamp(), mload(add(t, 0x100))), gt(timestamp(), mload(add(k, 0x100)))) { r := R_EXPIRED }
+            if or(gt(timestamp(), mload(add(T, 0x100))), gt(timestamp(), mload(add(K, 0x100)))) { r := R_EXPIRED }
         }
         if (r != 0) return r;
         unchecked {
@@ -367,16 +376,16 @@ contract SettlementModule is MarginEngine {
         }
         // Side fields (words): price 5, maxFee 9, feePpm 10, isBuy 11
         assembly ("memory-safe") {
-            let buyLimit := mload(add(t, 0xa0))
-            let sellLimit := mload(add(k, 0xa0))
-            if iszero(mload(add(t, 0x160))) {
+            let buyLimit := mload(add(T, 0xa0))
+            let sellLimit := mload(add(K, 0xa0))
+            if iszero(mload(add(T, 0x160))) {
                 buyLimit := sellLimit
-                sellLimit := mload(add(t, 0xa0))
+                sellLimit := mload(add(T, 0xa0))
             }
             switch or(lt(buyLimit, fillPrice), gt(sellLimit, fillPrice))
             case 1 { r := R_PRICE_LIMIT }
             default {
-                if or(gt(mload(add(t, 0x140)), mload(add(t, 0x120))), gt(mload(add(k, 0x140)), mload(add(k, 0x120)))) {
+                if or(gt(mload(add(T, 0x140)), mload(add(T, 0x120))), gt(mload(add(K, 0x140)), mload(add(K, 0x120)))) {
                     r := R_FEE_TOO_HIGH
                 }
             }
@@ -645,13 +654,13 @@ contract SettlementModule is MarginEngine {
             // sum over both sides of max(newSize, 0) - max(s, 0) (Side fields: s 14, newSize 20)
             assembly ("memory-safe") {
                 let v := 0
-                let a := mload(add(t, 0x280))
+                let a := mload(add(T, 0x280))
                 if sgt(a, 0) { v := a }
-                a := mload(add(t, 0x1c0))
+                a := mload(add(T, 0x1c0))
                 if sgt(a, 0) { v := sub(v, a) }
-                a := mload(add(k, 0x280))
+                a := mload(add(K, 0x280))
                 if sgt(a, 0) { v := add(v, a) }
-                a := mload(add(k, 0x1c0))
+                a := mload(add(K, 0x1c0))
                 if sgt(a, 0) { v := sub(v, a) }
                 oiDelta := v
             }
@@ -666,7 +675,7 @@ contract SettlementModule is MarginEngine {
         // the usual case, one test: market m's price and every price both headers need are cached and good (Ctx
         // fields okMarkets 18, okAssets 19; Side field hdr 13; header bits: markets from 128, assets from 160)
         assembly ("memory-safe") {
-            let both := or(mload(add(t, 0x1a0)), mload(add(k, 0x1a0)))
+            let both := or(mload(add(T, 0x1a0)), mload(add(K, 0x1a0)))
             let okm := mload(add(c, 0x240))
             cached := iszero(
                 or(
@@ -731,8 +740,8 @@ contract SettlementModule is MarginEngine {
         assembly ("memory-safe") {
             mstore(add(c, 0x340), or(mload(add(c, 0x340)), shl(m, 1)))
             mstore(add(mc, 0x1a0), add(newOi, 1))
-            mstore(add(c, 0x1e0), add(mload(add(c, 0x1e0)), add(mload(add(t, 0x2c0)), mload(add(k, 0x2c0)))))
-            let f := add(mload(add(t, 0x2a0)), mload(add(k, 0x2a0)))
+            mstore(add(c, 0x1e0), add(mload(add(c, 0x1e0)), add(mload(add(T, 0x2c0)), mload(add(K, 0x2c0)))))
+            let f := add(mload(add(T, 0x2a0)), mload(add(K, 0x2a0)))
             if f {
                 let e := add(add(mload(add(c, 0x200)), 0x20), shl(5, m))
                 mstore(e, add(mload(e), f))
