@@ -118,6 +118,7 @@ _MODIFIED: Final = OrderStatus.MODIFIED
 _FILL_KIND: Final = int(ItemKind.FILL)
 _CANCEL_REASONS: Final = frozenset((int(CancelReason.USER), int(CancelReason.DEAD_MAN)))
 _CANCEL_USER: Final = CancelReason.USER
+_USER: Final = int(CancelReason.USER)
 # journaled cancel reasons -> the book's reason (replay passes it without an enum call)
 _REPLAY_CANCEL: Final = {int(r): r for r in (CancelReason.USER, CancelReason.DEAD_MAN)}
 # commands that carry a chain log position (block, log_index): exactly-once via the chain cursor
@@ -174,7 +175,7 @@ class OrderRec:
     book order and the running fill count of its nonce."""
 
     __slots__ = ("oid", "market", "acct", "signed", "sig", "bo", "filled", "price", "remaining",
-                 "is_buy", "cid", "x")
+                 "is_buy", "cid", "x", "notional")
 
     def __init__(self, oid: int, market: int, acct: Any, signed: SignedOrder, sig: bytes,
                  bo: BookOrder, filled: int, cid: int | None) -> None:
@@ -191,6 +192,9 @@ class OrderRec:
         # the book order's copies (native attributes) of the signed price and side
         self.price = bo.price
         self.remaining = 0  # open size counted in the exposure
+        # remaining * price, kept so that removing the order (a cancel, a replacement, its
+        # last fill) takes no wide multiplication
+        self.notional: Any = 0
         self.is_buy = bo.is_buy
         self.cid = cid
         # its account's exposure list in its market, once _expose has found it (the lists
@@ -653,16 +657,18 @@ class Engine:
             if x is None:
                 x = ex[rec.market] = new_exposure()
             rec.x = x
+        n: Any = -rec.notional if size == -rec.remaining else size * rec.price
         # a side's sums change: its cached leg cost (RiskModel.floor_cached) goes
         if rec.is_buy:
             x[0] += size
-            x[1] += size * rec.price
+            x[1] += n
             x[4] = -1
         else:
             x[2] += size
-            x[3] += size * rec.price
+            x[3] += n
             x[5] = -1
         rec.remaining += size
+        rec.notional += n
 
     def _forget(self, rec: OrderRec) -> None:
         """A live order ended: drop it from the records (its exposure is already zero)."""
@@ -789,21 +795,24 @@ class Engine:
         ex = self.exposure.get(acct)
         # the replaced order keeps market and side (_modify checks), so its share comes off
         # that side's exposure in that market
+        # (market, size, notional) of the replaced order for the exact passes, built only
+        # when one runs
         gone: tuple[int, int, int] | None = None
         rs = rp = 0
         if removed is not None and ex is not None:
             if removed.market not in ex:  # pragma: no cover - a live order is always exposed
                 raise KeyError(removed.market)
             rs = removed.remaining
-            rp = rs * removed.price
-            gone = (removed.market, rs, rp)
+            rp = removed.notional
         risk = self.risk
         # the lag bound first: whether the order reduces risk only matters once it is hit
         if (not reduce_only
                 and (self.ledger.pending.get(acct, 0) >= self._max_pending
-                     or len(self.ledger.unsettled) >= self._max_unsettled)
-                and not risk.reduces(st, ex, market, is_buy, size, gone)):
-            return Code.SETTLEMENT_LAG, "settlement lags; only risk-reducing orders accepted"
+                     or len(self.ledger.unsettled) >= self._max_unsettled)):
+            if rs:
+                gone = (market, rs, rp)
+            if not risk.reduces(st, ex, market, is_buy, size, gone):
+                return Code.SETTLEMENT_LAG, "settlement lags; only risk-reducing orders accepted"
         if reduce_only:
             # a reduce-only order is capped to the position by the book and refused on-chain if
             # it would grow it, so it can never add risk
@@ -819,6 +828,8 @@ class Engine:
                 if floor >= 0:
                     # a provable lower bound of the exact check's health is >= 0: it accepts
                     return None
+        if rs:
+            gone = (market, rs, rp)
         try:
             ok = risk.check_order(st, ex, market, is_buy, size, price, funding, gone)
         except KeyError:
@@ -915,7 +926,8 @@ class Engine:
         rec = self.orders.get(oid) if oid is not None else None
         if rec is None:
             return _ack(0, Code.UNKNOWN_ORDER, f"no live order {oid}")
-        if rec.acct[0] != owner.lower():
+        # the signed order's own spelling of the owner needs no lower-casing
+        if owner != rec.signed.owner and rec.acct[0] != owner.lower():
             return _ack(0, Code.NOT_AUTHORISED, "not your order")
         return rec
 
@@ -994,7 +1006,14 @@ class Engine:
         if bad is not None:
             return _ack(req_id, *bad)
         leg = self._leg
-        self._events(book.cancel(rec.oid, _CANCEL_USER), out, 0)
+        events = book.cancel(rec.oid, _CANCEL_USER)
+        if len(events) == 1 and type(events[0]) is Cancelled:
+            # the usual outcome, as _events applies it
+            self._expose(rec, -rec.remaining)
+            out.append(self._update(rec, _CANCELLED, _USER))
+            self._forget(rec)
+        else:  # pragma: no cover - a live order's cancel is exactly one Cancelled
+            self._events(events, out, 0)
         # the replacement keeps account, market and side: the same exposure list
         return self._submit(req_id, n, new_sig, bo.tif, bo.stp, rec.cid, now, acct, filled,
                             size, out, leg, rec.x, n_market, n_is_buy, n_reduce_only, n_price,
@@ -1127,15 +1146,17 @@ class Engine:
         if x is None:
             x = ex[market] = new_exposure()
         rec.x = x
+        n = q * price
         if is_buy:
             x[0] += q
-            x[1] += q * price
+            x[1] += n
             x[4] = -1
         else:
             x[2] += q
-            x[3] += q * price
+            x[3] += n
             x[5] = -1
         rec.remaining += q
+        rec.notional = n
         if len(events) > 1:
             self._replay_events(events, 1)
         return True

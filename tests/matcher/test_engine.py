@@ -145,6 +145,7 @@ def test_exposure_matches_live_orders() -> None:
         x[k] += r.remaining
         x[k + 1] += r.remaining * r.price
         assert r.remaining == r.bo.size
+        assert r.notional == r.remaining * r.price
     # the lists' first four slots are the exposure (the rest caches leg costs)
     got = {a: {m: v[:4] for m, v in x.items() if any(v[:4])} for a, x in eng.exposure.items()}
     assert {a: x for a, x in got.items() if x} == expect
