@@ -177,9 +177,11 @@ class OrderRec:
     __slots__ = ("oid", "market", "acct", "signed", "sig", "bo", "filled", "price", "remaining",
                  "is_buy", "cid", "x", "notional")
 
-    def __init__(self, oid: int, market: int, acct: Any, signed: SignedOrder, sig: bytes,
+    def __init__(self, oid: Any, market: int, acct: Any, signed: SignedOrder, sig: bytes,
                  bo: BookOrder, filled: int, cid: int | None) -> None:
-        self.oid = oid
+        # id and price boxed (Any): they go into every output and dict as objects, and a
+        # native int attribute would be boxed anew (a new int object) for each
+        self.oid: Any = oid
         self.market = market
         # the (owner, sub) tuple object itself: a tuple[str, int] attribute is stored unboxed
         # by the compiled build and rebuilt as a new tuple (hashed anew) for every dict it
@@ -189,8 +191,8 @@ class OrderRec:
         self.sig = sig
         self.bo = bo
         self.filled = filled  # cumulative on (owner, nonce), what the contract's budget sees
-        # the book order's copies (native attributes) of the signed price and side
-        self.price = bo.price
+        # the signed order's price (the book order's too) and, native, its side
+        self.price: Any = signed.price
         self.remaining = 0  # open size counted in the exposure
         # remaining * price, kept so that removing the order (a cancel, a replacement, its
         # last fill) takes no wide multiplication
@@ -657,8 +659,22 @@ class Engine:
             if x is None:
                 x = ex[rec.market] = new_exposure()
             rec.x = x
-        n: Any = -rec.notional if size == -rec.remaining else size * rec.price
         # a side's sums change: its cached leg cost (RiskModel.floor_cached) goes
+        if size == -rec.remaining:
+            # the whole open size leaves (a cancel, a replacement, the last fill)
+            n: Any = rec.notional
+            if rec.is_buy:
+                x[0] += size
+                x[1] -= n
+                x[4] = -1
+            else:
+                x[2] += size
+                x[3] -= n
+                x[5] = -1
+            rec.remaining = 0
+            rec.notional = 0
+            return
+        n = size * rec.price
         if rec.is_buy:
             x[0] += size
             x[1] += n
@@ -681,7 +697,7 @@ class Engine:
         else:
             del self.open_count[acct]
 
-    def _done(self, req_id: int, oid: int, out: list[Output]) -> Result:
+    def _done(self, req_id: int, oid: Any, out: list[Output]) -> Result:
         """The result of an accepted, journaled order command: its ack already carries the
         command sequence number ``apply`` is about to assign."""
         return Result(Ack(req_id, True, _OK, "", oid, self.cmd_seq + 1), out, True)
@@ -889,7 +905,7 @@ class Engine:
         risk gate's cost of the order's side in its market with the order in (-1: none),
         ``x`` the account's exposure list in the market when the caller has it, ``market``
         to ``expiry`` the signed order's fields."""
-        oid = self.next_oid
+        oid: Any = self.next_oid  # boxed once: the book order, the dict, the record, the ack
         expiry -= self._expiry_margin
         bo = BookOrder(oid, acct[0], acct[1], is_buy, price, size, tif, cid=cid, stp=stp,
                        reduce_only=reduce_only, expiry=expiry)
