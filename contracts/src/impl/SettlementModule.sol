@@ -19,10 +19,11 @@ contract SettlementModule is MarginEngine {
 
     uint8 private constant MALFORMED = 255; // not a reject reason: the batch reverts
 
-    // memory addresses of a batch's two sides, the first allocations of settle() (checked there): the fill path's
-    // assembly reads their fields at constant addresses
+    // memory addresses of a batch's two sides and its context, the first allocations of settle() (checked there):
+    // the fill path's assembly reads their fields at constant addresses
     uint256 private constant T = 0x80;
     uint256 private constant K = 0x420; // T + 29 words
+    uint256 private constant C = 0x7c0; // the batch's Ctx, allocated next (K + 29 words)
 
     /// @dev One side of a fill, reused across the batch.
     struct Side {
@@ -112,6 +113,9 @@ contract SettlementModule is MarginEngine {
         }
 
         Ctx memory c = _newCtx();
+        assembly ("memory-safe") {
+            if iszero(eq(c, C)) { invalid() }
+        }
         c.domain = H.domainSeparator(address(this));
         c.fundDelta = new int256[](c.nMarkets);
         uint256 rejected = _items(c, t, k, base, len, firstSeq, count);
@@ -341,7 +345,7 @@ contract SettlementModule is MarginEngine {
             mstore(add(K, 0x140), and(shr(64, w), 0xffffffff))
             m := mload(add(T, 0x60))
             let bad := or(
-                or(iszero(lt(m, mload(add(c, 0x40)))), iszero(eq(mload(add(K, 0x60)), m))),
+                or(iszero(lt(m, mload(add(C, 0x40)))), iszero(eq(mload(add(K, 0x60)), m))),
                 or(
                     eq(mload(add(T, 0x160)), mload(add(K, 0x160))),
                     or(gt(mload(add(T, 0x80)), 3), gt(mload(add(K, 0x80)), 3))
@@ -363,7 +367,7 @@ contract SettlementModule is MarginEngine {
             ) { r := R_INVALID_ITEM }
         }
         if (r != 0) return r;
-        if (!_orderSigOk(c, t) || !_orderSigOk(c, k)) return R_BAD_SIGNATURE;
+        if (!_orderSigOk(t) || !_orderSigOk(k)) return R_BAD_SIGNATURE;
         // Side field expiry 8
         assembly ("memory-safe") {
             if or(gt(timestamp(), mload(add(T, 0x100))), gt(timestamp(), mload(add(K, 0x100)))) { r := R_EXPIRED }
@@ -371,8 +375,8 @@ contract SettlementModule is MarginEngine {
         if (r != 0) return r;
         unchecked {
             // filled <= SPENT = 2**64 and fillSize < 2**64
-            if (_filled(c, t) + fillSize > t.size) return R_OVERFILL;
-            if (_filled(c, k) + fillSize > k.size) return R_OVERFILL;
+            if (_filled(t) + fillSize > t.size) return R_OVERFILL;
+            if (_filled(k) + fillSize > k.size) return R_OVERFILL;
         }
         // Side fields (words): price 5, maxFee 9, feePpm 10, isBuy 11
         assembly ("memory-safe") {
@@ -396,22 +400,22 @@ contract SettlementModule is MarginEngine {
 
     /// @dev EIP-712 digest of the packed order at calldata offset `o` (H.orderStructHashCd + H.digest) and a
     ///      low-s ecrecover of the signature that follows it (H.recoverCd), in one pass.
-    function _orderSigOk(Ctx memory c, Side memory x) private view returns (bool) {
+    function _orderSigOk(Side memory x) private view returns (bool) {
         uint256 idx = x.idx;
-        if (idx == 0) return _orderSigCheck(c, x);
-        // 2-bit state of entry idx - 1: 0 unchecked, 1 good, 2 bad; same bytes, same answer all batch
-        uint256[] memory sigs = c.sigs;
+        if (idx == 0) return _orderSigCheck(x);
+        // 2-bit state of entry idx - 1: 0 unchecked, 1 good, 2 bad; same bytes, same answer all batch (Ctx field
+        // sigs 20)
         uint256 w;
         uint256 sh;
         uint256 st;
         assembly ("memory-safe") {
             idx := sub(idx, 1)
-            w := add(add(sigs, 0x20), shl(5, shr(7, idx)))
+            w := add(add(mload(add(C, 0x280)), 0x20), shl(5, shr(7, idx)))
             sh := shl(1, and(idx, 127))
             st := and(shr(sh, mload(w)), 3)
         }
         if (st == 0) {
-            st = _orderSigCheck(c, x) ? 1 : 2;
+            st = _orderSigCheck(x) ? 1 : 2;
             assembly ("memory-safe") {
                 mstore(w, or(mload(w), shl(sh, st)))
             }
@@ -419,13 +423,14 @@ contract SettlementModule is MarginEngine {
         return st == 1;
     }
 
-    function _orderSigCheck(Ctx memory c, Side memory x) private view returns (bool) {
+    function _orderSigCheck(Side memory x) private view returns (bool) {
         bytes32 th = H.ORDER_TYPEHASH;
         uint256 halfN = H.HALF_N;
-        bytes32 domain = c.domain;
         uint256 o = x.off;
         address signer;
+        // Ctx field domain 17
         assembly ("memory-safe") {
+            let domain := mload(add(C, 0x220))
             let p := mload(0x40)
             mstore(p, th)
             let w := calldataload(o)
@@ -465,7 +470,7 @@ contract SettlementModule is MarginEngine {
 
     /// @dev Filled amount of (owner, nonce) for the OVERFILL check; SPENT (above any size) once spent (§4).
     ///      Binds x.nr to the nonce's batch record, loading its state (and lane if partially filled) on first use.
-    function _filled(Ctx memory c, Side memory x) private view returns (uint256 v) {
+    function _filled(Side memory x) private view returns (uint256 v) {
         uint256 owner;
         uint256 nonce;
         uint256 key;
@@ -475,7 +480,7 @@ contract SettlementModule is MarginEngine {
             nonce := mload(add(x, 0xe0))
             key := or(shl(255, 1), or(shl(64, owner), nonce))
         }
-        (uint256 ptr, uint256 bucket) = _find(c.hm, key);
+        (uint256 ptr, uint256 bucket) = _find(key);
         if (ptr != 0) {
             x.nr = ptr;
             assembly ("memory-safe") {
@@ -514,16 +519,16 @@ contract SettlementModule is MarginEngine {
                 }
             }
         }
-        uint256 packed = c.nonces | (v << NR_FILLED_SHIFT) | (st << NR_ST0_SHIFT);
+        // the new record heads the write-back list (Ctx field nonces 24)
         assembly ("memory-safe") {
             ptr := mload(0x40)
             mstore(0x40, add(ptr, 0x60))
             mstore(ptr, mload(bucket))
-            mstore(add(ptr, 0x20), packed)
+            mstore(add(ptr, 0x20), or(mload(add(C, 0x300)), or(shl(NR_FILLED_SHIFT, v), shl(NR_ST0_SHIFT, st))))
             mstore(add(ptr, 0x40), key)
             mstore(bucket, ptr)
+            mstore(add(C, 0x300), ptr)
         }
-        c.nonces = ptr;
         x.nr = ptr;
     }
 
@@ -535,9 +540,10 @@ contract SettlementModule is MarginEngine {
         }
     }
 
-    /// @dev The record for `key` in the batch's hash map (0 if none) and its bucket's address.
-    function _find(uint256[] memory hm, uint256 key) private pure returns (uint256 ptr, uint256 bucket) {
+    /// @dev The record for `key` in the batch's hash map (Ctx field hm 23; 0 if none) and its bucket's address.
+    function _find(uint256 key) private pure returns (uint256 ptr, uint256 bucket) {
         assembly ("memory-safe") {
+            let hm := mload(add(C, 0x2e0))
             // multiplicative hashing; owners are random, so the product's middle bits spread well
             let h := and(shr(128, mul(key, 0x9e3779b97f4a7c15f39cc0605cedc8341082276bf3a27251f86c6a11d0c18e95)), sub(mload(hm), 1))
             bucket := add(add(hm, 0x20), shl(5, h))
@@ -641,7 +647,7 @@ contract SettlementModule is MarginEngine {
             unchecked {
                 cash = fillSize * fillPrice / uint256(MarginMath.NOTIONAL_DIV); // both < 2**64
             }
-            uint256 bad = _side(c, t, m, mc, fillSize, cash) | _side(c, k, m, mc, fillSize, cash);
+            uint256 bad = _side(t, m, mc, fillSize, cash) | _side(k, m, mc, fillSize, cash);
             if (bad & 1 != 0) return R_REDUCE_ONLY;
             if (bad != 0) return R_INVALID_ITEM;
         }
@@ -676,11 +682,11 @@ contract SettlementModule is MarginEngine {
         // fields okMarkets 18, okAssets 19; Side field hdr 13; header bits: markets from 128, assets from 160)
         assembly ("memory-safe") {
             let both := or(mload(add(T, 0x1a0)), mload(add(K, 0x1a0)))
-            let okm := mload(add(c, 0x240))
+            let okm := mload(add(C, 0x240))
             cached := iszero(
                 or(
                     or(iszero(and(shr(m, okm), 1)), and(and(shr(128, both), 0xffffffff), not(okm))),
-                    and(and(shr(160, both), 0xffff), not(mload(add(c, 0x260))))
+                    and(and(shr(160, both), 0xffff), not(mload(add(C, 0x260))))
                 )
             )
         }
@@ -693,9 +699,9 @@ contract SettlementModule is MarginEngine {
                     return R_ORACLE_UNAVAILABLE;
                 }
                 // no sums without a price: the two accounts' records (if any) are rebuilt when next needed
-                _dropAcct(c, t.id);
-                _dropAcct(c, k.id);
-                _commitFill(c, t, k, mc, fillSize, uint256(newOi));
+                _dropAcct(t.id);
+                _dropAcct(k.id);
+                _commitFill(t, k, mc, fillSize, uint256(newOi));
                 return 0;
             }
             {
@@ -711,18 +717,17 @@ contract SettlementModule is MarginEngine {
 
         if (!_marginOk(c, t, m, mc) || !_marginOk(c, k, m, mc)) {
             // a record built by this fill holds its after-state (_marginOk): forget both, rebuilt when next needed
-            _dropAcct(c, t.id);
-            _dropAcct(c, k.id);
+            _dropAcct(t.id);
+            _dropAcct(k.id);
             return R_INSUFFICIENT_MARGIN;
         }
 
-        _commitFill(c, t, k, mc, fillSize, uint256(newOi));
+        _commitFill(t, k, mc, fillSize, uint256(newOi));
         return 0;
     }
 
     /// @dev Applies a checked fill in fill market m = t.market whose cache is `mc`.
     function _commitFill(
-        Ctx memory c,
         Side memory t,
         Side memory k,
         MarketCache memory mc,
@@ -738,12 +743,12 @@ contract SettlementModule is MarginEngine {
         // summed over at most 2**17 sides; m < nMarkets, the length of c.fundDelta (_fill). Ctx fields (words):
         // feeAcc 15, fundDelta 16, oiDirty 26; Side fields funding 21, fee 22; MarketCache field oi 13.
         assembly ("memory-safe") {
-            mstore(add(c, 0x340), or(mload(add(c, 0x340)), shl(m, 1)))
+            mstore(add(C, 0x340), or(mload(add(C, 0x340)), shl(m, 1)))
             mstore(add(mc, 0x1a0), add(newOi, 1))
-            mstore(add(c, 0x1e0), add(mload(add(c, 0x1e0)), add(mload(add(T, 0x2c0)), mload(add(K, 0x2c0)))))
+            mstore(add(C, 0x1e0), add(mload(add(C, 0x1e0)), add(mload(add(T, 0x2c0)), mload(add(K, 0x2c0)))))
             let f := add(mload(add(T, 0x2a0)), mload(add(K, 0x2a0)))
             if f {
-                let e := add(add(mload(add(c, 0x200)), 0x20), shl(5, m))
+                let e := add(add(mload(add(C, 0x200)), 0x20), shl(5, m))
                 mstore(e, add(mload(e), f))
             }
         }
@@ -810,7 +815,7 @@ contract SettlementModule is MarginEngine {
     ///      every value stays in its storage range, x.newSize, x.newPos (S.packPosition) and x.newHdr (S.withQuote,
     ///      market bit). Returns 0, or bit 0 set when x is reduce-only and the fill does not strictly reduce its
     ///      position (MarginMath.strictlyReduces), bit 1 when a value leaves its storage range.
-    function _side(Ctx memory c, Side memory x, uint256 m, MarketCache memory mc, uint256 fillSize, uint256 cash)
+    function _side(Side memory x, uint256 m, MarketCache memory mc, uint256 fillSize, uint256 cash)
         private
         view
         returns (uint256 bad)
@@ -854,7 +859,7 @@ contract SettlementModule is MarginEngine {
             }
         }
         if (bad != 0) {
-            _loadRare(c, x, m, bad);
+            _loadRare(x, m, mc, bad);
             if (bad & 1 != 0) hdr = x.hdr;
             if (bad & 2 != 0) (s, on, snap) = (x.s, x.on, x.snap);
         }
@@ -933,10 +938,10 @@ contract SettlementModule is MarginEngine {
     }
 
     /// @dev _side's rare cases: a wide header (rare & 1), a wide position or one from an older funding epoch
-    ///      (rare & 2).
-    function _loadRare(Ctx memory c, Side memory x, uint256 m, uint256 rare) private view {
+    ///      (rare & 2); `mc` is market m's cache (as _position).
+    function _loadRare(Side memory x, uint256 m, MarketCache memory mc, uint256 rare) private view {
         if (rare & 1 != 0) x.hdr = S.store().acct[x.id | 0x400];
-        if (rare & 2 != 0) (x.s, x.on, x.snap) = S.unpackPosition(_position(c, x.id, m));
+        if (rare & 2 != 0) (x.s, x.on, x.snap) = S.unpackPosition(S.loadPositionAt(x.id, m, mc.cum, mc.epoch));
     }
 
     /// @dev Risk rule of §3: H_im(after) >= 0, or strictly reducing and H_im(after) >= H_im(before).
@@ -949,7 +954,7 @@ contract SettlementModule is MarginEngine {
     ///      (_clearCache), and prices are fixed for the batch. `mc` is market m's cache (c.m[m]).
     function _marginOk(Ctx memory c, Side memory x, uint256 m, MarketCache memory mc) private view returns (bool) {
         (int256 b, uint256 p, uint256 q) = _contrib(mc, x.newPos);
-        (uint256 r, uint256 bucket) = _find(c.hm, x.id);
+        (uint256 r, uint256 bucket) = _find(x.id);
         if (r == 0) r = _newAcct(c, x.id, x.newHdr, m, bucket);
         int256 afterH;
         // Record fields (words): B 3, P 4, R 5, W 6, then (B, P, R) of market mm at 7 + 3 * mm; Ctx field haircut 4;
@@ -971,7 +976,7 @@ contract SettlementModule is MarginEngine {
             mstore(t, q)
             q := sub(add(mload(add(r, 0xa0)), q), old)
             mstore(add(r, 0xa0), q)
-            let h := mul(p, mload(add(c, 0x80)))
+            let h := mul(p, mload(add(C, 0x80)))
             if h { h := add(div(sub(h, 1), 1000000), 1) } // MarginMath.haircut's ceil_div by PPM
             afterH := sub(sub(add(add(signextend(15, mload(add(x, 0x240))), b), mload(add(r, 0xc0))), h), q)
         }
@@ -1068,8 +1073,8 @@ contract SettlementModule is MarginEngine {
     }
 
     /// @dev Forgets the batch record of `id`, if any (a zero key never matches: ids are non-zero).
-    function _dropAcct(Ctx memory c, uint256 id) private pure {
-        (uint256 r,) = _find(c.hm, id);
+    function _dropAcct(uint256 id) private pure {
+        (uint256 r,) = _find(id);
         assembly ("memory-safe") {
             if r { mstore(add(r, 0x40), 0) }
         }
