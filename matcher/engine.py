@@ -377,8 +377,11 @@ class Engine:
             res = self._cancel(cmd)
         else:
             res = self._handlers[t](cmd)
-        self._scratch.clear()
-        self._fast_makers.clear()
+        # filled only by maker checks (a command that trades)
+        if self._scratch:
+            self._scratch.clear()
+        if self._fast_makers:
+            self._fast_makers.clear()
         if t not in _ORDER_CMDS:
             # deposits, settlements, chain events, withdrawals, funding and prices move
             # projected states, prices or indices: no cached base health survives them
@@ -994,8 +997,9 @@ class Engine:
             return self._done(req_id, rec.oid, out)
         (n_owner, n_sub, n_market, n_is_buy, n_reduce_only, n_price, n_size, n_nonce, n_expiry,
          n_max_fee) = _astuple(n)
-        owner = n_owner.lower()
         acct = rec.acct
+        # the replaced order's own spelling of the owner needs no lower-casing
+        owner = acct[0] if n_owner == rec.signed.owner else n_owner.lower()
         if (owner != acct[0] or n_sub != acct[1]
                 or n_market != rec.market or n_is_buy != rec.is_buy
                 or new_sig is None or new_signer is None):
