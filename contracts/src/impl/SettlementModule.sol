@@ -277,16 +277,20 @@ contract SettlementModule is MarginEngine {
     /// @dev A FILL_REF item whose body starts at absolute offset `p`: reads the two order-table entries it references
     ///      and applies the fill (_fill); MALFORMED for an index out of range.
     function _fillRef(Ctx memory c, Side memory t, Side memory k, uint256 p) private returns (uint8) {
-        uint256 n = c.nOrders;
         uint256 ti;
         uint256 ki;
+        bool bad;
+        uint256 tbl;
+        // Ctx fields nOrders 21, tbl 22
         assembly ("memory-safe") {
             let w := calldataload(p)
             ti := shr(240, w)
             ki := and(shr(224, w), 0xffff)
+            let n := mload(add(C, 0x2a0))
+            bad := iszero(and(lt(ti, n), lt(ki, n)))
+            tbl := mload(add(C, 0x2c0))
         }
-        if (ti >= n || ki >= n) return MALFORMED;
-        uint256 tbl = c.tbl;
+        if (bad) return MALFORMED;
         unchecked {
             // indices < 2**16, the table lies inside calldata
             _readOrder(t, tbl + ti * B.SIGNED_ORDER, ti + 1);
@@ -465,7 +469,14 @@ contract SettlementModule is MarginEngine {
             }
         }
         if (signer == address(0)) return false;
-        return signer == x.owner || S.store().agents[x.owner][signer];
+        uint256 owner;
+        bool own;
+        // Side field owner 1, a clean 160-bit word (_readOrder), as is the precompile's output: no address cleanup
+        assembly ("memory-safe") {
+            owner := mload(add(x, 0x20))
+            own := eq(signer, owner)
+        }
+        return own || S.store().agents[address(uint160(owner))][signer];
     }
 
     /// @dev Filled amount of (owner, nonce) for the OVERFILL check; SPENT (above any size) once spent (§4).
@@ -569,7 +580,7 @@ contract SettlementModule is MarginEngine {
                 if and(pw, NR_DIRTY) {
                     let key := mload(add(p, 0x40))
                     let nonce := and(key, 0xffffffffffffffff)
-                    let owner := and(shr(64, key), 0xffffffffffffffffffffffffffffffffffffffff)
+                    let owner := shr(96, shl(32, key)) // bits 64..223; no 160-bit mask (computed at run time)
                     let v := and(shr(NR_FILLED_SHIFT, pw), NR_FILLED_MASK)
                     let st0 := and(shr(NR_ST0_SHIFT, pw), 3)
                     mstore(0, or(shl(255, 1), or(shl(57, owner), shr(7, nonce))))
@@ -653,11 +664,14 @@ contract SettlementModule is MarginEngine {
         }
 
         // open interest = total long size, held in memory for the batch (_flushOi)
-        int256 oiDelta;
-        int256 newOi;
-        unchecked {
-            // sizes < 2**80, open interest < 2**128
-            // sum over both sides of max(newSize, 0) - max(s, 0) (Side fields: s 14, newSize 20)
+        uint256 newOi;
+        {
+            uint256 oi1 = mc.oi;
+            if (oi1 == 0) oi1 = uint256(S.store().markets[m].openInterest) + 1;
+            bool capped;
+            // newOi = max(oi1 - 1 + delta, 0) with delta the sum over both sides of max(newSize, 0) - max(s, 0), capped
+            // when delta > 0 and newOi > oiCap. Unchecked: sizes < 2**80, open interest < 2**128. Side fields: s 14,
+            // newSize 20; MarketCache field oiCap 5.
             assembly ("memory-safe") {
                 let v := 0
                 let a := mload(add(T, 0x280))
@@ -668,14 +682,13 @@ contract SettlementModule is MarginEngine {
                 if sgt(a, 0) { v := add(v, a) }
                 a := mload(add(K, 0x1c0))
                 if sgt(a, 0) { v := sub(v, a) }
-                oiDelta := v
+                a := add(sub(oi1, 1), v)
+                if slt(a, 0) { a := 0 }
+                newOi := a
+                capped := and(sgt(v, 0), gt(a, mload(add(mc, 0xa0))))
             }
-            uint256 oi1 = mc.oi;
-            if (oi1 == 0) oi1 = uint256(S.store().markets[m].openInterest) + 1;
-            newOi = int256(oi1 - 1) + oiDelta;
+            if (capped) return R_OPEN_INTEREST_CAP;
         }
-        if (newOi < 0) newOi = 0;
-        if (oiDelta > 0 && uint256(newOi) > mc.oiCap) return R_OPEN_INTEREST_CAP;
 
         bool cached;
         // the usual case, one test: market m's price and every price both headers need are cached and good (Ctx
@@ -701,7 +714,7 @@ contract SettlementModule is MarginEngine {
                 // no sums without a price: the two accounts' records (if any) are rebuilt when next needed
                 _dropAcct(t.id);
                 _dropAcct(k.id);
-                _commitFill(t, k, mc, fillSize, uint256(newOi));
+                _commitFill(t, k, mc, fillSize, newOi);
                 return 0;
             }
             {
@@ -722,7 +735,7 @@ contract SettlementModule is MarginEngine {
             return R_INSUFFICIENT_MARGIN;
         }
 
-        _commitFill(t, k, mc, fillSize, uint256(newOi));
+        _commitFill(t, k, mc, fillSize, newOi);
         return 0;
     }
 
