@@ -812,10 +812,9 @@ class Engine:
             return None
         st = self.ledger.account(acct)
         ex = self.exposure.get(acct)
-        # the replaced order keeps market and side (_modify checks), so its share comes off
-        # that side's exposure in that market
-        # (market, size, notional) of the replaced order for the exact passes, built only
-        # when one runs
+        # the replaced order keeps market and side (_modify checks), so its share (rs size,
+        # rp notional) comes off that side's exposure in that market; ``gone`` is that share
+        # as the exact passes take it, built only when one runs
         gone: tuple[int, int, int] | None = None
         rs = rp = 0
         if removed is not None and ex is not None:
@@ -925,11 +924,12 @@ class Engine:
         rec.x = x
         self.orders[oid] = rec
         self.open_count[acct] = self.open_count.get(acct, 0) + 1
-        self._expose(rec, first.size)
+        accepted = first.size
+        self._expose(rec, accepted)
         out.append(self._update(rec, _OPEN))
         if len(events) > 1:
             self._events(events, out, 1)
-        elif leg >= 0 and first.size == size:
+        elif leg >= 0 and accepted == size:
             # the book took the whole order and nothing else moved: the side's sums are now
             # what the gate's leg was computed from (the replaced order is gone, this one is
             # in), so its cost is the cache's value (RiskModel.floor_cached)
