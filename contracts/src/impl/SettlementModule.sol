@@ -42,9 +42,9 @@ contract SettlementModule is MarginEngine {
         uint256 id;
         uint256 hdr;
         int256 s; // old size
-        int256 on; // old open notional
-        int256 snap; // old funding snapshot
-        int256 d; // size delta
+        int256 on; // old open notional (only _loadRare writes it)
+        int256 snap; // old funding snapshot (only _loadRare writes it)
+        int256 d; // not written on the fill path: the size delta is newSize - s
         uint256 newHdr;
         uint256 newPos;
         int256 newSize;
@@ -708,7 +708,11 @@ contract SettlementModule is MarginEngine {
                 // Reduce-only mode (§9.8): with the market's oracle down, positions may still be closed or
                 // shrunk. A fill where both sides strictly reduce without flipping cannot raise either side's
                 // risk, so it needs no price and no margin check; anything else waits for a fresh price.
-                if (!MarginMath.strictlyReduces(t.s, t.d) || !MarginMath.strictlyReduces(k.s, k.d)) {
+                // the size deltas: newSize - s (both in range here)
+                if (
+                    !MarginMath.strictlyReduces(t.s, t.newSize - t.s)
+                        || !MarginMath.strictlyReduces(k.s, k.newSize - k.s)
+                ) {
                     return R_ORACLE_UNAVAILABLE;
                 }
                 // no sums without a price: the two accounts' records (if any) are rebuilt when next needed
@@ -822,11 +826,11 @@ contract SettlementModule is MarginEngine {
         }
     }
 
-    /// @dev One side of a fill in market m (cache `mc`) before and after it, in one pass: x.hdr, x.s, x.on,
-    ///      x.snap (S.loadHeader, S.loadPosition with the market's cached index and epoch; the slots read are kept
-    ///      for _store) and the size delta x.d; then steps 1-4 of "Applying a trade": x.funding, x.fee and, when
-    ///      every value stays in its storage range, x.newSize, x.newPos (S.packPosition) and x.newHdr (S.withQuote,
-    ///      market bit). Returns 0, or bit 0 set when x is reduce-only and the fill does not strictly reduce its
+    /// @dev One side of a fill in market m (cache `mc`) before and after it, in one pass: x.hdr and x.s
+    ///      (S.loadHeader, S.loadPosition with the market's cached index and epoch; the slots read are kept for
+    ///      _store; the old open notional and snapshot stay on the stack, _reducesHealth reloads the position), then
+    ///      steps 1-4 of "Applying a trade": x.funding, x.fee and, when every value stays in its storage range,
+    ///      x.newSize, x.newPos (S.packPosition) and x.newHdr (S.withQuote, market bit). Returns 0, or bit 0 set when x is reduce-only and the fill does not strictly reduce its
     ///      position (MarginMath.strictlyReduces), bit 1 when a value leaves its storage range.
     function _side(Side memory x, uint256 m, MarketCache memory mc, uint256 fillSize, uint256 cash)
         private
@@ -884,8 +888,6 @@ contract SettlementModule is MarginEngine {
         assembly ("memory-safe") {
             mstore(add(x, 0x1a0), hdr)
             mstore(add(x, 0x1c0), s)
-            mstore(add(x, 0x1e0), on)
-            mstore(add(x, 0x200), snap)
             bad := 0 // the rare-case bits are handled
             {
                 let fee := div(mul(cash, mload(add(x, 0x140))), 1000000)
@@ -895,7 +897,6 @@ contract SettlementModule is MarginEngine {
                     fillSize := sub(0, fillSize)
                     cash := sub(0, cash)
                 }
-                mstore(add(x, 0x220), fillSize)
                 // reduce-only: s and d of opposite signs, d != 0 and |d| <= |s|
                 if and(mload(add(x, 0x80)), 2) {
                     let as_ := s
@@ -940,7 +941,7 @@ contract SettlementModule is MarginEngine {
                     )
                 }
                 mstore(add(x, 0x260), pos)
-                let h := or(and(hdr, not(LO)), and(snap, LO))
+                let h := xor(hdr, and(xor(hdr, snap), LO)) // hdr's high half, snap's low half
                 let bit := shl(add(128, m), 1)
                 switch ns
                 case 0 { h := and(h, not(bit)) }
@@ -1002,11 +1003,12 @@ contract SettlementModule is MarginEngine {
     ///      terms swapped back for the old position's.
     function _reducesHealth(Ctx memory c, Side memory x, uint256 m, MarketCache memory mc, uint256 r, int256 afterH)
         private
-        pure
+        view
         returns (bool)
     {
-        if (!MarginMath.strictlyReduces(x.s, x.d)) return false;
-        (int256 b, uint256 p, uint256 q) = _contrib(mc, S.packPosition(x.s, x.on, x.snap));
+        if (!MarginMath.strictlyReduces(x.s, x.newSize - x.s)) return false; // the size delta
+        // the position before the fill: storage still holds it (_store comes after both sides' checks)
+        (int256 b, uint256 p, uint256 q) = _contrib(mc, S.loadPositionAt(x.id, m, mc.cum, mc.epoch));
         uint256 w;
         // record fields as in _marginOk; exact for the same reason
         assembly ("memory-safe") {
