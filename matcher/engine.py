@@ -787,14 +787,22 @@ class Engine:
             return Code.NOT_AUTHORISED, "signer is neither the owner nor an approved agent"
         if tif not in TIF_VALUES or stp not in STP_VALUES or tif == _MARKET:
             return Code.BAD_REQUEST, "bad tif or stp"
-        # x >> 64 instead of x <= _U64: no compare against a boxed wide constant
-        if type(size) is not int or size <= 0 or size >> 64:
+        # x >> 64 instead of x <= _U64: no compare against a boxed wide constant. Once the
+        # type is checked, the native copies (q, p) take the native int operations instead
+        # of the generic ones on objects
+        if type(size) is not int:
             return Code.BAD_SIZE, "size must be in 1..2**64-1"
-        if type(price) is not int or price <= 0 or price >> 64:
+        q: int = size
+        if q <= 0 or q >> 64:
+            return Code.BAD_SIZE, "size must be in 1..2**64-1"
+        if type(price) is not int:
             return Code.BAD_PRICE, "price must be in 1..2**64-1"
-        if price % tick:
+        p: int = price
+        if p <= 0 or p >> 64:
+            return Code.BAD_PRICE, "price must be in 1..2**64-1"
+        if p % tick:
             return Code.OFF_TICK, f"price not a multiple of tick {tick}"
-        if size % lot:
+        if q % lot:
             return Code.OFF_LOT, f"size not a multiple of lot {lot}"
         if expiry - self._expiry_margin < max(now, 1):
             return Code.EXPIRED, "order expired (or expires within the settlement margin)"
