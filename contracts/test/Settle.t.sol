@@ -235,6 +235,8 @@ contract SettleTest is Fixture {
         // index out of range: MalformedBatch at the item's kind byte
         bytes memory b = abi.encodePacked(uint64(1), uint16(1), uint8(0), uint16(1), entry);
         _expectMalformed(abi.encodePacked(b, uint8(6), uint16(0), uint16(1), fields), 143);
+        // a FILL_REF body one byte short of the batch's end: MalformedBatch at its kind byte too
+        _expectMalformed(abi.encodePacked(b, uint8(6), uint16(0), uint16(0), uint64(1e8), ETH_PX, uint32(0), uint16(0)), 143);
         // FILL_REF without a table
         _expectMalformed(abi.encodePacked(uint64(1), uint16(1), uint8(6), uint16(0), uint16(0), fields), 10);
         // truncated table (header or entries): offset 10
