@@ -944,7 +944,7 @@ class Engine:
             x = rec.x
             assert x is not None
             if x[6] != self._leg_gen:
-                x[4] = x[5] = -1
+                x[4] = x[5] = x[7] = x[9] = -1
                 x[6] = self._leg_gen
             x[4 if is_buy else 5] = leg
         return self._done(req_id, oid, out)

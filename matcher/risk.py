@@ -28,13 +28,14 @@ from matcher.native import use_source_if_stale
 
 # per market: [buy size, buy size*price sum, sell size, sell size*price sum] and, in the
 # engine's lists, the cache of RiskModel.floor_cached: [.., buy leg cost, sell leg cost,
-# generation] (a cost of -1: not known). Only the first four are the exposure.
+# generation, buy size sum Q, its qd, sell size sum Q, its qd] (a cost or Q of -1: not
+# known; qd = (Q * mark) // NOTIONAL_DIV). Only the first four are the exposure.
 Exposure = dict[int, list[int]]
 
 
 def new_exposure() -> list[int]:
     """A market's exposure list with nothing open and no cached leg cost."""
-    return [0, 0, 0, 0, -1, -1, 0]
+    return [0, 0, 0, 0, -1, -1, 0, -1, 0, -1, 0]
 
 _NO_EXPOSURE: Exposure = {}
 assert NOTIONAL_DIV == 9_765_625 << 10  # div_notional's factorization
@@ -48,8 +49,10 @@ class RiskModel:
         self.taker_fee_ppm = taker_fee_ppm
         self.maker_fee_ppm = maker_fee_ppm
         self.asset_prices: dict[int, int] = {}
-        # the order's own leg cost of the last floor_cached (-1: none)
+        # the order's own leg cost of the last floor_cached (-1: none), and the qd the last
+        # _leg_cost computed
         self.last_leg = -1
+        self.last_qd = 0
         self.market_prices: dict[int, int] = {}
         # the configs the order check reads, as plain dicts of ints: in the compiled module a
         # dict of tuples costs a fraction of a Mapping of dataclasses (params is frozen)
@@ -331,7 +334,10 @@ class RiskModel:
         side forgets that side's cost (``Engine._expose``), and a change of a market price,
         a funding index or the fee (any command other than an order command) moves ``gen``.
         A cached cost is then the value ``_leg_cost`` would return, so the sum is
-        :meth:`health_floor`'s, and the proof there applies unchanged."""
+        :meth:`health_floor`'s, and the proof there applies unchanged. Slots 7-10 keep, per
+        side, the last size sum of the order's own leg and its ``(Q * mark) //
+        NOTIONAL_DIV`` (valid at ``gen``: it depends on nothing else), which a replacement
+        of the same size finds again."""
         off = 0 if is_buy else 2
         slot = 4 if is_buy else 5
         fee_ppm = self.taker_fee_ppm
@@ -347,10 +353,20 @@ class RiskModel:
                 lsize += size
                 lpx += size * price
                 new_seen = True
-                c = self._leg_cost(m, lsize, lpx, is_buy, fee_ppm, funding)
+                # qd of this size sum at this generation's mark, if known: a replacement of
+                # the same size leaves the sum as it was
+                qs = 7 if is_buy else 9
+                qd = x[qs + 1] if x[qs] == lsize and x[6] == gen else -1
+                c = self._leg_cost(m, lsize, lpx, is_buy, fee_ppm, funding, qd)
                 if c < 0:
                     return None
                 self.last_leg = c
+                if qd < 0:
+                    if x[6] != gen:
+                        x[4] = x[5] = x[7] = x[9] = -1
+                        x[6] = gen
+                    x[qs] = lsize
+                    x[qs + 1] = self.last_qd
             else:
                 lsize = x[off]
                 if not lsize:
@@ -361,7 +377,7 @@ class RiskModel:
                     if c < 0:
                         return None
                     if x[6] != gen:
-                        x[4] = x[5] = -1
+                        x[4] = x[5] = x[7] = x[9] = -1
                         x[6] = gen
                     x[slot] = c
             total += c
@@ -374,9 +390,11 @@ class RiskModel:
         return base - total
 
     def _leg_cost(self, m: int, q: int, n: int, is_buy: bool, fee_ppm: int,
-                  funding: dict[int, int]) -> int:
+                  funding: dict[int, int], qd: int = -1) -> int:
         """One leg market's share of :meth:`health_floor`'s bound (always > 0), or -1 when
-        the market lacks a price, a funding index or usable bands."""
+        the market lacks a price, a funding index or usable bands. ``qd`` is ``(q * mark)
+        // NOTIONAL_DIV`` when the caller knows it (-1: computed here, and left in
+        :attr:`last_qd`)."""
         price = self.market_prices.get(m)
         terms = self._floor_terms.get(m)
         if price is None or terms is None or m not in funding:
@@ -384,7 +402,8 @@ class RiskModel:
         imf_sum, n_bands = terms
         # two divisions of the wide products, then small ints: qd <= QP/D < qd + 1 and
         # cash = N // D, so d = qd + 1 >= ceil(QP/D) and ceil(max(0, mis)/D) <= max(0, over)
-        qd = div_notional(q * price)
+        if qd < 0:
+            qd = self.last_qd = div_notional(q * price)
         cash = div_notional(n)
         over = (cash - qd if is_buy else qd - cash) + 1
         cost = cash * fee_ppm // PPM - ((-(qd + 1) * imf_sum) // PPM) + n_bands + 5

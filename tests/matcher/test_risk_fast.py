@@ -24,7 +24,7 @@ from crossbook.margin import (
     compute_health,
     reduces_without_flip,
 )
-from matcher.risk import Exposure, RiskModel, div_notional
+from matcher.risk import Exposure, RiskModel, div_notional, new_exposure
 
 MARKETS = (0, 1, 2)
 TAKER = 500
@@ -194,7 +194,7 @@ def test_health_floor_never_exceeds_worst_case(
     # the engine's variant, on exposure lists with the leg-cost cache slots: the same value
     # with the cache empty, and again with what the first call cached (a replaced order is
     # in the order's market: the only one floor_cached takes it from)
-    lists = {m: list(x) + [-1, -1, 0] for m, x in exposure.items()}
+    lists = {m: list(x) + new_exposure()[4:] for m, x in exposure.items()}
     rs, rp = (removed[1], removed[2]) if removed is not None else (0, 0)
     for _ in range(2):
         assert r.floor_cached(base, lists, market, is_buy, size, price, funding, rs, rp,

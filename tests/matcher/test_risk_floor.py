@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as hs
 
 from crossbook.config import PRICE, SIZE, USD
+from crossbook.fixedpoint import NOTIONAL_DIV
 from crossbook.protocol_types import Withdrawal
 from matcher.commands import (
     CancelOrder,
@@ -131,7 +132,8 @@ def order_cmd(w: str, is_buy: bool, px: int, size: int, nonce: int, tif: Tif,
 
 def _check_leg_cache(eng: Engine) -> int:
     """Every leg cost cached in the engine's exposure lists (current generation) equals the
-    one computed afresh from the list's sums, prices and indices; returns how many there are."""
+    one computed afresh from the list's sums, prices and indices, and so does every cached
+    qd of a size sum; returns how many there are."""
     risk, funding = eng.risk, eng.ledger.proj_funding
     known = 0
     for ex in eng.exposure.values():
@@ -144,6 +146,10 @@ def _check_leg_cache(eng: Engine) -> int:
                     assert x[off], "a cost cached for a side with nothing open"
                     assert x[slot] == risk._leg_cost(m, x[off], x[off + 1], is_buy,
                                                      eng.taker_fee, funding)
+            for qs in (7, 9):
+                if x[qs] >= 0:
+                    known += 1
+                    assert x[qs + 1] == (x[qs] * risk.market_prices[m]) // NOTIONAL_DIV
     return known
 
 
