@@ -24,6 +24,51 @@ contract SettlementModule is MarginEngine {
     uint256 private constant T = 0x80;
     uint256 private constant K = 0x420; // T + 29 words
     uint256 private constant C = 0x7c0; // the batch's Ctx, allocated next (K + 29 words)
+    // their fields' addresses (Side and Ctx layouts), which the fill path's assembly reads: the optimizer does not
+    // fold add(T, 0x60), so a named address saves a PUSH and an ADD per access
+    uint256 private constant T_OWNER = 0xa0;
+    uint256 private constant T_SUB = 0xc0;
+    uint256 private constant T_MARKET = 0xe0;
+    uint256 private constant T_FLAGS = 0x100;
+    uint256 private constant T_PRICE = 0x120;
+    uint256 private constant T_NONCE = 0x160;
+    uint256 private constant T_EXPIRY = 0x180;
+    uint256 private constant T_MAX_FEE = 0x1a0;
+    uint256 private constant T_FEE_PPM = 0x1c0;
+    uint256 private constant T_IS_BUY = 0x1e0;
+    uint256 private constant T_HDR = 0x220;
+    uint256 private constant T_OLD_SIZE = 0x240;
+    uint256 private constant T_NEW_SIZE = 0x300;
+    uint256 private constant T_FUNDING = 0x320;
+    uint256 private constant T_FEE = 0x340;
+    uint256 private constant K_OWNER = 0x440;
+    uint256 private constant K_SUB = 0x460;
+    uint256 private constant K_MARKET = 0x480;
+    uint256 private constant K_FLAGS = 0x4a0;
+    uint256 private constant K_PRICE = 0x4c0;
+    uint256 private constant K_NONCE = 0x500;
+    uint256 private constant K_EXPIRY = 0x520;
+    uint256 private constant K_MAX_FEE = 0x540;
+    uint256 private constant K_FEE_PPM = 0x560;
+    uint256 private constant K_IS_BUY = 0x580;
+    uint256 private constant K_HDR = 0x5c0;
+    uint256 private constant K_OLD_SIZE = 0x5e0;
+    uint256 private constant K_NEW_SIZE = 0x6a0;
+    uint256 private constant K_FUNDING = 0x6c0;
+    uint256 private constant K_FEE = 0x6e0;
+    uint256 private constant C_N_MARKETS = 0x800;
+    uint256 private constant C_HAIRCUT = 0x840;
+    uint256 private constant C_FEE_ACC = 0x9a0;
+    uint256 private constant C_FUND_DELTA = 0x9c0;
+    uint256 private constant C_DOMAIN = 0x9e0;
+    uint256 private constant C_OK_MARKETS = 0xa00;
+    uint256 private constant C_OK_ASSETS = 0xa20;
+    uint256 private constant C_SIGS = 0xa40;
+    uint256 private constant C_N_ORDERS = 0xa60;
+    uint256 private constant C_TBL = 0xa80;
+    uint256 private constant C_HM = 0xaa0;
+    uint256 private constant C_NONCES = 0xac0;
+    uint256 private constant C_OI_DIRTY = 0xb00;
 
     /// @dev One side of a fill, reused across the batch.
     struct Side {
@@ -296,9 +341,9 @@ contract SettlementModule is MarginEngine {
             let w := calldataload(p)
             ti := shr(240, w)
             ki := and(shr(224, w), 0xffff)
-            let n := mload(add(C, 0x2a0))
+            let n := mload(C_N_ORDERS)
             bad := iszero(and(lt(ti, n), lt(ki, n)))
-            tbl := mload(add(C, 0x2c0))
+            tbl := mload(C_TBL)
         }
         if (bad) return MALFORMED;
         unchecked {
@@ -355,18 +400,18 @@ contract SettlementModule is MarginEngine {
             let w := calldataload(o)
             fillSize := shr(192, w)
             fillPrice := and(shr(128, w), 0xffffffffffffffff)
-            mstore(add(T, 0x140), and(shr(96, w), 0xffffffff))
-            mstore(add(K, 0x140), and(shr(64, w), 0xffffffff))
-            m := mload(add(T, 0x60))
+            mstore(T_FEE_PPM, and(shr(96, w), 0xffffffff))
+            mstore(K_FEE_PPM, and(shr(64, w), 0xffffffff))
+            m := mload(T_MARKET)
             let bad := or(
-                or(iszero(lt(m, mload(add(C, 0x40)))), iszero(eq(mload(add(K, 0x60)), m))),
+                or(iszero(lt(m, mload(C_N_MARKETS))), iszero(eq(mload(K_MARKET), m))),
                 or(
-                    eq(mload(add(T, 0x160)), mload(add(K, 0x160))),
-                    or(gt(mload(add(T, 0x80)), 3), gt(mload(add(K, 0x80)), 3))
+                    eq(mload(T_IS_BUY), mload(K_IS_BUY)),
+                    or(gt(mload(T_FLAGS), 3), gt(mload(K_FLAGS), 3))
                 )
             )
-            if eq(mload(add(T, 0x20)), mload(add(K, 0x20))) {
-                bad := or(bad, or(eq(mload(add(T, 0x40)), mload(add(K, 0x40))), eq(mload(add(T, 0xe0)), mload(add(K, 0xe0)))))
+            if eq(mload(T_OWNER), mload(K_OWNER)) {
+                bad := or(bad, or(eq(mload(T_SUB), mload(K_SUB)), eq(mload(T_NONCE), mload(K_NONCE))))
             }
             if bad { r := R_INVALID_ITEM }
         }
@@ -384,7 +429,7 @@ contract SettlementModule is MarginEngine {
         if (!_orderSigOk(t) || !_orderSigOk(k)) return R_BAD_SIGNATURE;
         // Side field expiry 8
         assembly ("memory-safe") {
-            if or(gt(timestamp(), mload(add(T, 0x100))), gt(timestamp(), mload(add(K, 0x100)))) { r := R_EXPIRED }
+            if or(gt(timestamp(), mload(T_EXPIRY)), gt(timestamp(), mload(K_EXPIRY))) { r := R_EXPIRED }
         }
         if (r != 0) return r;
         unchecked {
@@ -394,16 +439,16 @@ contract SettlementModule is MarginEngine {
         }
         // Side fields (words): price 5, maxFee 9, feePpm 10, isBuy 11
         assembly ("memory-safe") {
-            let buyLimit := mload(add(T, 0xa0))
-            let sellLimit := mload(add(K, 0xa0))
-            if iszero(mload(add(T, 0x160))) {
+            let buyLimit := mload(T_PRICE)
+            let sellLimit := mload(K_PRICE)
+            if iszero(mload(T_IS_BUY)) {
                 buyLimit := sellLimit
-                sellLimit := mload(add(T, 0xa0))
+                sellLimit := mload(T_PRICE)
             }
             switch or(lt(buyLimit, fillPrice), gt(sellLimit, fillPrice))
             case 1 { r := R_PRICE_LIMIT }
             default {
-                if or(gt(mload(add(T, 0x140)), mload(add(T, 0x120))), gt(mload(add(K, 0x140)), mload(add(K, 0x120)))) {
+                if or(gt(mload(T_FEE_PPM), mload(T_MAX_FEE)), gt(mload(K_FEE_PPM), mload(K_MAX_FEE))) {
                     r := R_FEE_TOO_HIGH
                 }
             }
@@ -424,7 +469,7 @@ contract SettlementModule is MarginEngine {
         uint256 st;
         assembly ("memory-safe") {
             idx := sub(idx, 1)
-            w := add(add(mload(add(C, 0x280)), 0x20), shl(5, shr(7, idx)))
+            w := add(add(mload(C_SIGS), 0x20), shl(5, shr(7, idx)))
             sh := shl(1, and(idx, 127))
             st := and(shr(sh, mload(w)), 3)
         }
@@ -444,7 +489,7 @@ contract SettlementModule is MarginEngine {
         address signer;
         // Ctx field domain 17
         assembly ("memory-safe") {
-            let domain := mload(add(C, 0x220))
+            let domain := mload(C_DOMAIN)
             let p := mload(0x40)
             mstore(p, th)
             let w := calldataload(o)
@@ -545,10 +590,10 @@ contract SettlementModule is MarginEngine {
             ptr := mload(0x40)
             mstore(0x40, add(ptr, 0x60))
             mstore(ptr, mload(bucket))
-            mstore(add(ptr, 0x20), or(mload(add(C, 0x300)), or(shl(NR_FILLED_SHIFT, v), shl(NR_ST0_SHIFT, st))))
+            mstore(add(ptr, 0x20), or(mload(C_NONCES), or(shl(NR_FILLED_SHIFT, v), shl(NR_ST0_SHIFT, st))))
             mstore(add(ptr, 0x40), key)
             mstore(bucket, ptr)
-            mstore(add(C, 0x300), ptr)
+            mstore(C_NONCES, ptr)
         }
         x.nr = ptr;
     }
@@ -564,7 +609,7 @@ contract SettlementModule is MarginEngine {
     /// @dev The record for `key` in the batch's hash map (Ctx field hm 23; 0 if none) and its bucket's address.
     function _find(uint256 key) private pure returns (uint256 ptr, uint256 bucket) {
         assembly ("memory-safe") {
-            let hm := mload(add(C, 0x2e0))
+            let hm := mload(C_HM)
             // multiplicative hashing; owners are random, so the product's middle bits spread well
             let h := and(shr(128, mul(key, 0x9e3779b97f4a7c15f39cc0605cedc8341082276bf3a27251f86c6a11d0c18e95)), sub(mload(hm), 1))
             bucket := add(add(hm, 0x20), shl(5, h))
@@ -684,13 +729,13 @@ contract SettlementModule is MarginEngine {
             // newSize 20; MarketCache field oiCap 5.
             assembly ("memory-safe") {
                 let v := 0
-                let a := mload(add(T, 0x280))
+                let a := mload(T_NEW_SIZE)
                 if sgt(a, 0) { v := a }
-                a := mload(add(T, 0x1c0))
+                a := mload(T_OLD_SIZE)
                 if sgt(a, 0) { v := sub(v, a) }
-                a := mload(add(K, 0x280))
+                a := mload(K_NEW_SIZE)
                 if sgt(a, 0) { v := add(v, a) }
-                a := mload(add(K, 0x1c0))
+                a := mload(K_OLD_SIZE)
                 if sgt(a, 0) { v := sub(v, a) }
                 a := add(sub(oi1, 1), v)
                 if slt(a, 0) { a := 0 }
@@ -704,12 +749,12 @@ contract SettlementModule is MarginEngine {
         // the usual case, one test: market m's price and every price both headers need are cached and good (Ctx
         // fields okMarkets 18, okAssets 19; Side field hdr 13; header bits: markets from 128, assets from 160)
         assembly ("memory-safe") {
-            let both := or(mload(add(T, 0x1a0)), mload(add(K, 0x1a0)))
-            let okm := mload(add(C, 0x240))
+            let both := or(mload(T_HDR), mload(K_HDR))
+            let okm := mload(C_OK_MARKETS)
             cached := iszero(
                 or(
                     or(iszero(and(shr(m, okm), 1)), and(and(shr(128, both), 0xffffffff), not(okm))),
-                    and(and(shr(160, both), 0xffff), not(mload(add(C, 0x260))))
+                    and(and(shr(160, both), 0xffff), not(mload(C_OK_ASSETS)))
                 )
             )
         }
@@ -770,12 +815,12 @@ contract SettlementModule is MarginEngine {
         // summed over at most 2**17 sides; m < nMarkets, the length of c.fundDelta (_fill). Ctx fields (words):
         // feeAcc 15, fundDelta 16, oiDirty 26; Side fields funding 21, fee 22; MarketCache field oi 13.
         assembly ("memory-safe") {
-            mstore(add(C, 0x340), or(mload(add(C, 0x340)), shl(m, 1)))
+            mstore(C_OI_DIRTY, or(mload(C_OI_DIRTY), shl(m, 1)))
             mstore(add(mc, 0x1a0), add(newOi, 1))
-            mstore(add(C, 0x1e0), add(mload(add(C, 0x1e0)), add(mload(add(T, 0x2c0)), mload(add(K, 0x2c0)))))
-            let f := add(mload(add(T, 0x2a0)), mload(add(K, 0x2a0)))
+            mstore(C_FEE_ACC, add(mload(C_FEE_ACC), add(mload(T_FEE), mload(K_FEE))))
+            let f := add(mload(T_FUNDING), mload(K_FUNDING))
             if f {
-                let e := add(add(mload(add(C, 0x200)), 0x20), shl(5, m))
+                let e := add(add(mload(C_FUND_DELTA), 0x20), shl(5, m))
                 mstore(e, add(mload(e), f))
             }
         }
@@ -1000,7 +1045,7 @@ contract SettlementModule is MarginEngine {
             mstore(t, q)
             q := sub(add(mload(add(r, 0xa0)), q), old)
             mstore(add(r, 0xa0), q)
-            let h := mul(p, mload(add(C, 0x80)))
+            let h := mul(p, mload(C_HAIRCUT))
             if h { h := add(div(sub(h, 1), 1000000), 1) } // MarginMath.haircut's ceil_div by PPM
             afterH := sub(sub(add(add(signextend(15, mload(add(x, 0x240))), b), mload(add(r, 0xc0))), h), q)
         }
