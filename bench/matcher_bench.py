@@ -14,12 +14,23 @@ Two figures:
 - ``book_commands_per_s``: the bare order books (matcher/book.py) on the same mix, no risk.
 
     python -c "from bench.matcher_bench import run; print(run())"
+
+``--callgrind`` counts instructions per move instead (deterministic, so unaffected by other
+load; see :func:`callgrind`):
+
+    .venv/bin/python -m bench.matcher_bench --callgrind
 """
 
 from __future__ import annotations
 
+import argparse
 import gc
+import json
+import os
 import random
+import re
+import subprocess
+import sys
 import time
 from functools import partial
 from typing import Any, Callable
@@ -251,6 +262,20 @@ class _EngineFlow:
         owner = self.rng.choice(self.owners)
         return PlaceOrder(self.req, self._order(m, owner, is_buy, price, lots), SIG, owner, tif, None, 0, NOW)
 
+    def move(self, m: int, rec: OrderRec) -> Command:
+        """A move of ``rec`` (market ``m``): a signed cancel-replace at a new passive price
+        (1% at the other side's best, so they trade), same size."""
+        price = self._price(m, rec.is_buy)
+        if self.rng.random() < 0.01:
+            book = self.engine.books[m]
+            best = book.best_ask() if rec.is_buy else book.best_bid()
+            price = price if best is None else best
+        self.req += 1
+        s = rec.signed
+        new = self._order(m, s.owner, s.is_buy, price,
+                          max(1, rec.remaining // self.spec.markets[m].lot_size))
+        return ModifyOrder(self.req, s.owner, rec.oid, new.size, new, SIG, s.owner, NOW)
+
     def generate(self, prefill: int, commands: int) -> tuple[list[Command], list[Command], bytes]:
         rng, eng = self.rng, self.engine
         setup = self.setup()
@@ -271,14 +296,7 @@ class _EngineFlow:
             r = rng.random()
             rec = self._pick(m) if r < 0.88 else None
             if r < 0.82 and rec is not None:
-                price = self._price(m, rec.is_buy)
-                if rng.random() < 0.01:
-                    best = book.best_ask() if rec.is_buy else book.best_bid()
-                    price = price if best is None else best
-                self.req += 1
-                s = rec.signed
-                new = self._order(m, s.owner, s.is_buy, price, max(1, rec.remaining // self.spec.markets[m].lot_size))
-                c = ModifyOrder(self.req, s.owner, rec.oid, new.size, new, SIG, s.owner, NOW)
+                c = self.move(m, rec)
             elif r < 0.88 and rec is not None:
                 self.req += 1
                 c = CancelOrder(self.req, rec.signed.owner, rec.oid, 0, m, None, NOW)
@@ -330,6 +348,57 @@ def run_engine(seconds: float = 3.0, seed: int = 1, commands: int = 200_000) -> 
             "engine_resting": accepted}
 
 
+def _moves(seed: int, n: int) -> tuple[list[Command], list[Command]]:
+    """The engine's set-up (prices, deposits, prefill) and ``n`` moves only, built like the
+    mix's moves (1% cross the spread) on a scratch engine."""
+    flow = _EngineFlow(random.Random(seed))
+    setup, _, _ = flow.generate(PREFILL, 0)
+    moves: list[Command] = []
+    while len(moves) < n:
+        m = flow.rng.randrange(len(flow.spec.markets))
+        rec = flow._pick(m)
+        if rec is not None:
+            c = flow.move(m, rec)
+            moves.append(c)
+            flow._run(c, m)
+    return setup, moves
+
+
+def _count_moves(apply_n: int, built: int, seed: int = 1) -> None:
+    """The driver ``callgrind`` runs: build ``built`` moves, then apply the first ``apply_n``
+    of them to a fresh engine with the collector off."""
+    setup, moves = _moves(seed, built)
+    eng = Engine(ENGINE_CONFIG)
+    for c in setup:
+        eng.apply(c)
+    gc.collect()
+    gc.disable()
+    apply = eng.apply
+    for c in moves[:apply_n]:
+        apply(c)
+
+
+def callgrind(moves: int = 3000) -> dict[str, Any]:
+    """Instructions per move (the engine's signed cancel-replace, with risk) from ``valgrind
+    --tool=callgrind``: two runs of ``--count-moves`` that build the same ``moves`` moves and
+    apply none or all of them; the difference of their totals over ``moves`` cancels start-up,
+    imports, the set-up and the moves' generation. GC off, as a frozen matcher heap runs."""
+    # both at once (they are independent); a fixed hash seed keeps dict layouts equal
+    runs = [subprocess.Popen(
+        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
+         "-m", "bench.matcher_bench", "--count-moves", str(n), "--built", str(moves)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONHASHSEED": "0"}) for n in (0, moves)]
+    totals = []
+    for p in runs:
+        _, err = p.communicate()
+        found = re.search(r"Collected : (\d+)", err)
+        if p.returncode or found is None:
+            raise RuntimeError(f"valgrind run failed: {err[-2000:]}")
+        totals.append(int(found.group(1)))
+    return {"instructions_per_move": round((totals[1] - totals[0]) / moves), "moves": moves}
+
+
 def run(seconds: float = 3.0, seed: int = 1) -> dict[str, int | float]:
     """Both figures: the engine with risk (``commands_per_s``) and the bare books."""
     books = run_books(seconds, seed)
@@ -339,4 +408,13 @@ def run(seconds: float = 3.0, seed: int = 1) -> dict[str, int | float]:
 
 
 if __name__ == "__main__":
-    print(run())
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--callgrind", action="store_true",
+                    help="instructions per move (two runs under valgrind, a few minutes)")
+    ap.add_argument("--count-moves", type=int, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--built", type=int, default=3000, help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.count_moves is not None:
+        _count_moves(a.count_moves, a.built)
+    else:
+        print(json.dumps(callgrind() if a.callgrind else run(), sort_keys=True))
