@@ -19,56 +19,57 @@ contract SettlementModule is MarginEngine {
 
     uint8 private constant MALFORMED = 255; // not a reject reason: the batch reverts
 
-    // memory addresses of a batch's two sides and its context, the first allocations of settle() (checked there):
-    // the fill path's assembly reads their fields at constant addresses
-    uint256 private constant T = 0x80;
-    uint256 private constant K = 0x420; // T + 29 words
-    uint256 private constant C = 0x7c0; // the batch's Ctx, allocated next (K + 29 words)
+    // memory addresses of the order-hash buffer, a batch's two sides and its context, the first allocations of
+    // settle() (checked there): the fill path's assembly reads their fields at constant addresses
+    uint256 private constant SIG_BUF = 0x80; // 11 words: an order's struct hash input, then digest, ecrecover input
+    uint256 private constant T = 0x1e0;
+    uint256 private constant K = 0x580; // T + 29 words
+    uint256 private constant C = 0x920; // the batch's Ctx, allocated next (K + 29 words)
     // their fields' addresses (Side and Ctx layouts), which the fill path's assembly reads: the optimizer does not
     // fold add(T, 0x60), so a named address saves a PUSH and an ADD per access
-    uint256 private constant T_OWNER = 0xa0;
-    uint256 private constant T_SUB = 0xc0;
-    uint256 private constant T_MARKET = 0xe0;
-    uint256 private constant T_FLAGS = 0x100;
-    uint256 private constant T_PRICE = 0x120;
-    uint256 private constant T_NONCE = 0x160;
-    uint256 private constant T_EXPIRY = 0x180;
-    uint256 private constant T_MAX_FEE = 0x1a0;
-    uint256 private constant T_FEE_PPM = 0x1c0;
-    uint256 private constant T_IS_BUY = 0x1e0;
-    uint256 private constant T_HDR = 0x220;
-    uint256 private constant T_OLD_SIZE = 0x240;
-    uint256 private constant T_NEW_SIZE = 0x300;
-    uint256 private constant T_FUNDING = 0x320;
-    uint256 private constant T_FEE = 0x340;
-    uint256 private constant K_OWNER = 0x440;
-    uint256 private constant K_SUB = 0x460;
-    uint256 private constant K_MARKET = 0x480;
-    uint256 private constant K_FLAGS = 0x4a0;
-    uint256 private constant K_PRICE = 0x4c0;
-    uint256 private constant K_NONCE = 0x500;
-    uint256 private constant K_EXPIRY = 0x520;
-    uint256 private constant K_MAX_FEE = 0x540;
-    uint256 private constant K_FEE_PPM = 0x560;
-    uint256 private constant K_IS_BUY = 0x580;
-    uint256 private constant K_HDR = 0x5c0;
-    uint256 private constant K_OLD_SIZE = 0x5e0;
-    uint256 private constant K_NEW_SIZE = 0x6a0;
-    uint256 private constant K_FUNDING = 0x6c0;
-    uint256 private constant K_FEE = 0x6e0;
-    uint256 private constant C_N_MARKETS = 0x800;
-    uint256 private constant C_HAIRCUT = 0x840;
-    uint256 private constant C_FEE_ACC = 0x9a0;
-    uint256 private constant C_FUND_DELTA = 0x9c0;
-    uint256 private constant C_DOMAIN = 0x9e0;
-    uint256 private constant C_OK_MARKETS = 0xa00;
-    uint256 private constant C_OK_ASSETS = 0xa20;
-    uint256 private constant C_SIGS = 0xa40;
-    uint256 private constant C_N_ORDERS = 0xa60;
-    uint256 private constant C_TBL = 0xa80;
-    uint256 private constant C_HM = 0xaa0;
-    uint256 private constant C_NONCES = 0xac0;
-    uint256 private constant C_OI_DIRTY = 0xb00;
+    uint256 private constant T_OWNER = 0x200;
+    uint256 private constant T_SUB = 0x220;
+    uint256 private constant T_MARKET = 0x240;
+    uint256 private constant T_FLAGS = 0x260;
+    uint256 private constant T_PRICE = 0x280;
+    uint256 private constant T_NONCE = 0x2c0;
+    uint256 private constant T_EXPIRY = 0x2e0;
+    uint256 private constant T_MAX_FEE = 0x300;
+    uint256 private constant T_FEE_PPM = 0x320;
+    uint256 private constant T_IS_BUY = 0x340;
+    uint256 private constant T_HDR = 0x380;
+    uint256 private constant T_OLD_SIZE = 0x3a0;
+    uint256 private constant T_NEW_SIZE = 0x460;
+    uint256 private constant T_FUNDING = 0x480;
+    uint256 private constant T_FEE = 0x4a0;
+    uint256 private constant K_OWNER = 0x5a0;
+    uint256 private constant K_SUB = 0x5c0;
+    uint256 private constant K_MARKET = 0x5e0;
+    uint256 private constant K_FLAGS = 0x600;
+    uint256 private constant K_PRICE = 0x620;
+    uint256 private constant K_NONCE = 0x660;
+    uint256 private constant K_EXPIRY = 0x680;
+    uint256 private constant K_MAX_FEE = 0x6a0;
+    uint256 private constant K_FEE_PPM = 0x6c0;
+    uint256 private constant K_IS_BUY = 0x6e0;
+    uint256 private constant K_HDR = 0x720;
+    uint256 private constant K_OLD_SIZE = 0x740;
+    uint256 private constant K_NEW_SIZE = 0x800;
+    uint256 private constant K_FUNDING = 0x820;
+    uint256 private constant K_FEE = 0x840;
+    uint256 private constant C_N_MARKETS = 0x960;
+    uint256 private constant C_HAIRCUT = 0x9a0;
+    uint256 private constant C_FEE_ACC = 0xb00;
+    uint256 private constant C_FUND_DELTA = 0xb20;
+    uint256 private constant C_DOMAIN = 0xb40;
+    uint256 private constant C_OK_MARKETS = 0xb60;
+    uint256 private constant C_OK_ASSETS = 0xb80;
+    uint256 private constant C_SIGS = 0xba0;
+    uint256 private constant C_N_ORDERS = 0xbc0;
+    uint256 private constant C_TBL = 0xbe0;
+    uint256 private constant C_HM = 0xc00;
+    uint256 private constant C_NONCES = 0xc20;
+    uint256 private constant C_OI_DIRTY = 0xc60;
 
     /// @dev One side of a fill, reused across the batch.
     struct Side {
@@ -136,11 +137,13 @@ contract SettlementModule is MarginEngine {
     ///         which enforces OPERATOR_ROLE and non-reentrancy.
     /// @param batch firstSeq:uint64 count:uint16 [0x00 orderCount:uint16 (order sig){orderCount}] item{count}
     function settle(bytes calldata batch) external {
-        // the batch's two sides first, so they sit at fixed addresses (T, K) that the fill path uses as constants
+        // the order-hash buffer and the batch's two sides first, so they sit at fixed addresses (SIG_BUF, T, K) that
+        // the fill path uses as constants
+        uint256[11] memory sigBuf;
         Side memory t;
         Side memory k;
         assembly ("memory-safe") {
-            if iszero(and(eq(t, T), eq(k, K))) { invalid() }
+            if iszero(and(eq(sigBuf, SIG_BUF), and(eq(t, T), eq(k, K)))) { invalid() }
         }
         if (address(this) == _self) revert DirectCallForbidden();
         S.Layout storage l = S.store();
@@ -489,38 +492,39 @@ contract SettlementModule is MarginEngine {
         address signer;
         // Ctx field domain 17
         assembly ("memory-safe") {
+            // the struct hash input at SIG_BUF = 0x80 (word i at 0x80 + 0x20 * i, written as literals: the optimizer
+            // does not fold add(SIG_BUF, 0x20)), then the digest input and the ecrecover input over it
             let domain := mload(C_DOMAIN)
-            let p := mload(0x40)
-            mstore(p, th)
+            mstore(0x80, th)
             let w := calldataload(o)
-            mstore(add(p, 0x20), shr(96, w))
-            mstore(add(p, 0x40), and(shr(64, w), 0xffffffff))
-            mstore(add(p, 0x60), and(shr(32, w), 0xffffffff))
+            mstore(0xa0, shr(96, w))
+            mstore(0xc0, and(shr(64, w), 0xffffffff))
+            mstore(0xe0, and(shr(32, w), 0xffffffff))
             w := calldataload(add(o, 28))
             let flags := shr(248, w)
-            mstore(add(p, 0x80), and(flags, 1))
-            mstore(add(p, 0xa0), and(shr(1, flags), 1))
-            mstore(add(p, 0xc0), and(shr(184, w), 0xffffffffffffffff))
-            mstore(add(p, 0xe0), and(shr(120, w), 0xffffffffffffffff))
-            mstore(add(p, 0x100), and(shr(56, w), 0xffffffffffffffff))
+            mstore(0x100, and(flags, 1))
+            mstore(0x120, and(shr(1, flags), 1))
+            mstore(0x140, and(shr(184, w), 0xffffffffffffffff))
+            mstore(0x160, and(shr(120, w), 0xffffffffffffffff))
+            mstore(0x180, and(shr(56, w), 0xffffffffffffffff))
             w := calldataload(add(o, 53))
-            mstore(add(p, 0x120), shr(192, w))
-            mstore(add(p, 0x140), and(shr(160, w), 0xffffffff))
-            let h := keccak256(p, 0x160)
-            mstore(p, hex"1901")
-            mstore(add(p, 0x02), domain)
-            mstore(add(p, 0x22), h)
-            let d := keccak256(p, 0x42)
+            mstore(0x1a0, shr(192, w))
+            mstore(0x1c0, and(shr(160, w), 0xffffffff))
+            let h := keccak256(0x80, 0x160)
+            mstore(0x80, hex"1901")
+            mstore(0x82, domain)
+            mstore(0xa2, h)
+            let d := keccak256(0x80, 0x42)
             let r := calldataload(add(o, 65))
             let s_ := calldataload(add(o, 97))
             let v := shr(248, calldataload(add(o, 129)))
             if and(iszero(gt(s_, halfN)), or(eq(v, 27), eq(v, 28))) {
-                mstore(p, d)
-                mstore(add(p, 0x20), v)
-                mstore(add(p, 0x40), r)
-                mstore(add(p, 0x60), s_)
+                mstore(0x80, d)
+                mstore(0xa0, v)
+                mstore(0xc0, r)
+                mstore(0xe0, s_)
                 mstore(0x00, 0)
-                if staticcall(gas(), 1, p, 0x80, 0x00, 0x20) { signer := mload(0x00) }
+                if staticcall(gas(), 1, 0x80, 0x80, 0x00, 0x20) { signer := mload(0x00) }
             }
         }
         if (signer == address(0)) return false;
@@ -1120,7 +1124,8 @@ contract SettlementModule is MarginEngine {
         // unchecked: mm < 32
         for (uint256 mm = 0; bits != 0; mm = _inc(mm)) {
             if (bits & 1 != 0) {
-                (int256 b, uint256 p, uint256 q) = _contrib(c.m[mm], _position(c, id, mm));
+                MarketCache memory mcm = c.m[mm];
+                (int256 b, uint256 p, uint256 q) = _contrib(mcm, _lanePosition(id, mm, mcm));
                 // sums of terms each below 2**176 in magnitude (as in _marginOk): exact
                 assembly ("memory-safe") {
                     mstore(add(r, 0x60), add(mload(add(r, 0x60)), b))
@@ -1134,6 +1139,40 @@ contract SettlementModule is MarginEngine {
             }
             bits >>= 1;
         }
+    }
+
+    /// @dev S.loadPositionAt(id, m, mc.cum, mc.epoch) (_position) for _newAcct: a compact lane of the market's current
+    ///      funding epoch decoded here, as _side decodes the fill market's (S.positionOfLane, S.packPosition: size and
+    ///      open notional int48 in the lane, snapshot the index, an int88 like every open notional); a wide position
+    ///      or an older epoch through S.loadPositionAt.
+    function _lanePosition(uint256 id, uint256 m, MarketCache memory mc) private view returns (uint256 pos) {
+        bool rare;
+        // MarketCache: cum at 0xe0, epoch at 0x1c0. Lanes (S.laneSlot): market 0 in the high half of the header's
+        // slot, market m >= 1 in slot id | 0x300 | (m + 1) / 2, high half for even m
+        assembly ("memory-safe") {
+            let key := id
+            if m { key := or(id, or(0x300, shr(1, add(m, 1)))) }
+            mstore(0, key)
+            mstore(0x20, ACCT_SLOT)
+            let lane := sload(keccak256(0, 0x40))
+            switch and(m, 1)
+            case 0 { lane := shr(128, lane) }
+            default { lane := and(lane, LO) }
+            if lane {
+                switch and(iszero(eq(lane, WIDE_POS)), eq(shr(96, lane), mload(add(mc, 0x1c0))))
+                case 1 {
+                    let sz := signextend(5, lane)
+                    if sz {
+                        pos := or(
+                            or(and(sz, 0xffffffffffffffffffff), shl(80, and(signextend(5, shr(48, lane)), 0xffffffffffffffffffffff))),
+                            shl(168, and(mload(add(mc, 0xe0)), 0xffffffffffffffffffffff))
+                        )
+                    }
+                }
+                default { rare := 1 }
+            }
+        }
+        if (rare) pos = S.loadPositionAt(id, m, mc.cum, mc.epoch);
     }
 
     function _inc(uint256 i) private pure returns (uint256) {
