@@ -22,54 +22,56 @@ contract SettlementModule is MarginEngine {
     // memory addresses of the order-hash buffer, a batch's two sides and its context, the first allocations of
     // settle() (checked there): the fill path's assembly reads their fields at constant addresses
     uint256 private constant SIG_BUF = 0x80; // 11 words: an order's struct hash input, then digest, ecrecover input
-    uint256 private constant T = 0x1e0;
-    uint256 private constant K = 0x580; // T + 29 words
-    uint256 private constant C = 0x920; // the batch's Ctx, allocated next (K + 29 words)
+    // then a word holding ACCT_SLOT: the optimizer loads that 32-byte constant with CODECOPY (11 instructions)
+    uint256 private constant ACCT_SLOT_AT = 0x1e0;
+    uint256 private constant T = 0x200;
+    uint256 private constant K = 0x5a0; // T + 29 words
+    uint256 private constant C = 0x940; // the batch's Ctx, allocated next (K + 29 words)
     // their fields' addresses (Side and Ctx layouts), which the fill path's assembly reads: the optimizer does not
     // fold add(T, 0x60), so a named address saves a PUSH and an ADD per access
-    uint256 private constant T_OWNER = 0x200;
-    uint256 private constant T_SUB = 0x220;
-    uint256 private constant T_MARKET = 0x240;
-    uint256 private constant T_FLAGS = 0x260;
-    uint256 private constant T_PRICE = 0x280;
-    uint256 private constant T_NONCE = 0x2c0;
-    uint256 private constant T_EXPIRY = 0x2e0;
-    uint256 private constant T_MAX_FEE = 0x300;
-    uint256 private constant T_FEE_PPM = 0x320;
-    uint256 private constant T_IS_BUY = 0x340;
-    uint256 private constant T_HDR = 0x380;
-    uint256 private constant T_OLD_SIZE = 0x3a0;
-    uint256 private constant T_NEW_SIZE = 0x460;
-    uint256 private constant T_FUNDING = 0x480;
-    uint256 private constant T_FEE = 0x4a0;
-    uint256 private constant K_OWNER = 0x5a0;
-    uint256 private constant K_SUB = 0x5c0;
-    uint256 private constant K_MARKET = 0x5e0;
-    uint256 private constant K_FLAGS = 0x600;
-    uint256 private constant K_PRICE = 0x620;
-    uint256 private constant K_NONCE = 0x660;
-    uint256 private constant K_EXPIRY = 0x680;
-    uint256 private constant K_MAX_FEE = 0x6a0;
-    uint256 private constant K_FEE_PPM = 0x6c0;
-    uint256 private constant K_IS_BUY = 0x6e0;
-    uint256 private constant K_HDR = 0x720;
-    uint256 private constant K_OLD_SIZE = 0x740;
-    uint256 private constant K_NEW_SIZE = 0x800;
-    uint256 private constant K_FUNDING = 0x820;
-    uint256 private constant K_FEE = 0x840;
-    uint256 private constant C_N_MARKETS = 0x960;
-    uint256 private constant C_HAIRCUT = 0x9a0;
-    uint256 private constant C_FEE_ACC = 0xb00;
-    uint256 private constant C_FUND_DELTA = 0xb20;
-    uint256 private constant C_DOMAIN = 0xb40;
-    uint256 private constant C_OK_MARKETS = 0xb60;
-    uint256 private constant C_OK_ASSETS = 0xb80;
-    uint256 private constant C_SIGS = 0xba0;
-    uint256 private constant C_N_ORDERS = 0xbc0;
-    uint256 private constant C_TBL = 0xbe0;
-    uint256 private constant C_HM = 0xc00;
-    uint256 private constant C_NONCES = 0xc20;
-    uint256 private constant C_OI_DIRTY = 0xc60;
+    uint256 private constant T_OWNER = 0x220;
+    uint256 private constant T_SUB = 0x240;
+    uint256 private constant T_MARKET = 0x260;
+    uint256 private constant T_FLAGS = 0x280;
+    uint256 private constant T_PRICE = 0x2a0;
+    uint256 private constant T_NONCE = 0x2e0;
+    uint256 private constant T_EXPIRY = 0x300;
+    uint256 private constant T_MAX_FEE = 0x320;
+    uint256 private constant T_FEE_PPM = 0x340;
+    uint256 private constant T_IS_BUY = 0x360;
+    uint256 private constant T_HDR = 0x3a0;
+    uint256 private constant T_OLD_SIZE = 0x3c0;
+    uint256 private constant T_NEW_SIZE = 0x480;
+    uint256 private constant T_FUNDING = 0x4a0;
+    uint256 private constant T_FEE = 0x4c0;
+    uint256 private constant K_OWNER = 0x5c0;
+    uint256 private constant K_SUB = 0x5e0;
+    uint256 private constant K_MARKET = 0x600;
+    uint256 private constant K_FLAGS = 0x620;
+    uint256 private constant K_PRICE = 0x640;
+    uint256 private constant K_NONCE = 0x680;
+    uint256 private constant K_EXPIRY = 0x6a0;
+    uint256 private constant K_MAX_FEE = 0x6c0;
+    uint256 private constant K_FEE_PPM = 0x6e0;
+    uint256 private constant K_IS_BUY = 0x700;
+    uint256 private constant K_HDR = 0x740;
+    uint256 private constant K_OLD_SIZE = 0x760;
+    uint256 private constant K_NEW_SIZE = 0x820;
+    uint256 private constant K_FUNDING = 0x840;
+    uint256 private constant K_FEE = 0x860;
+    uint256 private constant C_N_MARKETS = 0x980;
+    uint256 private constant C_HAIRCUT = 0x9c0;
+    uint256 private constant C_FEE_ACC = 0xb20;
+    uint256 private constant C_FUND_DELTA = 0xb40;
+    uint256 private constant C_DOMAIN = 0xb60;
+    uint256 private constant C_OK_MARKETS = 0xb80;
+    uint256 private constant C_OK_ASSETS = 0xba0;
+    uint256 private constant C_SIGS = 0xbc0;
+    uint256 private constant C_N_ORDERS = 0xbe0;
+    uint256 private constant C_TBL = 0xc00;
+    uint256 private constant C_HM = 0xc20;
+    uint256 private constant C_NONCES = 0xc40;
+    uint256 private constant C_OI_DIRTY = 0xc80;
 
     /// @dev One side of a fill, reused across the batch.
     struct Side {
@@ -139,11 +141,12 @@ contract SettlementModule is MarginEngine {
     function settle(bytes calldata batch) external {
         // the order-hash buffer and the batch's two sides first, so they sit at fixed addresses (SIG_BUF, T, K) that
         // the fill path uses as constants
-        uint256[11] memory sigBuf;
+        uint256[12] memory sigBuf;
         Side memory t;
         Side memory k;
         assembly ("memory-safe") {
             if iszero(and(eq(sigBuf, SIG_BUF), and(eq(t, T), eq(k, K)))) { invalid() }
+            mstore(ACCT_SLOT_AT, ACCT_SLOT)
         }
         if (address(this) == _self) revert DirectCallForbidden();
         S.Layout storage l = S.store();
@@ -904,7 +907,7 @@ contract SettlementModule is MarginEngine {
         assembly ("memory-safe") {
             let id := mload(add(x, 0x180))
             mstore(0, id)
-            mstore(0x20, ACCT_SLOT)
+            mstore(0x20, mload(ACCT_SLOT_AT))
             let ka := keccak256(0, 0x40)
             let a := sload(ka)
             mstore(add(x, 0x320), ka)
@@ -1153,7 +1156,7 @@ contract SettlementModule is MarginEngine {
             let key := id
             if m { key := or(id, or(0x300, shr(1, add(m, 1)))) }
             mstore(0, key)
-            mstore(0x20, ACCT_SLOT)
+            mstore(0x20, mload(ACCT_SLOT_AT))
             let lane := sload(keccak256(0, 0x40))
             switch and(m, 1)
             case 0 { lane := shr(128, lane) }
@@ -1236,13 +1239,12 @@ contract SettlementModule is MarginEngine {
     function _wInit(Ctx memory c, uint256 id, uint256 hdr) private view returns (uint256 wInit) {
         uint256 abits = S.assetBits(hdr);
         AssetCache[] memory as_ = c.a;
-        bytes32 acctSlot = _acctSlot();
         bool big;
         assembly ("memory-safe") {
             for { let a := 0 } abits { a := add(a, 1) } {
                 if and(abits, 1) {
                     mstore(0, or(id, or(0x200, a)))
-                    mstore(0x20, acctSlot)
+                    mstore(0x20, mload(ACCT_SLOT_AT))
                     let amt := sload(keccak256(0, 0x40))
                     if shr(96, amt) {
                         big := 1
@@ -1270,13 +1272,6 @@ contract SettlementModule is MarginEngine {
                 wInit += MarginMath.weighted(v, ac.wInit);
             }
             abits >>= 1;
-        }
-    }
-
-    function _acctSlot() private view returns (bytes32 slot) {
-        mapping(uint256 => uint256) storage acct = S.store().acct;
-        assembly ("memory-safe") {
-            slot := acct.slot
         }
     }
 
