@@ -8,6 +8,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 CONTRACTS_DIR = REPO_ROOT / "contracts"
 CONTRACTS_OUT = CONTRACTS_DIR / "out"
 NODE_BIN = REPO_ROOT / "node_modules" / ".bin"
+# the embedded chain's state inside a state dir: anvil loads it at start and saves it on stop
+ANVIL_STATE_FILE = "anvil-state.json"
 
 
 def state_dir() -> Path:

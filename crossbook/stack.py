@@ -14,7 +14,7 @@ from crossbook.chain.deploy import Deployment, bind, deploy_exchange, error_deco
 from crossbook.chain.devkeys import ADMIN, FIRST_USER, OPERATOR, dev_address, dev_key
 from crossbook.chain.sender import TxSender
 from crossbook.config import DEFAULT_SPEC, ExchangeSpec
-from crossbook.paths import state_dir
+from crossbook.paths import ANVIL_STATE_FILE, state_dir
 
 DEMO_USERS = 4
 
@@ -72,12 +72,12 @@ def run_stack(rpc_url: str | None = None, home: Path | None = None, port: int = 
     home.mkdir(parents=True, exist_ok=True)
     node: AnvilNode | None = None
     if fresh:
-        for f in ("anvil-state.json", "deployment.json"):
+        for f in (ANVIL_STATE_FILE, "deployment.json"):
             (home / f).unlink(missing_ok=True)
     if rpc_url is None:
-        node = AnvilNode(port=port, state_file=home / "anvil-state.json").start()
+        node = AnvilNode(port=port, state_file=home / ANVIL_STATE_FILE).start()
         rpc_url = node.url
-        _say(f"anvil started on {rpc_url} (state in {home / 'anvil-state.json'})")
+        _say(f"anvil started on {rpc_url} (state in {home / ANVIL_STATE_FILE})")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Callable, TextIO
 
 from crossbook.chain.anvil import DEV_MNEMONIC, free_port, rpc_call
-from crossbook.paths import REPO_ROOT, state_dir, tool
+from crossbook.paths import ANVIL_STATE_FILE, REPO_ROOT, state_dir, tool
 
 log = logging.getLogger("crossbook.supervisor")
 
@@ -487,7 +487,7 @@ def run_up(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
 
     if args.fresh:
-        for f in ("anvil-state.json", "deployment.json", "stack.json"):
+        for f in (ANVIL_STATE_FILE, "deployment.json", "stack.json"):
             (home / f).unlink(missing_ok=True)
 
         shutil.rmtree(home / "matcher", ignore_errors=True)
@@ -505,7 +505,7 @@ def run_up(args: argparse.Namespace) -> int:
             rpc_url = f"http://127.0.0.1:{ports.anvil}"
             cmd = [tool("anvil"), "--host", "127.0.0.1", "--port", str(ports.anvil), "--chain-id", "31337",
                    "--accounts", "10", "--mnemonic", DEV_MNEMONIC, "--gas-limit", "60000000",
-                   "--state", str(home / "anvil-state.json"), "--state-interval", "5"]
+                   "--state", str(home / ANVIL_STATE_FILE), "--state-interval", "5"]
             # anvil spills old block states to this cache (up to ~1.2 GB) and never removes it;
             # it only serves the instance that wrote it, so each start begins with an empty one
             cache = home / "anvil-cache"
@@ -519,7 +519,7 @@ def run_up(args: argparse.Namespace) -> int:
                 # the feeder's steady updates (`--without feeder`) a deposit would never be
                 # confirmed and the matcher would never credit it
                 cmd += ["--mixed-mining", "--block-time", "1"]
-            sup.say(f"starting anvil (state in {home / 'anvil-state.json'})")
+            sup.say(f"starting anvil (state in {home / ANVIL_STATE_FILE})")
             anvil = Service("anvil", cmd, ready=lambda: chain_ready(rpc_url), stop_signal=signal.SIGINT,
                             urls={"rpc": rpc_url})
             sup.spawn(anvil)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -206,7 +207,21 @@ def test_sigint_stops_everything_and_restart_resumes(up: Up, home: Path) -> None
     # ordered: matcher after the services that talk to it, anvil last (it saves the chain)
     assert text.index("stopping watcher, relayer") < text.index("stopping matcher") < text.index("stopping anvil")
     assert took < 45
-    assert (home / "anvil-state.json").exists()
+    state = home / "anvil-state.json"
+    assert state.exists()
+
+    # the README's "after a stop, crossbook reconcile": anvil is stopped too, so reconcile checks
+    # the journal against the saved chain on a private anvil, and leaves the state file as it was
+    saved = state.read_bytes()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CROSSBOOK_")}
+    r = subprocess.run([sys.executable, "-m", "crossbook.cli", "reconcile"], capture_output=True, text=True,
+                       env={**env, "CROSSBOOK_HOME": str(home)}, cwd=REPO_ROOT, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "is down: checking against the state" in r.stderr
+    assert r.stdout.rstrip().endswith("\nCONSISTENT")
+    settled = re.search(r"(\d+) settled in", r.stdout)
+    assert settled and int(settled.group(1)) >= 2  # the trade's fill and the withdrawal above
+    assert state.read_bytes() == saved
 
     again = Up(home)
     try:

@@ -8,9 +8,12 @@ unreachable, an unreadable journal).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import shutil
 import sys
+import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterator
 
 from crossbook.commands.common import add_chain_args, env
 
@@ -66,6 +69,30 @@ def summary(report: "Report", journal_dir: str) -> str:
     return "\n".join(lines)
 
 
+def saved_chain(args: argparse.Namespace) -> Path | None:
+    """The embedded chain's saved state, when no RPC was named: after Ctrl-C `crossbook up` has
+    stopped anvil too, and the state file is all that is left of the chain."""
+    from crossbook.paths import ANVIL_STATE_FILE, state_dir
+
+    if args.rpc_url:
+        return None
+    path = state_dir() / ANVIL_STATE_FILE
+    return path if path.is_file() else None
+
+
+@contextlib.contextmanager
+def _private_chain(state: Path) -> Iterator[str]:
+    """A private anvil on a copy of ``state`` (anvil writes its state file back when it stops,
+    and reconcile only reads); its RPC URL."""
+    from crossbook.chain.anvil import AnvilNode
+
+    with tempfile.TemporaryDirectory(prefix="crossbook-reconcile-") as tmp:
+        copy = Path(tmp) / state.name
+        shutil.copyfile(state, copy)
+        with AnvilNode(state_file=copy) as node:
+            yield node.url
+
+
 def run(args: argparse.Namespace) -> int:
     """Reconcile the journal with the chain; print the report; 0 / 1 / 2 (see module doc)."""
     import msgspec
@@ -84,16 +111,23 @@ def run(args: argparse.Namespace) -> int:
     except SystemExit as exc:  # its message says which file is missing and what to pass
         return _usage_error(str(exc))
     w3 = Web3(Web3.HTTPProvider(rpc, request_kwargs={"timeout": 30}))
-    if not w3.is_connected():
-        return _usage_error(f"RPC {rpc} unreachable: pass --rpc-url (or set $CROSSBOOK_RPC_URL)")
-    if not w3.eth.get_code(Web3.to_checksum_address(dep.clearinghouse)):
-        return _usage_error(f"no contract at {dep.clearinghouse} on {rpc}: is this the deployment's chain?")
-    try:
-        report = reconcile_stack(journal_dir, w3, dep)
-    except FileNotFoundError as exc:
-        return _usage_error(str(exc))
-    except (JournalError, msgspec.DecodeError) as exc:
-        return _usage_error(f"cannot read the journal in {journal_dir}: {exc}")
+    with contextlib.ExitStack() as cleanup:
+        if not w3.is_connected():
+            saved = saved_chain(args)
+            if saved is None:
+                return _usage_error(f"RPC {rpc} unreachable: pass --rpc-url (or set $CROSSBOOK_RPC_URL)")
+            print(f"the chain at {rpc} is down: checking against the state `crossbook up` saved in "
+                  f"{saved} (a private anvil on a copy)", file=sys.stderr)
+            rpc = cleanup.enter_context(_private_chain(saved))
+            w3 = Web3(Web3.HTTPProvider(rpc, request_kwargs={"timeout": 30}))
+        if not w3.eth.get_code(Web3.to_checksum_address(dep.clearinghouse)):
+            return _usage_error(f"no contract at {dep.clearinghouse} on {rpc}: is this the deployment's chain?")
+        try:
+            report = reconcile_stack(journal_dir, w3, dep)
+        except FileNotFoundError as exc:
+            return _usage_error(str(exc))
+        except (JournalError, msgspec.DecodeError) as exc:
+            return _usage_error(f"cannot read the journal in {journal_dir}: {exc}")
     if args.json:
         print(msgspec.json.encode(report).decode())
     else:
