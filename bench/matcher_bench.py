@@ -26,15 +26,12 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
 import random
-import re
-import subprocess
-import sys
 import time
 from functools import partial
 from typing import Any, Callable
 
+from bench import callgrind as callgrind_run
 from crossbook.protocol_types import Order as SignedOrder
 from matcher.book import OrderBook
 from matcher.commands import CancelOrder, ChainDeposit, Command, ModifyOrder, PlaceOrder, SetOraclePrices
@@ -384,18 +381,9 @@ def callgrind(moves: int = 3000) -> dict[str, Any]:
     apply none or all of them; the difference of their totals over ``moves`` cancels start-up,
     imports, the set-up and the moves' generation. GC off, as a frozen matcher heap runs."""
     # both at once (they are independent); a fixed hash seed keeps dict layouts equal
-    runs = [subprocess.Popen(
-        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
-         "-m", "bench.matcher_bench", "--count-moves", str(n), "--built", str(moves)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "PYTHONHASHSEED": "0"}) for n in (0, moves)]
-    totals = []
-    for p in runs:
-        _, err = p.communicate()
-        found = re.search(r"Collected : (\d+)", err)
-        if p.returncode or found is None:
-            raise RuntimeError(f"valgrind run failed: {err[-2000:]}")
-        totals.append(int(found.group(1)))
+    runs = [callgrind_run.start(["bench.matcher_bench", "--count-moves", str(n), "--built", str(moves)],
+                                {"PYTHONHASHSEED": "0"}) for n in (0, moves)]
+    totals = [callgrind_run.total(p) for p in runs]
     return {"instructions_per_move": round((totals[1] - totals[0]) / moves), "moves": moves}
 
 

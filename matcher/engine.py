@@ -90,7 +90,7 @@ from matcher.orders import (
     TIF_VALUES,
     Tif,
 )
-from matcher.risk import Exposure, RiskModel, div_notional, new_exposure
+from matcher.risk import Exposure, RiskModel, at_generation, div_notional, new_exposure
 from matcher.structs import EngineSnapshot, RecRow
 
 _U64: Final = 2**64 - 1
@@ -943,9 +943,7 @@ class Engine:
             # in), so its cost is the cache's value (RiskModel.floor_cached)
             x = rec.x
             assert x is not None
-            if x[6] != self._leg_gen:
-                x[4] = x[5] = x[7] = x[9] = -1
-                x[6] = self._leg_gen
+            at_generation(x, self._leg_gen)
             x[4 if is_buy else 5] = leg
         return self._done(req_id, oid, out)
 

@@ -37,6 +37,14 @@ def new_exposure() -> list[int]:
     """A market's exposure list with nothing open and no cached leg cost."""
     return [0, 0, 0, 0, -1, -1, 0, -1, 0, -1, 0]
 
+
+def at_generation(x: list[int], gen: int) -> None:
+    """Bring exposure list ``x``'s cache to generation ``gen`` (RiskModel.floor_cached): what
+    an older generation cached is forgotten."""
+    if x[6] != gen:
+        x[4] = x[5] = x[7] = x[9] = -1
+        x[6] = gen
+
 _NO_EXPOSURE: Exposure = {}
 assert NOTIONAL_DIV == 9_765_625 << 10  # div_notional's factorization
 
@@ -346,10 +354,7 @@ class RiskModel:
         self.last_leg = -1
         for m, x in exposure.items():
             if m == market:
-                lsize = x[off] - rs
-                lpx = x[off + 1] - rp
-                if not lsize:
-                    lpx = 0  # as _leg: nothing of this side stays open
+                lsize, lpx = _leg(x, off, m, m, rs, rp)
                 lsize += size
                 lpx += size * price
                 new_seen = True
@@ -362,9 +367,7 @@ class RiskModel:
                     return None
                 self.last_leg = c
                 if qd < 0:
-                    if x[6] != gen:
-                        x[4] = x[5] = x[7] = x[9] = -1
-                        x[6] = gen
+                    at_generation(x, gen)
                     x[qs] = lsize
                     x[qs + 1] = self.last_qd
             else:
@@ -376,9 +379,7 @@ class RiskModel:
                     c = self._leg_cost(m, lsize, x[off + 1], is_buy, fee_ppm, funding)
                     if c < 0:
                         return None
-                    if x[6] != gen:
-                        x[4] = x[5] = x[7] = x[9] = -1
-                        x[6] = gen
+                    at_generation(x, gen)
                     x[slot] = c
             total += c
         if not new_seen:
@@ -520,7 +521,7 @@ def _next_open_notional(size: int, delta: int, open_notional: int, cash_signed: 
     return trunc_div(cash_signed * new_size, delta)
 
 
-__all__ = ["Exposure", "RiskModel", "div_notional", "new_exposure"]
+__all__ = ["Exposure", "RiskModel", "at_generation", "div_notional", "new_exposure"]
 
 
 # last: a compiled build of this file that is older than its source must not shadow it

@@ -69,7 +69,7 @@ def summary(report: "Report", journal_dir: str) -> str:
     return "\n".join(lines)
 
 
-def saved_chain(args: argparse.Namespace) -> Path | None:
+def _saved_chain(args: argparse.Namespace) -> Path | None:
     """The embedded chain's saved state, when no RPC was named: after Ctrl-C `crossbook up` has
     stopped anvil too, and the state file is all that is left of the chain."""
     from crossbook.paths import ANVIL_STATE_FILE, state_dir
@@ -113,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
     w3 = Web3(Web3.HTTPProvider(rpc, request_kwargs={"timeout": 30}))
     with contextlib.ExitStack() as cleanup:
         if not w3.is_connected():
-            saved = saved_chain(args)
+            saved = _saved_chain(args)
             if saved is None:
                 return _usage_error(f"RPC {rpc} unreachable: pass --rpc-url (or set $CROSSBOOK_RPC_URL)")
             print(f"the chain at {rpc} is down: checking against the state `crossbook up` saved in "
