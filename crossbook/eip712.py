@@ -443,7 +443,14 @@ class Signer:
 
     __slots__ = ("_key", "address", "address_bytes")
 
-    def __init__(self, private_key: bytes) -> None:
+    def __init__(self, private_key: bytes | str) -> None:
+        """``private_key``: 32 bytes, or their hex (``0x`` prefix optional), the form keys take
+        on every command line and in :class:`crossbook.sdk.ChainAccount`."""
+        if isinstance(private_key, str):
+            try:
+                private_key = bytes.fromhex(private_key.removeprefix("0x"))
+            except ValueError:
+                raise ValueError("a private key is 32 bytes of hex") from None
         if len(private_key) != 32:
             raise ValueError("a private key is 32 bytes")
         self._key = PrivateKey(private_key)

@@ -303,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.key:
         print("--key (or $CROSSBOOK_MM_KEY) is required", file=sys.stderr)
         return 2
-    signer = Signer(bytes.fromhex(args.key.removeprefix("0x")))
+    signer = Signer(args.key)
     try:
         asyncio.run(run(args.url, signer, config_from_args(args), args.owner, args.duration))
     except KeyboardInterrupt:

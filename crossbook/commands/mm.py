@@ -76,7 +76,7 @@ def _cmd_mm(args: argparse.Namespace) -> int:
     cfg = mm.config_from_args(mm.build_parser().parse_args([
         "--sub", str(args.sub), "--half-spread", args.half_spread, "--notional", args.notional,
         "--max-position", args.max_position]))
-    signer = Signer(bytes.fromhex(key[2:]))
+    signer = Signer(key)
     from crossbook.metrics import mark_ready
 
     # ready = quoting (not merely started): the supervisor waits on this gauge before the

@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     if amount <= 0:
         raise SystemExit("amount must be positive")
     key = resolve_key(args.key, FIRST_USER)
-    signer = Signer(bytes.fromhex(key[2:]))
+    signer = Signer(key)
     owner = Account.from_key(key).address
     start_block = client.w3.eth.block_number
     # any unused digest will do (the contract records used digests); milliseconds keep it unique

@@ -117,6 +117,14 @@ def test_sign_digest_function_and_is_signed_by() -> None:
     assert "4c0883" not in repr(Signer(KEY))
 
 
+def test_signer_takes_the_key_as_hex_too() -> None:
+    """Keys arrive as hex on every command line: both spellings give the same signer."""
+    assert Signer("0x" + KEY.hex()).address == Signer(KEY).address == Signer(KEY.hex()).address
+    for bad in ("0x" + KEY.hex()[:-2], "0x" + "zz" * 32, KEY[:31]):
+        with pytest.raises(ValueError, match="32 bytes"):
+            Signer(bad)
+
+
 def test_high_s_signature_rejected() -> None:
     digest = order_digest(DOMAIN, ORDER)
     sig = sign_digest(KEY, digest)
