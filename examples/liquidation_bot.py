@@ -109,7 +109,7 @@ class LiquidationBot:
         except ContractRevert as exc:  # lost a race to another keeper, or the price moved
             log.info("liquidate %s/%d reverted: %s", owner, sub, exc)
             return False
-        tx = receipt["transactionHash"].hex()
+        tx = "0x" + receipt["transactionHash"].hex()  # HexBytes.hex() drops the prefix
         self.liquidations.append(tx)
         log.info("liquidated %s of %s/%d market %d at %s (tx %s)", units.fmt(q_size, units.SIZE_SCALE),
                  owner, sub, market, units.fmt(q_price, units.PRICE_SCALE), tx)
