@@ -11,8 +11,10 @@ Usage::
     await client.login(Signer(key))
     ack = await client.place(market=0, is_buy=True, price=units.price("2999.5"),
                              size=units.size("0.1"))
-    async for msg in client.subscribe(["fills"]):
+    async for msg in await client.subscribe(["fills"]):
         ...
+
+docs/sdk.md is the guide; examples/taker.py the shortest complete program.
 """
 from __future__ import annotations
 

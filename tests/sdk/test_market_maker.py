@@ -100,7 +100,7 @@ async def test_market_maker_quotes_and_follows_price(server: MatcherServer) -> N
 
 
 def test_examples_help() -> None:
-    for name in ("market_maker", "liquidation_bot"):
+    for name in ("market_maker", "liquidation_bot", "taker"):
         r = subprocess.run([sys.executable, str(Path(REPO_ROOT) / "examples" / f"{name}.py"), "--help"],
                            capture_output=True, text=True, timeout=60)
         assert r.returncode == 0, r.stderr
