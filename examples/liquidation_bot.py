@@ -32,10 +32,14 @@ if __package__ in (None, ""):  # run as a script from a checkout: make `crossboo
 from crossbook.chain.errors import ContractRevert  # noqa: E402
 from crossbook.sdk import Client, units  # noqa: E402
 from crossbook.sdk.chain import ChainAccount  # noqa: E402
+from web3 import Web3  # noqa: E402
 
 log = logging.getLogger("liquidation_bot")
 PPM = 1_000_000
 MAX_U64 = 2**64 - 1
+
+
+LOG_RANGE = 2_000  # blocks per eth_getLogs (the watcher's default range as well)
 
 
 @dataclass
@@ -56,9 +60,12 @@ class LiquidationBot:
         start = max(c.deployment.start_block, self._scanned_block + 1)
         if start > head:
             return
-        for ev in c.contract.events.Deposit().get_logs(from_block=start, to_block=head):
-            self.accounts.add((str(ev["args"]["owner"]), int(ev["args"]["subaccount"])))
-        self._scanned_block = head
+        # public RPC providers cap the blocks one eth_getLogs may span, so walk in steps
+        for frm in range(start, head + 1, LOG_RANGE):
+            to = min(head, frm + LOG_RANGE - 1)
+            for ev in c.contract.events.Deposit().get_logs(from_block=frm, to_block=to):
+                self.accounts.add((str(ev["args"]["owner"]), int(ev["args"]["subaccount"])))
+            self._scanned_block = to
 
     def scan_once(self) -> int:
         """Check every known account; liquidate the unhealthy ones. Returns how many
@@ -139,6 +146,13 @@ async def run(bot: LiquidationBot, interval_s: float, matcher_url: str | None,
             await client.close()
 
 
+def parse_account(text: str) -> tuple[str, int]:
+    """``OWNER[:SUB]`` -> (checksummed owner, sub): the form Deposit events carry, so an account
+    given on the command line is never scanned twice."""
+    owner, _, sub = text.partition(":")
+    return Web3.to_checksum_address(owner), int(sub or 0)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Command-line options."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
@@ -169,9 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     chain = ChainAccount.from_deployment(args.deployment, args.key, args.rpc_url)
     bot = LiquidationBot(chain, args.sub, units.ppm(Decimal(args.slippage), "down"))
-    for a in args.account:
-        owner, _, sub = a.partition(":")
-        bot.accounts.add((owner, int(sub or 0)))
+    bot.accounts.update(parse_account(a) for a in args.account)
     if args.once:
         print(f"liquidations sent: {bot.scan_once()}")
         return 0

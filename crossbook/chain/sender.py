@@ -23,7 +23,7 @@ class TxFailed(Exception):
     """A mined transaction ended with status 0."""
 
     def __init__(self, receipt: TxReceipt) -> None:
-        super().__init__(f"transaction {receipt['transactionHash'].hex()} reverted")
+        super().__init__(f"transaction 0x{bytes(receipt['transactionHash']).hex()} reverted")
         self.receipt = receipt
 
 

@@ -128,3 +128,21 @@ def test_command_line_scans_once(ex: LocalExchange, tmp_path: Path) -> None:
     (ev,) = ex.client.liquidated_events(from_block=first_block)
     assert (ev.owner.lower(), ev.liquidator.lower()) == (ALICE.address.lower(), CAROL.address.lower())
     assert ex.client.position(CAROL.address, 0, ETH).size == -ev.size_delta > 0
+
+
+def test_discovery_walks_the_chain_in_log_ranges(ex: LocalExchange, bot_mod: ModuleType,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Public RPCs cap an eth_getLogs span: a range of 2 blocks finds exactly what one request
+    over the whole chain finds, and an --account given in lower case is not a second entry."""
+    _setup(ex)
+    whole = bot_mod.LiquidationBot(ChainAccount(ex.client, CAROL_KEY))
+    whole.discover()
+    assert ex.w3.eth.block_number - ex.deployment.start_block > 4  # several ranges below
+    monkeypatch.setattr(bot_mod, "LOG_RANGE", 2)
+    stepped = bot_mod.LiquidationBot(ChainAccount(ex.client, CAROL_KEY))
+    stepped.discover()
+    assert stepped.accounts == whole.accounts and len(whole.accounts) == 4
+    assert stepped._scanned_block == ex.w3.eth.block_number
+    stepped.accounts.add(bot_mod.parse_account(ALICE.address.lower()))
+    assert stepped.accounts == whole.accounts
+    assert bot_mod.parse_account(f"{DAVE.address.lower()}:1") == (DAVE.address, 1)
