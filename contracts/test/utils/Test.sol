@@ -38,6 +38,7 @@ interface Vm {
     function resumeGasMetering() external;
     function snapshotState() external returns (uint256);
     function revertToState(uint256) external returns (bool);
+    function readFile(string calldata) external view returns (string memory);
 }
 
 /// @dev Minimal test base: cheatcodes, assertions that revert with a message, bound(), invariant targets and
