@@ -311,6 +311,15 @@ class OrderBook:
         self._drop(o)
         return [Cancelled(order_id, reason, o.size)]
 
+    def withdraw(self, order_id: Any) -> bool:
+        """``cancel`` (reason USER) without its event, for a caller that reports the end
+        itself (the engine's cancel-replace); False when no such order is live."""
+        o = self._orders.get(order_id)
+        if o is None:
+            return False
+        self._drop(o)
+        return True
+
     def cancel_by_client_id(
         self, owner: Owner, sub: int, cid: int, reason: CancelReason = CancelReason.USER
     ) -> list[Event]:

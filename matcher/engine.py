@@ -102,11 +102,15 @@ _FORGET_SHIFT: Final = 8
 # expiry is unknown, so it is never forgotten (beyond any real bucket: expiry < 2**64)
 _NEVER: Final = 2**64
 _NEVER_BUCKET: Final = [_NEVER]  # never in Forgets: its keys are never dropped
+_MISSING: Final = object()  # a dict.get default where None is a value
 # owner spellings remembered by Engine._owner_key before the cache starts afresh
 _OWNER_CACHE: Final = 100_000
 _I32_MIN, _I32_MAX = -(2**31), 2**31 - 1
 _POST_ONLY: Final = int(Tif.POST_ONLY)
 _MARKET: Final = int(Tif.MARKET)
+_STP_MAX: Final = max(STP_VALUES)
+# _validate_order tests tif and stp as ranges: both enums run from 0 without gaps, MARKET last
+assert TIF_VALUES == set(range(_MARKET + 1)) and STP_VALUES == set(range(_STP_MAX + 1))
 # enum members as module constants: a class attribute lookup on an enum costs a Python-level
 # __getattr__ round trip from compiled code
 _OK: Final = Code.OK
@@ -174,11 +178,12 @@ class OrderRec:
     """The engine's record of a live order: the signed order the chain will see, plus the
     book order and the running fill count of its nonce."""
 
-    __slots__ = ("oid", "market", "acct", "signed", "sig", "bo", "filled", "price", "remaining",
-                 "is_buy", "cid", "x", "notional")
+    __slots__ = ("oid", "market", "acct", "owner", "sub", "spelled", "nonce", "signed", "sig", "bo",
+                 "filled", "price", "remaining", "is_buy", "cid", "x", "notional")
 
-    def __init__(self, oid: Any, market: int, acct: Any, signed: SignedOrder, sig: bytes,
-                 bo: BookOrder, filled: int, cid: int | None) -> None:
+    def __init__(self, oid: Any, market: int, acct: Any, owner: Any, sub: Any, spelled: Any,
+                 nonce: Any, signed: SignedOrder, sig: bytes, bo: BookOrder, filled: int,
+                 cid: int | None) -> None:
         # id and price boxed (Any): they go into every output and dict as objects, and a
         # native int attribute would be boxed anew (a new int object) for each
         self.oid: Any = oid
@@ -187,6 +192,13 @@ class OrderRec:
         # by the compiled build and rebuilt as a new tuple (hashed anew) for every dict it
         # keys (open_count, exposure, the ledger's entries, the maker checks)
         self.acct: Any = acct
+        # acct's two parts, the signed order's spelling of the owner and its nonce, as
+        # objects: the move path reads them for every command (an item of an Any tuple or an
+        # attribute of the signed struct is a generic lookup each time)
+        self.owner: Any = owner
+        self.sub: Any = sub
+        self.spelled: Any = spelled
+        self.nonce: Any = nonce
         self.signed = signed
         self.sig = sig
         self.bo = bo
@@ -257,6 +269,19 @@ class Forgets:
         self._last_id = -1
 
 
+def _add_open(x: list[int], is_buy: bool, q: Any, n: Any) -> None:
+    """Add size ``q`` of notional ``n`` to one side of exposure list ``x``: that side's
+    cached leg cost (RiskModel.floor_cached) goes."""
+    if is_buy:
+        x[0] += q
+        x[1] += n
+        x[4] = -1
+    else:
+        x[2] += q
+        x[3] += n
+        x[5] = -1
+
+
 def _ack(req_id: int, code: Code, message: str) -> Result:
     return Result(Ack(req_id, False, code, message, 0, 0), [], False)
 
@@ -277,6 +302,8 @@ class Engine:
         self.taker_fee = spec.fee_ppm_taker
         self.maker_fee = spec.fee_ppm_maker
         self._max_fee = max(self.taker_fee, self.maker_fee)
+        self._max_fee_obj: Any = self._max_fee
+        self._maker_fee_obj: Any = self.maker_fee
         # market -> (tick, lot) for the order checks
         self._grid: dict[int, tuple[int, int]] = {
             m: (mc.tick_size, mc.lot_size) for m, mc in self.params.markets.items()}
@@ -342,6 +369,8 @@ class Engine:
         # the new order's leg cost from the last _risk_gate (-1: none), stored into its
         # exposure list by _submit when the book takes the order with no other change
         self._leg = -1
+        # the clock of the order command _done accepted (-1: none); see apply
+        self._done_now = -1
         self._handlers: dict[type, Callable[[Any], Result]] = {
             PlaceOrder: self._place, CancelOrder: self._cancel, CancelAll: self._cancel_all,
             ModifyOrder: self._modify, ExpireTick: self._expire, ChainDeposit: self._deposit,
@@ -362,6 +391,36 @@ class Engine:
         """Process one command; returns exactly one ack plus outputs. See the module docstring
         for the journaling contract."""
         t = type(cmd)
+        if t is _MODIFY or t is _PLACE or t is _CANCEL:
+            # the order commands (most of the traffic): none carries a chain position, all
+            # are order commands and clocked (see the generic path below). An accepted one
+            # ends in _done, which leaves its clock in _done_now and builds the ack with the
+            # next sequence number: no attribute of the Result struct is read back
+            self._done_now = -1
+            if t is _MODIFY:
+                res = self._modify(cmd)  # type: ignore[arg-type]
+            elif t is _PLACE:
+                res = self._place(cmd)  # type: ignore[arg-type]
+            else:
+                res = self._cancel(cmd)  # type: ignore[arg-type]
+            if self._scratch:
+                self._scratch.clear()
+            if self._fast_makers:
+                self._fast_makers.clear()
+            now = self._done_now
+            if now >= 0:
+                self.cmd_seq += 1
+                if now > self.clock:
+                    self._tick(now)
+            elif res.journal:
+                # a replacement the book refused after its old order's cancel
+                self.cmd_seq += 1
+                now = cmd.now  # type: ignore[union-attr]
+                if now > self.clock:
+                    self._tick(now)
+                a = res.ack
+                res.ack = Ack(a.req_id, a.ok, a.code, a.message, a.order_id, self.cmd_seq)
+            return res
         pos: tuple[int, int] | None = None
         if t in _CHAIN_CMDS and cmd.block:  # type: ignore[union-attr]
             pos = (cmd.block, cmd.log_index)  # type: ignore[union-attr]
@@ -396,7 +455,7 @@ class Engine:
         if res.journal:
             self.cmd_seq += 1
             if t in _CLOCKED:
-                now: int = cmd.now  # type: ignore[union-attr]
+                now = cmd.now  # type: ignore[union-attr]
                 if now > self.clock:
                     self._tick(now)
             a = res.ack
@@ -499,7 +558,8 @@ class Engine:
             bo = BookOrder(row.oid, row.owner, row.sub, s.is_buy, s.price, row.remaining,
                            row.tif, cid=row.cid, stp=row.stp, reduce_only=s.reduce_only,
                            expiry=row.expiry)
-            rec = OrderRec(row.oid, row.market, acct, s, row.sig, bo, row.filled, row.cid)
+            rec = OrderRec(row.oid, row.market, acct, row.owner, row.sub, s.owner, s.nonce, s,
+                           row.sig, bo, row.filled, row.cid)
             eng.orders[row.oid] = rec
             eng.open_count[acct] = eng.open_count.get(acct, 0) + 1
             eng._expose(rec, row.remaining)
@@ -651,17 +711,23 @@ class Engine:
 
     # ================================================================ exposure bookkeeping
 
+    def _exposure_list(self, rec: OrderRec) -> list[int]:
+        """The exposure list of ``rec``'s account in its market (created if new), kept on
+        the record (the lists are never replaced, so later updates skip two dict lookups)."""
+        ex = self.exposure.get(rec.acct)
+        if ex is None:
+            ex = self.exposure[rec.acct] = {}
+        x = ex.get(rec.market)
+        if x is None:
+            x = ex[rec.market] = new_exposure()
+        rec.x = x
+        return x
+
     def _expose(self, rec: OrderRec, size: int) -> None:
         """Add ``size`` (negative: remove) of ``rec`` at its limit to its account's exposure."""
         x = rec.x
         if x is None:
-            ex = self.exposure.get(rec.acct)
-            if ex is None:
-                ex = self.exposure[rec.acct] = {}
-            x = ex.get(rec.market)
-            if x is None:
-                x = ex[rec.market] = new_exposure()
-            rec.x = x
+            x = self._exposure_list(rec)
         # a side's sums change: its cached leg cost (RiskModel.floor_cached) goes
         if size == -rec.remaining:
             # the whole open size leaves (a cancel, a replacement, the last fill)
@@ -678,35 +744,48 @@ class Engine:
             rec.notional = 0
             return
         n = size * rec.price
-        if rec.is_buy:
-            x[0] += size
-            x[1] += n
-            x[4] = -1
-        else:
-            x[2] += size
-            x[3] += n
-            x[5] = -1
+        _add_open(x, rec.is_buy, size, n)
         rec.remaining += size
         rec.notional += n
+
+    def _expose_new(self, rec: OrderRec, x: list[int] | None, q: Any, price: Any) -> list[int]:
+        """``_expose(rec, q)`` of a record just made (nothing exposed yet), on boxed ints:
+        ``q * price`` mostly exceeds the 62-bit native int, whose multiply then takes a
+        slower overflow path. ``x``: its exposure list when the caller has it. Returns the
+        list."""
+        if x is None:
+            x = self._exposure_list(rec)
+        else:
+            rec.x = x
+        n: Any = q * price
+        _add_open(x, rec.is_buy, q, n)
+        rec.remaining = q
+        rec.notional = n
+        return x
 
     def _forget(self, rec: OrderRec) -> None:
         """A live order ended: drop it from the records (its exposure is already zero)."""
         # the book order's id object is the key _replay_submit stored (no int to box)
         del self.orders[rec.bo.id_key]
-        acct = rec.acct
+        self._uncount(rec.acct)
+
+    def _uncount(self, acct: Any) -> None:
+        """One live order of ``acct`` fewer."""
         n = self.open_count[acct] - 1
         if n:
             self.open_count[acct] = n
         else:
             del self.open_count[acct]
 
-    def _done(self, req_id: int, oid: Any, out: list[Output]) -> Result:
+    def _done(self, req_id: Any, oid: Any, out: list[Output], now: int) -> Result:
         """The result of an accepted, journaled order command: its ack already carries the
-        command sequence number ``apply`` is about to assign."""
+        command sequence number ``apply`` is about to assign; ``now`` (the command's clock,
+        at least the engine's) is left for ``apply``."""
+        self._done_now = now
         return Result(Ack(req_id, True, _OK, "", oid, self.cmd_seq + 1), out, True)
 
     def _update(self, rec: OrderRec, status: OrderStatus, reason: int = 0) -> OrderUpdate:
-        return OrderUpdate(rec.oid, rec.acct[0], rec.acct[1], rec.market, rec.cid, status,
+        return OrderUpdate(rec.oid, rec.owner, rec.sub, rec.market, rec.cid, status,
                            rec.price, rec.filled, rec.remaining, reason)
 
     def _sequence_fill(self, tk: OrderRec, mk: OrderRec, q: int, px: int) -> tuple[FillItem, int, int, int]:
@@ -743,8 +822,8 @@ class Engine:
                 px = ev.price
                 item, seq, fee_t, fee_m = self._sequence_fill(tk, mk, q, px)
                 out.append(Sequenced(seq, item))
-                out.append(FillReport(seq, tk.market, px, q, tk.oid, mk.oid, tk.acct[0],
-                                      tk.acct[1], mk.acct[0], mk.acct[1], tk.is_buy, fee_t,
+                out.append(FillReport(seq, tk.market, px, q, tk.oid, mk.oid, tk.owner,
+                                      tk.sub, mk.owner, mk.sub, tk.is_buy, fee_t,
                                       fee_m))
                 for r in (mk, tk):
                     if r.remaining == 0:
@@ -785,7 +864,8 @@ class Engine:
         # the owner signing (the same spelling) needs no lower-casing
         if signer != o_owner and not self._authorised(owner, signer):
             return Code.NOT_AUTHORISED, "signer is neither the owner nor an approved agent"
-        if tif not in TIF_VALUES or stp not in STP_VALUES or tif == _MARKET:
+        # tif in TIF_VALUES less MARKET, stp in STP_VALUES, as ranges (asserted at import)
+        if not (0 <= tif < _MARKET and 0 <= stp <= _STP_MAX):
             return Code.BAD_REQUEST, "bad tif or stp"
         # x >> 64 instead of x <= _U64: no compare against a boxed wide constant. Once the
         # type is checked, the native copies (q, p) take the native int operations instead
@@ -804,9 +884,12 @@ class Engine:
             return Code.OFF_TICK, f"price not a multiple of tick {tick}"
         if q % lot:
             return Code.OFF_LOT, f"size not a multiple of lot {lot}"
-        if expiry - self._expiry_margin < max(now, 1):
+        if self._expiry_margin:
+            expiry = expiry - self._expiry_margin
+        if expiry < (now if now > 1 else 1):
             return Code.EXPIRED, "order expired (or expires within the settlement margin)"
-        need = self.maker_fee if tif == _POST_ONLY else self._max_fee
+        # the fees as objects: an int compared with an object is boxed (allocated) first
+        need: Any = self._maker_fee_obj if tif == _POST_ONLY else self._max_fee_obj
         if max_fee < need:
             return Code.FEE_TOO_HIGH, f"max_fee_ppm below the exchange fee {need}"
         return None
@@ -818,7 +901,7 @@ class Engine:
         self._leg = -1
         if self.replaying:
             return None
-        st = self.ledger.account(acct)
+        led = self.ledger
         ex = self.exposure.get(acct)
         # the replaced order keeps market and side (_modify checks), so its share (rs size,
         # rp notional) comes off that side's exposure in that market; ``gone`` is that share
@@ -826,15 +909,17 @@ class Engine:
         gone: tuple[int, int, int] | None = None
         rs = rp = 0
         if removed is not None and ex is not None:
-            if removed.market not in ex:  # pragma: no cover - a live order is always exposed
-                raise KeyError(removed.market)
+            # (its list, once known, is ex's entry: the lists are never replaced)
+            if removed.x is None and removed.market not in ex:  # pragma: no cover
+                raise KeyError(removed.market)  # a live order is always exposed
             rs = removed.remaining
             rp = removed.notional
         risk = self.risk
         # the lag bound first: whether the order reduces risk only matters once it is hit
         if (not reduce_only
-                and (self.ledger.pending.get(acct, 0) >= self._max_pending
-                     or len(self.ledger.unsettled) >= self._max_unsettled)):
+                and (led.pending.get(acct, 0) >= self._max_pending
+                     or len(led.unsettled) >= self._max_unsettled)):
+            st = led.account(acct)
             if rs:
                 gone = (market, rs, rp)
             if not risk.reduces(st, ex, market, is_buy, size, gone):
@@ -843,8 +928,14 @@ class Engine:
             # a reduce-only order is capped to the position by the book and refused on-chain if
             # it would grow it, so it can never add risk
             return None
-        funding = self.ledger.proj_funding
-        base = self._base(acct, st)
+        funding = led.proj_funding
+        # _base, inlined with one lookup (the projected state only on a miss)
+        bases = self._base_health
+        cached: Any = bases.get(acct, _MISSING)
+        if cached is _MISSING:
+            base = bases[acct] = risk.base_health(led.account(acct), funding)
+        else:
+            base = cached
         if base is not None:
             # health_floor at the taker fee, with the leg costs cached in the exposure lists
             floor = risk.floor_cached(base, ex if ex is not None else {}, market, is_buy, size,
@@ -856,6 +947,7 @@ class Engine:
                     return None
         if rs:
             gone = (market, rs, rp)
+        st = led.account(acct)
         try:
             ok = risk.check_order(st, ex, market, is_buy, size, price, funding, gone)
         except KeyError:
@@ -892,67 +984,76 @@ class Engine:
         acct = self._acct(owner, sub)
         if self._nonce_used(owner, nonce):
             return _ack(cmd.req_id, Code.REPLAYED_NONCE, f"nonce {nonce} already used")
+        book = self.books[market]
         cid = cmd.client_id
         if cid is not None:
             if type(cid) is not int or not 0 <= cid <= _U64:
                 return _ack(cmd.req_id, Code.BAD_REQUEST, "client id must be a uint64")
-            if self.books[market].order_id_of(owner, sub, cid) is not None:
+            if book.order_id_of(owner, sub, cid) is not None:
                 return _ack(cmd.req_id, Code.DUPLICATE_CLIENT_ID, "client id in use")
         if self.open_count.get(acct, 0) >= self._max_open:
             return _ack(cmd.req_id, Code.TOO_MANY_OPEN_ORDERS, "too many open orders")
         bad = self._risk_gate(acct, market, is_buy, size, price, reduce_only)
         if bad is not None:
             return _ack(cmd.req_id, *bad)
-        return self._submit(cmd.req_id, o, cmd.signature, cmd.tif, cmd.stp, cid, now,
-                            acct, 0, size, [], self._leg, None, market, is_buy, reduce_only,
-                            price, nonce, expiry)
+        # the shared account key's owner string (acct[0]) keys the nonces
+        return self._submit(cmd.req_id, o, cmd.signature, cmd.tif, cmd.stp, cid, now, acct,
+                            acct[0], sub, o_owner, 0, size, [], self._leg, None, book, market,
+                            is_buy, reduce_only, price, nonce, expiry, True, False)
 
-    def _submit(self, req_id: int, o: SignedOrder, sig: bytes, tif: int, stp: int,
-                cid: int | None, now: int, acct: Any, filled: int, size: int,
-                out: list[Output], leg: int, x: list[int] | None, market: Any, is_buy: Any,
-                reduce_only: Any, price: Any, nonce: Any, expiry: Any) -> Result:
+    def _submit(self, req_id: Any, o: SignedOrder, sig: bytes, tif: int, stp: int,
+                cid: int | None, now: int, acct: Any, owner: Any, sub: Any, spelled: Any,
+                filled: int, size: Any, out: list[Output], leg: int, x: list[int] | None,
+                book: OrderBook, market: int, is_buy: Any, reduce_only: Any, price: Any,
+                nonce: Any, expiry: Any, fresh: bool, replacing: bool) -> Result:
         """Hand a checked order to its book and turn the events into outputs. ``leg`` is the
         risk gate's cost of the order's side in its market with the order in (-1: none),
-        ``x`` the account's exposure list in the market when the caller has it, ``market``
-        to ``expiry`` the signed order's fields."""
+        ``x`` the account's exposure list in the market when the caller has it, ``book`` the
+        market's book, ``is_buy`` to ``expiry`` and ``spelled`` (the owner as signed) the
+        signed order's fields; ``fresh``: the nonce is not in use (see _use_nonce);
+        ``replacing``: the order replaces one of the account's whose open count it takes
+        over."""
         oid: Any = self.next_oid  # boxed once: the book order, the dict, the record, the ack
-        expiry -= self._expiry_margin
-        bo = BookOrder(oid, acct[0], acct[1], is_buy, price, size, tif, cid=cid, stp=stp,
+        if self._expiry_margin:
+            expiry = expiry - self._expiry_margin
+        bo = BookOrder(oid, owner, sub, is_buy, price, size, tif, cid=cid, stp=stp,
                        reduce_only=reduce_only, expiry=expiry)
-        events = self.books[market].place(bo, now)
+        events = book.place(bo, now)
         first = events[0]
         if type(first) is Rejected:
             assert isinstance(first, Rejected)
+            if replacing:
+                # the replaced order is gone, and nothing takes its count over
+                self._uncount(acct)
             code = _BOOK_CODES.get(first.reason, Code.BAD_REQUEST)
             return Result(Ack(req_id, False, code, first.reason.name, 0, 0), out, bool(out))
         assert isinstance(first, Accepted)
         self.next_oid = oid + 1
-        self._use_nonce(acct[0], nonce, expiry, False)
-        rec = OrderRec(oid, market, acct, o, sig, bo, filled, cid)
-        rec.x = x
+        self._use_nonce(owner, nonce, expiry, fresh)
+        rec = OrderRec(oid, market, acct, owner, sub, spelled, nonce, o, sig, bo, filled, cid)
         self.orders[oid] = rec
-        self.open_count[acct] = self.open_count.get(acct, 0) + 1
-        accepted = first.size
-        self._expose(rec, accepted)
+        if not replacing:
+            self.open_count[acct] = self.open_count.get(acct, 0) + 1
+        # a reduce-only order may be cut to the position; any other is accepted whole
+        accepted: Any = first.size if reduce_only else size
+        x = self._expose_new(rec, x, accepted, price)
         out.append(self._update(rec, _OPEN))
         if len(events) > 1:
             self._events(events, out, 1)
-        elif leg >= 0 and accepted == size:
+        elif leg >= 0 and (accepted is size or accepted == size):
             # the book took the whole order and nothing else moved: the side's sums are now
             # what the gate's leg was computed from (the replaced order is gone, this one is
             # in), so its cost is the cache's value (RiskModel.floor_cached)
-            x = rec.x
-            assert x is not None
             at_generation(x, self._leg_gen)
             x[4 if is_buy else 5] = leg
-        return self._done(req_id, oid, out)
+        return self._done(req_id, oid, out, now)
 
     def _owned(self, owner: str, oid: int | None) -> OrderRec | Result:
         rec = self.orders.get(oid) if oid is not None else None
         if rec is None:
             return _ack(0, Code.UNKNOWN_ORDER, f"no live order {oid}")
         # the signed order's own spelling of the owner needs no lower-casing
-        if owner != rec.signed.owner and rec.acct[0] != owner.lower():
+        if owner != rec.spelled and rec.owner != owner.lower():
             return _ack(0, Code.NOT_AUTHORISED, "not your order")
         return rec
 
@@ -963,13 +1064,13 @@ class Engine:
             oid = None if book is None else book.order_id_of(cmd.owner.lower(), cmd.sub,
                                                               cmd.client_id)
         rec = self._owned(cmd.owner, oid)
-        if isinstance(rec, Result):
+        if not isinstance(rec, OrderRec):
             return _ack(cmd.req_id, rec.ack.code, rec.ack.message)
         if cmd.reason not in _CANCEL_REASONS:
             return _ack(cmd.req_id, Code.BAD_REQUEST, f"bad cancel reason {cmd.reason!r}")
         out: list[Output] = []
         self._events(self.books[rec.market].cancel(rec.oid, CancelReason(cmd.reason)), out, 0)
-        return self._done(cmd.req_id, rec.oid, out)
+        return self._done(cmd.req_id, rec.oid, out, cmd.now)
 
     def _cancel_all(self, cmd: CancelAll) -> Result:
         owner = cmd.owner.lower()
@@ -988,7 +1089,7 @@ class Engine:
         if now < self.clock:
             now = self.clock
         rec = self._owned(cmd_owner, order_id)
-        if isinstance(rec, Result):
+        if not isinstance(rec, OrderRec):
             return _ack(req_id, rec.ack.code, rec.ack.message)
         book = self.books[rec.market]
         out: list[Output] = []
@@ -1000,13 +1101,21 @@ class Engine:
             if new_size % book.lot_size:
                 return _ack(req_id, Code.OFF_LOT, "size off lot")
             self._events(book.modify(rec.oid, rec.price, new_size, now), out, 0)
-            return self._done(req_id, rec.oid, out)
+            return self._done(req_id, rec.oid, out, now)
         (n_owner, n_sub, n_market, n_is_buy, n_reduce_only, n_price, n_size, n_nonce, n_expiry,
          n_max_fee) = _astuple(n)
         acct = rec.acct
-        # the replaced order's own spelling of the owner needs no lower-casing
-        owner = acct[0] if n_owner == rec.signed.owner else n_owner.lower()
-        if (owner != acct[0] or n_sub != acct[1]
+        r_owner = rec.owner
+        # the replaced order's own spelling of the owner needs no lower-casing (the same
+        # object, usually: no string compare either)
+        if n_owner is rec.spelled or n_owner == rec.spelled:
+            owner = r_owner
+        else:
+            owner = n_owner.lower()
+            if owner != r_owner:
+                return _ack(req_id, Code.BAD_REQUEST,
+                            "replacement must keep owner, sub-account, market and side")
+        if ((n_sub is not rec.sub and n_sub != rec.sub)
                 or n_market != rec.market or n_is_buy != rec.is_buy
                 or new_sig is None or new_signer is None):
             return _ack(req_id, Code.BAD_REQUEST,
@@ -1016,14 +1125,19 @@ class Engine:
                                    owner, new_signer, bo.tif, bo.stp, now)
         if bad is not None:
             return _ack(req_id, *bad)
-        same_nonce = n_nonce == rec.signed.nonce
-        if not same_nonce and self._nonce_used(acct[0], n_nonce):
+        same_nonce = n_nonce == rec.nonce
+        if not same_nonce and self._nonce_used(r_owner, n_nonce):
             return _ack(req_id, Code.REPLAYED_NONCE, f"nonce {n_nonce} already used")
         # on the same nonce the contract's budget already holds what the old order filled
-        filled = rec.filled if same_nonce else 0
-        size = n_size - filled
-        if size <= 0:
-            return _ack(req_id, Code.BAD_SIZE, "new size not above the amount filled")
+        # (n_size > 0 passed the checks, so without fills the size needs no test)
+        filled = 0
+        size: Any = n_size
+        if same_nonce:
+            filled = rec.filled
+            if filled:
+                size = n_size - filled
+                if size <= 0:
+                    return _ack(req_id, Code.BAD_SIZE, "new size not above the amount filled")
         if bo.tif == _POST_ONLY:
             best = book.best_ask() if n_is_buy else book.best_bid()
             if best is not None and (n_price >= best if n_is_buy else n_price <= best):
@@ -1032,18 +1146,20 @@ class Engine:
         if bad is not None:
             return _ack(req_id, *bad)
         leg = self._leg
-        events = book.cancel(rec.oid, _CANCEL_USER)
-        if len(events) == 1 and type(events[0]) is Cancelled:
-            # the usual outcome, as _events applies it
+        replacing = book.withdraw(rec.oid)
+        if replacing:
+            # the usual outcome (the live order left its book whole), as _events applies a
+            # Cancelled; its open count stays for the replacement
             self._expose(rec, -rec.remaining)
             out.append(self._update(rec, _CANCELLED, _USER))
-            self._forget(rec)
-        else:  # pragma: no cover - a live order's cancel is exactly one Cancelled
-            self._events(events, out, 0)
+            del self.orders[rec.bo.id_key]
+        else:  # pragma: no cover - a live order is always in its book
+            self._events(book.cancel(rec.oid, _CANCEL_USER), out, 0)
         # the replacement keeps account, market and side: the same exposure list
-        return self._submit(req_id, n, new_sig, bo.tif, bo.stp, rec.cid, now, acct, filled,
-                            size, out, leg, rec.x, n_market, n_is_buy, n_reduce_only, n_price,
-                            n_nonce, n_expiry)
+        return self._submit(req_id, n, new_sig, bo.tif, bo.stp, rec.cid, now, acct, r_owner,
+                            rec.sub, n_owner, filled, size, out, leg, rec.x, book, n_market,
+                            n_is_buy, n_reduce_only, n_price, n_nonce, n_expiry, not same_nonce,
+                            replacing)
 
     def _expire(self, cmd: ExpireTick) -> Result:
         now = max(cmd.now, self.clock)
@@ -1087,7 +1203,7 @@ class Engine:
                 return False
             acct: Any = (owner, sub)  # boxed once: it keys several dicts
             ok = self._replay_submit(o, sig, tif, stp, cid, now, acct, 0, size, True, market,
-                                     is_buy, reduce_only, price, nonce, expiry)
+                                     is_buy, reduce_only, price, nonce, expiry, o_owner)
         elif t is _CANCEL:
             _, c_owner, oid, _, _, _, now, reason = _astuple(cmd)
             ok = self._replay_cancel(cmd, c_owner, oid, reason)  # type: ignore[arg-type]
@@ -1142,15 +1258,17 @@ class Engine:
 
     def _replay_submit(self, o: SignedOrder, sig: Any, tif: Any, stp: Any, cid: Any, now: int,
                        acct: Any, filled: int, size: Any, fresh: bool, market: Any, is_buy: Any,
-                       reduce_only: Any, price: Any, nonce: Any, expiry: Any) -> bool:
+                       reduce_only: Any, price: Any, nonce: Any, expiry: Any,
+                       spelled: Any) -> bool:
         """``_submit`` without outputs; False when the book refused the order. The signed
         order's fields come unpacked from the caller; ``acct`` is the (owner, sub) tuple and
         ``fresh`` says the order's nonce is not in use (see _use_nonce)."""
         oid: Any = self.next_oid  # boxed once for the book order and the dict
-        owner: str = acct[0]
+        owner: Any = acct[0]
+        sub: Any = acct[1]
         if self._expiry_margin:
             expiry = expiry - self._expiry_margin
-        bo = BookOrder(oid, owner, acct[1], is_buy, price, size, tif, cid=cid, stp=stp,
+        bo = BookOrder(oid, owner, sub, is_buy, price, size, tif, cid=cid, stp=stp,
                        reduce_only=reduce_only, expiry=expiry)
         events = self.books[market].place(bo, now)
         first = events[0]
@@ -1158,31 +1276,11 @@ class Engine:
             return False
         self.next_oid = oid + 1
         self._use_nonce(owner, nonce, expiry, fresh)
-        rec = OrderRec(oid, market, acct, o, sig, bo, filled, cid)
+        rec = OrderRec(oid, market, acct, owner, sub, spelled, nonce, o, sig, bo, filled, cid)
         self.orders[oid] = rec
         oc = self.open_count
         oc[acct] = oc.get(acct, 0) + 1
-        # _expose(rec, first.size), inlined, on boxed ints: size * price mostly exceeds the
-        # 62-bit native int, whose multiply then takes a slower overflow path
-        q: Any = first.size  # type: ignore[union-attr]
-        ex = self.exposure.get(acct)
-        if ex is None:
-            ex = self.exposure[acct] = {}
-        x = ex.get(market)
-        if x is None:
-            x = ex[market] = new_exposure()
-        rec.x = x
-        n = q * price
-        if is_buy:
-            x[0] += q
-            x[1] += n
-            x[4] = -1
-        else:
-            x[2] += q
-            x[3] += n
-            x[5] = -1
-        rec.remaining += q
-        rec.notional = n
+        self._expose_new(rec, None, first.size, price)  # type: ignore[union-attr]
         if len(events) > 1:
             self._replay_events(events, 1)
         return True
@@ -1221,7 +1319,7 @@ class Engine:
             # by client id, or a record that cannot apply: the full path decides
             return self._handlers[CancelOrder](cmd).journal
         # as in _replay_modify: the signed order's spelling first
-        if owner != rec.signed.owner and rec.acct[0] != self._owner_key(owner):
+        if owner != rec.spelled and rec.owner != self._owner_key(owner):
             return False
         events = self.books[rec.market].cancel(rec.oid, _REPLAY_CANCEL[reason])
         if len(events) == 1 and type(events[0]) is Cancelled:
@@ -1239,16 +1337,16 @@ class Engine:
         rec = self.orders.get(oid)
         # the owner's spelling in the command usually equals the signed order's: a string
         # compare instead of the lower-casing lookup
-        if rec is None or (owner != rec.signed.owner and rec.acct[0] != self._owner_key(owner)):
+        if rec is None or (owner != rec.spelled and rec.owner != self._owner_key(owner)):
             return self._handlers[ModifyOrder](cmd).journal
         bo = rec.bo
         if bo.tif == _POST_ONLY:
             return self._handlers[ModifyOrder](cmd).journal
         acct: Any = rec.acct  # boxed once: it keys several dicts
-        _, _, market, is_buy, reduce_only, price, n_size, nonce, expiry, _ = _astuple(n)
-        same_nonce = nonce == rec.signed.nonce
+        spelled, _, market, is_buy, reduce_only, price, n_size, nonce, expiry, _ = _astuple(n)
+        same_nonce = nonce == rec.nonce
         if not same_nonce:
-            d = self.nonces.get(acct[0])
+            d = self.nonces.get(rec.owner)
             if d is not None and nonce in d:
                 return False
         filled = rec.filled if same_nonce else 0
@@ -1265,7 +1363,8 @@ class Engine:
         # the cancel alone changed state, so the command counts even if the book refuses the
         # replacement (as in ``apply``)
         self._replay_submit(n, new_sig, bo.tif, bo.stp, rec.cid, now, acct, filled, size,
-                            not same_nonce, market, is_buy, reduce_only, price, nonce, expiry)
+                            not same_nonce, market, is_buy, reduce_only, price, nonce, expiry,
+                            spelled)
         return True
 
     # ================================================================ chain events
