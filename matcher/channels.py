@@ -41,6 +41,7 @@ from matcher.commands import (
     SetOraclePrices,
 )
 from matcher.engine import Engine
+from matcher.fill_history import NOT_A_FILL, FillHistory
 from matcher.orders import CancelReason
 from matcher.sessions import Session
 from matcher.ws_messages import (
@@ -65,6 +66,8 @@ _OPEN = State.OPEN
 _HEAD7 = tuple(bytes((0x81, n)) for n in range(126))
 
 PRIVATE = ("orders", "fills", "positions", "health")
+# outputs that put a frame on an owner's `fills` channel (recorded even with no subscriber)
+_FILLS_CHANNEL = frozenset({FillReport, Bust, Liquidation})
 _STATUS = {int(s): s.name for s in OrderStatus}
 _REASON = {int(r): r.name for r in CancelReason}
 Acct = tuple[str, int]
@@ -192,8 +195,10 @@ def _diff(old: dict[int, int], new: dict[int, int]) -> list[tuple[int, int]]:
 class Hub:
     """Channel registry and fan-out."""
 
-    def __init__(self, engine: Engine, symbols: dict[int, str], book_depth: int = 50) -> None:
+    def __init__(self, engine: Engine, symbols: dict[int, str], book_depth: int = 50,
+                 fill_history: int = 5_000) -> None:
         self.engine = engine
+        self.fill_history = FillHistory(engine.ledger.next_seq, fill_history)
         self.symbols = symbols
         self.public: dict[str, set[Conn]] = {}
         self.private: dict[str, dict[str, set[Conn]]] = {k: {} for k in PRIVATE}
@@ -325,6 +330,12 @@ class Hub:
             for c in tuple(group):
                 c.send(frame)
 
+    def _fills(self, owner: str, seq: int, frame: bytes) -> None:
+        """A ``fills`` frame: recorded for a later replay (subscribe's ``fills_after``) even when
+        nobody listens, then sent to the owner's subscribed connections."""
+        self.fill_history.record(owner, seq, frame)
+        self._to_owner("fills", owner, frame)
+
     def _to_public(self, channel: str, frame: bytes) -> None:
         group = self.public.get(channel)
         if group:
@@ -336,12 +347,13 @@ class Hub:
         private = self.private
         orders_subs = private["orders"]
         fills_subs = private["fills"]
-        if not (self.public or orders_subs or fills_subs or private["positions"]
-                or private["health"]):
-            # nobody subscribes to anything: no message to build, and no book feed to keep
-            # fresh (a feed is fresh only while its channel has a subscriber)
-            return
         outs = res.outputs
+        if not (self.public or orders_subs or fills_subs or private["positions"]
+                or private["health"]) and not any(type(o) in _FILLS_CHANNEL for o in outs):
+            # nobody subscribes to anything and nothing goes to the fill record: no message
+            # to build, and no book feed to keep fresh (a feed is fresh only while its channel
+            # has a subscriber)
+            return
         touched_markets: set[int] = set()
         touched_accts: set[Acct] = set()
         ts_ms = int(time.time() * 1000)
@@ -362,22 +374,20 @@ class Hub:
                 self._to_public(f"trades.{o.market}", encoder.encode(TradeMsg(
                     f"trades.{o.market}", o.market, o.seq, o.price, o.size,
                     "buy" if o.taker_is_buy else "sell", ts_ms)))
-                if o.taker_owner in fills_subs:
-                    self._to_owner("fills", o.taker_owner, encoder.encode(FillMsg(
-                        "fills", o.seq, o.market, o.taker_order_id, o.taker_sub,
-                        "buy" if o.taker_is_buy else "sell", "taker", o.price, o.size,
-                        o.taker_fee, ts_ms)))
-                if o.maker_owner in fills_subs:
-                    self._to_owner("fills", o.maker_owner, encoder.encode(FillMsg(
-                        "fills", o.seq, o.market, o.maker_order_id, o.maker_sub,
-                        "sell" if o.taker_is_buy else "buy", "maker", o.price, o.size,
-                        o.maker_fee, ts_ms)))
+                self._fills(o.taker_owner, o.seq, encoder.encode(FillMsg(
+                    "fills", o.seq, o.market, o.taker_order_id, o.taker_sub,
+                    "buy" if o.taker_is_buy else "sell", "taker", o.price, o.size,
+                    o.taker_fee, ts_ms)))
+                self._fills(o.maker_owner, o.seq, encoder.encode(FillMsg(
+                    "fills", o.seq, o.market, o.maker_order_id, o.maker_sub,
+                    "sell" if o.taker_is_buy else "buy", "maker", o.price, o.size,
+                    o.maker_fee, ts_ms)))
             elif t is Bust:
                 assert isinstance(o, Bust)
                 for acct in (o.taker, o.maker):
                     a = (acct[0], acct[1])
                     touched_accts.add(a)
-                    self._to_owner("fills", a[0], encoder.encode(BustMsg("fills", o.seq, a[1],
+                    self._fills(a[0], NOT_A_FILL, encoder.encode(BustMsg("fills", o.seq, a[1],
                                                                          o.reason)))
             elif t is Liquidation:
                 assert isinstance(o, Liquidation)
@@ -440,7 +450,7 @@ class Hub:
             sides.append(((o.counterparty[0], o.counterparty[1]), counter_role, o.target))
         for acct, role, other in sides:
             touched.add(acct)
-            self._to_owner("fills", acct[0], encoder.encode(LiquidatedMsg(
+            self._fills(acct[0], NOT_A_FILL, encoder.encode(LiquidatedMsg(
                 "fills", o.kind, role, acct[1], None if other is None else other[0],
                 None if other is None else other[1], o.market, o.asset,
                 o.size_delta if role == "target" else -o.size_delta, o.amount, o.price,

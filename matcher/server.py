@@ -119,6 +119,8 @@ class ServerConfig:
     stream_token: str | None = None  # required by the `stream` op when set
     operator_token: str | None = None  # required by the `chain` op; None disables the op
     book_depth: int = 50
+    # fills-channel frames kept per owner for subscribe's `fills_after` replay (~250 bytes each)
+    fill_history: int = 5_000
     expire_tick_s: float = 1.0  # ExpireTick period (0: never)
     fsync_interval_s: float = 0.05  # group-commit timer under the FSYNC_BY_SHELL policy
     # > 0: the process's cyclic GC is taken over (crossbook/gc_policy.py) and swept this often;
@@ -264,7 +266,7 @@ class MatcherServer:
         self.intake = Intake(self.engine, self.domain)
         self.auth = Authenticator(self.domain, cfg.challenge_ttl_s, cfg.max_login_expiry_s)
         symbols = {i: m.symbol for i, m in enumerate(self.engine.config.spec.markets)}
-        self.hub = Hub(self.engine, symbols, cfg.book_depth)
+        self.hub = Hub(self.engine, symbols, cfg.book_depth, cfg.fill_history)
         self.conns: set[Conn] = set()
         self.port = 0
         # engine jobs not yet run (FIFO); bounded by limits.engine_queue
@@ -745,9 +747,22 @@ class MatcherServer:
             conn.send(_err(rid, "TOO_MANY_SUBSCRIPTIONS",
                            f"at most {self.limits.max_subscriptions} channels"))
             return
-        conn.send(_ok(rid, {"channels": sorted(conn.subs | set(req.channels))}))
+        result: dict[str, Any] = {"channels": sorted(conn.subs | set(req.channels))}
+        replay: list[bytes] = []
+        if req.fills_after is not None:
+            if "fills" not in req.channels:
+                conn.send(_err(rid, "BAD_REQUEST", "`fills_after` needs `fills` among the channels"))
+                return
+            owner = conn.session.owner
+            assert owner is not None  # check_channel: fills needs a login
+            replay, complete = self.hub.fill_history.after(owner, req.fills_after)
+            result["fills"] = {"after": req.fills_after, "replayed": len(replay),
+                               "complete": complete}
+        conn.send(_ok(rid, result))
         for name in req.channels:  # snapshots follow the response
             self.hub.subscribe(conn, name)
+        for frame in replay:  # then the fills missed, oldest first, before any live frame
+            conn.send(frame)
 
     # ================================================================ dead-man's switch
 

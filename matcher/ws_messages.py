@@ -189,10 +189,13 @@ class TransferReq(msgspec.Struct, tag="transfer", tag_field="op", forbid_unknown
 class Subscribe(msgspec.Struct, tag="subscribe", tag_field="op", forbid_unknown_fields=True,
                   frozen=True):
     """Subscribe to channels (``book.<market>``, ``trades.<market>``, ``markets``, ``prices``,
-    ``orders``, ``fills``, ``positions``, ``health``)."""
+    ``orders``, ``fills``, ``positions``, ``health``). ``fills_after``: the settlement seq of
+    the last fill the client saw; the ``fills`` frames sent since are replayed (needs ``fills``
+    among ``channels``)."""
 
     id: Uint
     channels: Annotated[list[Channel], msgspec.Meta(min_length=1, max_length=64)]
+    fills_after: Uint | None = None
 
 
 class Unsubscribe(msgspec.Struct, tag="unsubscribe", tag_field="op", forbid_unknown_fields=True,

@@ -138,6 +138,8 @@ class ClientStats:
     connects: int = 0
     reconnects: int = 0
     gaps: int = 0
+    fills_replayed: int = 0  # fills-channel frames the server replayed after a reconnect
+    fill_gaps: int = 0  # replays the server could not prove complete (see fills_incomplete)
     snapshots: dict[str, int] = field(default_factory=dict)
 
 
@@ -183,6 +185,9 @@ class Client:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._resync: set[str] = set()  # book channels with a resubscribe in flight
         self._hello_challenge_unused = False
+        # the settlement seq of the newest fill received: after a reconnect the server replays
+        # every fills-channel frame sent since (subscribe's fills_after), so none is missed
+        self.last_fill_seq: int | None = None
 
     # ================================================================ lifecycle
 
@@ -298,7 +303,10 @@ class Client:
         if self._login is not None:
             await self._do_login(self._login)
         if self._channels:
-            await self._request("subscribe", channels=sorted(self._channels))
+            fields: dict[str, Any] = {"channels": sorted(self._channels)}
+            if "fills" in self._channels and self.last_fill_seq is not None:
+                fields["fills_after"] = self.last_fill_seq
+            await self._request("subscribe", **fields)
         if self._dead_man_ms:
             await self._request("dead_man", timeout_ms=self._dead_man_ms)
 
@@ -349,6 +357,9 @@ class Client:
     def _on_frame(self, msg: Message) -> None:
         t = msg.get("type")
         if t == "response":
+            result = msg.get("result")
+            if isinstance(result, dict) and "fills" in result:
+                self._check_replay(result["fills"])  # before the replayed frames that follow
             fut = self._pending.pop(msg.get("id"), None)  # type: ignore[arg-type]
             if fut is not None and not fut.done():
                 fut.set_result(msg)
@@ -357,6 +368,10 @@ class Client:
             return
         if t == "book":
             self._on_book(msg)
+        elif t == "fill":
+            seq = int(msg["seq"])
+            if self.last_fill_seq is None or seq > self.last_fill_seq:
+                self.last_fill_seq = seq
         ch = msg.get("channel")
         if ch is None and t == "dead_man":
             ch = "dead_man"  # not a channel, but bots want to hear about it
@@ -642,24 +657,47 @@ class Client:
     # ---------------------------------------------------------------- subscriptions
 
     async def subscribe(self, channels: Sequence[str], callback: Callback | None = None,
-                        ) -> Subscription:
+                        fills_after: int | None = None) -> Subscription:
         """Subscribe to channels (``book.0``, ``trades.0``, ``markets``, ``prices``,
         ``orders``, ``fills``, ``positions``, ``health``; ``*`` also gets ``dead_man``
         notices). Messages go to ``callback`` and/or the returned subscription's iterator.
-        The subscription survives reconnects; book channels also keep :attr:`books`."""
+        The subscription survives reconnects (fills missed meanwhile are replayed); book
+        channels also keep :attr:`books`. ``fills_after`` (with ``fills``): also replay the
+        fills-channel frames sent since that fill, e.g. the last one a restarted bot had
+        processed; a replay the server cannot prove complete is announced with a
+        ``fills_incomplete`` message on the ``fills`` channel."""
+        if fills_after is not None and "fills" not in channels:
+            raise ValueError("fills_after needs the fills channel")
         sub = Subscription(self, channels, callback, self.queue_size)
         if callback is None:
             sub._queue = asyncio.Queue(self.queue_size)  # nobody else will read: iterate it
         self._subs.append(sub)
         new = [c for c in channels if c != "*" and c not in self._channels]
+        if fills_after is not None and "fills" not in new:
+            new.append("fills")  # already subscribed: asking again replays
         if new:
+            fields: dict[str, Any] = {"channels": new}
+            if fills_after is not None:
+                fields["fills_after"] = fills_after
             try:
-                await self._request("subscribe", channels=new)
+                await self._request("subscribe", **fields)
             except BaseException:
                 self._subs.remove(sub)
                 raise
             self._channels.update(new)
         return sub
+
+    def _check_replay(self, info: Message) -> None:
+        """Count a fills replay (a subscribe response's ``fills``) and announce one the server
+        could not prove complete: frames were trimmed from its record or sent by an earlier
+        matcher process. The ``orders`` and ``positions`` snapshots then say where the account
+        stands."""
+        self.stats.fills_replayed += int(info["replayed"])
+        if not info["complete"]:
+            self.stats.fill_gaps += 1
+            log.warning("the server could not replay every fill after seq %s", info["after"])
+            self._on_frame({"type": "fills_incomplete", "channel": "fills",
+                            "after": info["after"], "replayed": info["replayed"]})
 
     async def _drop_subscription(self, sub: Subscription) -> None:
         if sub in self._subs:

@@ -13,7 +13,7 @@ import pytest
 from crossbook.sdk import Client, NonceManager, OrderRequest, Rejected
 from matcher.commands import AgentSet
 from matcher.server import MatcherServer
-from tests.ws.helpers import AGENT, ETH_PX, LOT, TICK, USERS, addr
+from tests.ws.helpers import AGENT, ETH_PX, LOT, TICK, USERS, addr, start_server
 
 
 async def until(pred: Callable[[], bool], timeout: float = 5.0) -> None:
@@ -138,6 +138,82 @@ async def test_gap_triggers_fresh_snapshot(client: Client, server: MatcherServer
     await client.place(0, True, ETH_PX - 2 * TICK, LOT)
     await until(lambda: client.books[0].best_bid() == (ETH_PX - 2 * TICK, LOT))
     assert client.stats.gaps == 1
+
+
+def _kill_owner(server: MatcherServer, owner: str) -> None:
+    """The server drops every connection of ``owner`` (as a network failure would)."""
+    for conn in list(server.conns):
+        if conn.session.owner == owner:
+            conn.kill(1011, "test drop")
+
+
+async def test_fills_lost_with_the_connection_are_replayed(client: Client,
+                                                          server: MatcherServer) -> None:
+    fills: list[dict[str, Any]] = []
+    await client.subscribe(["fills"], callback=fills.append)
+    await client.place(0, False, ETH_PX, 10 * LOT)
+    taker = await Client.connect(server.url, nonces=NonceManager(start=1))
+    await taker.login(USERS[1])
+    try:
+        await taker.place(0, True, ETH_PX, LOT, tif="IOC")
+        await until(lambda: len(fills) == 1)
+        assert client.last_fill_seq == fills[0]["seq"]
+        # the next two fills are in flight when the link dies: they never reach the bot
+        client.frame_filter = lambda m: m.get("type") != "fill"
+        for _ in range(2):
+            await taker.place(0, True, ETH_PX, LOT, tif="IOC")
+        await until(lambda: server.hub.fill_history.frames(addr(USERS[0])) == 3)
+        client.frame_filter = None
+        _kill_owner(server, addr(USERS[0]))
+        await until(lambda: client.stats.reconnects == 1 and len(fills) == 3, 10)
+        assert [f["seq"] for f in fills] == sorted({f["seq"] for f in fills})
+        assert all(f["type"] == "fill" and f["size"] == LOT for f in fills)
+        assert (client.stats.fills_replayed, client.stats.fill_gaps) == (2, 0)
+        assert client.last_fill_seq == fills[-1]["seq"]
+        # live fills after the replay arrive once
+        await taker.place(0, True, ETH_PX, LOT, tif="IOC")
+        await until(lambda: len(fills) == 4)
+        await asyncio.sleep(0.1)
+        assert len(fills) == 4 and fills[3]["seq"] > fills[2]["seq"]
+        # a restarted bot names the last fill it processed and gets the rest
+        again = await Client.connect(server.url, nonces=NonceManager(start=50))
+        await again.login(USERS[0])
+        later = await again.subscribe(["fills"], fills_after=fills[1]["seq"])
+        got = [await later.get(5) for _ in range(2)]
+        assert [m["seq"] for m in got] == [fills[2]["seq"], fills[3]["seq"]]
+        assert again.stats.fills_replayed == 2
+        await again.close()
+    finally:
+        await taker.close()
+
+
+async def test_a_replay_the_server_cannot_prove_complete_is_announced(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    server = await start_server(journal_dir=str(tmp_path), fill_history=1)
+    bot = await Client.connect(server.url, nonces=NonceManager(start=1))
+    taker = await Client.connect(server.url, nonces=NonceManager(start=1))
+    try:
+        await bot.login(USERS[0])
+        await taker.login(USERS[1])
+        events = await bot.subscribe(["fills"])
+        await bot.place(0, False, ETH_PX, 10 * LOT)
+        await taker.place(0, True, ETH_PX, LOT, tif="IOC")
+        first = await events.get(5)
+        bot.frame_filter = lambda m: m.get("type") != "fill"
+        for _ in range(2):  # the record keeps one frame: the first of these is lost for good
+            await taker.place(0, True, ETH_PX, LOT, tif="IOC")
+        await until(lambda: server.engine.ledger.next_seq > first["seq"] + 2)
+        bot.frame_filter = None
+        _kill_owner(server, addr(USERS[0]))
+        notice = await events.get(10)
+        assert notice == {"type": "fills_incomplete", "channel": "fills", "after": first["seq"],
+                          "replayed": 1}
+        last = await events.get(5)
+        assert last["type"] == "fill" and last["seq"] == first["seq"] + 2
+        assert (bot.stats.fill_gaps, bot.stats.fills_replayed) == (1, 1)
+    finally:
+        await taker.close()
+        await bot.close()
+        await server.close()
 
 
 async def test_dead_man_switch(client: Client, server: MatcherServer) -> None:
