@@ -137,6 +137,13 @@ _PLACE: Final = PlaceOrder
 _CANCEL: Final = CancelOrder
 _MODIFY: Final = ModifyOrder
 _astuple: Final = astuple
+# likewise the output structs the order paths build
+_Ack: Final = Ack
+_Result: Final = Result
+_OrderUpdate: Final = OrderUpdate
+_FillReport: Final = FillReport
+_Sequenced: Final = Sequenced
+_FillItem: Final = FillItem
 
 # commands that carry the intake's wall clock: a journaled one advances Engine.clock
 _CLOCKED: Final = frozenset((PlaceOrder, CancelOrder, CancelAll, ModifyOrder, ExpireTick,
@@ -272,18 +279,20 @@ class Forgets:
 def _add_open(x: list[int], is_buy: bool, q: Any, n: Any) -> None:
     """Add size ``q`` of notional ``n`` to one side of exposure list ``x``: that side's
     cached leg cost (RiskModel.floor_cached) goes."""
+    # the sums as objects: an int item would be unboxed, added and boxed again
+    xs: list[Any] = x
     if is_buy:
-        x[0] += q
-        x[1] += n
+        xs[0] += q
+        xs[1] += n
         x[4] = -1
     else:
-        x[2] += q
-        x[3] += n
+        xs[2] += q
+        xs[3] += n
         x[5] = -1
 
 
 def _ack(req_id: int, code: Code, message: str) -> Result:
-    return Result(Ack(req_id, False, code, message, 0, 0), [], False)
+    return _Result(_Ack(req_id, False, code, message, 0, 0), [], False)
 
 
 class Engine:
@@ -419,13 +428,13 @@ class Engine:
                 if now > self.clock:
                     self._tick(now)
                 a = res.ack
-                res.ack = Ack(a.req_id, a.ok, a.code, a.message, a.order_id, self.cmd_seq)
+                res.ack = _Ack(a.req_id, a.ok, a.code, a.message, a.order_id, self.cmd_seq)
             return res
         pos: tuple[int, int] | None = None
         if t in _CHAIN_CMDS and cmd.block:  # type: ignore[union-attr]
             pos = (cmd.block, cmd.log_index)  # type: ignore[union-attr]
             if pos <= self.chain_cursor:
-                return Result(Ack(cmd.req_id, True, _OK, "already applied", 0, 0), [], False)
+                return _Result(_Ack(cmd.req_id, True, _OK, "already applied", 0, 0), [], False)
         # the order commands called directly: through the handler table the compiled build
         # calls a bound method object via its generic argument-parsing entry point
         if isinstance(cmd, ModifyOrder):
@@ -461,7 +470,7 @@ class Engine:
             a = res.ack
             if a.seq != self.cmd_seq:
                 # the order paths build their ack with the next seq already (_done)
-                res.ack = Ack(a.req_id, a.ok, a.code, a.message, a.order_id, self.cmd_seq)
+                res.ack = _Ack(a.req_id, a.ok, a.code, a.message, a.order_id, self.cmd_seq)
         return res
 
     def items_from(self, seq: int) -> list[tuple[int, Item]]:
@@ -782,17 +791,17 @@ class Engine:
         command sequence number ``apply`` is about to assign; ``now`` (the command's clock,
         at least the engine's) is left for ``apply``."""
         self._done_now = now
-        return Result(Ack(req_id, True, _OK, "", oid, self.cmd_seq + 1), out, True)
+        return _Result(_Ack(req_id, True, _OK, "", oid, self.cmd_seq + 1), out, True)
 
     def _update(self, rec: OrderRec, status: OrderStatus, reason: int = 0) -> OrderUpdate:
-        return OrderUpdate(rec.oid, rec.owner, rec.sub, rec.market, rec.cid, status,
+        return _OrderUpdate(rec.oid, rec.owner, rec.sub, rec.market, rec.cid, status,
                            rec.price, rec.filled, rec.remaining, reason)
 
     def _sequence_fill(self, tk: OrderRec, mk: OrderRec, q: int, px: int) -> tuple[FillItem, int, int, int]:
         """A book fill's state change, shared by ``apply`` and replay: sequence the settlement
         item and take the size off both records and their exposure. Returns the item, its
         sequence number and the taker and maker fees."""
-        item = FillItem(tk.signed, tk.sig, mk.signed, mk.sig, q, px, self.taker_fee, self.maker_fee)
+        item = _FillItem(tk.signed, tk.sig, mk.signed, mk.sig, q, px, self.taker_fee, self.maker_fee)
         cash = div_notional(q * px)
         fee_t = fee_amount(cash, self.taker_fee)
         fee_m = fee_amount(cash, self.maker_fee)
@@ -821,8 +830,8 @@ class Engine:
                 q = ev.size
                 px = ev.price
                 item, seq, fee_t, fee_m = self._sequence_fill(tk, mk, q, px)
-                out.append(Sequenced(seq, item))
-                out.append(FillReport(seq, tk.market, px, q, tk.oid, mk.oid, tk.owner,
+                out.append(_Sequenced(seq, item))
+                out.append(_FillReport(seq, tk.market, px, q, tk.oid, mk.oid, tk.owner,
                                       tk.sub, mk.owner, mk.sub, tk.is_buy, fee_t,
                                       fee_m))
                 for r in (mk, tk):
@@ -1026,7 +1035,7 @@ class Engine:
                 # the replaced order is gone, and nothing takes its count over
                 self._uncount(acct)
             code = _BOOK_CODES.get(first.reason, Code.BAD_REQUEST)
-            return Result(Ack(req_id, False, code, first.reason.name, 0, 0), out, bool(out))
+            return _Result(_Ack(req_id, False, code, first.reason.name, 0, 0), out, bool(out))
         assert isinstance(first, Accepted)
         self.next_oid = oid + 1
         self._use_nonce(owner, nonce, expiry, fresh)
@@ -1080,7 +1089,7 @@ class Engine:
         out: list[Output] = []
         for m in markets:
             self._events(self.books[m].cancel_all(owner, cmd.sub), out, 0)
-        return Result(Ack(cmd.req_id, True, _OK, "", 0, 0), out, bool(out))
+        return _Result(_Ack(cmd.req_id, True, _OK, "", 0, 0), out, bool(out))
 
     def _modify(self, cmd: ModifyOrder) -> Result:
         # the command's and the new order's fields with one C call each (cancel-replace is
@@ -1168,7 +1177,7 @@ class Engine:
             self._events(self.books[m].expire(now), out, 0)
         # journaled also when it only forgets expired nonces or digests (apply advances the
         # clock of a journaled command), so quiet periods still free them
-        return Result(Ack(cmd.req_id, True, _OK, "", 0, 0), out,
+        return _Result(_Ack(cmd.req_id, True, _OK, "", 0, 0), out,
                       bool(out) or self._forgets_due(now))
 
     # ================================================================ journal replay (fast path)
@@ -1375,14 +1384,14 @@ class Engine:
         if cmd.amount <= 0:
             return _ack(cmd.req_id, Code.BAD_SIZE, "deposit amount must be positive")
         self.ledger.deposit(self._acct(cmd.owner.lower(), cmd.sub), cmd.asset, cmd.amount)
-        return Result(Ack(cmd.req_id, True, _OK, "", 0, 0), [], True)
+        return _Result(_Ack(cmd.req_id, True, _OK, "", 0, 0), [], True)
 
     def _settled(self, cmd: ChainBatchSettled) -> Result:
         led = self.ledger
         last = cmd.first_seq + cmd.count - 1
         if cmd.count == 0 or last <= led.settled_seq:
             # an empty batch or one already applied (watcher replay): nothing to do
-            return Result(Ack(cmd.req_id, True, _OK, "already settled", 0, 0), [], False)
+            return _Result(_Ack(cmd.req_id, True, _OK, "already settled", 0, 0), [], False)
         if cmd.first_seq != led.settled_seq + 1 or last >= led.next_seq:
             return _ack(cmd.req_id, Code.STALE_SETTLEMENT,
                         f"batch {cmd.first_seq}+{cmd.count} does not continue settled "
@@ -1395,7 +1404,7 @@ class Engine:
                 out.append(Bust(e.seq, reason, e.a, e.b))
             else:
                 out.append(ItemRejected(e.seq, reason, e.kind, e.a))
-        return Result(Ack(cmd.req_id, True, _OK, "", 0, 0), out, True)
+        return _Result(_Ack(cmd.req_id, True, _OK, "", 0, 0), out, True)
 
     def _agent_set(self, cmd: AgentSet) -> Result:
         key = (cmd.owner.lower(), cmd.agent.lower())
@@ -1403,7 +1412,7 @@ class Engine:
             self.agents.add(key)
         else:
             self.agents.discard(key)
-        return Result(Ack(cmd.req_id, True, _OK, "", 0, 0), [], True)
+        return _Result(_Ack(cmd.req_id, True, _OK, "", 0, 0), [], True)
 
     # ================================================================ liquidation path (chain)
     # These events happen on-chain without the matcher: the engine applies them to the CONFIRMED
@@ -1448,7 +1457,7 @@ class Engine:
         out.append(Liquidation(kind, target, counter, cmd.market, None, cmd.size_delta, size,
                                cmd.price, penalty, insurance_share, 0, 0, cancelled, cmd.block,
                                cmd.log_index))
-        return Result(Ack(cmd.req_id, True, _OK, "", 0, 0), out, True)
+        return _Result(_Ack(cmd.req_id, True, _OK, "", 0, 0), out, True)
 
     def _liquidated(self, cmd: ChainLiquidated) -> Result:
         return self._trade_event(cmd, (cmd.liquidator.lower(), cmd.liquidator_sub),
@@ -1482,7 +1491,7 @@ class Engine:
         out.append(Liquidation("collateral_liquidated", target, liq, None, cmd.asset, 0,
                                cmd.amount, cmd.price, 0, 0, 0, 0, cancelled, cmd.block,
                                cmd.log_index))
-        return Result(Ack(cmd.req_id, True, _OK, "", 0, 0), out, True)
+        return _Result(_Ack(cmd.req_id, True, _OK, "", 0, 0), out, True)
 
     def _bad_debt(self, cmd: ChainBadDebtSettled) -> Result:
         if min(cmd.insurance_paid, cmd.fee_pool_paid, cmd.unbacked) < 0:
@@ -1499,7 +1508,7 @@ class Engine:
                                cmd.insurance_paid + cmd.fee_pool_paid + cmd.unbacked, 0, 0, 0,
                                cmd.insurance_paid + cmd.fee_pool_paid, cmd.unbacked, cancelled,
                                cmd.block, cmd.log_index))
-        return Result(Ack(cmd.req_id, True, _OK, "", 0, 0), out, True)
+        return _Result(_Ack(cmd.req_id, True, _OK, "", 0, 0), out, True)
 
     def _forced_executed(self, cmd: ChainForcedWithdrawalExecuted) -> Result:
         if cmd.asset != 0 and cmd.asset not in self.params.collaterals:
@@ -1516,7 +1525,7 @@ class Engine:
         # (gap-free seqs) and the contract rejects it REPLAYED, which reverses it in the
         # projected state; a later duplicate request id is never sequenced again
         self.forced.add(cmd.request_id)
-        return Result(Ack(cmd.req_id, True, _OK, "", 0, 0), [], True)
+        return _Result(_Ack(cmd.req_id, True, _OK, "", 0, 0), [], True)
 
     def _liq_params(self, cmd: ChainLiquidationParamsSet) -> Result:
         p = LiquidationParams(cmd.penalty_ppm, cmd.insurance_share_ppm, cmd.buffer_ppm,
@@ -1526,7 +1535,7 @@ class Engine:
         except ValueError as exc:
             return _ack(cmd.req_id, Code.BAD_REQUEST, str(exc))
         self.liquidation_params = p
-        return Result(Ack(cmd.req_id, True, _OK, "", 0, 0), [], True)
+        return _Result(_Ack(cmd.req_id, True, _OK, "", 0, 0), [], True)
 
     # ================================================================ withdrawals & co
 
@@ -1574,7 +1583,7 @@ class Engine:
         item = WithdrawItem(w, cmd.signature)
         seq = self.ledger.sequence(Entry(0, int(ItemKind.WITHDRAW), item, acct, None,
                                          asset=w.asset, qty=w.amount))
-        return Result(Ack(cmd.req_id, True, _OK, "", 0, 0), [Sequenced(seq, item)], True)
+        return _Result(_Ack(cmd.req_id, True, _OK, "", 0, 0), [_Sequenced(seq, item)], True)
 
     def _transfer(self, cmd: RequestTransfer) -> Result:
         t = cmd.transfer
@@ -1591,7 +1600,7 @@ class Engine:
         item = TransferItem(t, cmd.signature)
         seq = self.ledger.sequence(Entry(0, int(ItemKind.TRANSFER), item, src,
                                          (owner, t.to_subaccount), asset=t.asset, qty=t.amount))
-        return Result(Ack(cmd.req_id, True, _OK, "", 0, 0), [Sequenced(seq, item)], True)
+        return _Result(_Ack(cmd.req_id, True, _OK, "", 0, 0), [_Sequenced(seq, item)], True)
 
     def _forced_request(self, cmd: ChainForcedWithdrawalRequested) -> Result:
         if cmd.request_id in self.forced:
@@ -1605,7 +1614,7 @@ class Engine:
         item = ForcedItem(cmd.request_id)
         seq = self.ledger.sequence(Entry(0, int(ItemKind.FORCED), item, acct, None,
                                          asset=cmd.asset, qty=cmd.amount))
-        return Result(Ack(cmd.req_id, True, _OK, "", 0, 0), [Sequenced(seq, item)], True)
+        return _Result(_Ack(cmd.req_id, True, _OK, "", 0, 0), [_Sequenced(seq, item)], True)
 
     def _funding(self, cmd: PostFunding) -> Result:
         mc = self.params.markets.get(cmd.market)
@@ -1620,7 +1629,7 @@ class Engine:
         seq = self.ledger.sequence(Entry(0, int(ItemKind.FUNDING), item, market=cmd.market,
                                          delta=funding_delta(cmd.rate_ppm, mc.max_funding_ppm,
                                                              price)))
-        return Result(Ack(cmd.req_id, True, _OK, "", 0, 0), [Sequenced(seq, item)], True)
+        return _Result(_Ack(cmd.req_id, True, _OK, "", 0, 0), [_Sequenced(seq, item)], True)
 
     def _funding_updated(self, cmd: ChainFundingUpdated) -> Result:
         # the chain's cumulative index replaces the engine's estimate once the batch carrying
@@ -1628,7 +1637,7 @@ class Engine:
         if cmd.market not in self.params.markets:
             return _ack(cmd.req_id, Code.UNKNOWN_MARKET, f"unknown market {cmd.market}")
         self.ledger.note_chain_funding(cmd.market, cmd.cumulative_index)
-        return Result(Ack(cmd.req_id, True, _OK, "", 0, 0), [], True)
+        return _Result(_Ack(cmd.req_id, True, _OK, "", 0, 0), [], True)
 
     def _prices(self, cmd: SetOraclePrices) -> Result:
         for k, v in list(cmd.assets.items()) + list(cmd.markets.items()):
@@ -1636,7 +1645,7 @@ class Engine:
                 return _ack(cmd.req_id, Code.BAD_PRICE, f"bad price {v!r} for id {k}")
         self.risk.asset_prices.update(cmd.assets)
         self.risk.market_prices.update(cmd.markets)
-        return Result(Ack(cmd.req_id, True, _OK, "", 0, 0), [], True)
+        return _Result(_Ack(cmd.req_id, True, _OK, "", 0, 0), [], True)
 
 
 __all__ = ["Engine", "EngineConfig", "EngineSnapshot", "OrderRec"]

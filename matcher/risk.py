@@ -28,21 +28,22 @@ from matcher.native import use_source_if_stale
 
 # per market: [buy size, buy size*price sum, sell size, sell size*price sum] and, in the
 # engine's lists, the cache of RiskModel.floor_cached: [.., buy leg cost, sell leg cost,
-# generation, buy size sum Q, its qd, sell size sum Q, its qd] (a cost or Q of -1: not
-# known; qd = (Q * mark) // NOTIONAL_DIV). Only the first four are the exposure.
+# generation, buy size sum Q, its qd, its qt, sell size sum Q, its qd, its qt] (a cost or Q
+# of -1: not known; qd = (Q * mark) // NOTIONAL_DIV, qt the part of the leg cost that
+# depends on Q alone, see RiskModel._leg_cost). Only the first four are the exposure.
 Exposure = dict[int, list[int]]
 
 
 def new_exposure() -> list[int]:
     """A market's exposure list with nothing open and no cached leg cost."""
-    return [0, 0, 0, 0, -1, -1, 0, -1, 0, -1, 0]
+    return [0, 0, 0, 0, -1, -1, 0, -1, 0, 0, -1, 0, 0]
 
 
 def at_generation(x: list[int], gen: int) -> None:
     """Bring exposure list ``x``'s cache to generation ``gen`` (RiskModel.floor_cached): what
     an older generation cached is forgotten."""
     if x[6] != gen:
-        x[4] = x[5] = x[7] = x[9] = -1
+        x[4] = x[5] = x[7] = x[10] = -1
         x[6] = gen
 
 _NO_EXPOSURE: Exposure = {}
@@ -57,10 +58,11 @@ class RiskModel:
         self.taker_fee_ppm = taker_fee_ppm
         self.maker_fee_ppm = maker_fee_ppm
         self.asset_prices: dict[int, int] = {}
-        # the order's own leg cost of the last floor_cached (-1: none), and the qd the last
-        # _leg_cost computed
+        # the order's own leg cost of the last floor_cached (-1: none), and the qd and qt the
+        # last _leg_cost computed
         self.last_leg = -1
         self.last_qd = 0
+        self.last_qt = 0
         self.market_prices: dict[int, int] = {}
         # the configs the order check reads, as plain dicts of ints: in the compiled module a
         # dict of tuples costs a fraction of a Mapping of dataclasses (params is frozen)
@@ -335,19 +337,21 @@ class RiskModel:
         of their market (valid while slot 6 equals ``gen``): a leg of another market than the
         order's is read from there when known, else computed and stored. The order's own
         leg (less ``rs`` size and ``rp`` notional of the replaced order, in this market) is
-        always computed, and left in :attr:`last_leg` (-1 when there is none), for the engine
-        to store once the book has taken the order with no other change.
+        always computed (from its size sum's qd and qt when cached), and left in
+        :attr:`last_leg` (-1 when there is none), for the engine to store once the book has
+        taken the order with no other change.
 
         The caller keeps the cache exact: a change of a list's size or notional sums of one
         side forgets that side's cost (``Engine._expose``), and a change of a market price,
         a funding index or the fee (any command other than an order command) moves ``gen``.
         A cached cost is then the value ``_leg_cost`` would return, so the sum is
-        :meth:`health_floor`'s, and the proof there applies unchanged. Slots 7-10 keep, per
-        side, the last size sum of the order's own leg and its ``(Q * mark) //
-        NOTIONAL_DIV`` (valid at ``gen``: it depends on nothing else), which a replacement
-        of the same size finds again."""
+        :meth:`health_floor`'s, and the proof there applies unchanged. Slots 7-12 keep, per
+        side, the last size sum Q of the order's own leg with its qd and qt (valid at
+        ``gen``: they depend on nothing else, and the mark, bands and index they needed were
+        there), which a replacement of the same size finds again."""
         off = 0 if is_buy else 2
         slot = 4 if is_buy else 5
+        qs = 7 if is_buy else 10
         fee_ppm = self.taker_fee_ppm
         total = 0
         new_seen = False
@@ -358,18 +362,17 @@ class RiskModel:
                 lsize += size
                 lpx += size * price
                 new_seen = True
-                # qd of this size sum at this generation's mark, if known: a replacement of
-                # the same size leaves the sum as it was
-                qs = 7 if is_buy else 9
-                qd = x[qs + 1] if x[qs] == lsize and x[6] == gen else -1
-                c = self._leg_cost(m, lsize, lpx, is_buy, fee_ppm, funding, qd)
-                if c < 0:
-                    return None
-                self.last_leg = c
-                if qd < 0:
+                if x[qs] == lsize and x[6] == gen:
+                    c = _cost(div_notional(lpx), x[qs + 1], x[qs + 2], is_buy, fee_ppm)
+                else:
+                    c = self._leg_cost(m, lsize, lpx, is_buy, fee_ppm, funding)
+                    if c < 0:
+                        return None
                     at_generation(x, gen)
                     x[qs] = lsize
                     x[qs + 1] = self.last_qd
+                    x[qs + 2] = self.last_qt
+                self.last_leg = c
             else:
                 lsize = x[off]
                 if not lsize:
@@ -391,11 +394,11 @@ class RiskModel:
         return base - total
 
     def _leg_cost(self, m: int, q: int, n: int, is_buy: bool, fee_ppm: int,
-                  funding: dict[int, int], qd: int = -1) -> int:
+                  funding: dict[int, int]) -> int:
         """One leg market's share of :meth:`health_floor`'s bound (always > 0), or -1 when
-        the market lacks a price, a funding index or usable bands. ``qd`` is ``(q * mark)
-        // NOTIONAL_DIV`` when the caller knows it (-1: computed here, and left in
-        :attr:`last_qd`)."""
+        the market lacks a price, a funding index or usable bands. The parts that depend on
+        ``q`` alone, ``qd = (q * mark) // NOTIONAL_DIV`` and ``qt = ceil((qd + 1) * sum imf
+        / PPM) + bands + 5``, are left in :attr:`last_qd` and :attr:`last_qt`."""
         price = self.market_prices.get(m)
         terms = self._floor_terms.get(m)
         if price is None or terms is None or m not in funding:
@@ -403,12 +406,9 @@ class RiskModel:
         imf_sum, n_bands = terms
         # two divisions of the wide products, then small ints: qd <= QP/D < qd + 1 and
         # cash = N // D, so d = qd + 1 >= ceil(QP/D) and ceil(max(0, mis)/D) <= max(0, over)
-        if qd < 0:
-            qd = self.last_qd = div_notional(q * price)
-        cash = div_notional(n)
-        over = (cash - qd if is_buy else qd - cash) + 1
-        cost = cash * fee_ppm // PPM - ((-(qd + 1) * imf_sum) // PPM) + n_bands + 5
-        return cost + over if over > 0 else cost
+        qd = self.last_qd = div_notional(q * price)
+        qt = self.last_qt = -((-(qd + 1) * imf_sum) // PPM) + n_bands + 5
+        return _cost(div_notional(n), qd, qt, is_buy, fee_ppm)
 
     def reduces(
         self, st: SubAccount, exposure: Exposure | None, market: int, is_buy: bool, size: int,
@@ -465,6 +465,14 @@ def div_notional(x: int) -> int:
     digit: CPython's single-digit division instead of its long division (the floor of a
     floor is the floor of the quotient for positive divisors)."""
     return (x >> 10) // 9_765_625
+
+
+def _cost(cash: int, qd: int, qt: int, is_buy: bool, fee_ppm: int) -> int:
+    """``RiskModel._leg_cost`` from the leg's cash (``N // NOTIONAL_DIV``) and its size
+    sum's ``qd`` and ``qt``."""
+    over = (cash - qd if is_buy else qd - cash) + 1
+    cost = cash * fee_ppm // PPM + qt
+    return cost + over if over > 0 else cost
 
 
 def _bands_fit_floor(bands: tuple[tuple[int, int, int, int], ...]) -> bool:

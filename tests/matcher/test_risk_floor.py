@@ -132,8 +132,8 @@ def order_cmd(w: str, is_buy: bool, px: int, size: int, nonce: int, tif: Tif,
 
 def _check_leg_cache(eng: Engine) -> int:
     """Every leg cost cached in the engine's exposure lists (current generation) equals the
-    one computed afresh from the list's sums, prices and indices, and so does every cached
-    qd of a size sum; returns how many there are."""
+    one computed afresh from the list's sums, prices and indices, and so do every cached
+    qd and qt of a size sum; returns how many there are."""
     risk, funding = eng.risk, eng.ledger.proj_funding
     known = 0
     for ex in eng.exposure.values():
@@ -146,10 +146,13 @@ def _check_leg_cache(eng: Engine) -> int:
                     assert x[off], "a cost cached for a side with nothing open"
                     assert x[slot] == risk._leg_cost(m, x[off], x[off + 1], is_buy,
                                                      eng.taker_fee, funding)
-            for qs in (7, 9):
+            for qs in (7, 10):
                 if x[qs] >= 0:
                     known += 1
                     assert x[qs + 1] == (x[qs] * risk.market_prices[m]) // NOTIONAL_DIV
+                    # qt as a fresh _leg_cost of that size sum computes it
+                    assert risk._leg_cost(m, x[qs], 1, True, eng.taker_fee, funding) >= 0
+                    assert (x[qs + 1], x[qs + 2]) == (risk.last_qd, risk.last_qt)
     return known
 
 
