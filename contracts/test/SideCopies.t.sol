@@ -3,9 +3,10 @@ pragma solidity ^0.8.24;
 
 import {Test} from "./utils/Test.sol";
 
-/// @dev SettlementModule keeps one copy of _side and _store per side of a fill (_sideT/_sideK, _storeT/_storeK), so
-///      that each reads its side's fields at constant addresses. The copies must stay the same code: this test reads
-///      the source and checks each K copy's text equals its T copy's with every T_ field address spelled K_.
+/// @dev SettlementModule keeps one copy of _side, _store and _readOrder per side of a fill (_sideT/_sideK, _storeT/_storeK,
+///      _readOrderT/_readOrderK), so that each reads its side's fields at constant addresses. The copies must stay the
+///      same code: this test reads the source and checks each K copy's text equals its T copy's with every T_ field
+///      address spelled K_.
 contract SideCopiesTest is Test {
     string private constant SRC = "src/impl/SettlementModule.sol";
 
@@ -13,6 +14,7 @@ contract SideCopiesTest is Test {
         bytes memory src = bytes(vm.readFile(SRC));
         _check(src, "function _sideT(", "function _sideK(");
         _check(src, "function _storeT(", "function _storeK(");
+        _check(src, "function _readOrderT(", "function _readOrderK(");
     }
 
     function _check(bytes memory src, bytes memory tHead, bytes memory kHead) private pure {

@@ -276,8 +276,8 @@ contract SettlementModule is MarginEngine {
         if (kind == B.KIND_FILL) {
             unchecked {
                 // calldata offsets, the item's length checked by _items
-                _readOrder(t, p, 0);
-                _readOrder(k, p + 130, 0);
+                _readOrderT(p, 0);
+                _readOrderK(p + 130, 0);
                 return _fill(c, t, k, p + 260);
             }
         }
@@ -376,39 +376,69 @@ contract SettlementModule is MarginEngine {
         if (bad) return MALFORMED;
         unchecked {
             // indices < 2**16, the table lies inside calldata
-            _readOrder(t, tbl + ti * B.SIGNED_ORDER, ti + 1);
-            _readOrder(k, tbl + ki * B.SIGNED_ORDER, ki + 1);
+            _readOrderT(tbl + ti * B.SIGNED_ORDER, ti + 1);
+            _readOrderK(tbl + ki * B.SIGNED_ORDER, ki + 1);
             return _fill(c, t, k, p + 4);
         }
     }
 
-    /// @dev Reads the packed order at calldata offset `o` (order-table index `idx` + 1, 0 inline) into x's fields
+    /// @dev Reads the packed order at calldata offset `o` (order-table index `idx` + 1, 0 inline) into t's fields
     ///      off..isBuy, id and idx. Nothing else writes those fields, so a side whose last order was read from the
     ///      same offset (a resting order filled again by the next item) already holds them.
-    function _readOrder(Side memory x, uint256 o, uint256 idx) private pure {
+    ///      One copy per side, as _sideT: -133 gas per fill for 170 bytes.
+    function _readOrderT(uint256 o, uint256 idx) private pure {
         // Side layout: off, owner, sub, market, flags, price, size, nonce, expiry, maxFee, feePpm, isBuy, id; idx 23
         assembly ("memory-safe") {
-            if iszero(eq(mload(x), o)) {
+            if iszero(eq(mload(T_OFF), o)) {
                 // not read already
-                mstore(x, o)
-                mstore(add(x, 0x2e0), idx)
+                mstore(T_OFF, o)
+                mstore(T_IDX, idx)
                 let w := calldataload(o)
                 let owner := shr(96, w)
-                mstore(add(x, 0x20), owner)
+                mstore(T_OWNER, owner)
                 let sub_ := and(shr(64, w), 0xffffffff)
-                mstore(add(x, 0x40), sub_)
-                mstore(add(x, 0x60), and(shr(32, w), 0xffffffff))
+                mstore(T_SUB, sub_)
+                mstore(T_MARKET, and(shr(32, w), 0xffffffff))
                 w := calldataload(add(o, 28))
                 let flags := shr(248, w)
-                mstore(add(x, 0x80), flags)
-                mstore(add(x, 0xa0), and(shr(184, w), 0xffffffffffffffff))
-                mstore(add(x, 0xc0), and(shr(120, w), 0xffffffffffffffff))
-                mstore(add(x, 0xe0), and(shr(56, w), 0xffffffffffffffff))
+                mstore(T_FLAGS, flags)
+                mstore(T_PRICE, and(shr(184, w), 0xffffffffffffffff))
+                mstore(T_SIZE, and(shr(120, w), 0xffffffffffffffff))
+                mstore(T_NONCE, and(shr(56, w), 0xffffffffffffffff))
                 w := calldataload(add(o, 53))
-                mstore(add(x, 0x100), shr(192, w))
-                mstore(add(x, 0x120), and(shr(160, w), 0xffffffff))
-                mstore(add(x, 0x160), and(flags, 1))
-                mstore(add(x, 0x180), shl(16, or(shl(32, owner), sub_)))
+                mstore(T_EXPIRY, shr(192, w))
+                mstore(T_MAX_FEE, and(shr(160, w), 0xffffffff))
+                mstore(T_IS_BUY, and(flags, 1))
+                mstore(T_ID, shl(16, or(shl(32, owner), sub_)))
+            }
+        }
+    }
+
+    /// @dev _readOrderT for side k (K_ field addresses). Keep the two identical up to T_/K_ (test: SideCopies.t.sol).
+    function _readOrderK(uint256 o, uint256 idx) private pure {
+        // Side layout: off, owner, sub, market, flags, price, size, nonce, expiry, maxFee, feePpm, isBuy, id; idx 23
+        assembly ("memory-safe") {
+            if iszero(eq(mload(K_OFF), o)) {
+                // not read already
+                mstore(K_OFF, o)
+                mstore(K_IDX, idx)
+                let w := calldataload(o)
+                let owner := shr(96, w)
+                mstore(K_OWNER, owner)
+                let sub_ := and(shr(64, w), 0xffffffff)
+                mstore(K_SUB, sub_)
+                mstore(K_MARKET, and(shr(32, w), 0xffffffff))
+                w := calldataload(add(o, 28))
+                let flags := shr(248, w)
+                mstore(K_FLAGS, flags)
+                mstore(K_PRICE, and(shr(184, w), 0xffffffffffffffff))
+                mstore(K_SIZE, and(shr(120, w), 0xffffffffffffffff))
+                mstore(K_NONCE, and(shr(56, w), 0xffffffffffffffff))
+                w := calldataload(add(o, 53))
+                mstore(K_EXPIRY, shr(192, w))
+                mstore(K_MAX_FEE, and(shr(160, w), 0xffffffff))
+                mstore(K_IS_BUY, and(flags, 1))
+                mstore(K_ID, shl(16, or(shl(32, owner), sub_)))
             }
         }
     }
