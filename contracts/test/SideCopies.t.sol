@@ -3,10 +3,10 @@ pragma solidity ^0.8.24;
 
 import {Test} from "./utils/Test.sol";
 
-/// @dev SettlementModule keeps one copy of _side, _store and _readOrder per side of a fill (_sideT/_sideK, _storeT/_storeK,
-///      _readOrderT/_readOrderK), so that each reads its side's fields at constant addresses. The copies must stay the
-///      same code: this test reads the source and checks each K copy's text equals its T copy's with every T_ field
-///      address spelled K_.
+/// @dev SettlementModule keeps one copy of _side, _store and _readOrder per side of a fill (_sideT/_sideK,
+///      _storeT/_storeK, _readOrderT/_readOrderK), so that each reads its side's fields at constant addresses. The
+///      copies must stay the same code: this test reads the source and checks each K copy's text equals its T copy's
+///      with every T_ field address spelled K_.
 contract SideCopiesTest is Test {
     string private constant SRC = "src/impl/SettlementModule.sol";
 

@@ -32,20 +32,21 @@ contract SettlementModule is MarginEngine {
     uint256 private constant T_OWNER = 0x220;
     uint256 private constant T_SUB = 0x240;
     uint256 private constant T_MARKET = 0x260;
-    uint256 private constant T_FLAGS = 0x280;
-    uint256 private constant T_PRICE = 0x2a0;
-    uint256 private constant T_NONCE = 0x2e0;
-    uint256 private constant T_EXPIRY = 0x300;
-    uint256 private constant T_MAX_FEE = 0x320;
-    uint256 private constant T_FEE_PPM = 0x340;
-    uint256 private constant T_IS_BUY = 0x360;
+    uint256 private constant T_FLAGS = 0x360;
+    uint256 private constant T_REDUCE_ONLY = 0x2a0;
+    uint256 private constant T_PRICE = 0x2c0;
+    uint256 private constant T_NONCE = 0x300;
+    uint256 private constant T_EXPIRY = 0x320;
+    uint256 private constant T_MAX_FEE = 0x340;
+    uint256 private constant T_FEE_PPM = 0x420;
+    uint256 private constant T_IS_BUY = 0x280;
     uint256 private constant T_HDR = 0x3a0;
     uint256 private constant T_OLD_SIZE = 0x3c0;
     uint256 private constant T_NEW_SIZE = 0x480;
     uint256 private constant T_FUNDING = 0x4a0;
     uint256 private constant T_FEE = 0x4c0;
     uint256 private constant T_OFF = 0x200;
-    uint256 private constant T_SIZE = 0x2c0;
+    uint256 private constant T_SIZE = 0x2e0;
     uint256 private constant T_ID = 0x380;
     uint256 private constant T_NEW_HDR = 0x440;
     uint256 private constant T_NEW_POS = 0x460;
@@ -58,20 +59,21 @@ contract SettlementModule is MarginEngine {
     uint256 private constant K_OWNER = 0x5c0;
     uint256 private constant K_SUB = 0x5e0;
     uint256 private constant K_MARKET = 0x600;
-    uint256 private constant K_FLAGS = 0x620;
-    uint256 private constant K_PRICE = 0x640;
-    uint256 private constant K_NONCE = 0x680;
-    uint256 private constant K_EXPIRY = 0x6a0;
-    uint256 private constant K_MAX_FEE = 0x6c0;
-    uint256 private constant K_FEE_PPM = 0x6e0;
-    uint256 private constant K_IS_BUY = 0x700;
+    uint256 private constant K_FLAGS = 0x700;
+    uint256 private constant K_REDUCE_ONLY = 0x640;
+    uint256 private constant K_PRICE = 0x660;
+    uint256 private constant K_NONCE = 0x6a0;
+    uint256 private constant K_EXPIRY = 0x6c0;
+    uint256 private constant K_MAX_FEE = 0x6e0;
+    uint256 private constant K_FEE_PPM = 0x7c0;
+    uint256 private constant K_IS_BUY = 0x620;
     uint256 private constant K_HDR = 0x740;
     uint256 private constant K_OLD_SIZE = 0x760;
     uint256 private constant K_NEW_SIZE = 0x820;
     uint256 private constant K_FUNDING = 0x840;
     uint256 private constant K_FEE = 0x860;
     uint256 private constant K_OFF = 0x5a0;
-    uint256 private constant K_SIZE = 0x660;
+    uint256 private constant K_SIZE = 0x680;
     uint256 private constant K_ID = 0x720;
     uint256 private constant K_NEW_HDR = 0x7e0;
     uint256 private constant K_NEW_POS = 0x800;
@@ -101,20 +103,21 @@ contract SettlementModule is MarginEngine {
         address owner;
         uint256 sub;
         uint256 market;
-        uint256 flags;
+        // words 1..10 are the Order's fields in EIP-712 order as they are hashed (_orderSigCheck hashes them in place)
+        bool isBuy;
+        bool reduceOnly;
         uint256 price;
         uint256 size;
         uint256 nonce;
         uint256 expiry;
         uint256 maxFee;
-        uint256 feePpm;
-        bool isBuy;
+        uint256 flags;
         uint256 id;
         uint256 hdr;
         int256 s; // old size
         int256 on; // unused: the old open notional and snapshot stay on _side's stack (the field addresses are constants)
         int256 snap;
-        int256 d; // not written on the fill path: the size delta is newSize - s
+        uint256 feePpm; // the fill's fee rate for this side
         uint256 newHdr;
         uint256 newPos;
         int256 newSize;
@@ -383,11 +386,11 @@ contract SettlementModule is MarginEngine {
     }
 
     /// @dev Reads the packed order at calldata offset `o` (order-table index `idx` + 1, 0 inline) into t's fields
-    ///      off..isBuy, id and idx. Nothing else writes those fields, so a side whose last order was read from the
+    ///      off..flags, id and idx. Nothing else writes those fields, so a side whose last order was read from the
     ///      same offset (a resting order filled again by the next item) already holds them.
     ///      One copy per side, as _sideT: -133 gas per fill for 170 bytes.
     function _readOrderT(uint256 o, uint256 idx) private pure {
-        // Side layout: off, owner, sub, market, flags, price, size, nonce, expiry, maxFee, feePpm, isBuy, id; idx 23
+        // Side layout: off, owner, sub, market, isBuy, reduceOnly, price, size, nonce, expiry, maxFee, flags, id; idx 23
         assembly ("memory-safe") {
             if iszero(eq(mload(T_OFF), o)) {
                 // not read already
@@ -402,13 +405,14 @@ contract SettlementModule is MarginEngine {
                 w := calldataload(add(o, 28))
                 let flags := shr(248, w)
                 mstore(T_FLAGS, flags)
+                mstore(T_IS_BUY, and(flags, 1))
+                mstore(T_REDUCE_ONLY, and(shr(1, flags), 1))
                 mstore(T_PRICE, and(shr(184, w), 0xffffffffffffffff))
                 mstore(T_SIZE, and(shr(120, w), 0xffffffffffffffff))
                 mstore(T_NONCE, and(shr(56, w), 0xffffffffffffffff))
                 w := calldataload(add(o, 53))
                 mstore(T_EXPIRY, shr(192, w))
                 mstore(T_MAX_FEE, and(shr(160, w), 0xffffffff))
-                mstore(T_IS_BUY, and(flags, 1))
                 mstore(T_ID, shl(16, or(shl(32, owner), sub_)))
             }
         }
@@ -416,7 +420,7 @@ contract SettlementModule is MarginEngine {
 
     /// @dev _readOrderT for side k (K_ field addresses). Keep the two identical up to T_/K_ (test: SideCopies.t.sol).
     function _readOrderK(uint256 o, uint256 idx) private pure {
-        // Side layout: off, owner, sub, market, flags, price, size, nonce, expiry, maxFee, feePpm, isBuy, id; idx 23
+        // Side layout: off, owner, sub, market, isBuy, reduceOnly, price, size, nonce, expiry, maxFee, flags, id; idx 23
         assembly ("memory-safe") {
             if iszero(eq(mload(K_OFF), o)) {
                 // not read already
@@ -431,13 +435,14 @@ contract SettlementModule is MarginEngine {
                 w := calldataload(add(o, 28))
                 let flags := shr(248, w)
                 mstore(K_FLAGS, flags)
+                mstore(K_IS_BUY, and(flags, 1))
+                mstore(K_REDUCE_ONLY, and(shr(1, flags), 1))
                 mstore(K_PRICE, and(shr(184, w), 0xffffffffffffffff))
                 mstore(K_SIZE, and(shr(120, w), 0xffffffffffffffff))
                 mstore(K_NONCE, and(shr(56, w), 0xffffffffffffffff))
                 w := calldataload(add(o, 53))
                 mstore(K_EXPIRY, shr(192, w))
                 mstore(K_MAX_FEE, and(shr(160, w), 0xffffffff))
-                mstore(K_IS_BUY, and(flags, 1))
                 mstore(K_ID, shl(16, or(shl(32, owner), sub_)))
             }
         }
@@ -451,7 +456,7 @@ contract SettlementModule is MarginEngine {
         uint256 fillPrice;
         uint256 m;
         // one word: fillSize uint64 | fillPrice uint64 | the fee rates of t and k, uint32 each. Side fields (words):
-        // owner 1, sub 2, market 3, flags 4, nonce 7, feePpm 10, isBuy 11; Ctx field nMarkets 2.
+        // owner 1, sub 2, market 3, isBuy 4, nonce 8, flags 11, feePpm 17; Ctx field nMarkets 2.
         // INVALID_ITEM: m >= nMarkets || k.market != m || t.isBuy == k.isBuy || t.flags > 3 || k.flags > 3
         //     || (t.owner == k.owner && (t.sub == k.sub || t.nonce == k.nonce)), branch-free
         assembly ("memory-safe") {
@@ -485,7 +490,7 @@ contract SettlementModule is MarginEngine {
         }
         if (r != 0) return r;
         if (!_orderSigOk(t) || !_orderSigOk(k)) return R_BAD_SIGNATURE;
-        // Side field expiry 8
+        // Side field expiry 9
         assembly ("memory-safe") {
             if or(gt(timestamp(), mload(T_EXPIRY)), gt(timestamp(), mload(K_EXPIRY))) { r := R_EXPIRED }
         }
@@ -495,7 +500,7 @@ contract SettlementModule is MarginEngine {
             if (_filled(t) + fillSize > t.size) return R_OVERFILL;
             if (_filled(k) + fillSize > k.size) return R_OVERFILL;
         }
-        // Side fields (words): price 5, maxFee 9, feePpm 10, isBuy 11
+        // Side fields (words): isBuy 4, price 6, maxFee 10, feePpm 17
         assembly ("memory-safe") {
             let buyLimit := mload(T_PRICE)
             let sellLimit := mload(K_PRICE)
@@ -547,27 +552,14 @@ contract SettlementModule is MarginEngine {
         address signer;
         // Ctx field domain 17
         assembly ("memory-safe") {
-            // the struct hash input at SIG_BUF = 0x80 (word i at 0x80 + 0x20 * i, written as literals: the optimizer
-            // does not fold add(SIG_BUF, 0x20)), then the digest input and the ecrecover input over it
-            let domain := mload(C_DOMAIN)
-            mstore(0x80, th)
-            let w := calldataload(o)
-            mstore(0xa0, shr(96, w))
-            mstore(0xc0, and(shr(64, w), 0xffffffff))
-            mstore(0xe0, and(shr(32, w), 0xffffffff))
-            w := calldataload(add(o, 28))
-            let flags := shr(248, w)
-            mstore(0x100, and(flags, 1))
-            mstore(0x120, and(shr(1, flags), 1))
-            mstore(0x140, and(shr(184, w), 0xffffffffffffffff))
-            mstore(0x160, and(shr(120, w), 0xffffffffffffffff))
-            mstore(0x180, and(shr(56, w), 0xffffffffffffffff))
-            w := calldataload(add(o, 53))
-            mstore(0x1a0, shr(192, w))
-            mstore(0x1c0, and(shr(160, w), 0xffffffff))
-            let h := keccak256(0x80, 0x160)
+            // the struct hash input is x's words 0..10: the type hash written over `off` for the hash, then the
+            // Order's fields as _readOrder decoded them (Side layout); then the digest input and the ecrecover input
+            // at SIG_BUF = 0x80
+            mstore(x, th)
+            let h := keccak256(x, 0x160)
+            mstore(x, o)
             mstore(0x80, hex"1901")
-            mstore(0x82, domain)
+            mstore(0x82, mload(C_DOMAIN))
             mstore(0xa2, h)
             let d := keccak256(0x80, 0x42)
             let r := calldataload(add(o, 65))
@@ -599,20 +591,28 @@ contract SettlementModule is MarginEngine {
         uint256 owner;
         uint256 nonce;
         uint256 key;
-        // Side fields (words): owner 1 (a clean 160-bit word, _readOrder), nonce 7 (< 2**64)
+        // Side fields (words): owner 1 (a clean 160-bit word, _readOrder), nonce 8 (< 2**64)
+        uint256 ptr;
+        uint256 bucket;
+        // _find's lookup inlined (a call costs ~25 gas; -47 gas per fill); Side field nr 24
         assembly ("memory-safe") {
             owner := mload(add(x, 0x20))
-            nonce := mload(add(x, 0xe0))
+            nonce := mload(add(x, 0x100))
             key := or(shl(255, 1), or(shl(64, owner), nonce))
-        }
-        (uint256 ptr, uint256 bucket) = _find(key);
-        if (ptr != 0) {
-            x.nr = ptr;
-            assembly ("memory-safe") {
+            let hm := mload(C_HM)
+            let h := and(shr(128, mul(key, 0x9e3779b97f4a7c15f39cc0605cedc8341082276bf3a27251f86c6a11d0c18e95)), sub(mload(hm), 1))
+            bucket := add(add(hm, 0x20), shl(5, h))
+            ptr := mload(bucket)
+            for {} ptr {} {
+                if eq(mload(add(ptr, 0x40)), key) { break }
+                ptr := mload(ptr)
+            }
+            if ptr {
+                mstore(add(x, 0x300), ptr)
                 v := and(shr(NR_FILLED_SHIFT, mload(add(ptr, 0x20))), NR_FILLED_MASK)
             }
-            return v;
         }
+        if (ptr != 0) return v;
         mapping(uint256 => uint256) storage f = S.store().filled;
         uint256 sslot = _slotOf(f, S.nonceStateKey(owner, nonce));
         uint256 st; // 0 untouched, 1 partially filled (inline lane), 2 spent, 3 partially filled (own lane)
@@ -884,7 +884,7 @@ contract SettlementModule is MarginEngine {
     ///      One copy per side, as _sideT: -107 gas per fill for 357 bytes.
     function _storeT(uint256 m, uint256 epoch, uint256 fillSize) private {
         uint256 rare;
-        // Side fields (words): size 6, id 12, newHdr 18, newPos 19, nr 24, ka 25, va 26, kb 27, vb 28
+        // Side fields (words): size 7, id 12, newHdr 18, newPos 19, nr 24, ka 25, va 26, kb 27, vb 28
         assembly ("memory-safe") {
             {
                 let p := add(mload(T_NR), 0x20)
@@ -934,7 +934,7 @@ contract SettlementModule is MarginEngine {
     ///      identical up to T_/K_ (test: SideCopies.t.sol).
     function _storeK(uint256 m, uint256 epoch, uint256 fillSize) private {
         uint256 rare;
-        // Side fields (words): size 6, id 12, newHdr 18, newPos 19, nr 24, ka 25, va 26, kb 27, vb 28
+        // Side fields (words): size 7, id 12, newHdr 18, newPos 19, nr 24, ka 25, va 26, kb 27, vb 28
         assembly ("memory-safe") {
             {
                 let p := add(mload(K_NR), 0x20)
@@ -1053,7 +1053,7 @@ contract SettlementModule is MarginEngine {
         // Ranges: cash < 2**128, fee < 2**160 (fee rate < 2**32), s and d < 2**80, on, cum, snap < 2**88,
         // quote < 2**128: nothing below can overflow int256. Divisions as in Solidity: sdiv truncates (the
         // trunc_div of open notional), funding is ceil_div by 1e10 (§3).
-        // Side fields (words): market 3, flags 4, feePpm 10, isBuy 11, hdr 13, s 14, on 15, snap 16, d 17,
+        // Side fields (words): market 3, isBuy 4, flags 11, hdr 13, s 14, on 15, snap 16, feePpm 17,
         // newHdr 18, newPos 19, newSize 20, funding 21, fee 22
         assembly ("memory-safe") {
             mstore(T_HDR, hdr)
@@ -1171,7 +1171,7 @@ contract SettlementModule is MarginEngine {
         // Ranges: cash < 2**128, fee < 2**160 (fee rate < 2**32), s and d < 2**80, on, cum, snap < 2**88,
         // quote < 2**128: nothing below can overflow int256. Divisions as in Solidity: sdiv truncates (the
         // trunc_div of open notional), funding is ceil_div by 1e10 (§3).
-        // Side fields (words): market 3, flags 4, feePpm 10, isBuy 11, hdr 13, s 14, on 15, snap 16, d 17,
+        // Side fields (words): market 3, isBuy 4, flags 11, hdr 13, s 14, on 15, snap 16, feePpm 17,
         // newHdr 18, newPos 19, newSize 20, funding 21, fee 22
         assembly ("memory-safe") {
             mstore(K_HDR, hdr)
