@@ -122,7 +122,7 @@ class OrderBook:
         # the best bid's price (0: no bids), so a sell's cross test needs no negation
         self._bid_px = 0
         self._orders: dict[int, Order] = {}
-        self._accts: dict[Account, AcctOrders] = {}
+        self._accts: dict[Any, AcctOrders] = {}  # (owner, sub) tuples as objects
         self._last_oid = 0
         self._fill_seq = 0
         # resting good-til-time orders by expiry: a heap of the distinct expiries and each
@@ -221,7 +221,7 @@ class OrderBook:
         # ``x <= UINT64_MAX`` for x >= 0 without comparing against a boxed 2**64 - 1 (the
         # compiled build's slow path for a wide constant)
         if o.bad or not (
-            ((lvl := (self._bid_lv if is_buy else self._ask_lv).get(price)) is not None
+            ((lvl := (self._bid_lv if is_buy else self._ask_lv).get(o.px_key)) is not None
              or 0 < price and not price >> 64
              and (not price % self.tick_size or tif == _MARKET))
             and 0 < size and not size >> 64 and 0 < oid and not oid >> 64
@@ -250,7 +250,7 @@ class OrderBook:
             if size > allowed:
                 size = o.size = allowed
             # the position hook is the caller's code: look the level up again after it
-            lvl = (self._bid_lv if is_buy else self._ask_lv).get(price)
+            lvl = (self._bid_lv if is_buy else self._ask_lv).get(o.px_key)
         ev: list[Event] = [Accepted(key, size)]
         if crosses:
             limkey = price if is_buy else -price
@@ -265,7 +265,7 @@ class OrderBook:
             if not self._match(o, limkey, now, ev, check) or o.size == 0:
                 return ev
             # matching only changes the other side, unless a hook re-entered the book
-            lvl = (self._bid_lv if is_buy else self._ask_lv).get(price)
+            lvl = (self._bid_lv if is_buy else self._ask_lv).get(o.px_key)
         elif tif == _FOK:
             ev.append(Cancelled(oid, _C_FOK, size))
             return ev
@@ -782,8 +782,8 @@ class OrderBook:
             a.open_sell += o.size
         if o.reduce_only:
             self._n_ro += 1
-        exp = o.expiry
-        if exp:
+        if o.expiry:
+            exp = o.exp_key  # the expiry as an object (no boxing for the dict)
             self._n_exp += 1
             bucket = self._exp_oids.get(exp)
             if bucket is None:

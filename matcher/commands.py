@@ -358,7 +358,10 @@ Command = Union[
 # ------------------------------------------------------------------------------ outputs
 
 
-class Ack(msgspec.Struct, frozen=True, array_like=True, tag="ack"):
+# gc=False on the outputs every order command builds: they hold no container that could
+# close a reference cycle, and an untracked struct skips the collector's bookkeeping at
+# creation and release
+class Ack(msgspec.Struct, frozen=True, gc=False, array_like=True, tag="ack"):
     """Exactly one per input. ``seq`` is the engine's command sequence number of an accepted
     (journaled) command, 0 when rejected; ``order_id`` the exchange order id, if any."""
 
@@ -370,7 +373,7 @@ class Ack(msgspec.Struct, frozen=True, array_like=True, tag="ack"):
     seq: int
 
 
-class OrderUpdate(msgspec.Struct, frozen=True, array_like=True, tag="order"):
+class OrderUpdate(msgspec.Struct, frozen=True, gc=False, array_like=True, tag="order"):
     """An order's new state. ``filled`` is cumulative on the order's nonce, ``remaining`` its
     open size; ``reason`` is a :class:`matcher.orders.CancelReason` value when cancelled."""
 
@@ -386,7 +389,7 @@ class OrderUpdate(msgspec.Struct, frozen=True, array_like=True, tag="order"):
     reason: int
 
 
-class FillReport(msgspec.Struct, frozen=True, array_like=True, tag="fill"):
+class FillReport(msgspec.Struct, frozen=True, gc=False, array_like=True, tag="fill"):
     """A trade, with the sequence number of the FillItem that settles it."""
 
     seq: int

@@ -895,7 +895,13 @@ class Engine:
             return Code.OFF_LOT, f"size not a multiple of lot {lot}"
         if self._expiry_margin:
             expiry = expiry - self._expiry_margin
-        if expiry < (now if now > 1 else 1):
+        if type(expiry) is int:
+            # native, as size and price above (the compare would box ``now``)
+            e: int = expiry
+            late = e < (now if now > 1 else 1)
+        else:
+            late = expiry < (now if now > 1 else 1)
+        if late:
             return Code.EXPIRED, "order expired (or expires within the settlement margin)"
         # the fees as objects: an int compared with an object is boxed (allocated) first
         need: Any = self._maker_fee_obj if tif == _POST_ONLY else self._max_fee_obj
@@ -1026,7 +1032,7 @@ class Engine:
         if self._expiry_margin:
             expiry = expiry - self._expiry_margin
         bo = BookOrder(oid, owner, sub, is_buy, price, size, tif, cid=cid, stp=stp,
-                       reduce_only=reduce_only, expiry=expiry)
+                       reduce_only=reduce_only, expiry=expiry, acct=acct)
         events = book.place(bo, now)
         first = events[0]
         if type(first) is Rejected:
@@ -1057,7 +1063,7 @@ class Engine:
             x[4 if is_buy else 5] = leg
         return self._done(req_id, oid, out, now)
 
-    def _owned(self, owner: str, oid: int | None) -> OrderRec | Result:
+    def _owned(self, owner: str, oid: Any) -> OrderRec | Result:
         rec = self.orders.get(oid) if oid is not None else None
         if rec is None:
             return _ack(0, Code.UNKNOWN_ORDER, f"no live order {oid}")

@@ -131,6 +131,7 @@ class Order:
     __slots__ = (
         "oid", "owner", "sub", "acct", "cid", "is_buy", "price", "size", "tif", "stp",
         "reduce_only", "expiry", "prev", "next", "level", "book_acct", "bad", "raw", "id_key",
+        "px_key", "exp_key",
     )
 
     def __init__(
@@ -147,6 +148,7 @@ class Order:
         stp: Any = 0,
         reduce_only: Any = False,
         expiry: Any = 0,
+        acct: Any = None,
     ) -> None:
         self.owner: Owner = owner
         self.prev: Order | None = None
@@ -183,8 +185,15 @@ class Order:
         # the caller's id object, used as the book's dict key: the compiled build would box
         # ``oid`` anew, and a lookup with the very object that was stored skips a compare
         self.id_key: Any = oid
+        # the same for the price and the expiry as given, the keys of the book's level and
+        # expiry lookups when it takes the order (``place`` only: a modify moves the price)
+        self.px_key: Any = price
+        self.exp_key: Any = expiry
         self.sub: int = sub
-        self.acct: Account = (owner, sub)
+        # an object (Any): a tuple-typed attribute is stored unboxed by the compiled build and
+        # built anew for every dict it keys. ``acct``: the caller's own (owner, sub) tuple
+        # (the engine's shared one), so the book's account lookup meets the key it stored
+        self.acct: Any = (owner, sub) if acct is None or bad else acct
         self.cid: int | None = cid
         self.is_buy: bool = is_buy
         self.price: int = price
