@@ -191,12 +191,22 @@ def _functions(path: Path) -> list[tuple[int, int, str]]:
     return out
 
 
+def _source_ids(contract: str, source_id: int) -> dict[str, str]:
+    """Source id -> path of the newest build that compiled `contract`'s source as `source_id` (a later build of a
+    subset, e.g. only tests, leaves a build-info without it or with other ids)."""
+    for path in sorted((CONTRACTS_OUT / "build-info").glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True):
+        ids: dict[str, str] = json.loads(path.read_text())["source_id_to_path"]
+        if ids.get(str(source_id), "").endswith(f"/{contract}.sol"):
+            return ids
+    raise RuntimeError(f"no build-info maps source id {source_id} to {contract}.sol: run forge build")
+
+
 def _pc_functions(contract: str) -> dict[int, str]:
     """Runtime pc of `contract` -> the innermost source function its instruction comes from (forge's source map;
     "(generated)" for compiler-generated code without a source)."""
     art = json.loads((CONTRACTS_OUT / f"{contract}.sol" / f"{contract}.json").read_text())
     code = bytes.fromhex(art["deployedBytecode"]["object"].removeprefix("0x"))
-    info = json.loads(next((CONTRACTS_OUT / "build-info").glob("*.json")).read_text())["source_id_to_path"]
+    info = _source_ids(contract, art["id"])
     sources: dict[int, list[tuple[int, int, str]]] = {}
     names: dict[int, str] = {}
     pc = start = source = 0

@@ -24,6 +24,11 @@ contract SettlementModule is MarginEngine {
     uint256 private constant SIG_BUF = 0x80; // 11 words: an order's struct hash input, then digest, ecrecover input
     // then a word holding ACCT_SLOT: the optimizer loads that 32-byte constant with CODECOPY (11 instructions)
     uint256 private constant ACCT_SLOT_AT = 0x1e0;
+    // and words holding the lane masks LO and ~LO and WIDE_POS, which the optimizer builds at run time (5, 4 and 3
+    // instructions; an MLOAD at a constant address is 2): words the order hash no longer uses (_orderSigCheck)
+    uint256 private constant LO_AT = 0x180;
+    uint256 private constant HI_AT = 0x1a0;
+    uint256 private constant WIDE_POS_AT = 0x1c0;
     uint256 private constant T = 0x200;
     uint256 private constant K = 0x5a0; // T + 29 words
     uint256 private constant C = 0x940; // the batch's Ctx, allocated next (K + 29 words)
@@ -115,7 +120,7 @@ contract SettlementModule is MarginEngine {
         uint256 id;
         uint256 hdr;
         int256 s; // old size
-        int256 on; // unused: the old open notional and snapshot stay on _side's stack (the field addresses are constants)
+        int256 on; // unused: the old open notional and snapshot stay on _side's stack (field addresses are fixed)
         int256 snap;
         uint256 feePpm; // the fill's fee rate for this side
         uint256 newHdr;
@@ -172,6 +177,9 @@ contract SettlementModule is MarginEngine {
         assembly ("memory-safe") {
             if iszero(and(eq(sigBuf, SIG_BUF), and(eq(t, T), eq(k, K)))) { invalid() }
             mstore(ACCT_SLOT_AT, ACCT_SLOT)
+            mstore(LO_AT, LO)
+            mstore(HI_AT, not(LO))
+            mstore(WIDE_POS_AT, WIDE_POS)
         }
         if (address(this) == _self) revert DirectCallForbidden();
         S.Layout storage l = S.store();
@@ -390,7 +398,8 @@ contract SettlementModule is MarginEngine {
     ///      same offset (a resting order filled again by the next item) already holds them.
     ///      One copy per side, as _sideT: -133 gas per fill for 170 bytes.
     function _readOrderT(uint256 o, uint256 idx) private pure {
-        // Side layout: off, owner, sub, market, isBuy, reduceOnly, price, size, nonce, expiry, maxFee, flags, id; idx 23
+        // Side layout: off, owner, sub, market, isBuy, reduceOnly, price, size, nonce, expiry, maxFee, flags, id;
+        // idx 23
         assembly ("memory-safe") {
             if iszero(eq(mload(T_OFF), o)) {
                 // not read already
@@ -420,7 +429,8 @@ contract SettlementModule is MarginEngine {
 
     /// @dev _readOrderT for side k (K_ field addresses). Keep the two identical up to T_/K_ (test: SideCopies.t.sol).
     function _readOrderK(uint256 o, uint256 idx) private pure {
-        // Side layout: off, owner, sub, market, isBuy, reduceOnly, price, size, nonce, expiry, maxFee, flags, id; idx 23
+        // Side layout: off, owner, sub, market, isBuy, reduceOnly, price, size, nonce, expiry, maxFee, flags, id;
+        // idx 23
         assembly ("memory-safe") {
             if iszero(eq(mload(K_OFF), o)) {
                 // not read already
@@ -451,7 +461,8 @@ contract SettlementModule is MarginEngine {
     /// @dev A fill whose sides are already read; `o` points at fillSize:uint64 fillPrice:uint64 fees:2*uint32.
     ///      Checks INVALID_ITEM, BAD_SIGNATURE, EXPIRED, OVERFILL, PRICE_LIMIT, FEE_TOO_HIGH (in that order), then
     ///      applies it (_fillApply).
-    function _fill(Ctx memory c, Side memory t, Side memory k, uint256 o) private returns (uint8 r) {
+    function _fill(Ctx memory c, Side memory t, Side memory k, uint256 o) private returns (uint8) {
+        uint256 r; // a reject reason; uint256, not uint8: each test of a uint8 masks it (2 instructions)
         uint256 fillSize;
         uint256 fillPrice;
         uint256 m;
@@ -478,7 +489,7 @@ contract SettlementModule is MarginEngine {
             }
             if bad { r := R_INVALID_ITEM }
         }
-        if (r != 0) return r;
+        if (r != 0) return uint8(r);
         MarketCache memory mc = c.m[m];
         if (!mc.loaded) _ensureMarket(c, m);
         // MarketCache: tickSize at 0x60, lotSize at 0x80, both non-zero (listing checks them)
@@ -488,13 +499,13 @@ contract SettlementModule is MarginEngine {
                 or(iszero(fillPrice), mod(fillPrice, mload(add(mc, 0x60))))
             ) { r := R_INVALID_ITEM }
         }
-        if (r != 0) return r;
+        if (r != 0) return uint8(r);
         if (!_orderSigOk(t) || !_orderSigOk(k)) return R_BAD_SIGNATURE;
         // Side field expiry 9
         assembly ("memory-safe") {
             if or(gt(timestamp(), mload(T_EXPIRY)), gt(timestamp(), mload(K_EXPIRY))) { r := R_EXPIRED }
         }
-        if (r != 0) return r;
+        if (r != 0) return uint8(r);
         unchecked {
             // filled <= SPENT = 2**64 and fillSize < 2**64
             if (_filled(t) + fillSize > t.size) return R_OVERFILL;
@@ -516,7 +527,7 @@ contract SettlementModule is MarginEngine {
                 }
             }
         }
-        if (r != 0) return r;
+        if (r != 0) return uint8(r);
         return _fillApply(c, t, k, mc, fillSize, fillPrice);
     }
 
@@ -574,14 +585,17 @@ contract SettlementModule is MarginEngine {
                 if staticcall(gas(), 1, 0x80, 0x80, 0x00, 0x20) { signer := mload(0x00) }
             }
         }
-        if (signer == address(0)) return false;
         uint256 owner;
+        bool none;
         bool own;
         // Side field owner 1, a clean 160-bit word (_readOrder), as is the precompile's output: no address cleanup
+        // (signer == address(0) in Solidity masks it: 6 instructions)
         assembly ("memory-safe") {
+            none := iszero(signer)
             owner := mload(add(x, 0x20))
             own := eq(signer, owner)
         }
+        if (none) return false;
         return own || S.store().agents[address(uint160(owner))][signer];
     }
 
@@ -912,10 +926,10 @@ contract SettlementModule is MarginEngine {
             default {
                 let b := mload(T_VB)
                 switch and(m, 1)
-                case 0 { b := or(and(b, LO), shl(128, lane)) }
-                default { b := or(and(b, not(LO)), lane) }
+                case 0 { b := or(and(b, mload(LO_AT)), shl(128, lane)) }
+                default { b := or(and(b, mload(HI_AT)), lane) }
                 sstore(mload(T_KB), b)
-                lane := and(mload(T_VA), not(LO))
+                lane := and(mload(T_VA), mload(HI_AT))
             }
             // header lane: int80 quote | bits << 80; WIDE_Q flags a wide header
             let hdr := mload(T_NEW_HDR)
@@ -962,10 +976,10 @@ contract SettlementModule is MarginEngine {
             default {
                 let b := mload(K_VB)
                 switch and(m, 1)
-                case 0 { b := or(and(b, LO), shl(128, lane)) }
-                default { b := or(and(b, not(LO)), lane) }
+                case 0 { b := or(and(b, mload(LO_AT)), shl(128, lane)) }
+                default { b := or(and(b, mload(HI_AT)), lane) }
                 sstore(mload(K_KB), b)
-                lane := and(mload(K_VA), not(LO))
+                lane := and(mload(K_VA), mload(HI_AT))
             }
             // header lane: int80 quote | bits << 80; WIDE_Q flags a wide header
             let hdr := mload(K_NEW_HDR)
@@ -1026,7 +1040,7 @@ contract SettlementModule is MarginEngine {
             mstore(T_VA, a)
             let q := signextend(9, a)
             switch eq(q, WIDE_Q)
-            case 0 { hdr := or(and(q, LO), shl(128, shr(80, and(a, LO)))) }
+            case 0 { hdr := or(and(q, mload(LO_AT)), shl(128, shr(80, and(a, mload(LO_AT))))) }
             default { bad := 1 } // wide header
             let lane := shr(128, a)
             if m {
@@ -1037,10 +1051,10 @@ contract SettlementModule is MarginEngine {
                 mstore(T_VB, b)
                 switch and(m, 1)
                 case 0 { lane := shr(128, b) }
-                default { lane := and(b, LO) }
+                default { lane := and(b, mload(LO_AT)) }
             }
             if lane {
-                switch and(iszero(eq(lane, WIDE_POS)), eq(shr(96, lane), mload(add(mc, 0x1c0))))
+                switch and(iszero(eq(lane, mload(WIDE_POS_AT))), eq(shr(96, lane), mload(add(mc, 0x1c0))))
                 case 1 {
                     s := signextend(5, lane)
                     on := signextend(5, shr(48, lane))
@@ -1111,7 +1125,7 @@ contract SettlementModule is MarginEngine {
                     )
                 }
                 mstore(T_NEW_POS, pos)
-                let h := xor(hdr, and(xor(hdr, snap), LO)) // hdr's high half, snap's low half
+                let h := xor(hdr, and(xor(hdr, snap), mload(LO_AT))) // hdr's high half, snap's low half
                 let bit := shl(add(128, m), 1)
                 switch ns
                 case 0 { h := and(h, not(bit)) }
@@ -1144,7 +1158,7 @@ contract SettlementModule is MarginEngine {
             mstore(K_VA, a)
             let q := signextend(9, a)
             switch eq(q, WIDE_Q)
-            case 0 { hdr := or(and(q, LO), shl(128, shr(80, and(a, LO)))) }
+            case 0 { hdr := or(and(q, mload(LO_AT)), shl(128, shr(80, and(a, mload(LO_AT))))) }
             default { bad := 1 } // wide header
             let lane := shr(128, a)
             if m {
@@ -1155,10 +1169,10 @@ contract SettlementModule is MarginEngine {
                 mstore(K_VB, b)
                 switch and(m, 1)
                 case 0 { lane := shr(128, b) }
-                default { lane := and(b, LO) }
+                default { lane := and(b, mload(LO_AT)) }
             }
             if lane {
-                switch and(iszero(eq(lane, WIDE_POS)), eq(shr(96, lane), mload(add(mc, 0x1c0))))
+                switch and(iszero(eq(lane, mload(WIDE_POS_AT))), eq(shr(96, lane), mload(add(mc, 0x1c0))))
                 case 1 {
                     s := signextend(5, lane)
                     on := signextend(5, shr(48, lane))
@@ -1229,7 +1243,7 @@ contract SettlementModule is MarginEngine {
                     )
                 }
                 mstore(K_NEW_POS, pos)
-                let h := xor(hdr, and(xor(hdr, snap), LO)) // hdr's high half, snap's low half
+                let h := xor(hdr, and(xor(hdr, snap), mload(LO_AT))) // hdr's high half, snap's low half
                 let bit := shl(add(128, m), 1)
                 switch ns
                 case 0 { h := and(h, not(bit)) }
@@ -1401,9 +1415,9 @@ contract SettlementModule is MarginEngine {
             let lane := sload(keccak256(0, 0x40))
             switch and(m, 1)
             case 0 { lane := shr(128, lane) }
-            default { lane := and(lane, LO) }
+            default { lane := and(lane, mload(LO_AT)) }
             if lane {
-                switch and(iszero(eq(lane, WIDE_POS)), eq(shr(96, lane), mload(add(mc, 0x1c0))))
+                switch and(iszero(eq(lane, mload(WIDE_POS_AT))), eq(shr(96, lane), mload(add(mc, 0x1c0))))
                 case 1 {
                     let sz := signextend(5, lane)
                     if sz {
