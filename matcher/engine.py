@@ -277,17 +277,33 @@ class Forgets:
 
 
 def _add_open(x: list[int], is_buy: bool, q: Any, n: Any) -> None:
-    """Add size ``q`` of notional ``n`` to one side of exposure list ``x``: that side's
-    cached leg cost (RiskModel.floor_cached) goes."""
+    """Add size ``q`` (possibly 0) of notional ``n`` to one side of exposure list ``x``:
+    that side's cached leg cost (RiskModel.floor_cached) goes."""
     # the sums as objects: an int item would be unboxed, added and boxed again
     xs: list[Any] = x
     if is_buy:
-        xs[0] += q
+        if q:
+            xs[0] += q
         xs[1] += n
         x[4] = -1
     else:
-        xs[2] += q
+        if q:
+            xs[2] += q
         xs[3] += n
+        x[5] = -1
+
+
+def _remove_open(x: list[int], is_buy: bool, q: int, n: Any) -> None:
+    """Take size ``q`` of notional ``n`` (an order's whole open share) off one side of
+    exposure list ``x``: that side's cached leg cost goes."""
+    xs: list[Any] = x
+    if is_buy:
+        x[0] -= q
+        xs[1] -= n
+        x[4] = -1
+    else:
+        x[2] -= q
+        xs[3] -= n
         x[5] = -1
 
 
@@ -739,35 +755,32 @@ class Engine:
             x = self._exposure_list(rec)
         # a side's sums change: its cached leg cost (RiskModel.floor_cached) goes
         if size == -rec.remaining:
-            # the whole open size leaves (a cancel, a replacement, the last fill)
-            n: Any = rec.notional
-            if rec.is_buy:
-                x[0] += size
-                x[1] -= n
-                x[4] = -1
-            else:
-                x[2] += size
-                x[3] -= n
-                x[5] = -1
+            # the whole open size leaves (a cancel, the last fill): its kept notional too
+            _remove_open(x, rec.is_buy, rec.remaining, rec.notional)
             rec.remaining = 0
             rec.notional = 0
             return
-        n = size * rec.price
+        n: Any = size * rec.price
         _add_open(x, rec.is_buy, size, n)
         rec.remaining += size
         rec.notional += n
 
-    def _expose_new(self, rec: OrderRec, x: list[int] | None, q: Any, price: Any) -> list[int]:
+    def _expose_new(self, rec: OrderRec, x: list[int] | None, q: Any, price: Any,
+                    gone_q: int = 0, gone_n: Any = 0) -> list[int]:
         """``_expose(rec, q)`` of a record just made (nothing exposed yet), on boxed ints:
         ``q * price`` mostly exceeds the 62-bit native int, whose multiply then takes a
-        slower overflow path. ``x``: its exposure list when the caller has it. Returns the
-        list."""
+        slower overflow path. ``x``: its exposure list when the caller has it; ``gone_q``
+        and ``gone_n``: a replaced order's share to take off the same side at once (its
+        size is mostly the same: the size sum stays). Returns the list."""
         if x is None:
             x = self._exposure_list(rec)
         else:
             rec.x = x
         n: Any = q * price
-        _add_open(x, rec.is_buy, q, n)
+        if gone_q:
+            _add_open(x, rec.is_buy, q - gone_q, n - gone_n)
+        else:
+            _add_open(x, rec.is_buy, q, n)
         rec.remaining = q
         rec.notional = n
         return x
@@ -1014,20 +1027,21 @@ class Engine:
         # the shared account key's owner string (acct[0]) keys the nonces
         return self._submit(cmd.req_id, o, cmd.signature, cmd.tif, cmd.stp, cid, now, acct,
                             acct[0], sub, o_owner, 0, size, [], self._leg, None, book, market,
-                            is_buy, reduce_only, price, nonce, expiry, True, False)
+                            is_buy, reduce_only, price, nonce, expiry, True, 0, 0)
 
     def _submit(self, req_id: Any, o: SignedOrder, sig: bytes, tif: int, stp: int,
                 cid: int | None, now: int, acct: Any, owner: Any, sub: Any, spelled: Any,
                 filled: int, size: Any, out: list[Output], leg: int, x: list[int] | None,
                 book: OrderBook, market: int, is_buy: Any, reduce_only: Any, price: Any,
-                nonce: Any, expiry: Any, fresh: bool, replacing: bool) -> Result:
+                nonce: Any, expiry: Any, fresh: bool, gone_q: int, gone_n: Any) -> Result:
         """Hand a checked order to its book and turn the events into outputs. ``leg`` is the
         risk gate's cost of the order's side in its market with the order in (-1: none),
         ``x`` the account's exposure list in the market when the caller has it, ``book`` the
         market's book, ``is_buy`` to ``expiry`` and ``spelled`` (the owner as signed) the
-        signed order's fields; ``fresh``: the nonce is not in use (see _use_nonce);
-        ``replacing``: the order replaces one of the account's whose open count it takes
-        over."""
+        signed order's fields; ``fresh``: the nonce is not in use (see _use_nonce).
+        ``gone_q`` (> 0) and ``gone_n``: the open size and notional of the order this one
+        replaces, which left its book but are still in ``x`` (they leave with this order's
+        arrival, in one update of the side's sums); its open count passes to this one."""
         oid: Any = self.next_oid  # boxed once: the book order, the dict, the record, the ack
         if self._expiry_margin:
             expiry = expiry - self._expiry_margin
@@ -1037,21 +1051,23 @@ class Engine:
         first = events[0]
         if type(first) is Rejected:
             assert isinstance(first, Rejected)
-            if replacing:
-                # the replaced order is gone, and nothing takes its count over
+            if gone_q:
+                # the replaced order is gone, and nothing takes its place
+                assert x is not None
+                _remove_open(x, is_buy, gone_q, gone_n)
                 self._uncount(acct)
             code = _BOOK_CODES.get(first.reason, Code.BAD_REQUEST)
             return _Result(_Ack(req_id, False, code, first.reason.name, 0, 0), out, bool(out))
         assert isinstance(first, Accepted)
-        self.next_oid = oid + 1
+        self.next_oid += 1
         self._use_nonce(owner, nonce, expiry, fresh)
         rec = OrderRec(oid, market, acct, owner, sub, spelled, nonce, o, sig, bo, filled, cid)
         self.orders[oid] = rec
-        if not replacing:
+        if not gone_q:
             self.open_count[acct] = self.open_count.get(acct, 0) + 1
         # a reduce-only order may be cut to the position; any other is accepted whole
         accepted: Any = first.size if reduce_only else size
-        x = self._expose_new(rec, x, accepted, price)
+        x = self._expose_new(rec, x, accepted, price, gone_q, gone_n)
         out.append(self._update(rec, _OPEN))
         if len(events) > 1:
             self._events(events, out, 1)
@@ -1161,20 +1177,26 @@ class Engine:
         if bad is not None:
             return _ack(req_id, *bad)
         leg = self._leg
-        replacing = book.withdraw(rec.oid)
-        if replacing:
+        # the replacement keeps account, market and side: the same exposure list
+        x = rec.x if rec.x is not None else self._exposure_list(rec)
+        gone_q = 0
+        gone_n: Any = 0
+        if book.withdraw(rec.oid):
             # the usual outcome (the live order left its book whole), as _events applies a
-            # Cancelled; its open count stays for the replacement
-            self._expose(rec, -rec.remaining)
+            # Cancelled, except that its share of the exposure leaves with the replacement's
+            # arrival and its open count passes to it (_submit)
+            gone_q = rec.remaining
+            gone_n = rec.notional
+            rec.remaining = 0
+            rec.notional = 0
             out.append(self._update(rec, _CANCELLED, _USER))
             del self.orders[rec.bo.id_key]
         else:  # pragma: no cover - a live order is always in its book
             self._events(book.cancel(rec.oid, _CANCEL_USER), out, 0)
-        # the replacement keeps account, market and side: the same exposure list
         return self._submit(req_id, n, new_sig, bo.tif, bo.stp, rec.cid, now, acct, r_owner,
-                            rec.sub, n_owner, filled, size, out, leg, rec.x, book, n_market,
+                            rec.sub, n_owner, filled, size, out, leg, x, book, n_market,
                             n_is_buy, n_reduce_only, n_price, n_nonce, n_expiry, not same_nonce,
-                            replacing)
+                            gone_q, gone_n)
 
     def _expire(self, cmd: ExpireTick) -> Result:
         now = max(cmd.now, self.clock)
@@ -1289,7 +1311,7 @@ class Engine:
         first = events[0]
         if type(first) is not Accepted:
             return False
-        self.next_oid = oid + 1
+        self.next_oid += 1
         self._use_nonce(owner, nonce, expiry, fresh)
         rec = OrderRec(oid, market, acct, owner, sub, spelled, nonce, o, sig, bo, filled, cid)
         self.orders[oid] = rec

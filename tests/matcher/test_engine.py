@@ -412,6 +412,24 @@ def test_cancel_replace_with_new_signed_order() -> None:
     assert r.ack.ok and eng.orders[r.ack.order_id].remaining == 2 * ONE
 
 
+def test_replacement_the_book_refuses_leaves_a_plain_cancel() -> None:
+    """The engine cancels the replaced order before the book sees the replacement; when the
+    book refuses it (an expiry past uint64), the command is journaled as that cancel, with
+    the order's exposure and open count released exactly as a CancelOrder releases them."""
+    moved, cancelled = funded(), funded()
+    for eng in (moved, cancelled):
+        place(eng, B, False, ETH_PX + 10 * PRICE, 5 * ONE, nonce=1)
+        place(eng, B, False, ETH_PX + 11 * PRICE, 2 * ONE, nonce=2)
+    new = order(B, False, ETH_PX + 12 * PRICE, 5 * ONE, 3, expiry=2**64 + 5)
+    r = moved.apply(ModifyOrder(req(), B, 1, 5 * ONE, new, SIG, B, NOW))
+    assert not r.ack.ok and r.ack.code == Code.BAD_REQUEST and r.journal
+    assert [(u.order_id, u.status) for u in updates(r)] == [(1, OrderStatus.CANCELLED)]
+    assert cancelled.apply(CancelOrder(req(), B, 1, 0, ETH, None, NOW)).ack.ok
+    assert moved.open_count == cancelled.open_count == {(B.lower(), 0): 1}
+    assert moved.open_exposure(B, 0) == cancelled.open_exposure(B, 0)
+    assert moved.state_hash() == cancelled.state_hash()
+
+
 def test_withdrawal_rules() -> None:
     eng = funded(usd=10_000, owners=(A, B))
     w = Withdrawal(A, 0, 0, 20_000 * USD, 1, NOW + 60)
