@@ -765,18 +765,17 @@ class Engine:
         rec.remaining += size
         rec.notional += n
 
-    def _expose_new(self, rec: OrderRec, x: list[int] | None, q: Any, price: Any,
+    def _expose_new(self, rec: OrderRec, x: list[int] | None, q: Any, n: Any,
                     gone_q: int = 0, gone_n: Any = 0) -> list[int]:
-        """``_expose(rec, q)`` of a record just made (nothing exposed yet), on boxed ints:
-        ``q * price`` mostly exceeds the 62-bit native int, whose multiply then takes a
-        slower overflow path. ``x``: its exposure list when the caller has it; ``gone_q``
-        and ``gone_n``: a replaced order's share to take off the same side at once (its
-        size is mostly the same: the size sum stays). Returns the list."""
+        """``_expose(rec, q)`` of a record just made (nothing exposed yet), on boxed ints
+        (``n`` = ``q`` * its price mostly exceeds the 62-bit native int, whose multiply then
+        takes a slower overflow path). ``x``: its exposure list when the caller has it;
+        ``gone_q`` and ``gone_n``: a replaced order's share to take off the same side at once
+        (its size is mostly the same: the size sum stays). Returns the list."""
         if x is None:
             x = self._exposure_list(rec)
         else:
             rec.x = x
-        n: Any = q * price
         if gone_q:
             _add_open(x, rec.is_buy, q - gone_q, n - gone_n)
         else:
@@ -814,7 +813,8 @@ class Engine:
         """A book fill's state change, shared by ``apply`` and replay: sequence the settlement
         item and take the size off both records and their exposure. Returns the item, its
         sequence number and the taker and maker fees."""
-        item = _FillItem(tk.signed, tk.sig, mk.signed, mk.sig, q, px, self.taker_fee, self.maker_fee)
+        item = _FillItem(tk.signed, tk.sig, mk.signed, mk.sig, q, px, self.taker_fee,
+                         self.maker_fee)
         cash = div_notional(q * px)
         fee_t = fee_amount(cash, self.taker_fee)
         fee_m = fee_amount(cash, self.maker_fee)
@@ -922,10 +922,11 @@ class Engine:
             return Code.FEE_TOO_HIGH, f"max_fee_ppm below the exchange fee {need}"
         return None
 
-    def _risk_gate(self, acct: Any, market: int, is_buy: bool, size: int, price: int,
+    def _risk_gate(self, acct: Any, market: int, is_buy: bool, size: int, price: int, n: Any,
                    reduce_only: bool, removed: OrderRec | None = None) -> tuple[Code, str] | None:
-        """Settlement-lag bound and worst-case margin check of a new order; None when fine.
-        ``removed`` is an order being replaced (its exposure does not count)."""
+        """Settlement-lag bound and worst-case margin check of a new order (``n``: its size *
+        price); None when fine. ``removed`` is an order being replaced (its exposure does not
+        count)."""
         self._leg = -1
         if self.replaying:
             return None
@@ -967,7 +968,7 @@ class Engine:
         if base is not None:
             # health_floor at the taker fee, with the leg costs cached in the exposure lists
             floor = risk.floor_cached(base, ex if ex is not None else {}, market, is_buy, size,
-                                      price, funding, rs, rp, self._leg_gen)
+                                      n, funding, rs, rp, self._leg_gen)
             if floor is not None:
                 self._leg = risk.last_leg
                 if floor >= 0:
@@ -1021,20 +1022,25 @@ class Engine:
                 return _ack(cmd.req_id, Code.DUPLICATE_CLIENT_ID, "client id in use")
         if self.open_count.get(acct, 0) >= self._max_open:
             return _ack(cmd.req_id, Code.TOO_MANY_OPEN_ORDERS, "too many open orders")
-        bad = self._risk_gate(acct, market, is_buy, size, price, reduce_only)
+        # the notional on the boxed fields (a native product of this width takes the slow
+        # overflow path): once, for the risk gate and the exposure
+        n: Any = size * price
+        bad = self._risk_gate(acct, market, is_buy, size, price, n, reduce_only)
         if bad is not None:
             return _ack(cmd.req_id, *bad)
         # the shared account key's owner string (acct[0]) keys the nonces
         return self._submit(cmd.req_id, o, cmd.signature, cmd.tif, cmd.stp, cid, now, acct,
-                            acct[0], sub, o_owner, 0, size, [], self._leg, None, book, market,
-                            is_buy, reduce_only, price, nonce, expiry, True, 0, 0)
+                            acct[0], sub, o_owner, 0, size, n, [], self._leg, None, book,
+                            market, is_buy, reduce_only, price, nonce, expiry, True, 0, 0)
 
     def _submit(self, req_id: Any, o: SignedOrder, sig: bytes, tif: int, stp: int,
                 cid: int | None, now: int, acct: Any, owner: Any, sub: Any, spelled: Any,
-                filled: int, size: Any, out: list[Output], leg: int, x: list[int] | None,
+                filled: int, size: Any, n: Any, out: list[Output], leg: int,
+                x: list[int] | None,
                 book: OrderBook, market: int, is_buy: Any, reduce_only: Any, price: Any,
                 nonce: Any, expiry: Any, fresh: bool, gone_q: int, gone_n: Any) -> Result:
-        """Hand a checked order to its book and turn the events into outputs. ``leg`` is the
+        """Hand a checked order to its book and turn the events into outputs (``n``: size *
+        price). ``leg`` is the
         risk gate's cost of the order's side in its market with the order in (-1: none),
         ``x`` the account's exposure list in the market when the caller has it, ``book`` the
         market's book, ``is_buy`` to ``expiry`` and ``spelled`` (the owner as signed) the
@@ -1067,7 +1073,8 @@ class Engine:
             self.open_count[acct] = self.open_count.get(acct, 0) + 1
         # a reduce-only order may be cut to the position; any other is accepted whole
         accepted: Any = first.size if reduce_only else size
-        x = self._expose_new(rec, x, accepted, price, gone_q, gone_n)
+        x = self._expose_new(rec, x, accepted, n if accepted is size else accepted * price,
+                             gone_q, gone_n)
         out.append(self._update(rec, _OPEN))
         if len(events) > 1:
             self._events(events, out, 1)
@@ -1173,7 +1180,9 @@ class Engine:
             best = book.best_ask() if n_is_buy else book.best_bid()
             if best is not None and (n_price >= best if n_is_buy else n_price <= best):
                 return _ack(req_id, Code.POST_ONLY_WOULD_CROSS, "post-only would cross")
-        bad = self._risk_gate(acct, n_market, n_is_buy, size, n_price, n_reduce_only, rec)
+        notional: Any = size * n_price  # as in _place
+        bad = self._risk_gate(acct, n_market, n_is_buy, size, n_price, notional, n_reduce_only,
+                              rec)
         if bad is not None:
             return _ack(req_id, *bad)
         leg = self._leg
@@ -1194,7 +1203,7 @@ class Engine:
         else:  # pragma: no cover - a live order is always in its book
             self._events(book.cancel(rec.oid, _CANCEL_USER), out, 0)
         return self._submit(req_id, n, new_sig, bo.tif, bo.stp, rec.cid, now, acct, r_owner,
-                            rec.sub, n_owner, filled, size, out, leg, x, book, n_market,
+                            rec.sub, n_owner, filled, size, notional, out, leg, x, book, n_market,
                             n_is_buy, n_reduce_only, n_price, n_nonce, n_expiry, not same_nonce,
                             gone_q, gone_n)
 
@@ -1317,7 +1326,8 @@ class Engine:
         self.orders[oid] = rec
         oc = self.open_count
         oc[acct] = oc.get(acct, 0) + 1
-        self._expose_new(rec, None, first.size, price)  # type: ignore[union-attr]
+        q: Any = first.size  # type: ignore[union-attr]
+        self._expose_new(rec, None, q, q * price)
         if len(events) > 1:
             self._replay_events(events, 1)
         return True

@@ -13,7 +13,7 @@ the position in its market without flipping it, and health does not fall).
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Any, Mapping
 
 from crossbook.fixedpoint import NOTIONAL_DIV, PPM, trunc_div
 from crossbook.margin import (
@@ -326,16 +326,18 @@ class RiskModel:
         market: int,
         is_buy: bool,
         size: int,
-        price: int,
+        n: Any,
         funding: dict[int, int],
         rs: int,
         rp: int,
         gen: int,
     ) -> int | None:
-        """:meth:`health_floor` at the taker fee (the same value, or None in the same cases)
-        for the engine's exposure lists, whose slots 4 and 5 cache the buy and sell leg cost
-        of their market (valid while slot 6 equals ``gen``): a leg of another market than the
-        order's is read from there when known, else computed and stored. The order's own
+        """:meth:`health_floor` at the taker fee (the same value, or None in the same cases),
+        with the order's notional ``n`` (size * price: the engine computes it once, on the
+        boxed fields, for this and its exposure), for the engine's exposure lists, whose
+        slots 4 and 5 cache the buy and sell leg cost of their market (valid while slot 6
+        equals ``gen``): a leg of another market than the order's is read from there when
+        known, else computed and stored. The order's own
         leg (less ``rs`` size and ``rp`` notional of the replaced order, in this market) is
         always computed (from its size sum's qd and qt when cached), and left in
         :attr:`last_leg` (-1 when there is none), for the engine to store once the book has
@@ -360,7 +362,7 @@ class RiskModel:
             if m == market:
                 lsize, lpx = _leg(x, off, m, m, rs, rp)
                 lsize += size
-                lpx += size * price
+                lpx += n
                 new_seen = True
                 if x[qs] == lsize and x[6] == gen:
                     c = _cost(div_notional(lpx), x[qs + 1], x[qs + 2], is_buy, fee_ppm)
@@ -386,7 +388,7 @@ class RiskModel:
                     x[slot] = c
             total += c
         if not new_seen:
-            c = self._leg_cost(market, size, size * price, is_buy, fee_ppm, funding)
+            c = self._leg_cost(market, size, n, is_buy, fee_ppm, funding)
             if c < 0:
                 return None
             self.last_leg = c

@@ -197,8 +197,8 @@ def test_health_floor_never_exceeds_worst_case(
     lists = {m: list(x) + new_exposure()[4:] for m, x in exposure.items()}
     rs, rp = (removed[1], removed[2]) if removed is not None else (0, 0)
     for _ in range(2):
-        assert r.floor_cached(base, lists, market, is_buy, size, price, funding, rs, rp,
-                              0) == floor
+        assert r.floor_cached(base, lists, market, is_buy, size, size * price, funding, rs,
+                              rp, 0) == floor
     if floor is None:
         return
     assert exact is not KeyError
