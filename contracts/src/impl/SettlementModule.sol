@@ -21,11 +21,11 @@ contract SettlementModule is MarginEngine {
 
     // memory addresses of the order-hash buffer, a batch's two sides and its context, the first allocations of
     // settle() (checked there): the fill path's assembly reads their fields at constant addresses
-    uint256 private constant SIG_BUF = 0x80; // 11 words: an order's struct hash input, then digest, ecrecover input
-    // then a word holding ACCT_SLOT: the optimizer loads that 32-byte constant with CODECOPY (11 instructions)
+    uint256 private constant SIG_BUF = 0x80; // 4 words: an order's digest input, then its ecrecover input
+    // the buffer's last word holds ACCT_SLOT: the optimizer loads that 32-byte constant with CODECOPY (11 instructions)
     uint256 private constant ACCT_SLOT_AT = 0x1e0;
-    // and words holding the lane masks LO and ~LO and WIDE_POS, which the optimizer builds at run time (5, 4 and 3
-    // instructions; an MLOAD at a constant address is 2): words the order hash no longer uses (_orderSigCheck)
+    // and the three words below it the lane masks LO, ~LO and WIDE_POS, which the optimizer builds at run time (5, 4
+    // and 3 instructions; an MLOAD at a constant address is 2)
     uint256 private constant LO_AT = 0x180;
     uint256 private constant HI_AT = 0x1a0;
     uint256 private constant WIDE_POS_AT = 0x1c0;
@@ -130,7 +130,7 @@ contract SettlementModule is MarginEngine {
         uint256 fee;
         uint256 idx; // order-table index + 1 (0: inline order, no per-batch signature cache)
         uint256 nr; // the (owner, nonce) batch record (bound by _filled)
-        uint256 ka; // storage slot of the account's slot A and its value (_side), reused by _store
+        uint256 ka; // storage slot of the account's slot A and its value (_side), reused by _commitFill
         uint256 va;
         uint256 kb; // storage slot of the fill market's lane (m >= 1) and its value
         uint256 vb;
@@ -871,11 +871,117 @@ contract SettlementModule is MarginEngine {
         return 0;
     }
 
-    /// @dev Applies a checked fill in fill market m (the sides' market) whose cache is `mc`.
+    /// @dev Applies a checked fill in fill market m (the sides' market) whose cache is `mc`. Per side: stores its new
+    ///      header and market m's new position (snapshot: the current index, as a fill settles funding first),
+    ///      S.storeHeader and S.storePosition in one pass over the slots _side read, and records `fillSize` more on the
+    ///      order's (owner, nonce) batch record: reaching the order's size marks it spent. The two sides' blocks are
+    ///      the same code with their own constant field addresses (T_, K_; test: SideCopies.t.sol), written out here:
+    ///      a copy per side -107 gas per fill for 357 bytes, inline instead of two functions -71 for 2 bytes.
     function _commitFill(uint256 m, MarketCache memory mc, uint256 fillSize, uint256 newOi) private {
         uint256 epoch = mc.epoch;
-        _storeT(m, epoch, fillSize);
-        _storeK(m, epoch, fillSize);
+        // side t
+        {
+            uint256 rare;
+            // Side fields (words): size 7, id 12, newHdr 18, newPos 19, nr 24, ka 25, va 26, kb 27, vb 28
+            assembly ("memory-safe") {
+                {
+                    let p := add(mload(T_NR), 0x20)
+                    let w := mload(p)
+                    // v <= order size < 2**64 (OVERFILL)
+                    let v := add(and(shr(NR_FILLED_SHIFT, w), NR_FILLED_MASK), fillSize)
+                    if eq(v, mload(T_SIZE)) { v := SPENT }
+                    w := and(w, not(shl(NR_FILLED_SHIFT, NR_FILLED_MASK)))
+                    mstore(p, or(or(w, shl(NR_FILLED_SHIFT, v)), NR_DIRTY))
+                }
+                // position lane: int48 size | int48 openNotional << 48 | epoch << 96, WIDE_POS when out of range
+                let pos := mload(T_NEW_POS)
+                let lane := 0
+                if pos {
+                    let sz := signextend(9, pos)
+                    let on := signextend(10, shr(80, pos))
+                    switch and(eq(signextend(5, sz), sz), eq(signextend(5, on), on))
+                    case 1 {
+                        lane := or(and(sz, 0xffffffffffff), or(shl(48, and(on, 0xffffffffffff)), shl(96, epoch)))
+                    }
+                    default {
+                        lane := WIDE_POS
+                        rare := 2
+                    }
+                }
+                switch m
+                case 0 { lane := shl(128, lane) }
+                default {
+                    let b := mload(T_VB)
+                    switch and(m, 1)
+                    case 0 { b := or(and(b, mload(LO_AT)), shl(128, lane)) }
+                    default { b := or(and(b, mload(HI_AT)), lane) }
+                    sstore(mload(T_KB), b)
+                    lane := and(mload(T_VA), mload(HI_AT))
+                }
+                // header lane: int80 quote | bits << 80; WIDE_Q flags a wide header
+                let hdr := mload(T_NEW_HDR)
+                let q := signextend(15, hdr)
+                let hl := or(and(q, 0xffffffffffffffffffff), shl(80, shr(128, hdr)))
+                if iszero(and(eq(signextend(9, q), q), iszero(eq(q, WIDE_Q)))) {
+                    rare := or(rare, 1)
+                    hl := and(WIDE_Q, 0xffffffffffffffffffff)
+                }
+                sstore(mload(T_KA), or(hl, lane))
+            }
+            if (rare != 0) _storeRare(T_ID, m, rare);
+        }
+        // side k
+        {
+            uint256 rare;
+            // Side fields (words): size 7, id 12, newHdr 18, newPos 19, nr 24, ka 25, va 26, kb 27, vb 28
+            assembly ("memory-safe") {
+                {
+                    let p := add(mload(K_NR), 0x20)
+                    let w := mload(p)
+                    // v <= order size < 2**64 (OVERFILL)
+                    let v := add(and(shr(NR_FILLED_SHIFT, w), NR_FILLED_MASK), fillSize)
+                    if eq(v, mload(K_SIZE)) { v := SPENT }
+                    w := and(w, not(shl(NR_FILLED_SHIFT, NR_FILLED_MASK)))
+                    mstore(p, or(or(w, shl(NR_FILLED_SHIFT, v)), NR_DIRTY))
+                }
+                // position lane: int48 size | int48 openNotional << 48 | epoch << 96, WIDE_POS when out of range
+                let pos := mload(K_NEW_POS)
+                let lane := 0
+                if pos {
+                    let sz := signextend(9, pos)
+                    let on := signextend(10, shr(80, pos))
+                    switch and(eq(signextend(5, sz), sz), eq(signextend(5, on), on))
+                    case 1 {
+                        lane := or(and(sz, 0xffffffffffff), or(shl(48, and(on, 0xffffffffffff)), shl(96, epoch)))
+                    }
+                    default {
+                        lane := WIDE_POS
+                        rare := 2
+                    }
+                }
+                switch m
+                case 0 { lane := shl(128, lane) }
+                default {
+                    let b := mload(K_VB)
+                    switch and(m, 1)
+                    case 0 { b := or(and(b, mload(LO_AT)), shl(128, lane)) }
+                    default { b := or(and(b, mload(HI_AT)), lane) }
+                    sstore(mload(K_KB), b)
+                    lane := and(mload(K_VA), mload(HI_AT))
+                }
+                // header lane: int80 quote | bits << 80; WIDE_Q flags a wide header
+                let hdr := mload(K_NEW_HDR)
+                let q := signextend(15, hdr)
+                let hl := or(and(q, 0xffffffffffffffffffff), shl(80, shr(128, hdr)))
+                if iszero(and(eq(signextend(9, q), q), iszero(eq(q, WIDE_Q)))) {
+                    rare := or(rare, 1)
+                    hl := and(WIDE_Q, 0xffffffffffffffffffff)
+                }
+                sstore(mload(K_KA), or(hl, lane))
+            }
+            if (rare != 0) _storeRare(K_ID, m, rare);
+        }
+        // both sides
         // c.oiDirty |= 1 << m; mc.oi = newOi + 1; c.feeAcc += t.fee + k.fee; c.fundDelta[m] += t.funding + k.funding.
         // Unchecked: open interest < 2**81; a fee < 2**160 and a side's funding below 2**137 in magnitude (§7 ranges),
         // summed over at most 2**17 sides; m < nMarkets, the length of c.fundDelta (_fill). Ctx fields (words):
@@ -892,109 +998,7 @@ contract SettlementModule is MarginEngine {
         }
     }
 
-    /// @dev Stores x's new header and market m's new position (snapshot: the current index, as a fill settles
-    ///      funding first), S.storeHeader and S.storePosition in one pass over the slots _side read, and records
-    ///      `fillSize` more on the order's (owner, nonce) batch record: reaching the order's size marks it spent.
-    ///      One copy per side, as _sideT: -107 gas per fill for 357 bytes.
-    function _storeT(uint256 m, uint256 epoch, uint256 fillSize) private {
-        uint256 rare;
-        // Side fields (words): size 7, id 12, newHdr 18, newPos 19, nr 24, ka 25, va 26, kb 27, vb 28
-        assembly ("memory-safe") {
-            {
-                let p := add(mload(T_NR), 0x20)
-                let w := mload(p)
-                let v := add(and(shr(NR_FILLED_SHIFT, w), NR_FILLED_MASK), fillSize) // <= order size < 2**64 (OVERFILL)
-                if eq(v, mload(T_SIZE)) { v := SPENT }
-                w := and(w, not(shl(NR_FILLED_SHIFT, NR_FILLED_MASK)))
-                mstore(p, or(or(w, shl(NR_FILLED_SHIFT, v)), NR_DIRTY))
-            }
-            // position lane: int48 size | int48 openNotional << 48 | epoch << 96, WIDE_POS when out of range
-            let pos := mload(T_NEW_POS)
-            let lane := 0
-            if pos {
-                let sz := signextend(9, pos)
-                let on := signextend(10, shr(80, pos))
-                switch and(eq(signextend(5, sz), sz), eq(signextend(5, on), on))
-                case 1 { lane := or(and(sz, 0xffffffffffff), or(shl(48, and(on, 0xffffffffffff)), shl(96, epoch))) }
-                default {
-                    lane := WIDE_POS
-                    rare := 2
-                }
-            }
-            switch m
-            case 0 { lane := shl(128, lane) }
-            default {
-                let b := mload(T_VB)
-                switch and(m, 1)
-                case 0 { b := or(and(b, mload(LO_AT)), shl(128, lane)) }
-                default { b := or(and(b, mload(HI_AT)), lane) }
-                sstore(mload(T_KB), b)
-                lane := and(mload(T_VA), mload(HI_AT))
-            }
-            // header lane: int80 quote | bits << 80; WIDE_Q flags a wide header
-            let hdr := mload(T_NEW_HDR)
-            let q := signextend(15, hdr)
-            let hl := or(and(q, 0xffffffffffffffffffff), shl(80, shr(128, hdr)))
-            if iszero(and(eq(signextend(9, q), q), iszero(eq(q, WIDE_Q)))) {
-                rare := or(rare, 1)
-                hl := and(WIDE_Q, 0xffffffffffffffffffff)
-            }
-            sstore(mload(T_KA), or(hl, lane))
-        }
-        if (rare != 0) _storeRare(T_ID, m, rare);
-    }
-
-    /// @dev _storeT for side k: the same code with the K_ field addresses (a copy per side, as _sideK). Keep the two
-    ///      identical up to T_/K_ (test: SideCopies.t.sol).
-    function _storeK(uint256 m, uint256 epoch, uint256 fillSize) private {
-        uint256 rare;
-        // Side fields (words): size 7, id 12, newHdr 18, newPos 19, nr 24, ka 25, va 26, kb 27, vb 28
-        assembly ("memory-safe") {
-            {
-                let p := add(mload(K_NR), 0x20)
-                let w := mload(p)
-                let v := add(and(shr(NR_FILLED_SHIFT, w), NR_FILLED_MASK), fillSize) // <= order size < 2**64 (OVERFILL)
-                if eq(v, mload(K_SIZE)) { v := SPENT }
-                w := and(w, not(shl(NR_FILLED_SHIFT, NR_FILLED_MASK)))
-                mstore(p, or(or(w, shl(NR_FILLED_SHIFT, v)), NR_DIRTY))
-            }
-            // position lane: int48 size | int48 openNotional << 48 | epoch << 96, WIDE_POS when out of range
-            let pos := mload(K_NEW_POS)
-            let lane := 0
-            if pos {
-                let sz := signextend(9, pos)
-                let on := signextend(10, shr(80, pos))
-                switch and(eq(signextend(5, sz), sz), eq(signextend(5, on), on))
-                case 1 { lane := or(and(sz, 0xffffffffffff), or(shl(48, and(on, 0xffffffffffff)), shl(96, epoch))) }
-                default {
-                    lane := WIDE_POS
-                    rare := 2
-                }
-            }
-            switch m
-            case 0 { lane := shl(128, lane) }
-            default {
-                let b := mload(K_VB)
-                switch and(m, 1)
-                case 0 { b := or(and(b, mload(LO_AT)), shl(128, lane)) }
-                default { b := or(and(b, mload(HI_AT)), lane) }
-                sstore(mload(K_KB), b)
-                lane := and(mload(K_VA), mload(HI_AT))
-            }
-            // header lane: int80 quote | bits << 80; WIDE_Q flags a wide header
-            let hdr := mload(K_NEW_HDR)
-            let q := signextend(15, hdr)
-            let hl := or(and(q, 0xffffffffffffffffffff), shl(80, shr(128, hdr)))
-            if iszero(and(eq(signextend(9, q), q), iszero(eq(q, WIDE_Q)))) {
-                rare := or(rare, 1)
-                hl := and(WIDE_Q, 0xffffffffffffffffffff)
-            }
-            sstore(mload(K_KA), or(hl, lane))
-        }
-        if (rare != 0) _storeRare(K_ID, m, rare);
-    }
-
-    /// @dev _store's rare cases for the side whose id is at memory address `idAt`: a wide header (rare & 1), a wide
+    /// @dev _commitFill's rare cases for the side whose id is at memory address `idAt`: a wide header (rare & 1), a wide
     ///      position (rare & 2).
     function _storeRare(uint256 idAt, uint256 m, uint256 rare) private {
         uint256 id;
@@ -1013,7 +1017,7 @@ contract SettlementModule is MarginEngine {
 
     /// @dev One side of a fill in market m (cache `mc`) before and after it, in one pass: x.hdr and x.s
     ///      (S.loadHeader, S.loadPosition with the market's cached index and epoch; the slots read are kept for
-    ///      _store; the old open notional and snapshot stay on the stack, _reducesHealth reloads the position), then
+    ///      _commitFill; the old open notional and snapshot stay on the stack, _reducesHealth reloads the position), then
     ///      steps 1-4 of "Applying a trade": x.funding, x.fee and, when every value stays in its storage range,
     ///      x.newSize, x.newPos (S.packPosition) and x.newHdr (S.withQuote, market bit). Returns 0, or bit 0 set when x is reduce-only and the fill does not strictly reduce its
     ///      position (MarginMath.strictlyReduces), bit 1 when a value leaves its storage range.
@@ -1324,7 +1328,7 @@ contract SettlementModule is MarginEngine {
         returns (bool)
     {
         if (!MarginMath.strictlyReduces(x.s, x.newSize - x.s)) return false; // the size delta
-        // the position before the fill: storage still holds it (_store comes after both sides' checks)
+        // the position before the fill: storage still holds it (_commitFill comes after both sides' checks)
         (int256 b, uint256 p, uint256 q) = _contrib(mc, S.loadPositionAt(x.id, m, mc.cum, mc.epoch));
         uint256 w;
         // record fields as in _marginOk; exact for the same reason
