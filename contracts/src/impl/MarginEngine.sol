@@ -91,7 +91,7 @@ abstract contract MarginEngine is IClearinghouseEvents {
         // bit masks of markets / assets whose price is cached and available
         uint256 okMarkets;
         uint256 okAssets;
-        // settlement only: 2 bits per order-table entry (128 a word): 0 unchecked, 1 signature good, 2 bad
+        // settlement only: a byte per order-table entry (32 a word): 0 unchecked, 1 signature good, 2 bad
         uint256[] sigs;
         uint256 nOrders; // settlement only: order-table entries
         uint256 tbl; // absolute calldata offset of the order table's first entry

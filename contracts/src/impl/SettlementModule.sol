@@ -273,7 +273,7 @@ contract SettlementModule is MarginEngine {
             o += 3 + n * B.SIGNED_ORDER;
         }
         c.nOrders = n;
-        c.sigs = new uint256[]((n + 127) >> 7);
+        c.sigs = new uint256[]((n + 31) >> 5);
     }
 
     /// @dev Applies one item other than FILL_REF (_fillRef) whose kind byte is at absolute offset `ko`: 0 or a
@@ -536,21 +536,18 @@ contract SettlementModule is MarginEngine {
     function _orderSigOk(Side memory x) private view returns (bool) {
         uint256 idx = x.idx;
         if (idx == 0) return _orderSigCheck(x);
-        // 2-bit state of entry idx - 1: 0 unchecked, 1 good, 2 bad; same bytes, same answer all batch (Ctx field
-        // sigs 20)
-        uint256 w;
-        uint256 sh;
+        // state of entry idx - 1, one byte each: 0 unchecked, 1 good, 2 bad; same bytes, same answer all batch (Ctx
+        // field sigs 20; a byte, not two bits: no shift and mask to compute, ~25 gas per side)
+        uint256 a;
         uint256 st;
         assembly ("memory-safe") {
-            idx := sub(idx, 1)
-            w := add(add(mload(C_SIGS), 0x20), shl(5, shr(7, idx)))
-            sh := shl(1, and(idx, 127))
-            st := and(shr(sh, mload(w)), 3)
+            a := add(add(mload(C_SIGS), 0x1f), idx)
+            st := shr(248, mload(a))
         }
         if (st == 0) {
             st = _orderSigCheck(x) ? 1 : 2;
             assembly ("memory-safe") {
-                mstore(w, or(mload(w), shl(sh, st)))
+                mstore8(a, st)
             }
         }
         return st == 1;
