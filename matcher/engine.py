@@ -189,8 +189,8 @@ class OrderRec:
                  "filled", "price", "remaining", "is_buy", "cid", "x", "notional")
 
     def __init__(self, oid: Any, market: int, acct: Any, owner: Any, sub: Any, spelled: Any,
-                 nonce: Any, signed: SignedOrder, sig: bytes, bo: BookOrder, filled: int,
-                 cid: int | None) -> None:
+                 nonce: Any, price: Any, signed: SignedOrder, sig: bytes, bo: BookOrder,
+                 filled: int, cid: int | None) -> None:
         # id and price boxed (Any): they go into every output and dict as objects, and a
         # native int attribute would be boxed anew (a new int object) for each
         self.oid: Any = oid
@@ -199,9 +199,9 @@ class OrderRec:
         # by the compiled build and rebuilt as a new tuple (hashed anew) for every dict it
         # keys (open_count, exposure, the ledger's entries, the maker checks)
         self.acct: Any = acct
-        # acct's two parts, the signed order's spelling of the owner and its nonce, as
-        # objects: the move path reads them for every command (an item of an Any tuple or an
-        # attribute of the signed struct is a generic lookup each time)
+        # acct's two parts, the signed order's spelling of the owner, its nonce and price,
+        # as objects: the move path reads them for every command (an item of an Any tuple or
+        # an attribute of the signed struct is a generic lookup each time)
         self.owner: Any = owner
         self.sub: Any = sub
         self.spelled: Any = spelled
@@ -210,8 +210,8 @@ class OrderRec:
         self.sig = sig
         self.bo = bo
         self.filled = filled  # cumulative on (owner, nonce), what the contract's budget sees
-        # the signed order's price (the book order's too) and, native, its side
-        self.price: Any = signed.price
+        # the book order's price too and, native, its side
+        self.price: Any = price
         self.remaining = 0  # open size counted in the exposure
         # remaining * price, kept so that removing the order (a cancel, a replacement, its
         # last fill) takes no wide multiplication
@@ -583,8 +583,8 @@ class Engine:
             bo = BookOrder(row.oid, row.owner, row.sub, s.is_buy, s.price, row.remaining,
                            row.tif, cid=row.cid, stp=row.stp, reduce_only=s.reduce_only,
                            expiry=row.expiry)
-            rec = OrderRec(row.oid, row.market, acct, row.owner, row.sub, s.owner, s.nonce, s,
-                           row.sig, bo, row.filled, row.cid)
+            rec = OrderRec(row.oid, row.market, acct, row.owner, row.sub, s.owner, s.nonce,
+                           s.price, s, row.sig, bo, row.filled, row.cid)
             eng.orders[row.oid] = rec
             eng.open_count[acct] = eng.open_count.get(acct, 0) + 1
             eng._expose(rec, row.remaining)
@@ -1067,7 +1067,8 @@ class Engine:
         assert isinstance(first, Accepted)
         self.next_oid += 1
         self._use_nonce(owner, nonce, expiry, fresh)
-        rec = OrderRec(oid, market, acct, owner, sub, spelled, nonce, o, sig, bo, filled, cid)
+        rec = OrderRec(oid, market, acct, owner, sub, spelled, nonce, price, o, sig, bo, filled,
+                       cid)
         self.orders[oid] = rec
         if not gone_q:
             self.open_count[acct] = self.open_count.get(acct, 0) + 1
@@ -1322,7 +1323,8 @@ class Engine:
             return False
         self.next_oid += 1
         self._use_nonce(owner, nonce, expiry, fresh)
-        rec = OrderRec(oid, market, acct, owner, sub, spelled, nonce, o, sig, bo, filled, cid)
+        rec = OrderRec(oid, market, acct, owner, sub, spelled, nonce, price, o, sig, bo, filled,
+                       cid)
         self.orders[oid] = rec
         oc = self.open_count
         oc[acct] = oc.get(acct, 0) + 1
