@@ -3,10 +3,10 @@ pragma solidity ^0.8.24;
 
 import {Test} from "./utils/Test.sol";
 
-/// @dev SettlementModule keeps one copy of _side, _readOrder and _store's code per side of a fill (_sideT/_sideK,
-///      _readOrderT/_readOrderK, and the two blocks of _commitFill), so that each reads its side's fields at constant
-///      addresses. The copies must stay the same code: this test reads the source and checks each K copy's text
-///      equals its T copy's with every T_ field address spelled K_.
+/// @dev SettlementModule keeps one copy of _side, _readOrder, _marginOk and _store's code per side of a fill (_sideT/
+///      _sideK, _readOrderT/_readOrderK, _marginOkT/_marginOkK, and the two blocks of _commitFill), so that each reads
+///      its side's fields at constant addresses. The copies must stay the same code: this test reads the source and
+///      checks each K copy's text equals its T copy's with every T_ field address spelled K_.
 contract SideCopiesTest is Test {
     string private constant SRC = "src/impl/SettlementModule.sol";
 
@@ -15,6 +15,7 @@ contract SideCopiesTest is Test {
         _check(src, "function _sideT(", "function _sideK(");
         _checkBlocks(src, "        // side t\n", "        // side k\n", "        // both sides\n");
         _check(src, "function _readOrderT(", "function _readOrderK(");
+        _check(src, "function _marginOkT(", "function _marginOkK(");
     }
 
     function _check(bytes memory src, bytes memory tHead, bytes memory kHead) private pure {
