@@ -131,6 +131,11 @@ class OrderBook:
         # order cost a fraction of (expiry, oid) tuples, and orders mostly share expiries
         self._exp_heap: list[int] = []
         self._exp_oids: dict[int, list[Any]] = {}
+        # the expiry (0: none) and bucket of the last registered order: orders mostly share
+        # expiries, and a native compare spares the dict lookup. Forgotten wherever buckets
+        # are removed or rebuilt (expire, _rebuild_expiry)
+        self._last_exp = 0
+        self._last_bucket: list[Any] = []
         self._exp_entries = 0  # ids in the buckets, live or not
         self._n_exp = 0  # live orders with an expiry, to bound the buckets' stale entries
         self._n_ro = 0  # live reduce-only orders; 0 lets matching skip position tracking
@@ -524,6 +529,8 @@ class OrderBook:
         buckets = self._exp_oids
         orders = self._orders
         ev: list[Event] = []
+        if h and h[0] < now:
+            self._last_exp = 0  # its bucket may go
         while h and h[0] < now:
             oids = buckets.pop(heappop(h))
             self._exp_entries -= len(oids)
@@ -783,14 +790,19 @@ class OrderBook:
         if o.reduce_only:
             self._n_ro += 1
         if o.expiry:
-            exp = o.exp_key  # the expiry as an object (no boxing for the dict)
             self._n_exp += 1
-            bucket = self._exp_oids.get(exp)
-            if bucket is None:
-                self._exp_oids[exp] = [oid]
-                heappush(self._exp_heap, exp)
+            if o.expiry == self._last_exp:
+                self._last_bucket.append(oid)
             else:
-                bucket.append(oid)
+                exp = o.exp_key  # the expiry as an object (no boxing for the dict)
+                bucket = self._exp_oids.get(exp)
+                if bucket is None:
+                    bucket = self._exp_oids[exp] = [oid]
+                    heappush(self._exp_heap, exp)
+                else:
+                    bucket.append(oid)
+                self._last_exp = o.expiry
+                self._last_bucket = bucket
             self._exp_entries += 1
             if self._exp_entries > 2 * self._n_exp + 1024:
                 self._rebuild_expiry()
@@ -810,6 +822,7 @@ class OrderBook:
         self._exp_oids = buckets
         self._exp_heap = list(buckets)
         heapify(self._exp_heap)
+        self._last_exp = 0
         self._exp_entries = self._n_exp
 
     def _unregister(self, o: Order, a: AcctOrders) -> None:

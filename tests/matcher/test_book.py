@@ -257,6 +257,18 @@ def test_expiry_heap_stays_bounded() -> None:
     assert len(b._exp_heap) == len(b._exp_oids) == 1
 
 
+def test_order_registered_after_its_expiry_bucket_was_swept_still_expires() -> None:
+    # a sweep removed expiry 100's bucket; a caller whose clock is behind the sweep then
+    # rests another order with that expiry: it goes into a new bucket, and the next sweep
+    # removes it
+    b = mk()
+    b.place(od(1, "a", True, 900, 10, expiry=100), 0)
+    assert b.expire(101) == [Cancelled(1, CancelReason.EXPIRED, 10)]
+    assert b.place(od(2, "a", True, 900, 10, expiry=100), 99) == [Accepted(2, 10)]
+    assert b.expire(101) == [Cancelled(2, CancelReason.EXPIRED, 10)]
+    assert b.get(2) is None and not b._exp_oids
+
+
 # ---------------------------------------------------------------- reduce-only
 
 
