@@ -1289,12 +1289,14 @@ contract SettlementModule is MarginEngine {
     function _marginOkT(Ctx memory c, uint256 m, MarketCache memory mc) private view returns (bool) {
         uint256 id;
         uint256 newHdr;
+        uint256 pos;
         uint256 r;
         uint256 bucket;
-        // Side fields id 12, newHdr 18; the record's lookup is _find's, inline (a call costs ~25 gas)
+        // Side fields id 12, newHdr 18, newPos 19; the record's lookup is _find's, inline (a call costs ~25 gas)
         assembly ("memory-safe") {
             id := mload(T_ID)
             newHdr := mload(T_NEW_HDR)
+            pos := mload(T_NEW_POS)
             let hm := mload(C_HM)
             let h := and(shr(128, mul(id, 0x9e3779b97f4a7c15f39cc0605cedc8341082276bf3a27251f86c6a11d0c18e95)), sub(mload(hm), 1))
             bucket := add(add(hm, 0x20), shl(5, h))
@@ -1305,7 +1307,7 @@ contract SettlementModule is MarginEngine {
             }
         }
         if (r == 0) r = _newAcct(c, id, newHdr, m, bucket);
-        (int256 b, uint256 p, uint256 q) = _contrib(mc, _at(T_NEW_POS));
+        (int256 b, uint256 p, uint256 q) = _contrib(mc, pos);
         int256 afterH;
         // Record fields (words): B 3, P 4, R 5, W 6, then (B, P, R) of market mm at 7 + 3 * mm; Ctx field haircut 4.
         // Each sum keeps the terms it holds, so it stays far inside int256 (|term| < 2**176, §7 ranges, at most 32
@@ -1338,12 +1340,14 @@ contract SettlementModule is MarginEngine {
     function _marginOkK(Ctx memory c, uint256 m, MarketCache memory mc) private view returns (bool) {
         uint256 id;
         uint256 newHdr;
+        uint256 pos;
         uint256 r;
         uint256 bucket;
-        // Side fields id 12, newHdr 18; the record's lookup is _find's, inline (a call costs ~25 gas)
+        // Side fields id 12, newHdr 18, newPos 19; the record's lookup is _find's, inline (a call costs ~25 gas)
         assembly ("memory-safe") {
             id := mload(K_ID)
             newHdr := mload(K_NEW_HDR)
+            pos := mload(K_NEW_POS)
             let hm := mload(C_HM)
             let h := and(shr(128, mul(id, 0x9e3779b97f4a7c15f39cc0605cedc8341082276bf3a27251f86c6a11d0c18e95)), sub(mload(hm), 1))
             bucket := add(add(hm, 0x20), shl(5, h))
@@ -1354,7 +1358,7 @@ contract SettlementModule is MarginEngine {
             }
         }
         if (r == 0) r = _newAcct(c, id, newHdr, m, bucket);
-        (int256 b, uint256 p, uint256 q) = _contrib(mc, _at(K_NEW_POS));
+        (int256 b, uint256 p, uint256 q) = _contrib(mc, pos);
         int256 afterH;
         // Record fields (words): B 3, P 4, R 5, W 6, then (B, P, R) of market mm at 7 + 3 * mm; Ctx field haircut 4.
         // Each sum keeps the terms it holds, so it stays far inside int256 (|term| < 2**176, §7 ranges, at most 32
