@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from crossbook.protocol_types import Order
-from matcher.commands import PlaceOrder
+from matcher.commands import ChainBatchSettled, PlaceOrder
 from matcher.fill_history import NOT_A_FILL, FillHistory
 from matcher.orders import Stp, Tif
 from tests.ws.helpers import ETH, ETH_PX, LOT, USERS, Client, addr, make_engine, signed_order, start_server
@@ -159,5 +159,34 @@ async def test_fills_after_needs_the_fills_channel(tmp_path) -> None:  # type: i
         anon = await Client.open(srv.url)
         r = await anon.request("subscribe", channels=["fills"], fills_after=0)
         assert (r["ok"], r["code"]) == (False, "NOT_LOGGED_IN")
+    finally:
+        await srv.close()
+
+
+async def test_a_bust_of_an_older_fill_is_replayed_by_arrival(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A bust names the fill it reverses (an older seq) but arrives later: a client that saw
+    every fill before its link dropped still gets the bust that came while it was away."""
+    srv = await start_server(journal_dir=str(tmp_path))
+    try:
+        maker = await _logged_in(srv.url, 0)
+        assert (await maker.request("subscribe", channels=["fills"]))["ok"]
+        assert (await maker.request("place", tif="GTC",
+                                    **signed_order(USERS[0], False, ETH_PX, 10 * LOT)))["ok"]
+        taker = await _logged_in(srv.url, 1)
+        for _ in range(2):
+            await _trade(taker)
+        seen = [await maker.wait_for(lambda f: f.get("type") == "fill") for _ in range(2)]
+        await maker.close()
+        # the chain settles both fills and rejects the first (reason 7): busted while away
+        first, last = seen[0]["seq"], seen[1]["seq"]
+        res = await srv.submit(ChainBatchSettled(srv.next_req_id(), first, last - first + 1,
+                                                 [(first, 7)]))
+        assert res.ack.ok
+        back = await _logged_in(srv.url, 0)
+        r = await back.request("subscribe", channels=["fills"], fills_after=last)
+        assert r["result"]["fills"] == {"after": last, "replayed": 1, "complete": True}
+        bust = await back.wait_for(lambda f: f.get("type") == "bust")
+        assert (bust["seq"], bust["sub"], bust["reason"]) == (first, 0, 7)
+        assert not _fills(back)  # the fills it had seen are not sent again
     finally:
         await srv.close()
