@@ -196,9 +196,9 @@ class Hub:
     """Channel registry and fan-out."""
 
     def __init__(self, engine: Engine, symbols: dict[int, str], book_depth: int = 50,
-                 fill_history: int = 5_000) -> None:
+                 fill_history: int = 5_000, fill_history_total: int = 1_000_000) -> None:
         self.engine = engine
-        self.fill_history = FillHistory(engine.ledger.next_seq, fill_history)
+        self.fill_history = FillHistory(engine.ledger.next_seq, fill_history, fill_history_total)
         self.symbols = symbols
         self.public: dict[str, set[Conn]] = {}
         self.private: dict[str, dict[str, set[Conn]]] = {k: {} for k in PRIVATE}

@@ -119,8 +119,10 @@ class ServerConfig:
     stream_token: str | None = None  # required by the `stream` op when set
     operator_token: str | None = None  # required by the `chain` op; None disables the op
     book_depth: int = 50
-    # fills-channel frames kept per owner for subscribe's `fills_after` replay (~250 bytes each)
+    # fills-channel frames kept for subscribe's `fills_after` replay (~450 bytes each in
+    # memory): an owner's last `fill_history`, among the last `fill_history_total` of everyone's
     fill_history: int = 5_000
+    fill_history_total: int = 1_000_000
     expire_tick_s: float = 1.0  # ExpireTick period (0: never)
     fsync_interval_s: float = 0.05  # group-commit timer under the FSYNC_BY_SHELL policy
     # > 0: the process's cyclic GC is taken over (crossbook/gc_policy.py) and swept this often;
@@ -266,7 +268,8 @@ class MatcherServer:
         self.intake = Intake(self.engine, self.domain)
         self.auth = Authenticator(self.domain, cfg.challenge_ttl_s, cfg.max_login_expiry_s)
         symbols = {i: m.symbol for i, m in enumerate(self.engine.config.spec.markets)}
-        self.hub = Hub(self.engine, symbols, cfg.book_depth, cfg.fill_history)
+        self.hub = Hub(self.engine, symbols, cfg.book_depth, cfg.fill_history,
+                       cfg.fill_history_total)
         self.conns: set[Conn] = set()
         self.port = 0
         # engine jobs not yet run (FIFO); bounded by limits.engine_queue

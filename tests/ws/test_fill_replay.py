@@ -42,6 +42,24 @@ def test_trimmed_or_restarted_record_says_so() -> None:
     assert later.after("a", 9) == ([], True)
 
 
+def test_the_window_over_all_owners_bounds_memory() -> None:
+    """A frame also leaves once `total` newer frames were recorded for anyone, so memory stays
+    bounded however many owners trade; frames the per-owner bound dropped leave the window too."""
+    h = FillHistory(first_seq=1, per_owner=2, total=4)
+    h.record("quiet", 1, b"q1")
+    for seq in range(2, 6):  # a busy owner: its per-owner bound and then the window drop frames
+        h.record("busy", seq, b"b%d" % seq)
+    assert h.after("quiet", 0) == ([], False)  # four newer frames: gone, and said so
+    assert h.frames("quiet") == 0 and h.frames("busy") == 2 and h.frames() == 2
+    assert h.after("busy", 3) == ([b"b4", b"b5"], False)
+    assert h.after("busy", 4) == ([b"b5"], True)
+    for seq in range(6, 1006):
+        h.record("busy", seq, b"x")
+        assert h.frames() <= 2 and len(h._arrivals) <= 4  # noqa: SLF001 - the bound under test
+    h.record("new", 2000, b"n")
+    assert h.after("new", 0) == ([b"n"], True)
+
+
 async def _trade(taker: Client, size: int = LOT) -> None:
     r = await taker.request("place", tif="IOC", **signed_order(USERS[1], True, ETH_PX, size))
     assert r["ok"], r
