@@ -31,6 +31,7 @@ if __package__ in (None, ""):  # run as a script from a checkout: make `crossboo
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from crossbook.eip712 import Signer  # noqa: E402
+from crossbook.fixedpoint import ceil_div  # noqa: E402
 from crossbook.sdk import Client, ConnectionLost, NotConnected, Rejected, units  # noqa: E402
 
 log = logging.getLogger("market_maker")
@@ -87,7 +88,7 @@ def plan_quotes(m: Market, cfg: MMConfig) -> QuotePlan:
     skew = max(-PPM, min(PPM, m.position * PPM // max_pos))
     shift = skew * cfg.skew_ppm // PPM
     bid = units.floor_to(p * (PPM - cfg.half_spread_ppm - shift) // PPM, m.tick)
-    ask = units.ceil_to(-((-p * (PPM + cfg.half_spread_ppm - shift)) // PPM), m.tick)
+    ask = units.ceil_to(ceil_div(p * (PPM + cfg.half_spread_ppm - shift), PPM), m.tick)
     if ask <= bid:
         ask = bid + m.tick
     size = units.floor_to(max(m.lot, cfg.notional * 10**10 // p), m.lot)

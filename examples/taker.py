@@ -25,6 +25,7 @@ if __package__ in (None, ""):  # run as a script from a checkout: make `crossboo
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from crossbook.eip712 import Signer  # noqa: E402
+from crossbook.fixedpoint import ceil_div  # noqa: E402
 from crossbook.sdk import Client, Rejected, Subscription, units  # noqa: E402
 
 TERMINAL = ("FILLED", "CANCELLED")
@@ -55,7 +56,7 @@ def protection_price(best: int, is_buy: bool, slippage_ppm: int, tick: int) -> i
     """The worst price the order accepts: ``slippage_ppm`` beyond ``best``, onto the tick
     (rounded away from the book, so a zero slippage still takes the best level)."""
     if is_buy:
-        return units.ceil_to(-((-best * (units.PPM + slippage_ppm)) // units.PPM), tick)
+        return units.ceil_to(ceil_div(best * (units.PPM + slippage_ppm), units.PPM), tick)
     return max(tick, units.floor_to(best * (units.PPM - slippage_ppm) // units.PPM, tick))
 
 

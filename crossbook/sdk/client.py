@@ -186,7 +186,7 @@ class Client:
         self._resync: set[str] = set()  # book channels with a resubscribe in flight
         self._hello_challenge_unused = False
         # the settlement seq of the newest fill received: after a reconnect the server replays
-        # every fills-channel frame sent since (subscribe's fills_after), so none is missed
+        # every fills-channel frame sent since that it still holds (subscribe's fills_after)
         self.last_fill_seq: int | None = None
 
     # ================================================================ lifecycle
