@@ -60,6 +60,9 @@ class MarketSpec:
     open_interest_cap: int  # total long size, 1e8 scale
     max_funding_ppm: int
     tiers: tuple[TierSpec, ...]
+    # seconds per funding interval: on-chain, FUNDING items move the index by at most max_funding_ppm per
+    # period on average (docs/protocol.md "Funding"); the funding service posts one rate per interval
+    funding_period_s: int = 3600
 
 
 @dataclass(frozen=True)

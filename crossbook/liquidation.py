@@ -271,7 +271,7 @@ def collateral_liquidation(
     unit = 10 ** (decimals + 2)
     amount = min(ceil_div(-quote * unit, pc), balance, max_amount)
     paid = amount * pc // unit
-    if paid == 0:
+    if paid == 0 and amount != balance:  # a whole dust balance goes for nothing (bad debt needs it gone)
         raise NotLiquidatable("NothingToLiquidate")
     return amount, pc, paid
 

@@ -107,6 +107,9 @@ contract Clearinghouse is AccessControl, EIP712, ReentrancyGuardTransient, Margi
         marketId = l.marketCount;
         if (marketId >= S.MAX_MARKETS) revert TooManyMarkets();
         _writeMarket(marketId, cfg);
+        // the funding time budget starts full (as after a quiet day), so settlement delays never cut honest funding
+        uint256 full = uint256(cfg.fundingPeriod) * S.FUNDING_BACKLOG;
+        l.markets[marketId].fundingClock = uint40(full < block.timestamp ? block.timestamp - full : 0);
         l.marketCount = marketId + 1;
         emit MarketListed(marketId);
     }
@@ -167,6 +170,7 @@ contract Clearinghouse is AccessControl, EIP712, ReentrancyGuardTransient, Margi
         sm.lotSize = cfg.lotSize;
         sm.openInterestCap = cfg.openInterestCap;
         sm.maxFundingPpm = cfg.maxFundingPpm;
+        sm.fundingPeriod = cfg.fundingPeriod;
         sm.tierCount = uint8(n);
     }
 
@@ -431,6 +435,7 @@ contract Clearinghouse is AccessControl, EIP712, ReentrancyGuardTransient, Margi
         cfg.lotSize = sm.lotSize;
         cfg.openInterestCap = sm.openInterestCap;
         cfg.maxFundingPpm = sm.maxFundingPpm;
+        cfg.fundingPeriod = sm.fundingPeriod;
         cfg.tiers = new Tier[](sm.tierCount);
         for (uint256 i = 0; i < cfg.tiers.length; ++i) {
             S.TierSlot storage t = sm.tiers[i];

@@ -108,7 +108,8 @@ def deploy_exchange(
     for m in spec.markets:
         tiers = [(t.notional_cap, t.imf_ppm, t.mmf_ppm) for t in m.tiers]
         tx.transact(ch.functions.listMarket(
-            (m.feed_id, m.tick_size, m.lot_size, m.open_interest_cap, m.max_funding_ppm, tiers)))
+            (m.feed_id, m.tick_size, m.lot_size, m.open_interest_cap, m.max_funding_ppm, m.funding_period_s,
+             tiers)))
     tx.transact(ch.functions.setPnlHaircut(spec.pnl_haircut_ppm))
     operator_role = Web3.keccak(text="OPERATOR_ROLE")
     tx.transact(ch.functions.grantRole(operator_role, Web3.to_checksum_address(operator)))

@@ -49,6 +49,10 @@ library ClearinghouseStorage {
         uint128 openInterest;
         // slot 6
         int256 fundingBalance;
+        // slot 7: the funding time budget (SettlementModule._fundingBudget): seconds per interval, and the
+        // point in time up to which the budget has been used
+        uint32 fundingPeriod;
+        uint40 fundingClock;
     }
 
     struct TierSlot {
@@ -106,6 +110,7 @@ library ClearinghouseStorage {
 
     uint256 internal constant MAX_MARKETS = 32;
     uint256 internal constant MAX_ASSETS = 16;
+    uint256 internal constant FUNDING_BACKLOG = 24; // funding periods of unused budget a market can accrue
 
     // Storage ranges of packed values (docs/protocol.md §7).
     int256 internal constant SIZE_MIN = type(int80).min;

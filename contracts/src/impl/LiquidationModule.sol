@@ -414,7 +414,9 @@ contract LiquidationModule is IClearinghouseEvents {
         if (bal < amt) amt = bal;
         if (maxAmount < amt) amt = maxAmount;
         pay = amt * pc / unit;
-        if (pay == 0) revert NothingToLiquidate();
+        // A whole balance worth less than a quote atom (dust anyone can deposit) is taken for nothing: bad-debt
+        // settlement needs it gone, and nothing else can remove it from a bankrupt account.
+        if (pay == 0 && amt != bal) revert NothingToLiquidate();
     }
 
     function _moveCollateral(uint256 tid, uint256 lid, uint256 asset, uint256 amt, uint256 pay) private {

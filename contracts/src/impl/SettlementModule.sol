@@ -1678,6 +1678,30 @@ contract SettlementModule is MarginEngine {
         return 0;
     }
 
+    /// @dev The funding time budget: the per-item clamp alone would let an operator repeat FUNDING items and move
+    ///      any amount between a market's longs and shorts. With a fundingPeriod, the index moves by at most
+    ///      maxFundingPpm (at the oracle price) per period on average: budget accrues with block time, at most
+    ///      FUNDING_BACKLOG periods of it (a settlement outage does not cost honest funding), and an item beyond
+    ///      what is left is clamped to it (FundingUpdated carries the rate applied). `rate` is within +-maxRate.
+    ///      Returns the rate and the market's new budget clock (0: unchanged), written once the item applies.
+    function _fundingBudget(uint256 m, int256 rate, int256 maxRate) private view returns (int256, uint256) {
+        S.Market storage sm = S.store().markets[m];
+        uint256 period = sm.fundingPeriod;
+        if (period == 0 || rate == 0) return (rate, 0);
+        uint256 start = sm.fundingClock;
+        uint256 span = period * S.FUNDING_BACKLOG;
+        if (block.timestamp > span && start < block.timestamp - span) start = block.timestamp - span;
+        uint256 avail = block.timestamp > start ? block.timestamp - start : 0;
+        uint256 mag = rate < 0 ? uint256(-rate) : uint256(rate);
+        uint256 maxMag = uint256(maxRate); // > 0: rate != 0 after the per-item clamp
+        uint256 allowed = (avail * maxMag) / period;
+        if (mag > allowed) mag = allowed;
+        // the seconds this item uses, rounded up: never more than avail (mag * period <= avail * maxMag). A clock of
+        // 0 (start 0, nothing used) equals the stored one, so 0 can mean "unchanged".
+        uint256 clock = start + (mag * period + maxMag - 1) / maxMag;
+        return (rate < 0 ? -int256(mag) : int256(mag), clock);
+    }
+
     function _funding(Ctx memory c, uint256 o) private returns (uint8) {
         uint256 m = B.u(o, 4);
         int256 rate = int256(int32(uint32(B.u(o + 4, 4))));
@@ -1687,9 +1711,12 @@ contract SettlementModule is MarginEngine {
         int256 maxRate = int256(c.m[m].maxFunding);
         if (rate > maxRate) rate = maxRate;
         if (rate < -maxRate) rate = -maxRate;
+        uint256 clock;
+        (rate, clock) = _fundingBudget(m, rate, maxRate);
         MarketCache memory mc = c.m[m];
         int256 cum = mc.cum + DivMath.truncDiv(rate * int256(p), int256(MarginMath.PPM));
-        if (cum < S.ON_MIN || cum > S.ON_MAX) return R_INVALID_ITEM;
+        if (cum < S.ON_MIN || cum > S.ON_MAX) return R_INVALID_ITEM; // a rejected item spends no budget
+        if (clock != 0) S.store().markets[m].fundingClock = uint40(clock);
         S.setCumulativeFunding(m, cum);
         mc.cum = cum;
         mc.epoch += 1;

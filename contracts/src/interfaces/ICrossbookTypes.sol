@@ -16,6 +16,9 @@ struct MarketConfig {
     uint64 lotSize;
     uint64 openInterestCap;
     uint32 maxFundingPpm;
+    // seconds per funding interval: FUNDING items move the index by at most maxFundingPpm per fundingPeriod on
+    // average over time (SettlementModule._fundingBudget); 0 bounds each item only (no time budget)
+    uint32 fundingPeriod;
     Tier[] tiers;
 }
 

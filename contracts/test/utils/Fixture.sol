@@ -95,6 +95,7 @@ abstract contract Fixture is Test, IClearinghouseEvents {
         c.lotSize = lot;
         c.openInterestCap = oiCap;
         c.maxFundingPpm = 1000;
+        c.fundingPeriod = 0; // items clamped one by one; FundingBudget.t.sol tests the time budget
         c.tiers = new Tier[](3);
         c.tiers[0] = Tier(1e12, 50_000, 30_000);
         c.tiers[1] = Tier(5e12, 100_000, 60_000);
@@ -204,20 +205,24 @@ abstract contract Fixture is Test, IClearinghouseEvents {
 
     /// @dev Settles the items; returns the reject reason per item (0 = applied).
     function _settle(bytes[] memory items) internal returns (uint8[] memory reasons) {
+        return _settleBatch(_batch(items), items.length);
+    }
+
+    /// @dev Settles an encoded batch of `n` items starting at the next seq; returns the reject reason per item.
+    function _settleBatch(bytes memory b, uint256 n) internal returns (uint8[] memory reasons) {
         uint64 first = ch.nextSeq();
-        bytes memory b = _batch(items);
         vm.recordLogs();
         vm.prank(operator);
         ch.settle(b);
         Vm.Log[] memory logs = vm.getRecordedLogs();
-        reasons = new uint8[](items.length);
+        reasons = new uint8[](n);
         for (uint256 i = 0; i < logs.length; ++i) {
             if (logs[i].topics.length == 2 && logs[i].topics[0] == ItemRejected.selector) {
                 uint256 seq = uint256(logs[i].topics[1]);
                 reasons[seq - first] = abi.decode(logs[i].data, (uint8));
             }
         }
-        assertEq(ch.nextSeq(), first + items.length, "nextSeq");
+        assertEq(ch.nextSeq(), first + n, "nextSeq");
     }
 
     function _settleOne(bytes memory item) internal returns (uint8) {
