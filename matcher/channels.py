@@ -24,6 +24,7 @@ from websockets.protocol import State
 from crossbook.margin import compute_health
 from crossbook.protocol_types import TransferItem, WithdrawItem
 from matcher.commands import (
+    AgentSet,
     Bust,
     ChainDeposit,
     ChainForcedWithdrawalExecuted,
@@ -199,6 +200,9 @@ class Hub:
                  fill_history: int = 5_000, fill_history_total: int = 1_000_000) -> None:
         self.engine = engine
         self.fill_history = FillHistory(engine.ledger.next_seq, fill_history, fill_history_total)
+        # owner -> seq of the newest fill its `fills` channel carried: the `fills_after` that
+        # resumes from a subscription made now (a client that has seen no fill has no seq)
+        self.last_fill: dict[str, int] = {}
         self.symbols = symbols
         self.public: dict[str, set[Conn]] = {}
         self.private: dict[str, dict[str, set[Conn]]] = {k: {} for k in PRIVATE}
@@ -334,6 +338,8 @@ class Hub:
         """A ``fills`` frame: recorded for a later replay (subscribe's ``fills_after``) even when
         nobody listens, then sent to the owner's subscribed connections."""
         self.fill_history.record(owner, seq, frame)
+        if seq != NOT_A_FILL:
+            self.last_fill[owner] = seq
         self._to_owner("fills", owner, frame)
 
     def _to_public(self, channel: str, frame: bytes) -> None:
@@ -426,6 +432,10 @@ class Hub:
                     self._to_owner("health", owner, self._health_frame((owner, sub)))
         elif ct is RequestWithdrawal or ct is RequestTransfer:
             pass  # covered by the Sequenced output
+        elif ct is AgentSet and res.ack.ok:
+            assert isinstance(cmd, AgentSet)
+            if not cmd.approved:
+                self._revoke(cmd.owner.lower(), cmd.agent.lower())
         for m in touched_markets:
             self._publish_book(m)
         if touched_markets and "markets" in self.public:
@@ -438,6 +448,14 @@ class Hub:
                 self._to_public("markets", encoder.encode(MarketsMsg("markets", changed)))
         if touched_accts:
             self._publish_accounts(touched_accts)
+
+    def _revoke(self, owner: str, agent: str) -> None:
+        """End the private subscriptions of the sessions ``agent`` logged in for ``owner``
+        (its requests are refused from now on; subscribing again is too)."""
+        for name in PRIVATE:
+            for c in list(self.private[name].get(owner, ())):
+                if c.session.signer == agent:
+                    self.unsubscribe(c, name)
 
     def _publish_liquidation(self, o: Liquidation, touched: set[Acct]) -> None:
         """A ``liquidated`` message to the target's owner and to the liquidator's / ADL

@@ -167,6 +167,24 @@ _BOOK_CODES: dict[int, Code] = {
     RejectReason.POST_ONLY_WOULD_CROSS: Code.POST_ONLY_WOULD_CROSS,
     RejectReason.BAD_ENUM: Code.BAD_REQUEST,
 }
+_MAX_WAITING_FORCED: Final = 1_000
+# refusals of a forced-withdrawal request that a deposit into the account can lift
+_WAITS_FOR_DEPOSIT: Final = frozenset((Code.INSUFFICIENT_BALANCE, Code.INSUFFICIENT_MARGIN))
+# the human half of a book's refusal (the code is the machine-readable half, _BOOK_CODES)
+_BOOK_MESSAGES: dict[int, str] = {
+    RejectReason.BAD_TYPE: "a numeric field is not an integer",
+    RejectReason.OUT_OF_RANGE: "a field is out of range",
+    RejectReason.BAD_SIZE: "size must be positive",
+    RejectReason.BAD_PRICE: "price must be positive",
+    RejectReason.OFF_TICK: "price not on the market's tick",
+    RejectReason.OFF_LOT: "size not a multiple of the market's lot",
+    RejectReason.DUPLICATE_ORDER_ID: "order id already used in this book",
+    RejectReason.DUPLICATE_CLIENT_ID: "client id in use",
+    RejectReason.UNKNOWN_ORDER: "unknown order",
+    RejectReason.EXPIRED: "order expired before it reached the book",
+    RejectReason.POST_ONLY_WOULD_CROSS: "post-only order would trade against the book",
+    RejectReason.BAD_ENUM: "unknown tif or stp",
+}
 
 
 @dataclass(frozen=True)
@@ -359,7 +377,16 @@ class Engine:
         # stays refused as EXPIRED
         self.clock = 0
         self.forced: set[int] = set()
+        # forced-withdrawal requests refused for the balance or health they found, by request id:
+        # a deposit into the account tries them again (the owner should not wait out the escape
+        # delay for a top-up); at most _MAX_WAITING_FORCED, the rest can still be executed on-chain
+        self.forced_waiting: dict[int, ChainForcedWithdrawalRequested] = {}
         self.agents: set[tuple[str, str]] = set()
+        # live orders an agent key signed -> that agent (lowercase): a revocation cancels them,
+        # since the contract checks the approval when it settles a fill. Entries of orders that
+        # ended are dropped lazily (_note_agent), so the map stays within twice the live orders
+        self.agent_of: dict[int, str] = {}
+        self._agent_of_cap = 1024
         self.next_oid = 1
         self.cmd_seq = 0
         # (block_number, log_index) of the last chain event applied: the watcher resumes from
@@ -528,6 +555,8 @@ class Engine:
         h.update(repr(sorted((k, b[0]) for k, b in self.digests.items())).encode())
         h.update(repr((sorted(self._nonce_forgets.buckets.items()),
                        sorted(self._digest_forgets.buckets.items()))).encode())
+        h.update(repr(self._live_agent_orders()).encode())
+        h.update(repr(sorted((r, c.owner, c.sub, c.asset, c.amount) for r, c in self.forced_waiting.items())).encode())
         h.update(repr((sorted(self.forced), sorted(self.agents),
                        sorted(self.risk.asset_prices.items()),
                        sorted(self.risk.market_prices.items()))).encode())
@@ -564,7 +593,8 @@ class Engine:
             self.cmd_seq, self.next_oid, books, rows, self.ledger.dump(), never,
             never_d, sorted(self.forced), sorted(self.agents),
             dict(self.risk.asset_prices), dict(self.risk.market_prices), self.chain_cursor,
-            self._liq_params_tuple(), self.clock, nb, db,
+            self._liq_params_tuple(), self.clock, nb, db, self._live_agent_orders(),
+            [c for _, c in sorted(self.forced_waiting.items())],
         )
 
     @classmethod
@@ -618,6 +648,8 @@ class Engine:
             eng.digests[k] = _NEVER_BUCKET
         eng.forced = set(snap.forced)
         eng.agents = {(o, a) for o, a in snap.agents}
+        eng.agent_of = {oid: a for oid, a in snap.agent_orders}
+        eng.forced_waiting = {c.request_id: c for c in snap.forced_waiting}
         eng.risk.asset_prices.update(snap.asset_prices)
         eng.risk.market_prices.update(snap.market_prices)
         return eng
@@ -1029,9 +1061,13 @@ class Engine:
         if bad is not None:
             return _ack(cmd.req_id, *bad)
         # the shared account key's owner string (acct[0]) keys the nonces
-        return self._submit(cmd.req_id, o, cmd.signature, cmd.tif, cmd.stp, cid, now, acct,
-                            acct[0], sub, o_owner, 0, size, n, [], self._leg, None, book,
-                            market, is_buy, reduce_only, price, nonce, expiry, True, 0, 0)
+        res = self._submit(cmd.req_id, o, cmd.signature, cmd.tif, cmd.stp, cid, now, acct,
+                           acct[0], sub, o_owner, 0, size, n, [], self._leg, None, book,
+                           market, is_buy, reduce_only, price, nonce, expiry, True, 0, 0)
+        signer = cmd.signer
+        if signer != o_owner:
+            self._note_agent(signer, owner, res.ack.order_id)
+        return res
 
     def _submit(self, req_id: Any, o: SignedOrder, sig: bytes, tif: int, stp: int,
                 cid: int | None, now: int, acct: Any, owner: Any, sub: Any, spelled: Any,
@@ -1063,7 +1099,8 @@ class Engine:
                 _remove_open(x, is_buy, gone_q, gone_n)
                 self._uncount(acct)
             code = _BOOK_CODES.get(first.reason, Code.BAD_REQUEST)
-            return _Result(_Ack(req_id, False, code, first.reason.name, 0, 0), out, bool(out))
+            msg = _BOOK_MESSAGES.get(first.reason, first.reason.name)
+            return _Result(_Ack(req_id, False, code, msg, 0, 0), out, bool(out))
         assert isinstance(first, Accepted)
         self.next_oid += 1
         self._use_nonce(owner, nonce, expiry, fresh)
@@ -1203,10 +1240,13 @@ class Engine:
             del self.orders[rec.bo.id_key]
         else:  # pragma: no cover - a live order is always in its book
             self._events(book.cancel(rec.oid, _CANCEL_USER), out, 0)
-        return self._submit(req_id, n, new_sig, bo.tif, bo.stp, rec.cid, now, acct, r_owner,
-                            rec.sub, n_owner, filled, size, notional, out, leg, x, book, n_market,
-                            n_is_buy, n_reduce_only, n_price, n_nonce, n_expiry, not same_nonce,
-                            gone_q, gone_n)
+        res = self._submit(req_id, n, new_sig, bo.tif, bo.stp, rec.cid, now, acct, r_owner,
+                           rec.sub, n_owner, filled, size, notional, out, leg, x, book, n_market,
+                           n_is_buy, n_reduce_only, n_price, n_nonce, n_expiry, not same_nonce,
+                           gone_q, gone_n)
+        if new_signer is not None and new_signer != n_owner:
+            self._note_agent(new_signer, r_owner, res.ack.order_id)
+        return res
 
     def _expire(self, cmd: ExpireTick) -> Result:
         now = max(cmd.now, self.clock)
@@ -1239,7 +1279,7 @@ class Engine:
         t = type(cmd)
         now: int
         if t is _PLACE:
-            _, o, sig, _, tif, cid, stp, now = _astuple(cmd)
+            _, o, sig, signer, tif, cid, stp, now = _astuple(cmd)
             if now < self.clock:
                 now = self.clock
             o_owner, sub, market, is_buy, reduce_only, price, size, nonce, expiry, _ = (
@@ -1251,6 +1291,8 @@ class Engine:
             acct: Any = (owner, sub)  # boxed once: it keys several dicts
             ok = self._replay_submit(o, sig, tif, stp, cid, now, acct, 0, size, True, market,
                                      is_buy, reduce_only, price, nonce, expiry, o_owner)
+            if ok and signer != o_owner:
+                self._note_agent(signer, owner, self.next_oid - 1)
         elif t is _CANCEL:
             _, c_owner, oid, _, _, _, now, reason = _astuple(cmd)
             ok = self._replay_cancel(cmd, c_owner, oid, reason)  # type: ignore[arg-type]
@@ -1411,9 +1453,12 @@ class Engine:
             self._replay_events(events, 0)
         # the cancel alone changed state, so the command counts even if the book refuses the
         # replacement (as in ``apply``)
-        self._replay_submit(n, new_sig, bo.tif, bo.stp, rec.cid, now, acct, filled, size,
-                            not same_nonce, market, is_buy, reduce_only, price, nonce, expiry,
-                            spelled)
+        if self._replay_submit(n, new_sig, bo.tif, bo.stp, rec.cid, now, acct, filled, size,
+                               not same_nonce, market, is_buy, reduce_only, price, nonce, expiry,
+                               spelled):
+            signer = cmd.new_signer
+            if signer is not None and signer != spelled:
+                self._note_agent(signer, acct[0], self.next_oid - 1)
         return True
 
     # ================================================================ chain events
@@ -1423,8 +1468,17 @@ class Engine:
             return _ack(cmd.req_id, Code.UNKNOWN_ASSET, f"unknown asset {cmd.asset}")
         if cmd.amount <= 0:
             return _ack(cmd.req_id, Code.BAD_SIZE, "deposit amount must be positive")
-        self.ledger.deposit(self._acct(cmd.owner.lower(), cmd.sub), cmd.asset, cmd.amount)
-        return _Result(_Ack(cmd.req_id, True, _OK, "", 0, 0), [], True)
+        acct = self._acct(cmd.owner.lower(), cmd.sub)
+        self.ledger.deposit(acct, cmd.asset, cmd.amount)
+        out: list[Output] = []
+        if self.forced_waiting:
+            for rid in sorted(self.forced_waiting):
+                w = self.forced_waiting[rid]
+                if (w.owner.lower(), w.sub) == acct:
+                    # the top-up may cover it now (else it keeps waiting)
+                    if self._sequence_forced(w, acct, out) is None:
+                        del self.forced_waiting[rid]
+        return _Result(_Ack(cmd.req_id, True, _OK, "", 0, 0), out, True)
 
     def _settled(self, cmd: ChainBatchSettled) -> Result:
         led = self.ledger
@@ -1447,12 +1501,46 @@ class Engine:
         return _Result(_Ack(cmd.req_id, True, _OK, "", 0, 0), out, True)
 
     def _agent_set(self, cmd: AgentSet) -> Result:
-        key = (cmd.owner.lower(), cmd.agent.lower())
+        owner, agent = key = (cmd.owner.lower(), cmd.agent.lower())
+        out: list[Output] = []
         if cmd.approved:
             self.agents.add(key)
         else:
             self.agents.discard(key)
-        return _Result(_Ack(cmd.req_id, True, _OK, "", 0, 0), [], True)
+            # the contract checks the approval when it settles a fill: the agent's live orders
+            # would only be filled to be busted, so they end here (reason AGENT_REVOKED)
+            orders = self.orders
+            for oid in sorted(o for o, a in self.agent_of.items() if a == agent):
+                rec = orders.get(oid)
+                if rec is None:
+                    del self.agent_of[oid]
+                elif rec.owner == owner:
+                    del self.agent_of[oid]
+                    self._events(self.books[rec.market].cancel(oid, CancelReason.AGENT_REVOKED),
+                                 out, 0)
+        return _Result(_Ack(cmd.req_id, True, _OK, "", 0, 0), out, True)
+
+    def _note_agent(self, signer: str, owner: str, oid: Any) -> None:
+        """Remember that live order ``oid`` of ``owner`` was signed by ``signer`` when that is
+        an agent key (not the owner's own, spelled otherwise)."""
+        if oid is None or oid not in self.orders:
+            return  # refused, or ended on arrival (filled, IOC remainder)
+        agent = signer.lower()
+        if agent == owner:
+            return
+        m = self.agent_of
+        m[oid] = agent
+        if len(m) > self._agent_of_cap:
+            # drop the orders that ended since; amortized O(1) per agent order
+            orders = self.orders
+            for o in [o for o in m if o not in orders]:
+                del m[o]
+            self._agent_of_cap = max(1024, 2 * len(m))
+
+    def _live_agent_orders(self) -> list[tuple[int, str]]:
+        """(order id, agent) of the live orders an agent signed, by id (snapshots, state hash)."""
+        orders = self.orders
+        return sorted((o, a) for o, a in self.agent_of.items() if o in orders)
 
     # ================================================================ liquidation path (chain)
     # These events happen on-chain without the matcher: the engine applies them to the CONFIRMED
@@ -1565,6 +1653,7 @@ class Engine:
         # (gap-free seqs) and the contract rejects it REPLAYED, which reverses it in the
         # projected state; a later duplicate request id is never sequenced again
         self.forced.add(cmd.request_id)
+        self.forced_waiting.pop(cmd.request_id, None)
         return _Result(_Ack(cmd.req_id, True, _OK, "", 0, 0), [], True)
 
     def _liq_params(self, cmd: ChainLiquidationParamsSet) -> Result:
@@ -1646,15 +1735,31 @@ class Engine:
         if cmd.request_id in self.forced:
             return _ack(cmd.req_id, Code.REPLAYED, "forced request already executed")
         acct = (cmd.owner.lower(), cmd.sub)
+        out: list[Output] = []
+        bad = self._sequence_forced(cmd, acct, out)
+        if bad is not None:
+            # the owner can still execute it on-chain after the escape delay; a deposit into the
+            # account tries it again (_deposit)
+            res = _ack(cmd.req_id, *bad)
+            if bad[0] in _WAITS_FOR_DEPOSIT and len(self.forced_waiting) < _MAX_WAITING_FORCED:
+                self.forced_waiting[cmd.request_id] = cmd
+                res.journal = True  # refused, but it now waits: replay must see it
+            return res
+        return _Result(_Ack(cmd.req_id, True, _OK, "", 0, 0), out, True)
+
+    def _sequence_forced(self, cmd: ChainForcedWithdrawalRequested, acct: Acct,
+                         out: list[Output]) -> tuple[Code, str] | None:
+        """Sequence the FORCED item of request ``cmd`` if the projected state covers it (the
+        contract's withdrawal rule); else why not, and nothing changed."""
         bad = self._debit_check(acct, cmd.asset, cmd.amount, 0, None)
         if bad is not None:
-            # the owner can still execute it on-chain after the escape delay
-            return _ack(cmd.req_id, *bad)
+            return bad
         self.forced.add(cmd.request_id)
         item = ForcedItem(cmd.request_id)
         seq = self.ledger.sequence(Entry(0, int(ItemKind.FORCED), item, acct, None,
                                          asset=cmd.asset, qty=cmd.amount))
-        return _Result(_Ack(cmd.req_id, True, _OK, "", 0, 0), [_Sequenced(seq, item)], True)
+        out.append(_Sequenced(seq, item))
+        return None
 
     def _funding(self, cmd: PostFunding) -> Result:
         mc = self.params.markets.get(cmd.market)

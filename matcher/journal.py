@@ -361,9 +361,22 @@ def snapshot_files(directory: str | Path) -> list[tuple[int, Path]]:
 
 
 def read_snapshot(path: str | Path) -> SnapshotFile | None:
-    """One snapshot file, or None when it fails its CRC."""
-    got = unframe(Path(path).read_bytes(), 0)
-    return None if got is None else _snap_json_dec.decode(got[0])
+    """One snapshot file, or None when it is torn or fails its CRC.
+
+    A snapshot is one frame that fills its file, checked here without the journal's record
+    size bound (framing.MAX_RECORD): a busy day's state outgrows 64 MiB, and a reader that
+    took such a snapshot for a damaged one found its journal already pruned and could not
+    start at all."""
+    buf = Path(path).read_bytes()
+    if len(buf) < HEADER_SIZE:
+        return None
+    length, crc = _HEADER.unpack_from(buf, 0)
+    if length != len(buf) - HEADER_SIZE:
+        return None
+    payload = memoryview(buf)[HEADER_SIZE:]
+    if zlib.crc32(payload) != crc:
+        return None
+    return _snap_json_dec.decode(payload)
 
 
 def load_latest_snapshot(directory: str | Path) -> SnapshotFile | None:
@@ -529,11 +542,17 @@ def recover(
         raise JournalError(f"a sealed journal segment is damaged after record {engine.cmd_seq}")
     valid = chain.active_base + offset - chain.active_at
     if cut and truncate:
-        with open(path, "r+b") as f:
-            f.truncate(valid)
-            f.flush()
-            os.fsync(f.fileno())
+        cut_tail(path, valid)
     return Recovery(engine, valid, replayed, cut)
+
+
+def cut_tail(path: str | Path, valid: int) -> None:
+    """Cut the active journal segment at ``path`` to its first ``valid`` bytes (a torn tail
+    :func:`recover` found, with ``truncate=False``, and the caller judged torn) and sync it."""
+    with open(path, "r+b") as f:
+        f.truncate(valid)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 class JournaledEngine:

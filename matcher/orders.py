@@ -78,6 +78,7 @@ class CancelReason(IntEnum):
     DEAD_MAN = 8
     LIQUIDATION = 9
     RISK = 10  # the maker-fill veto hook refused this maker
+    AGENT_REVOKED = 11  # signed by an agent key the owner revoked (the contract would reject its fills)
 
 
 # tif / stp values an order may carry (both enums are contiguous from 0)

@@ -147,6 +147,20 @@ def _extract_id(raw: str | bytes) -> int | None:
     return None
 
 
+def _json_error(raw: str | bytes) -> str | None:
+    """Why ``raw`` is not JSON, or None when it is. The strict decoder refuses a frame at
+    its first schema violation, which may come before the end of a truncated frame."""
+    try:
+        _lenient.decode(raw)
+    except msgspec.ValidationError:
+        return None  # JSON with a value no decoder holds (1e400)
+    except msgspec.DecodeError as exc:
+        return str(exc)
+    except RecursionError:
+        return None  # JSON nested too deeply to read, which is not the same as not JSON
+    return None
+
+
 def _err(rid: int | None, code: str, message: str) -> bytes:
     return encoder.encode(Response(rid, False, None, code, message))
 
@@ -519,9 +533,8 @@ class MatcherServer:
         self.conns.discard(conn)
         self.hub.drop(conn)
         s = conn.session
-        if s.dead_man_timer is not None:
-            s.dead_man_timer.cancel()
-            s.dead_man_timer = None
+        # an armed dead-man's switch keeps counting: a crashed bot's socket closes, and that is
+        # the case it is for (nothing can refresh a closed session's countdown)
         if s.cancel_on_disconnect and s.orders:
             self._cancel_session_orders(s, CancelReason.USER, None)
         if not conn.closed:
@@ -566,10 +579,20 @@ class MatcherServer:
         try:
             req = request_decoder.decode(raw)
         except msgspec.ValidationError as exc:
-            conn.send(_err(_extract_id(raw), "BAD_REQUEST", str(exc)))
+            rid = _extract_id(raw)
+            why = _json_error(raw) if rid is None else None
+            if why is not None:
+                conn.send(_err(None, "MALFORMED_JSON", why))
+            else:
+                conn.send(_err(rid, "BAD_REQUEST", str(exc)))
             return
         except msgspec.DecodeError as exc:
             conn.send(_err(None, "MALFORMED_JSON", str(exc)))
+            return
+        except RecursionError:
+            # the decoder's depth bound depends on the stack it runs on; no request nests
+            # this deep, and it must still get its one answer
+            conn.send(_err(_extract_id(raw), "BAD_REQUEST", "JSON nested too deeply"))
             return
         try:
             check_ranges(req)
@@ -628,7 +651,8 @@ class MatcherServer:
             self._subscribe(conn, req)
         elif t is Unsubscribe:
             for name in req.channels:
-                self.hub.unsubscribe(conn, name)
+                if name != "stream":  # a stream ends with its connection, not on request
+                    self.hub.unsubscribe(conn, name)
             conn.send(_ok(rid, {"channels": sorted(conn.subs)}))
         elif t is Ping:
             conn.send(_ok(rid, {"ts_ms": int(time.time() * 1000)}))
@@ -746,11 +770,18 @@ class MatcherServer:
                        else f"no channel {name!r}")
                 conn.send(_err(rid, code, msg))
                 return
+        if any(name in self.hub.private for name in req.channels) and \
+                self._owner(conn, rid) is None:
+            return  # the agent's approval was revoked: its owner's data is not its to read
         if len(conn.subs | set(req.channels)) > self.limits.max_subscriptions:
             conn.send(_err(rid, "TOO_MANY_SUBSCRIPTIONS",
                            f"at most {self.limits.max_subscriptions} channels"))
             return
         result: dict[str, Any] = {"channels": sorted(conn.subs | set(req.channels))}
+        if "fills" in req.channels:
+            # where this subscription starts: every later fill is sent on it, so a client that
+            # loses the link before its first fill still knows what to replay after
+            result["fills_last"] = self.hub.last_fill.get(conn.session.owner or "", 0)
         replay: list[bytes] = []
         if req.fills_after is not None:
             if "fills" not in req.channels:

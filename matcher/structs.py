@@ -12,6 +12,7 @@ import msgspec
 
 from crossbook.protocol_types import Item
 from crossbook.protocol_types import Order as SignedOrder
+from matcher.commands import ChainForcedWithdrawalRequested
 
 Acct = tuple[str, int]
 
@@ -114,6 +115,12 @@ class EngineSnapshot(msgspec.Struct, array_like=True):
     clock: int = 0
     nonce_buckets: list[tuple[int, list[str], list[int]]] = []
     digest_buckets: list[tuple[int, list[bytes]]] = []
+    # additive, defaulted: (order id, agent) of live orders an agent key signed (a revocation
+    # cancels them); snapshots written before it restore none
+    agent_orders: list[tuple[int, str]] = []
+    # additive, defaulted: forced-withdrawal requests refused for their balance or health, which
+    # a deposit into their account tries again
+    forced_waiting: list[ChainForcedWithdrawalRequested] = []
 
 
 __all__ = ["Acct", "AcctRow", "Entry", "EngineSnapshot", "LedgerSnapshot", "RecRow", "SettleResult"]

@@ -77,6 +77,9 @@ def test_old_records_and_snapshots_still_decode() -> None:
     old = msgspec.msgpack.encode([1, [6, 1, A, 0, 0, 100]])
     rec = msgspec.msgpack.decode(old, type=Record)
     assert isinstance(rec.cmd, ChainDeposit) and (rec.cmd.block, rec.cmd.log_index) == (0, 0)
-    fields = msgspec.msgpack.decode(msgspec.msgpack.encode(Engine().snapshot()))
-    legacy = msgspec.msgpack.encode(fields[:-1])  # without the trailing chain cursor
+    eng = Engine()
+    eng.chain_cursor = (5, 1)
+    fields = msgspec.msgpack.decode(msgspec.msgpack.encode(eng.snapshot()))
+    assert fields[11] == [5, 1]
+    legacy = msgspec.msgpack.encode(fields[:11])  # written before the chain cursor (and what followed it)
     assert msgspec.msgpack.decode(legacy, type=EngineSnapshot).chain_cursor == (0, 0)

@@ -187,7 +187,7 @@ def test_snapshot_without_forget_buckets_still_restores() -> None:
     oid = place(eng, A, True, BID, LOT, nonce=9, expiry=NOW + 100).ack.order_id
     _cancel(eng, A, oid)
     fields = list(msgspec.json.decode(_snap_json.encode(eng.snapshot())))
-    old = fields[:-3]  # clock, nonce_buckets, digest_buckets
+    old = fields[:-5]  # clock, nonce_buckets, digest_buckets, agent_orders, forced_waiting
     old[5] = [[A, 9]]  # nonces as the old snapshot listed them
     clone = Engine.restore(_snap_dec.decode(msgspec.json.encode(old)))
     assert clone.clock == 0 and 9 in _nonces(clone, A)
