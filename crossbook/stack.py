@@ -1,12 +1,14 @@
 """`crossbook up`: bring the exchange up on the embedded local chain (or an existing RPC)."""
 from __future__ import annotations
 
+import binascii
 import os
 import signal
 import sys
 import threading
 from pathlib import Path
 
+from eth_account import Account
 from web3 import Web3
 
 from crossbook.chain.anvil import AnvilNode
@@ -19,8 +21,24 @@ from crossbook.paths import ANVIL_STATE_FILE, state_dir
 DEMO_USERS = 4
 
 
+class SetupError(Exception):
+    """A misconfiguration `crossbook up` reports in one line instead of a traceback."""
+
+
 def _say(msg: str) -> None:
     print(msg, flush=True)
+
+
+def funded_address(w3: Web3, key: str, who: str, var: str, rpc_url: str) -> str:
+    """The address of ``key`` (from ``$var``, signing for ``who``); SetupError when it is not a
+    private key or its account holds no gas (its first transaction would fail)."""
+    try:
+        address = str(Account.from_key(key).address)
+    except (ValueError, TypeError, binascii.Error) as err:
+        raise SetupError(f"{who}'s key (${var}) is not a private key: {err}") from err
+    if w3.eth.get_balance(Web3.to_checksum_address(address)) == 0:
+        raise SetupError(f"{who}'s account {address} (${var}) has no gas on {rpc_url}: fund it")
+    return address
 
 
 def ensure_deployment(w3: Web3, rpc_url: str, home: Path, fresh: bool,
@@ -28,13 +46,18 @@ def ensure_deployment(w3: Web3, rpc_url: str, home: Path, fresh: bool,
     """Reuse the saved deployment if its contracts are still on this chain, else deploy anew."""
     path = home / "deployment.json"
     if path.exists() and not fresh:
-        dep = Deployment.load(path)
+        try:
+            dep = Deployment.load(path)
+        except (ValueError, TypeError) as err:  # not JSON, or not a deployment's fields
+            raise SetupError(f"{path} is not a deployment file ({err}); fix or remove it (with "
+                             "`--fresh`, start over)") from err
         if dep.chain_id == w3.eth.chain_id and len(w3.eth.get_code(Web3.to_checksum_address(dep.clearinghouse))) > 0:
             _say(f"reusing deployment from {path}")
             return dep
         _say("saved deployment not found on this chain; deploying again")
     admin_key = os.environ.get("CROSSBOOK_ADMIN_KEY", dev_key(ADMIN))
     operator = os.environ.get("CROSSBOOK_OPERATOR", dev_address(OPERATOR))
+    funded_address(w3, admin_key, "the deployer", "CROSSBOOK_ADMIN_KEY", rpc_url)
     _say("deploying contracts ...")
     dep = deploy_exchange(w3, admin_key, operator, rpc_url, spec)
     _fund_demo_users(w3, dep, admin_key, spec)

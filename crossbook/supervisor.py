@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import fcntl
 import json
 import logging
 import os
@@ -188,6 +189,22 @@ class Supervisor:
             return ""
         return "\n".join(svc.log_path.read_text(errors="replace").splitlines()[-n:])
 
+    def last_error(self, svc: Service, rc: int) -> str:
+        """The last line ``svc`` wrote when it says why it exited with ``rc``: an ERROR/CRITICAL
+        record, or a plain line (a SystemExit message, a traceback's exception); "" otherwise."""
+        if svc.name == "anvil" or rc <= 0:
+            return ""  # anvil logs requests, not reasons; a signal (rc < 0) came from outside
+        lines = [ln.strip() for ln in self.tail(svc, 5).splitlines() if ln.strip()]
+        if not lines or lines[-1].startswith("====="):  # nothing since the start banner
+            return ""
+        try:
+            rec = json.loads(lines[-1])
+        except ValueError:
+            return lines[-1][:300]
+        if isinstance(rec, dict) and rec.get("level") in ("ERROR", "CRITICAL"):
+            return str(rec.get("msg", ""))[:300]
+        return ""
+
     def check(self) -> None:
         """One supervision pass: schedule restarts of exited children, perform due ones."""
         now = time.monotonic()
@@ -206,7 +223,9 @@ class Supervisor:
                 if now - svc.started_at > STABLE_AFTER_S:
                     svc.backoff_s = 1.0
                 svc.restart_at = now + svc.backoff_s
-                self.say(f"{svc.name} exited with {rc}; restarting in {svc.backoff_s:.0f}s (log {svc.log_path})")
+                why = self.last_error(svc, rc)
+                self.say(f"{svc.name} exited with {rc}{': ' + why if why else ''}; restarting in "
+                         f"{svc.backoff_s:.0f}s (log {svc.log_path})")
                 svc.backoff_s = min(BACKOFF_MAX_S, svc.backoff_s * 2)
             elif now >= svc.restart_at:
                 svc.restarts += 1
@@ -273,8 +292,8 @@ def metrics_ready(port: int, service: str) -> bool:
                                     re.M) is not None
 
 
-def matcher_ready(url: str) -> bool:
-    """The matcher answers its ``status`` op."""
+def matcher_status(url: str) -> dict[str, object] | None:
+    """The result of the matcher's ``status`` op (None if it refused)."""
     from websockets.sync.client import connect
 
     with connect(url, open_timeout=1, close_timeout=1) as ws:
@@ -283,7 +302,46 @@ def matcher_ready(url: str) -> bool:
         while True:
             f = json.loads(ws.recv(timeout=2))
             if f.get("type") == "response":
-                return bool(f.get("ok"))
+                return dict(f["result"]) if f.get("ok") else None
+
+
+def matcher_ready(url: str) -> bool:
+    """The matcher answers its ``status`` op."""
+    return matcher_status(url) is not None
+
+
+def saved_head(state_file: Path) -> int | None:
+    """The last block anvil saved in its state file (what a restarted anvil resumes from), or
+    None when there is no readable state file."""
+    try:
+        return int(json.loads(state_file.read_text())["best_block_number"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def chain_behind_journal(head: int | None, state_file: Path, matcher_url: str) -> str | None:
+    """Why the chain anvil resumes from ``state_file`` (saved up to block ``head``) cannot carry
+    on the matcher's journal, or None when it can.
+
+    anvil saves its state every few seconds and on SIGINT; killed in between, it resumes from
+    an older block. The matcher has already applied the chain events of the lost blocks (its
+    chain cursor is past the saved head), and neither it nor the watcher can take them back:
+    settlements it counts are gone from the chain (the relayer is refused the items as settled,
+    so settlement stalls) and new events in re-mined block numbers would be skipped."""
+    if head is None:
+        return None
+    try:
+        status = matcher_status(matcher_url)
+    except Exception:  # noqa: BLE001 - no matcher to ask: nothing applied that could be lost
+        return None
+    cursor = status.get("chain_cursor") if status else None
+    if not isinstance(cursor, list) or not cursor or int(cursor[0]) <= head:
+        return None
+    return (f"the chain anvil saved ({state_file}) ends at block {head}, but the matcher has applied "
+            f"chain events up to block {cursor[0]}: anvil stopped without saving its last blocks "
+            "(it saves every 5 s and on Ctrl-C), so settlements and deposits the journal counts are "
+            "no longer on the chain and settlement cannot resume. Start over with `crossbook up "
+            "--fresh` (or put back a state file saved after that block)")
 
 
 def chain_ready(url: str) -> bool:
@@ -315,13 +373,73 @@ def available_commands() -> set[str]:
 
 def _secrets(home: Path) -> dict[str, str]:
     """Operator and stream tokens, generated once per state dir (a restart keeps them)."""
+    from crossbook.stack import SetupError
+
     path = home / "secrets.json"
     if path.exists():
-        return dict(json.loads(path.read_text()))
+        try:
+            tok = json.loads(path.read_text())
+            return {k: str(tok[k]) for k in ("operator_token", "stream_token")}
+        except (ValueError, TypeError, KeyError) as err:
+            raise SetupError(f"{path} is unreadable ({err!r}); remove it and `up` writes new tokens") from err
     tok = {"operator_token": secrets.token_hex(16), "stream_token": secrets.token_hex(16)}
     path.write_text(json.dumps(tok))
     path.chmod(0o600)
     return tok
+
+
+def journal_behind_chain(w3: object, dep: object, matcher_url: str, journal_dir: Path) -> str | None:
+    """Why the matcher's journal cannot be the one this chain was settled from, or None.
+
+    Every item is journaled before it is streamed to the relayer, so an intact journal has
+    sequenced at least every item the contract settled. Fewer means the journal was lost or
+    replaced by an older copy: the relayer would wait for the chain's next seq forever while
+    the matcher numbers new fills from its own, and the chain's settled fills would be missing
+    from every position the matcher reports."""
+    from web3 import Web3
+
+    from crossbook.chain.clearinghouse import ClearinghouseClient
+    from crossbook.chain.deploy import Deployment
+
+    assert isinstance(w3, Web3) and isinstance(dep, Deployment)
+    settled = ClearinghouseClient(w3, dep).next_seq() - 1
+    status = matcher_status(matcher_url)
+    matched = int(str(status.get("matched_seq", 0))) if status else 0
+    if settled <= matched:
+        return None
+    return (f"the chain has settled items up to seq {settled}, but the matcher's journal ({journal_dir}) "
+            f"has sequenced only {matched}: it is missing or older than the chain. Put the journal back, "
+            "or start over with `crossbook up --fresh`")
+
+
+def check_signers(w3: object, dep: object, rpc_url: str, without: set[str]) -> None:
+    """Before the services start: every key a started service signs with is a key, holds gas,
+    and the relayer's holds the clearinghouse's OPERATOR_ROLE. Each would otherwise come up
+    ready and then fail (and be restarted) at its first transaction, visible only in its log."""
+    from web3 import Web3
+
+    from crossbook.chain.clearinghouse import ClearinghouseClient
+    from crossbook.chain.deploy import Deployment
+    from crossbook.chain.devkeys import KEEPER, OPERATOR, dev_key
+    from crossbook.commands.common import resolve_key
+    from crossbook.commands.feeder import FEEDER_DEV_INDEX
+    from crossbook.stack import SetupError, funded_address
+
+    assert isinstance(w3, Web3) and isinstance(dep, Deployment)
+    signers = {"relayer": ("CROSSBOOK_OPERATOR_KEY", os.environ.get("CROSSBOOK_OPERATOR_KEY", dev_key(OPERATOR))),
+               "keeper": ("CROSSBOOK_KEEPER_KEY", resolve_key(os.environ.get("CROSSBOOK_KEEPER_KEY"), KEEPER)),
+               "feeder": ("CROSSBOOK_FEEDER_KEY", resolve_key(os.environ.get("CROSSBOOK_FEEDER_KEY"),
+                                                              FEEDER_DEV_INDEX))}
+    for service, (var, key) in signers.items():
+        if service in without:
+            continue
+        address = funded_address(w3, key, f"the {service}", var, rpc_url)
+        if service == "relayer":
+            ch = ClearinghouseClient(w3, dep).contract
+            if not ch.functions.hasRole(Web3.keccak(text="OPERATOR_ROLE"), address).call():
+                raise SetupError(f"the relayer's account {address} ($CROSSBOOK_OPERATOR_KEY) does not hold "
+                                 f"OPERATOR_ROLE on the clearinghouse {dep.clearinghouse} (granted to "
+                                 f"{dep.operator} at deployment): every settle transaction would revert")
 
 
 def bootstrap_funds(w3: object, dep: object, say: Callable[[str], None]) -> None:
@@ -465,10 +583,26 @@ def run_up(args: argparse.Namespace) -> int:
 
     from crossbook.chain.deploy import Deployment
     from crossbook.logs import JsonFormatter
-    from crossbook.stack import ensure_deployment, print_deployment
+    from crossbook.stack import SetupError, ensure_deployment, print_deployment
 
     home = Path(args.home).resolve() if args.home else state_dir()
     home.mkdir(parents=True, exist_ok=True)
+    # one `up` per state dir: a second one (free ports do not collide) would run a second anvil
+    # dumping into the same state file and a second matcher appending to the same journal,
+    # interleaving records that the next recovery finds damaged. The lock goes with the process.
+    lock = open(home / "up.lock", "a+")  # noqa: SIM115 - held for the whole run
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        other = lock.read().strip() or "?"
+        lock.close()
+        print(f"another `crossbook up` (pid {other}) is running on {home}: stop it first, or use another "
+              "--home / $CROSSBOOK_HOME", flush=True)
+        return 1
+    lock.truncate(0)
+    lock.write(str(os.getpid()))
+    lock.flush()
     sup = Supervisor(home)
     fh = logging.FileHandler(sup.logs / "supervisor.log")
     fh.setFormatter(JsonFormatter("supervisor"))
@@ -494,15 +628,23 @@ def run_up(args: argparse.Namespace) -> int:
         sup.say("--fresh: discarded chain state, deployment and journal")
     ports = plan_ports(args)
     rc = 0
+    resume_head: int | None = None
     try:
         if args.rpc_url:
             rpc_url = args.rpc_url
+            try:
+                chain_ready(rpc_url)
+            except Exception as err:  # noqa: BLE001 - refused, unresolvable, not JSON-RPC, bad URL
+                sup.say(f"cannot reach the chain at {rpc_url} (--rpc-url): {err}")
+                return 1
             sup.say(f"using the chain at {rpc_url}")
         else:
             if port_busy(ports.anvil):
                 sup.say(f"port {ports.anvil} is in use (another stack running?); use --port or --rpc-url")
                 return 1
             rpc_url = f"http://127.0.0.1:{ports.anvil}"
+            # read before anvil starts: it re-saves the file within seconds, with newer blocks
+            resume_head = saved_head(home / ANVIL_STATE_FILE)
             cmd = [tool("anvil"), "--host", "127.0.0.1", "--port", str(ports.anvil), "--chain-id", "31337",
                    "--accounts", "10", "--mnemonic", DEV_MNEMONIC, "--gas-limit", "60000000",
                    "--state", str(home / ANVIL_STATE_FILE), "--state-interval", "5"]
@@ -563,6 +705,7 @@ def run_up(args: argparse.Namespace) -> int:
                     "(0 picks a free one)")
             return 1
         tokens = _secrets(home)
+        check_signers(w3, dep, rpc_url, set(args.without))
         sup.say("starting services:")
         services = build_services(home, rpc_url, ports, tokens, set(args.without), available_commands(), sup.say)
         for s in services:
@@ -575,24 +718,45 @@ def run_up(args: argparse.Namespace) -> int:
                     rc = 1
                     return rc
                 sup.say(f"{s.name} is not ready (optional; continuing); see {s.log_path}")
+            if s.name == "matcher":
+                why = journal_behind_chain(w3, dep, s.urls["ws"], home / "matcher")
+                if why is None and "anvil" in sup.services:
+                    why = chain_behind_journal(resume_head, home / ANVIL_STATE_FILE, s.urls["ws"])
+                if why:
+                    sup.say(f"cannot resume: {why}")
+                    return 1
             write_state(home, sup, info)
         if sup.stopping:
             return 0
         print_summary(sup, dep, rpc_url, home)
         write_state(home, sup, info)
         last_write = time.monotonic()
+        anvil_svc = sup.services.get("anvil")
         while not sup.stopping:
+            # before check() schedules its restart (restart_at still unset): a restarted anvil
+            # resumes from its last save, which may be behind what the matcher applied
+            if (anvil_svc is not None and anvil_svc.proc is not None and anvil_svc.restart_at is None
+                    and anvil_svc.proc.poll() is not None and "matcher" in sup.services):
+                why = chain_behind_journal(saved_head(home / ANVIL_STATE_FILE), home / ANVIL_STATE_FILE,
+                                           sup.services["matcher"].urls["ws"])
+                if why:
+                    sup.say(f"anvil exited with {anvil_svc.proc.returncode}; stopping the stack: {why}")
+                    return 1
             sup.check()
             if time.monotonic() - last_write > 2:
                 write_state(home, sup, info)
                 last_write = time.monotonic()
             time.sleep(0.2)
         return rc
+    except SetupError as err:
+        sup.say(f"cannot start: {err}")
+        return 1
     finally:
         sup.stop_all()
         (home / "stack.json").unlink(missing_ok=True)
         sup.say("stopped" + (" (chain state saved)" if "anvil" in sup.services else ""))
         logging.getLogger().removeHandler(fh)
+        lock.close()
 
 
 def print_summary(sup: Supervisor, dep: object, rpc_url: str, home: Path) -> None:

@@ -181,7 +181,14 @@ def main(argv: list[str] | None = None) -> int:
     if not args.deployment or not args.key:
         print("--deployment and --key are required", file=sys.stderr)
         return 2
-    chain = ChainAccount.from_deployment(args.deployment, args.key, args.rpc_url)
+    try:
+        chain = ChainAccount.from_deployment(args.deployment, args.key, args.rpc_url)
+    except OSError as err:  # the deployment file is missing or unreadable
+        print(f"--deployment: cannot read {args.deployment}: {err.strerror or err}", file=sys.stderr)
+        return 2
+    except ValueError as err:  # binascii.Error included: the key is not hex
+        print(f"--key: not a private key ({err}); give it as 0x + 64 hex digits", file=sys.stderr)
+        return 2
     bot = LiquidationBot(chain, args.sub, units.ppm(Decimal(args.slippage), "down"))
     bot.accounts.update(parse_account(a) for a in args.account)
     if args.once:

@@ -23,6 +23,7 @@ import asyncio
 import logging
 import os
 import sys
+import time
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Callable
@@ -51,6 +52,9 @@ class MMConfig:
     refresh_ppm: int = 500  # re-quote when the oracle moved this much
     dead_man_ms: int = 5_000
     tif: str = "POST_ONLY"
+    # quotes expire after this long (re-quoted when they do): the matcher remembers an order's nonce
+    # until its expiry, so a bot's memory cost on the exchange is orders per second times this
+    ttl_s: int = 600
 
 
 @dataclass
@@ -227,17 +231,22 @@ class MarketMaker:
             if current is not None:
                 await self._cancel(current)
             return None
+        expiry = int(time.time()) + self.cfg.ttl_s
         try:
             if current is not None and current in c.orders:
                 # cancel-replace: one request, the old quote never lingers next to the new one
-                ack = await c.modify(current, price=price, size=size)
+                ack = await c.modify(current, price=price, size=size, expiry=expiry)
             else:
                 ack = await c.place(m.market, is_buy, price, size, sub=self.cfg.sub,
-                                    tif=self.cfg.tif)
+                                    tif=self.cfg.tif, expiry=expiry)
         except Rejected as exc:
             if exc.code == "UNKNOWN_ORDER":  # filled or cancelled meanwhile: quote afresh
                 return await self._quote(m, None, is_buy, price, size)
             log.info("%s %s quote refused: %s", m.symbol, "bid" if is_buy else "ask", exc)
+            if current is not None and current in c.orders:
+                # a refused cancel-replace leaves the old quote resting at its old price: pull it
+                # rather than forget it there (after a big move it is far off the market)
+                await self._cancel(current)
             return None
         self.quotes_placed += 1
         return ack.order_id
@@ -266,6 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-position", default="10000", help="max position per market in USD (default 10000)")
     p.add_argument("--refresh", default="0.0005", help="oracle move that triggers a re-quote (default 0.0005)")
     p.add_argument("--dead-man-ms", type=int, default=5_000, help="dead-man's switch timeout (default 5000)")
+    p.add_argument("--ttl", type=int, default=600, help="seconds each quote lives before it expires (default 600)")
     p.add_argument("--duration", type=float, help="stop after this many seconds (default: run forever)")
     p.add_argument("--log-level", default="INFO")
     return p
@@ -278,7 +288,7 @@ def config_from_args(args: argparse.Namespace) -> MMConfig:
         sub=args.sub, half_spread_ppm=units.ppm(Decimal(args.half_spread), "down"),
         skew_ppm=units.ppm(Decimal(args.skew), "down"), notional=units.quote(args.notional, "down"),
         max_position_notional=units.quote(args.max_position, "down"),
-        refresh_ppm=units.ppm(Decimal(args.refresh), "down"), dead_man_ms=args.dead_man_ms)
+        refresh_ppm=units.ppm(Decimal(args.refresh), "down"), dead_man_ms=args.dead_man_ms, ttl_s=args.ttl)
 
 
 async def run(url: str, signer: Signer, cfg: MMConfig, owner: str | None = None,

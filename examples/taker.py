@@ -119,7 +119,8 @@ async def take(client: Client, symbol: str, is_buy: bool, size: str, slippage: s
 def build_parser() -> argparse.ArgumentParser:
     """Command-line options."""
     p = argparse.ArgumentParser(description="Send one market order (IOC with a protection price).")
-    p.add_argument("--url", default="ws://127.0.0.1:8765", help="matcher websocket URL")
+    p.add_argument("--url", default=os.environ.get("CROSSBOOK_MATCHER_URL", "ws://127.0.0.1:8765"),
+                   help="matcher websocket URL [$CROSSBOOK_MATCHER_URL]")
     p.add_argument("--key", default=os.environ.get("CROSSBOOK_KEY"),
                    help="hex private key of the owner or an approved agent ($CROSSBOOK_KEY)")
     p.add_argument("--owner", help="the owner, when --key is an agent's")

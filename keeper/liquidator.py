@@ -438,6 +438,7 @@ class Liquidator:
         self.last_block = -1
         self.asset_prices: dict[int, int] = {}
         self.market_prices: dict[int, int] = {}
+        self.unpriced_markets: list[int] = []  # markets whose oracle price is refused (stale)
         self.insurance_fund = 0
         self.own: SubAccount | None = None
         self._nonce: int | None = None
@@ -466,6 +467,17 @@ class Liquidator:
         self.market_prices = {m: by_feed[c.feed_id] for m, c in self.params.markets.items() if c.feed_id in by_feed}
         self.asset_prices = {a: by_feed[c.feed_id] for a, c in self.params.collaterals.items()
                              if a != 0 and c.feed_id in by_feed}
+        # said once per change: without it a keeper that stops liquidating on a stale feed is
+        # silent (every scan just finds those accounts unpriced)
+        unpriced = sorted(m for m in self.params.markets if m not in self.market_prices)
+        if unpriced != self.unpriced_markets:
+            if unpriced:
+                log.warning("oracle price unavailable (stale or missing) for market id(s) %s: accounts "
+                            "holding them are not liquidated until it is fresh (the contract would "
+                            "revert OracleUnavailable)", unpriced)
+            else:
+                log.info("oracle prices available again for every market")
+            self.unpriced_markets = unpriced
         if res[-1]:
             self.insurance_fund = int.from_bytes(res[-1][-32:], "big")
         acct = own[self.own_key]
@@ -642,6 +654,9 @@ class Liquidator:
                 self.index.dirty.add(k)
             if receipt["status"] == 1:
                 self.stats.mined_ok += 1
+                # the one line an operator reading the keeper's log needs: what it liquidated
+                log.info("%s of %s/%d mined in block %d (tx 0x%s)", tx.plan.kind, tx.plan.owner,
+                         tx.plan.subaccount, int(receipt["blockNumber"]), bytes(receipt["transactionHash"]).hex())
                 continue
             # Replay on the state *after* its block: a competitor earlier in the same block is
             # the usual reason, and it is only visible there.

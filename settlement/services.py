@@ -119,11 +119,40 @@ class OraclePoller:
         self.markets.update(markets)
 
 
+# how far past the point where recovery stops the journal is searched for a whole record
+_DAMAGE_SCAN_BYTES = 1 << 20
+
+
+def journal_damage(journal: Path, valid: int) -> str | None:
+    """Why the bytes of ``journal`` after offset ``valid`` (where recovery stops reading) are not
+    a torn tail, or None when they may be one.
+
+    A crash tears only the last records written, so nothing whole follows a torn record. A
+    whole record (length, CRC and payload intact) after the cut means the damage is in the
+    middle: cutting there would drop every accepted command after it."""
+    from matcher.journal import decode_record, unframe
+
+    buf = journal.read_bytes()
+    for at in range(valid + 1, min(len(buf), valid + 1 + _DAMAGE_SCAN_BYTES)):
+        got = unframe(buf, at)
+        if got is None:
+            continue
+        try:
+            seq = decode_record(got[0]).seq
+        except (msgspec.DecodeError, ValueError, TypeError):
+            continue  # bytes that pass the CRC by chance (an empty payload) but are no record
+        return (f"journal {journal} is damaged at byte {valid}, but a whole "
+                f"record (seq {seq}) follows at byte {at}: recovery would cut {len(buf) - valid} bytes of "
+                f"accepted commands. Restore the file from a backup; to accept the loss, `truncate -s "
+                f"{valid} {journal}`")
+    return None
+
+
 async def run_matcher(opts: MatcherOptions) -> None:
     """Recover, serve, snapshot and poll oracle prices until SIGTERM / SIGINT."""
     from matcher.commands import SetOraclePrices
     from matcher.engine import EngineConfig
-    from matcher.journal import FSYNC_BY_SHELL, JournaledEngine, JournalWriter, recover
+    from matcher.journal import FSYNC_BY_SHELL, JournaledEngine, JournalError, JournalWriter, cut_tail, recover
     from matcher import background_snapshot
     from matcher.journal import write_snapshot
     from matcher.server import MatcherServer, ServerConfig
@@ -136,7 +165,19 @@ async def run_matcher(opts: MatcherOptions) -> None:
                        max_open_orders_per_account=opts.max_open_orders,
                        expiry_margin_s=opts.expiry_margin_s)
     t0 = time.monotonic()
-    rec = recover(journal, snapdir, cfg)
+    try:
+        rec = recover(journal, snapdir, cfg, truncate=False)
+        if rec.truncated:
+            why = journal_damage(journal, rec.journal_offset)
+            if why:
+                log.critical(why)
+                raise SystemExit(f"matcher: {why}")
+            log.warning("journal: cutting a torn tail of %d bytes after record %d", rec.truncated,
+                        rec.engine.cmd_seq)
+            cut_tail(journal, rec.journal_offset)  # the engine is the same: no second replay
+    except JournalError as err:  # a damaged sealed segment, a gap, deleted history: one line
+        log.critical("journal %s: %s", journal, err)
+        raise SystemExit(f"matcher: journal {journal}: {err}") from err
     eng = rec.engine
     log.info("recovered engine: %d records replayed in %.2fs, cmd_seq %d, next seq %d, "
              "settled %d, chain cursor %s", rec.replayed, time.monotonic() - t0, eng.cmd_seq,
@@ -414,5 +455,5 @@ async def run_watcher(opts: WatcherOptions) -> int:
 
 __all__ = [
     "ForwardError", "MatcherLink", "MatcherOptions", "OraclePoller", "RelayerOptions", "WatcherOptions",
-    "forward", "run_matcher", "run_relayer", "run_watcher",
+    "forward", "journal_damage", "run_matcher", "run_relayer", "run_watcher",
 ]

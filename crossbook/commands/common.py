@@ -74,7 +74,12 @@ def start_service(args: argparse.Namespace) -> None:
 
     setup_logging(args.service_name, args.log_level, args.log_format)
     if args.metrics_port:
-        start_exporter(args.metrics_port, args.metrics_host)
+        try:
+            start_exporter(args.metrics_port, args.metrics_host)
+        except OSError as err:  # typically the same service of a running stack holds the port
+            raise SystemExit(f"{args.service_name}: cannot serve /metrics on {args.metrics_host}:{args.metrics_port} "
+                             f"({err.strerror or err}; a running stack's {args.service_name}?): pass "
+                             "--metrics-port 0 to run without /metrics, or another port") from err
 
 
 def load_deployment(args: argparse.Namespace) -> tuple[Deployment, str]:

@@ -173,6 +173,7 @@ class Client:
         self._ws: ClientConnection | None = None
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[Message]] = {}
+        self._placing: dict[int, Order] = {}  # request id -> the order it places
         self._subs: list[Subscription] = []
         self._channels: set[str] = set()
         self._login: _Login | None = None
@@ -188,6 +189,8 @@ class Client:
         # the settlement seq of the newest fill received: after a reconnect the server replays
         # every fills-channel frame sent since that it still holds (subscribe's fills_after)
         self.last_fill_seq: int | None = None
+        # order ids the `orders` snapshot of a resubscription listed (None: not collecting)
+        self._snapshot_orders: set[int] | None = None
 
     # ================================================================ lifecycle
 
@@ -306,7 +309,17 @@ class Client:
             fields: dict[str, Any] = {"channels": sorted(self._channels)}
             if "fills" in self._channels and self.last_fill_seq is not None:
                 fields["fills_after"] = self.last_fill_seq
-            await self._request("subscribe", **fields)
+            # orders placed from here on are not in the snapshot yet may be live
+            before = set(self.orders) if "orders" in self._channels else set()
+            if before:
+                self._snapshot_orders = set()
+            try:
+                await self._request("subscribe", **fields)
+                if self._snapshot_orders is not None:
+                    await self._request("ping")  # answered after the whole orders snapshot
+                    self._orders_ended(before - self._snapshot_orders)
+            finally:
+                self._snapshot_orders = None
         if self._dead_man_ms:
             await self._request("dead_man", timeout_ms=self._dead_man_ms)
 
@@ -342,6 +355,7 @@ class Client:
                 return
 
     def _fail_pending(self) -> None:
+        self._placing.clear()
         pending, self._pending = self._pending, {}
         for fut in pending.values():
             if not fut.done():
@@ -358,8 +372,18 @@ class Client:
         t = msg.get("type")
         if t == "response":
             result = msg.get("result")
-            if isinstance(result, dict) and "fills" in result:
-                self._check_replay(result["fills"])  # before the replayed frames that follow
+            if isinstance(result, dict):
+                if self.last_fill_seq is None and "fills_last" in result:
+                    # no fill seen yet: a replay must start where this subscription did
+                    self.last_fill_seq = int(result["fills_last"])
+                if "fills" in result:
+                    self._check_replay(result["fills"])  # before the replayed frames
+            placed = self._placing.pop(msg.get("id"), None)  # type: ignore[arg-type]
+            if placed is not None and msg.get("ok") and isinstance(result, dict) \
+                    and result.get("order_id"):
+                # here, not when the caller resumes: the order's updates follow the ack in the
+                # same read, and an IOC's FILLED must find it to remove it
+                self.orders[int(result["order_id"])] = placed
             fut = self._pending.pop(msg.get("id"), None)  # type: ignore[arg-type]
             if fut is not None and not fut.done():
                 fut.set_result(msg)
@@ -378,8 +402,24 @@ class Client:
         for sub in list(self._subs):
             if ch in sub.channels or (t == "dead_man" and "*" in sub.channels):
                 sub._deliver(msg)
-        if t == "order" and msg.get("status") in ("FILLED", "CANCELLED"):
-            self.orders.pop(int(msg["order_id"]), None)
+        if t == "order":
+            if msg.get("status") in ("FILLED", "CANCELLED"):
+                self.orders.pop(int(msg["order_id"]), None)
+            elif self._snapshot_orders is not None:
+                self._snapshot_orders.add(int(msg["order_id"]))
+
+    def _orders_ended(self, absent: set[int]) -> None:
+        """After a reconnect: the orders this client placed that the new ``orders`` snapshot
+        does not list ended while the link was down (their last updates went with it; their
+        fills are replayed). They leave :attr:`orders`, and the ``orders`` subscriptions get
+        ``{"type": "orders_ended", "channel": "orders", "order_ids": [...]}``."""
+        gone = sorted(oid for oid in absent if oid in self.orders)
+        if not gone:
+            return
+        for oid in gone:
+            del self.orders[oid]
+        log.info("orders that ended while the connection was down: %s", gone)
+        self._on_frame({"type": "orders_ended", "channel": "orders", "order_ids": gone})
 
     def _on_book(self, msg: Message) -> None:
         market = int(msg["market"])
@@ -407,22 +447,28 @@ class Client:
 
     # ================================================================ requests
 
-    async def _request(self, op: str, **fields: Any) -> Any:
+    async def _request(self, op: str, signed: Order | None = None, **fields: Any) -> Any:
         """Send one request and return its ``result`` (raises Rejected / ConnectionLost)."""
-        fut = await self._send(op, **fields)
+        fut = await self._send(op, signed, **fields)
         return await self._result(fut)
 
-    async def _send(self, op: str, **fields: Any) -> asyncio.Future[Message]:
+    async def _send(self, op: str, signed: Order | None = None,
+                    **fields: Any) -> asyncio.Future[Message]:
+        """Send one request; ``signed``: the order it places, tracked in :attr:`orders` from
+        its ack on."""
         ws = self._ws
         if ws is None:
             raise NotConnected("not connected")
         rid = next(self._ids)
         fut: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         self._pending[rid] = fut
+        if signed is not None:
+            self._placing[rid] = signed
         try:
             await ws.send(json.dumps({"op": op, "id": rid, **fields}))
         except ConnectionClosed:
             self._pending.pop(rid, None)
+            self._placing.pop(rid, None)
             raise ConnectionLost("connection closed before the request was sent") from None
         return fut
 
@@ -509,7 +555,8 @@ class Client:
     async def place_signed(self, order: Order, signature: bytes, *, tif: str = "GTC",
                            client_id: int | None = None, stp: str | None = None) -> Ack:
         """Place an already signed order."""
-        fut = await self._send("place", **_place_fields(order, signature, tif, client_id, stp))
+        fut = await self._send("place", order,
+                               **_place_fields(order, signature, tif, client_id, stp))
         return self._order_ack(await self._result(fut), order)
 
     async def place(self, market: int, is_buy: bool, price: int, size: int, *, sub: int = 0,
@@ -531,8 +578,8 @@ class Client:
             o, sig = self.sign_order(r.market, r.is_buy, r.price, r.size, sub=r.sub,
                                      reduce_only=r.reduce_only, expiry=r.expiry,
                                      max_fee_ppm=r.max_fee_ppm)
-            futs.append((await self._send("place", **_place_fields(o, sig, r.tif, r.client_id,
-                                                                   r.stp)), o))
+            fields = _place_fields(o, sig, r.tif, r.client_id, r.stp)
+            futs.append((await self._send("place", o, **fields), o))
         out: list[Ack | Rejected] = []
         for fut, o in futs:
             try:
@@ -542,10 +589,7 @@ class Client:
         return out
 
     def _order_ack(self, result: Any, order: Order | None) -> Ack:
-        ack = Ack(int(result["order_id"]), int(result["seq"]), order)
-        if order is not None and ack.order_id:
-            self.orders[ack.order_id] = order
-        return ack
+        return Ack(int(result["order_id"]), int(result["seq"]), order)
 
     async def cancel(self, order_id: int | None = None, *, sub: int | None = None,
                      market: int | None = None, client_id: int | None = None) -> Ack:
@@ -586,13 +630,17 @@ class Client:
         return ack
 
     async def modify(self, order_id: int, *, size: int | None = None,
-                     price: int | None = None, order: tuple[Order, bytes] | None = None) -> Ack:
+                     price: int | None = None, order: tuple[Order, bytes] | None = None,
+                     expiry: int | None = None) -> Ack:
         """Change a live order.
 
-        - ``size`` alone: decrease the size in place, keeping queue priority.
+        - ``size`` alone: decrease the open size in place to ``size``, keeping queue priority.
         - ``price`` (and optionally ``size``): cancel-replace into a freshly signed order with
           the same sub-account, market and side as the original (which this client must have
-          placed) and a new nonce; returns the replacement's order id.
+          placed) and a new nonce; returns the replacement's order id. Without ``size`` the
+          replacement is as large as the original signed order: what filled or was cut since
+          is not subtracted, so pass the open size you want. ``expiry`` (unix seconds) as in
+          :meth:`place` (default: ``DEFAULT_ORDER_TTL_S`` from now).
         - ``order``: cancel-replace into the given signed order.
         """
         if order is None and price is None:
@@ -607,9 +655,10 @@ class Client:
             assert price is not None
             order = self.sign_order(old.market, old.is_buy, price,
                                     old.size if size is None else size, sub=old.subaccount,
-                                    reduce_only=old.reduce_only, max_fee_ppm=old.max_fee_ppm)
+                                    reduce_only=old.reduce_only, max_fee_ppm=old.max_fee_ppm,
+                                    expiry=expiry)
         o, sig = order
-        res = await self._request("modify", order_id=order_id, order=_order_json(o),
+        res = await self._request("modify", o, order_id=order_id, order=_order_json(o),
                                   signature="0x" + sig.hex())
         self.orders.pop(order_id, None)
         return self._order_ack(res, o)

@@ -89,6 +89,11 @@ async def test_market_maker_quotes_and_follows_price(server: MatcherServer) -> N
         await wait_for(lambda: quotes(server, owner).get(0, {}).get("bid", 0) > before["bid"])
         after = quotes(server, owner)[0]
         assert after["ask"] > ask or "ask" in after
+        # placed and re-quoted (modify) alike, quotes live cfg.ttl_s: the matcher keeps each
+        # order's nonce until its expiry, so a bot's cost on the exchange is bounded by it
+        now = int(time.time())
+        exps = [o.signed.expiry for o in server.engine.orders.values() if o.signed.owner.lower() == owner]
+        assert exps and all(now < e <= now + cfg.ttl_s for e in exps)
         await taker.close()
         assert not task.done()
     finally:
@@ -105,3 +110,39 @@ def test_examples_help() -> None:
                            capture_output=True, text=True, timeout=60)
         assert r.returncode == 0, r.stderr
         assert "usage:" in r.stdout
+
+
+async def test_a_refused_requote_does_not_leave_the_old_quote_behind(server: MatcherServer) -> None:
+    """The oracle jumps 1/3 up while someone rests an ask between the bot's old bid and its new
+    one: the bot's cancel-replace of the bid is refused POST_ONLY_WOULD_CROSS, which leaves the
+    old bid resting; the bot must pull it, not forget it there (a live stack's bots kept bids
+    1,000 USD above the market after `oracle set` and were sold into)."""
+    mm_mod = load_example("market_maker")
+    user = USERS[2]
+    owner = user.address.lower()
+    client = await Client.connect(server.url, nonces=NonceManager(start=1))
+    await client.login(user, cancel_on_disconnect=True)
+    cfg = mm_mod.MMConfig(markets=[0], notional=2_000 * 10**6, max_position_notional=20_000 * 10**6)
+    mm = mm_mod.MarketMaker(client, cfg)
+    task = asyncio.create_task(mm.run(duration_s=30))
+    other = await Client.connect(server.url, nonces=NonceManager(start=1))
+    await other.login(USERS[3])
+    try:
+        await wait_for(lambda: around(quotes(server, owner).get(0, {}), ETH_PX, cfg))
+        old_bid = quotes(server, owner)[0]["bid"]
+        new_px = ETH_PX * 4 // 3
+        await other.place(0, False, ETH_PX * 7 // 6, 10**6, tif="POST_ONLY")  # rests above the old ask
+        res = await server.submit(SetOraclePrices(server.next_req_id(), {1: new_px}, {0: new_px},
+                                                  int(time.time())))
+        assert res.ack.ok
+        await wait_for(lambda: quotes(server, owner).get(0, {}).get("bid") != old_bid)
+        await asyncio.sleep(0.5)  # a few more refresh rounds
+        q = quotes(server, owner).get(0, {})
+        assert q.get("bid") != old_bid  # pulled (its re-quote still crosses the resting ask)
+        mine = {o.oid for o in server.engine.orders.values() if o.signed.owner.lower() == owner}
+        assert mine <= set(client.orders)  # nothing live that the bot has forgotten
+    finally:
+        mm.stop()
+        await task
+        await other.close()
+        await client.close()
