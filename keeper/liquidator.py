@@ -633,8 +633,10 @@ class Liquidator:
         except Exception as err:  # noqa: BLE001 - e.g. nonce too low: an earlier version was mined
             log.info("replacement of nonce %d not accepted: %s", tx.nonce, err)
 
-    async def check_in_flight(self) -> None:
-        """Resolve mined actions; bump stuck ones; classify reverts (lost race or error)."""
+    async def check_in_flight(self) -> int:
+        """Resolve mined actions; bump stuck ones; classify reverts (lost race or error).
+        Returns how many were resolved."""
+        resolved = 0
         for key, tx in list(self.in_flight.items()):
             receipt = None
             for h in reversed(tx.hashes):
@@ -648,6 +650,7 @@ class Liquidator:
                     await self._bump(tx)
                 continue
             del self.in_flight[key]
+            resolved += 1
             # Events the index does not decode (deleverage, collateral, bad debt) and our own
             # sub-account change here: re-read them rather than wait for the sweep.
             for k in (*tx.plan.touched, self.own_key):
@@ -669,15 +672,20 @@ class Liquidator:
             else:
                 self.stats.errors += 1
                 log.warning("%s of %s reverted: %s", tx.plan.kind, key, rev)
+        return resolved
 
     async def step(self) -> None:
-        """One poll: tick if a new block arrived, then resolve in-flight transactions."""
+        """One poll: tick if a new block arrived, then resolve in-flight transactions, and
+        tick again if any resolved."""
         block = await self.w3.eth.block_number
         if block != self.last_block:
             self.last_block = block
             await self.tick()
-        if self.in_flight:
-            await self.check_in_flight()
+        # The tick skipped accounts still in flight; one whose action is mined by now may need
+        # its next step (bad debt after a liquidation), and on a quiet chain no new block would
+        # come to prompt it.
+        if self.in_flight and await self.check_in_flight():
+            await self.tick()
 
     async def run(self) -> None:
         """Tick on every new block until :meth:`stop` (polls ``eth_blockNumber`` every

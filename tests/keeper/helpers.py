@@ -28,17 +28,20 @@ def grant_keeper_role(ex: LocalExchange, address: str) -> None:
 
 
 async def drive(keepers: Sequence[Liquidator], rounds: int = 40) -> int:
-    """Step every keeper (forcing a tick) until a whole round sends nothing and nothing is in
-    flight; returns the number of rounds used."""
+    """Step every keeper (forcing a tick) until a whole round sends nothing, resolves nothing
+    and leaves nothing in flight; returns the number of rounds used. (An action resolved after
+    its keeper's last tick of the round may leave a next step to plan: a round that resolves
+    one is never the last.)"""
     for i in range(rounds):
         sent = sum(k.stats.sent for k in keepers)
+        resolved = 0
         for k in keepers:
             k.last_block = -1  # tick even without a new block (dirty accounts re-read)
             await k.step()
         for k in keepers:
             if k.in_flight:
-                await k.check_in_flight()
-        if sum(k.stats.sent for k in keepers) == sent and not any(k.in_flight for k in keepers):
+                resolved += await k.check_in_flight()
+        if sum(k.stats.sent for k in keepers) == sent and not resolved and not any(k.in_flight for k in keepers):
             return i + 1
     raise AssertionError(f"keepers still busy after {rounds} rounds")
 
