@@ -75,7 +75,7 @@ class MatcherMetrics:
     settled_seq: Gauge
     settle_p99: Gauge
     journal_bytes: Gauge  # the journal on disk (sealed segments + the active file)
-    replay_keys: Gauge  # nonces and digests the engine still remembers (bounded by expiry)
+    replay_keys: Gauge  # nonce words and digests the engine still remembers (bounded by expiry)
 
 
 @functools.lru_cache(maxsize=None)
@@ -104,7 +104,8 @@ def matcher_metrics() -> MatcherMetrics:
                             "journal on disk: sealed segments still needed + the active file",
                             registry=r),
         replay_keys=Gauge("crossbook_matcher_replay_protection_keys",
-                          "order nonces and withdrawal/transfer digests remembered until expiry",
+                          "order nonce words (runs of 32 nonces) and withdrawal/transfer digests "
+                          "remembered until expiry",
                           registry=r),
     )
 

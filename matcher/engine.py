@@ -102,6 +102,20 @@ _FORGET_SHIFT: Final = 8
 # expiry is unknown, so it is never forgotten (beyond any real bucket: expiry < 2**64)
 _NEVER: Final = 2**64
 _NEVER_BUCKET: Final = [_NEVER]  # never in Forgets: its keys are never dropped
+# An owner's nonces are remembered in words of 2**_NONCE_SHIFT consecutive nonces, one bit
+# each, with the latest expiry bucket of the orders signed with any of them: clients number
+# their orders in sequence (the SDK does, and the contract packs consecutive nonces), so one
+# record holds a whole run where one per nonce cost ~108 bytes. A nonce is then remembered
+# until its word's latest order expires: possibly longer than its own orders live, never
+# shorter (a reuse meanwhile is refused as a replay). A word is one int, the bucket id above
+# _WORD_BITS bits: no container per word for the cyclic GC to track, and a native (tagged) int
+# in the compiled engine for any expiry below 2**37 s
+_NONCE_SHIFT: Final = 5
+_NONCE_MASK: Final = 31
+_WORD_BITS: Final = 32
+_BITS_MASK: Final = 2**32 - 1
+# the bucket id a snapshot writes for a word never forgotten (_NEVER does not fit a uint64)
+_NEVER_ID: Final = -1
 _MISSING: Final = object()  # a dict.get default where None is a value
 # owner spellings remembered by Engine._owner_key before the cache starts afresh
 _OWNER_CACHE: Final = 100_000
@@ -362,11 +376,12 @@ class Engine:
         self.orders: dict[int, OrderRec] = {}
         self.open_count: dict[Acct, int] = {}
         self.exposure: dict[Acct, Exposure] = {}
-        # owner -> nonce -> the Forgets bucket list of the largest effective expiry of the
-        # orders accepted with (owner, nonce) (_NEVER_BUCKET: never forgotten). A nonce is
-        # forgotten once the clock passes that expiry: every order signed with it is EXPIRED
-        # by then, so memory stays bounded by the orders that could still be accepted
-        self.nonces: dict[str, dict[int, list[Any]]] = {}
+        # owner -> nonce >> _NONCE_SHIFT -> the word: the Forgets bucket id of the largest
+        # effective expiry of the orders accepted with its nonces (_NEVER: never forgotten)
+        # << _WORD_BITS | its bits (bit nonce & _NONCE_MASK: used). A word is forgotten once
+        # the clock passes that bucket: every order signed with its nonces is EXPIRED by then,
+        # so memory stays bounded by the orders that could still be accepted
+        self.nonces: dict[str, dict[int, int]] = {}
         self._nonce_forgets = Forgets()
         # withdrawal/transfer digest -> the bucket list of its signed expiry (a digest covers
         # its expiry, and the request is EXPIRED once the clock is past it)
@@ -550,8 +565,8 @@ class Engine:
             h.update(repr((oid, r.market, r.acct, r.filled, r.remaining, r.price,
                            r.signed.nonce, r.sig)).encode())
         self.ledger.hash_into(h)
-        h.update(repr((self.clock, sorted((o, n, b[0]) for o, d in self.nonces.items()
-                                          for n, b in d.items()))).encode())
+        h.update(repr((self.clock, sorted((o, k, w) for o, d in self.nonces.items()
+                                          for k, w in d.items()))).encode())
         h.update(repr(sorted((k, b[0]) for k, b in self.digests.items())).encode())
         h.update(repr((sorted(self._nonce_forgets.buckets.items()),
                        sorted(self._digest_forgets.buckets.items()))).encode())
@@ -582,19 +597,20 @@ class Engine:
                     r.remaining, r.cid, r.bo.tif, r.bo.stp, r.bo.expiry)
             for r in self.orders.values()
         ]
-        # keys of unknown expiry (restored from an old snapshot) keep the old fields; the
-        # rest is rebuilt from the buckets on restore
-        never = sorted((o, n) for o, d in self.nonces.items() for n, b in d.items()
-                       if b is _NEVER_BUCKET)
+        # digests of unknown expiry (restored from an old snapshot) keep the old field; the
+        # rest is rebuilt from the buckets on restore. Nonces go as words (the old per-nonce
+        # fields stay empty)
         never_d = sorted(k for k, b in self.digests.items() if b is _NEVER_BUCKET)
+        words = sorted((o, k, w & _BITS_MASK, _NEVER_ID if w >> _WORD_BITS == _NEVER else w >> _WORD_BITS)
+                       for o, d in self.nonces.items() for k, w in d.items())
         nb = [(b, lst[1::2], lst[2::2]) for b, lst in sorted(self._nonce_forgets.buckets.items())]
         db = [(b, lst[1:]) for b, lst in sorted(self._digest_forgets.buckets.items())]
         return EngineSnapshot(
-            self.cmd_seq, self.next_oid, books, rows, self.ledger.dump(), never,
+            self.cmd_seq, self.next_oid, books, rows, self.ledger.dump(), [],
             never_d, sorted(self.forced), sorted(self.agents),
             dict(self.risk.asset_prices), dict(self.risk.market_prices), self.chain_cursor,
-            self._liq_params_tuple(), self.clock, nb, db, self._live_agent_orders(),
-            [c for _, c in sorted(self.forced_waiting.items())],
+            self._liq_params_tuple(), self.clock, [], db, self._live_agent_orders(),
+            [c for _, c in sorted(self.forced_waiting.items())], words, nb,
         )
 
     @classmethod
@@ -622,20 +638,27 @@ class Engine:
         for m, last_oid, fill_seq, oids in snap.books:
             eng.books[m].load_resting([by_oid[o] for o in oids], last_oid, fill_seq)
         eng.clock = snap.clock
-        # a key's bucket is the latest one it was added to (buckets ascending); the lists are
-        # kept as they were (stale entries too), so the restored engine forgets exactly what
-        # the snapshotted one would have
+        # the bucket lists are kept as they were (stale entries too), so the restored engine
+        # forgets exactly what the snapshotted one would have
         nonce_buckets: dict[int, list[Any]] = {}
-        for b, owners, nonces in snap.nonce_buckets:
+        for b, owners, words in snap.nonce_word_buckets:
             flat: list[Any] = [b]
-            for o, n in zip(owners, nonces):
+            for o, wk in zip(owners, words):
                 flat.append(o)
-                flat.append(n)
-                eng.nonces.setdefault(o, {})[n] = flat
+                flat.append(wk)
             nonce_buckets[b] = flat
         eng._nonce_forgets.load(nonce_buckets)
+        for o, wk, bits, b in snap.nonce_words:
+            eng.nonces.setdefault(o, {})[wk] = (_NEVER if b == _NEVER_ID else b) << _WORD_BITS | bits
+        # a snapshot written before the words lists nonces one by one: each joins its word,
+        # in its bucket (ascending, so a word ends in its latest), or never forgotten
+        for b, owners, nonces in snap.nonce_buckets:
+            for o, n in zip(owners, nonces):
+                eng._use_nonce(o, n, b << _FORGET_SHIFT, not eng._nonce_used(o, n))
         for o, n in snap.nonces:
-            eng.nonces.setdefault(o, {})[n] = _NEVER_BUCKET
+            d = eng.nonces.setdefault(o, {})
+            w = d.get(n >> _NONCE_SHIFT, 0)
+            d[n >> _NONCE_SHIFT] = _NEVER << _WORD_BITS | (w & _BITS_MASK) | 1 << (n & _NONCE_MASK)
         digest_buckets: dict[int, list[Any]] = {}
         for b, keys in snap.digest_buckets:
             lst: list[Any] = [b]
@@ -714,25 +737,36 @@ class Engine:
 
     def _nonce_used(self, owner: str, nonce: Any) -> bool:
         d = self.nonces.get(owner)
-        return d is not None and nonce in d
+        if d is None:
+            return False
+        n: int = nonce
+        w = d.get(n >> _NONCE_SHIFT)
+        return w is not None and (w >> (n & _NONCE_MASK)) & 1 == 1
 
     def _use_nonce(self, owner: str, nonce: Any, expiry: int, fresh: bool) -> None:
         """Remember (owner, nonce) of an accepted order until the clock passes ``expiry`` (its
-        effective expiry) and every earlier one of the nonce. ``fresh``: the caller checked
-        that the nonce is not in use (only a same-nonce replacement may find it)."""
+        effective expiry) and every other expiry of its word. ``fresh``: the caller checked
+        that the nonce is not in use (only a same-nonce replacement finds its bit set)."""
         b = expiry >> _FORGET_SHIFT
         d = self.nonces.get(owner)
         if d is None:
             d = self.nonces[owner] = {}
-        elif not fresh:
-            prev = d.get(nonce)
-            if prev is not None and prev[0] >= b:
-                # a same-nonce replacement expiring no later: its bucket already covers it
-                return
+        n: int = nonce
+        key: Any = n >> _NONCE_SHIFT  # boxed once for the lookup and the bucket entry
+        bit = 1 << (n & _NONCE_MASK)
+        w = d.get(key)
+        if w is None:
+            d[key] = b << _WORD_BITS | bit
+        elif w >> _WORD_BITS >= b:
+            # the word's bucket already covers this expiry
+            if fresh:
+                d[key] = w | bit
+            return
+        else:
+            d[key] = b << _WORD_BITS | (w & _BITS_MASK) | bit
         lst = self._nonce_forgets.bucket(b)
-        d[nonce] = lst
         lst.append(owner)
-        lst.append(nonce)
+        lst.append(key)
 
     def _use_digest(self, digest: bytes, expiry: int) -> None:
         lst = self._digest_forgets.bucket(expiry >> _FORGET_SHIFT)
@@ -746,12 +780,17 @@ class Engine:
         if nf.due(now):
             nonces = self.nonces
             for lst in nf.pop_due(now):
+                b: int = lst[0]
                 for i in range(1, len(lst), 2):
                     owner: str = lst[i]
                     d = nonces.get(owner)
-                    # the nonce may have moved to a later bucket (a later-expiring
-                    # replacement) or been forgotten by an earlier entry of this one
-                    if d is not None and d.get(lst[i + 1]) is lst:
+                    if d is None:
+                        continue
+                    # the word may have moved to a later bucket (a later expiry among its
+                    # nonces) or been forgotten by an earlier entry of this one. Bucket ids
+                    # are never reused: an accepted expiry is not below the clock's bucket
+                    w = d.get(lst[i + 1])
+                    if w is not None and w >> _WORD_BITS == b:
                         del d[lst[i + 1]]
                         if not d:
                             del nonces[owner]
@@ -1285,8 +1324,7 @@ class Engine:
             o_owner, sub, market, is_buy, reduce_only, price, size, nonce, expiry, _ = (
                 _astuple(o))
             owner = self._owner_key(o_owner)
-            d = self.nonces.get(owner)
-            if d is not None and nonce in d:
+            if self._nonce_used(owner, nonce):
                 return False
             acct: Any = (owner, sub)  # boxed once: it keys several dicts
             ok = self._replay_submit(o, sig, tif, stp, cid, now, acct, 0, size, True, market,
@@ -1436,10 +1474,8 @@ class Engine:
         acct: Any = rec.acct  # boxed once: it keys several dicts
         spelled, _, market, is_buy, reduce_only, price, n_size, nonce, expiry, _ = _astuple(n)
         same_nonce = nonce == rec.nonce
-        if not same_nonce:
-            d = self.nonces.get(rec.owner)
-            if d is not None and nonce in d:
-                return False
+        if not same_nonce and self._nonce_used(rec.owner, nonce):
+            return False
         filled = rec.filled if same_nonce else 0
         size = n_size - filled
         if size <= 0:

@@ -97,7 +97,7 @@ class EngineSnapshot(msgspec.Struct, array_like=True):
     books: list[tuple[int, int, int, list[int]]]  # market, last_oid, fill_seq, oids by priority
     orders: list[RecRow]
     ledger: LedgerSnapshot
-    nonces: list[tuple[str, int]]  # used nonces of unknown expiry (see nonce_buckets)
+    nonces: list[tuple[str, int]]  # used nonces of unknown expiry (old snapshots; see nonce_words)
     digests: list[bytes]  # used digests of unknown expiry (see digest_buckets)
     forced: list[int]
     agents: list[tuple[str, str]]
@@ -121,6 +121,12 @@ class EngineSnapshot(msgspec.Struct, array_like=True):
     # additive, defaulted: forced-withdrawal requests refused for their balance or health, which
     # a deposit into their account tries again
     forced_waiting: list[ChainForcedWithdrawalRequested] = []
+    # additive, defaulted: the used nonces as words of 32 (Engine.nonces): (owner, nonce >> 5,
+    # bits, bucket id of the word's latest expiry or -1: never forgotten), and the forget
+    # buckets' entries (bucket, owners, words). A snapshot with them leaves ``nonces`` and
+    # ``nonce_buckets`` empty; one written before them restores those into words
+    nonce_words: list[tuple[str, int, int, int]] = []
+    nonce_word_buckets: list[tuple[int, list[str], list[int]]] = []
 
 
 __all__ = ["Acct", "AcctRow", "Entry", "EngineSnapshot", "LedgerSnapshot", "RecRow", "SettleResult"]

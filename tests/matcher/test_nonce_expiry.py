@@ -40,8 +40,13 @@ BUCKET = 256  # seconds of expiry per forget bucket (engine._FORGET_SHIFT = 8)
 BID = ETH_PX - 10 * PRICE  # rests without crossing anything
 
 
+WORD = 32  # nonces per remembered word (engine._NONCE_SHIFT = 5)
+
+
 def _nonces(eng: Engine, owner: str) -> set[int]:
-    return set(eng.nonces.get(owner, {}))
+    """The owner's nonces the engine remembers (the set bits of its words)."""
+    return {k * WORD + i for k, w in eng.nonces.get(owner, {}).items() for i in range(WORD)
+            if w >> i & 1}
 
 
 def _cancel(eng: Engine, owner: str, oid: int, now: int = NOW) -> None:
@@ -50,7 +55,9 @@ def _cancel(eng: Engine, owner: str, oid: int, now: int = NOW) -> None:
 
 def test_nonces_are_forgotten_as_the_clock_passes_their_expiry() -> None:
     eng = funded()
-    expiries = {n: NOW + 100 + 300 * n for n in range(1, 21)}
+    # one nonce per word: each is forgotten on its own expiry (test below: a word's nonces go
+    # together)
+    expiries = {WORD * n + 5: NOW + 100 + 300 * n for n in range(1, 21)}
     for n, exp in expiries.items():
         r = place(eng, A, True, BID, LOT, nonce=n, expiry=exp)
         assert r.ack.ok
@@ -187,7 +194,9 @@ def test_snapshot_without_forget_buckets_still_restores() -> None:
     oid = place(eng, A, True, BID, LOT, nonce=9, expiry=NOW + 100).ack.order_id
     _cancel(eng, A, oid)
     fields = list(msgspec.json.decode(_snap_json.encode(eng.snapshot())))
-    old = fields[:-5]  # clock, nonce_buckets, digest_buckets, agent_orders, forced_waiting
+    # clock, nonce_buckets, digest_buckets, agent_orders, forced_waiting, nonce_words,
+    # nonce_word_buckets
+    old = fields[:-7]
     old[5] = [[A, 9]]  # nonces as the old snapshot listed them
     clone = Engine.restore(_snap_dec.decode(msgspec.json.encode(old)))
     assert clone.clock == 0 and 9 in _nonces(clone, A)
@@ -217,6 +226,7 @@ def test_forgetting_never_changes_an_answer(expiries: list[int], ops: list[tuple
             for i, e in enumerate(expiries)]
     eng = funded(owners=(A,))
     ref = funded(owners=(A,))  # given back every nonce it accepted after each command
+    never = (1 << 62) << WORD  # a word in a bucket the engine's forgets never hold
     accepted: set[int] = set()
     t = NOW
     for op, i, dt in ops:
@@ -233,15 +243,64 @@ def test_forgetting_never_changes_an_answer(expiries: list[int], ops: list[tuple
         if op == "place" and want.ack.ok:
             accepted.add(pool[i].nonce)
         for n in accepted:
-            ref.nonces.setdefault(A, {}).setdefault(n, [1 << 62])
+            d = ref.nonces.setdefault(A, {})
+            d[n // WORD] = never | d.get(n // WORD, 0) & (2**WORD - 1) | 1 << (n % WORD)
         assert (got.ack.ok, got.ack.code, got.ack.order_id, got.journal) \
             == (want.ack.ok, want.ack.code, want.ack.order_id, want.journal)
         assert eng.clock == ref.clock
         # what the forgetful engine still holds is what could still be accepted, up to one
-        # bucket of expiry
+        # bucket of expiry, word by word (the pool's nonces 100-111 share the word 96-127)
         kept = _nonces(eng, A)
         assert kept <= accepted
         for n in accepted - kept:
             assert pool[n - 100].expiry < eng.clock
-        for n in kept:
-            assert pool[n - 100].expiry >= eng.clock - BUCKET
+        if kept:
+            assert max(pool[n - 100].expiry for n in kept) >= eng.clock - BUCKET
+
+
+def test_sequential_nonces_share_words_forgotten_with_their_latest_expiry() -> None:
+    """A market maker's sequential nonces cost one record per 32 (they cost one each, ~108
+    bytes); a word goes when its latest order has expired, and until then each of its nonces
+    is refused as a replay, also one whose own order expired already."""
+    eng = funded(owners=(A,))
+    n_orders = 3_000
+    for n in range(n_orders):
+        # the last nonce of every word expires a bucket later than the rest
+        exp = NOW + 1_000 + (BUCKET if n % WORD == WORD - 1 else 0)
+        r = place(eng, A, True, BID, LOT, nonce=n, expiry=exp)
+        assert r.ack.ok
+        _cancel(eng, A, r.ack.order_id)
+    assert len(eng.nonces[A]) == -(-n_orders // WORD) == 94
+    assert _nonces(eng, A) == set(range(n_orders))
+    # past every expiry but the words' last nonces (and the partial last word's)
+    t = NOW + 1_000 + BUCKET // 2 + 1
+    eng.apply(ExpireTick(req(), t))
+    assert len(eng.nonces[A]) >= n_orders // WORD
+    early = order(A, True, BID, LOT, 0, expiry=NOW + 100_000)  # nonce 0: its order expired
+    assert eng.apply(PlaceOrder(req(), early, SIG, A, int(Tif.GTC), None, 0, t)).ack.code \
+        == Code.REPLAYED_NONCE
+    assert eng.apply(ExpireTick(req(), NOW + 1_000 + 3 * BUCKET)).journal
+    assert A not in eng.nonces
+    # forgotten with its word: a new order with the nonce is accepted (the old one expired)
+    assert eng.apply(PlaceOrder(req(), early, SIG, A, int(Tif.GTC), None, 0,
+                                NOW + 1_000 + 3 * BUCKET)).ack.ok
+
+
+def test_snapshot_with_per_nonce_buckets_restores_into_words() -> None:
+    """A snapshot written before the words (nonces one by one in ``nonce_buckets``, with
+    their expiry buckets, and ``nonces`` of unknown expiry) restores into words that forget
+    at the latest of their nonces' buckets."""
+    eng = funded(owners=(A,))
+    fields = list(msgspec.json.decode(_snap_json.encode(eng.snapshot())))
+    old = fields[:-2]  # without nonce_words, nonce_word_buckets
+    b1, b2 = (NOW + 500) // BUCKET, (NOW + 5_000) // BUCKET
+    old[5] = [[A, 200]]  # unknown expiry: never forgotten
+    old[14] = [[b1, [A, A, A], [3, 4, 70]], [b2, [A], [5]]]  # 3, 4, 5 share a word; 70 not
+    clone = Engine.restore(_snap_dec.decode(msgspec.json.encode(old)))
+    assert _nonces(clone, A) == {3, 4, 5, 70, 200}
+    clone.apply(ExpireTick(req(), (b1 + 1) * BUCKET + 1))
+    assert _nonces(clone, A) == {3, 4, 5, 200}  # 70's word went; 3 and 4 wait for 5
+    clone.apply(ExpireTick(req(), (b2 + 1) * BUCKET + 1))
+    assert _nonces(clone, A) == {200}
+    assert _nonces(_through_json(clone), A) == {200}
+    assert _through_json(clone).state_hash() == clone.state_hash()
