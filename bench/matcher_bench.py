@@ -216,7 +216,9 @@ class _EngineFlow:
         self.owners = [_owner(i) for i in range(ENGINE_ACCOUNTS)]
         self.engine = Engine(ENGINE_CONFIG)
         self.live: list[list[int]] = [[] for _ in self.spec.markets]
-        self.nonce = 0
+        # per owner, in sequence, as the SDK's NonceManager hands them out (and the settle
+        # benchmark's signer)
+        self.nonces: dict[str, int] = {}
         self.req = 0
 
     def setup(self) -> list[Command]:
@@ -232,8 +234,8 @@ class _EngineFlow:
         return self.mids[m] - off if is_buy else self.mids[m] + off
 
     def _order(self, m: int, owner: str, is_buy: bool, price: int, lots: int) -> SignedOrder:
-        self.nonce += 1
-        return SignedOrder(owner, 0, m, is_buy, False, price, lots * self.spec.markets[m].lot_size, self.nonce,
+        nonce = self.nonces[owner] = self.nonces.get(owner, 0) + 1
+        return SignedOrder(owner, 0, m, is_buy, False, price, lots * self.spec.markets[m].lot_size, nonce,
                      NOW + 86_400, 1_000)
 
     def _run(self, cmd: Command, m: int) -> None:

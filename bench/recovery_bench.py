@@ -62,7 +62,8 @@ def build_journal(path: Path, events: int, seed: int = 1) -> Engine:
                               {0: MID, 1: 60_000 * PRICE, 2: 150 * PRICE}, NOW))
     for w in owners:
         je.submit(ChainDeposit(0, w, 0, 0, 50_000_000 * USD))
-    nonce = 0
+    # each owner's nonces in sequence, as the SDK's NonceManager hands them out
+    nonces = dict.fromkeys(owners, 0)
     live: list[int] = []
     k = 0
     while eng.cmd_seq < events:
@@ -71,13 +72,13 @@ def build_journal(path: Path, events: int, seed: int = 1) -> Engine:
         if len(live) > 4000:
             r = 0.9  # keep the book bounded: cancel
         if r < 0.45 or not live:
-            nonce += 1
             w = rng.choice(owners)
+            nonces[w] += 1
             is_buy = rng.random() < 0.5
             ioc = rng.random() < 0.15
             off = rng.randint(-2, 2) if ioc else rng.randint(1, 30)
             px = MID - off * TICK if is_buy else MID + off * TICK
-            o = Order(w, 0, 0, is_buy, False, px, rng.randint(1, 20) * LOT * 10, nonce,
+            o = Order(w, 0, 0, is_buy, False, px, rng.randint(1, 20) * LOT * 10, nonces[w],
                       NOW + 86_400, 1_000)
             res = je.submit(PlaceOrder(k, o, SIG, w, int(Tif.IOC if ioc else Tif.GTC), None, 0,
                                        NOW))
@@ -91,11 +92,11 @@ def build_journal(path: Path, events: int, seed: int = 1) -> Engine:
                 live[i] = live[-1]
                 live.pop()
                 continue
-            nonce += 1
             s = rec.signed
+            nonces[s.owner] += 1
             off = rng.randint(1, 30)
             px = MID - off * TICK if s.is_buy else MID + off * TICK
-            n = Order(s.owner, 0, 0, s.is_buy, False, px, s.size, nonce, NOW + 86_400, 1_000)
+            n = Order(s.owner, 0, 0, s.is_buy, False, px, s.size, nonces[s.owner], NOW + 86_400, 1_000)
             res = je.submit(ModifyOrder(k, rec.acct[0], oid, n.size, n, SIG, rec.acct[0], NOW))
             live[i] = live[-1]
             live.pop()
