@@ -47,6 +47,7 @@ class Code(IntEnum):
     REPLAYED = 21  # a withdrawal/transfer digest (or forced request id) already used
     REDUCE_ONLY = 22  # a reduce-only order had nothing to reduce
     STALE_SETTLEMENT = 23  # a settled-batch event that does not continue the settled prefix
+    HALTED = 24  # trading halted by the operator (or a deep chain reorg): only cancels
 
 
 class OrderStatus(IntEnum):
@@ -347,11 +348,21 @@ class ChainFundingUpdated(msgspec.Struct, frozen=True, array_like=True, tag=20):
     log_index: int = 0
 
 
+class SetHalt(msgspec.Struct, frozen=True, array_like=True, tag=21):
+    """Operator: halt trading (``reason`` non-empty) or resume it (``reason`` empty). While
+    halted the engine refuses new and replacement orders (``HALTED``); cancels, chain events,
+    prices, funding, withdrawals and transfers go on."""
+
+    req_id: int
+    reason: str
+
+
 Command = Union[
     PlaceOrder, CancelOrder, CancelAll, ModifyOrder, ExpireTick, ChainDeposit, ChainBatchSettled,
     ChainForcedWithdrawalRequested, AgentSet, RequestWithdrawal, RequestTransfer, PostFunding,
     SetOraclePrices, ChainLiquidated, ChainCollateralLiquidated, ChainBadDebtSettled,
     ChainDeleveraged, ChainForcedWithdrawalExecuted, ChainLiquidationParamsSet, ChainFundingUpdated,
+    SetHalt,
 ]
 
 
@@ -480,5 +491,5 @@ __all__ = [
     "OrderUpdate", "FillReport", "Bust", "ItemRejected", "Sequenced", "Output", "Result",
     "ChainLiquidated", "ChainCollateralLiquidated", "ChainBadDebtSettled", "ChainDeleveraged",
     "ChainForcedWithdrawalExecuted", "ChainLiquidationParamsSet", "Liquidation",
-    "ChainFundingUpdated",
+    "ChainFundingUpdated", "SetHalt",
 ]

@@ -71,6 +71,7 @@ from matcher.commands import (
     RequestWithdrawal,
     Result,
     Sequenced,
+    SetHalt,
     SetOraclePrices,
 )
 from matcher.ledger import Acct, Entry, Ledger, LedgerSnapshot, add_asset, funding_delta
@@ -117,6 +118,7 @@ _BITS_MASK: Final = 2**32 - 1
 # the bucket id a snapshot writes for a word never forgotten (_NEVER does not fit a uint64)
 _NEVER_ID: Final = -1
 _MISSING: Final = object()  # a dict.get default where None is a value
+_HALT_REASON_MAX: Final = 200  # characters of a SetHalt reason (it is in every refusal's message)
 # owner spellings remembered by Engine._owner_key before the cache starts afresh
 _OWNER_CACHE: Final = 100_000
 _I32_MIN, _I32_MAX = -(2**31), 2**31 - 1
@@ -391,6 +393,8 @@ class Engine:
         # the command's own ``now``, which may step back), so a forgotten nonce or digest
         # stays refused as EXPIRED
         self.clock = 0
+        # why trading is halted (SetHalt), or None: new and replacement orders are refused
+        self.halt_reason: str | None = None
         self.forced: set[int] = set()
         # forced-withdrawal requests refused for the balance or health they found, by request id:
         # a deposit into the account tries them again (the owner should not wait out the escape
@@ -449,7 +453,7 @@ class Engine:
             ChainBadDebtSettled: self._bad_debt, ChainDeleveraged: self._deleveraged,
             ChainForcedWithdrawalExecuted: self._forced_executed,
             ChainLiquidationParamsSet: self._liq_params,
-            ChainFundingUpdated: self._funding_updated,
+            ChainFundingUpdated: self._funding_updated, SetHalt: self._set_halt,
         }
 
     # ================================================================ public API
@@ -571,6 +575,8 @@ class Engine:
         h.update(repr((sorted(self._nonce_forgets.buckets.items()),
                        sorted(self._digest_forgets.buckets.items()))).encode())
         h.update(repr(self._live_agent_orders()).encode())
+        if self.halt_reason is not None:  # (absent while trading: hashes of older builds hold)
+            h.update(repr(("halt", self.halt_reason)).encode())
         h.update(repr(sorted((r, c.owner, c.sub, c.asset, c.amount) for r, c in self.forced_waiting.items())).encode())
         h.update(repr((sorted(self.forced), sorted(self.agents),
                        sorted(self.risk.asset_prices.items()),
@@ -610,7 +616,7 @@ class Engine:
             never_d, sorted(self.forced), sorted(self.agents),
             dict(self.risk.asset_prices), dict(self.risk.market_prices), self.chain_cursor,
             self._liq_params_tuple(), self.clock, [], db, self._live_agent_orders(),
-            [c for _, c in sorted(self.forced_waiting.items())], words, nb,
+            [c for _, c in sorted(self.forced_waiting.items())], words, nb, self.halt_reason,
         )
 
     @classmethod
@@ -673,6 +679,7 @@ class Engine:
         eng.agents = {(o, a) for o, a in snap.agents}
         eng.agent_of = {oid: a for oid, a in snap.agent_orders}
         eng.forced_waiting = {c.request_id: c for c in snap.forced_waiting}
+        eng.halt_reason = snap.halt_reason
         eng.risk.asset_prices.update(snap.asset_prices)
         eng.risk.market_prices.update(snap.market_prices)
         return eng
@@ -950,6 +957,8 @@ class Engine:
         """Checks shared by new and replacement orders, on the signed order's fields (as
         ``astuple`` gives them: unchecked; ``owner`` is ``o_owner`` lower-cased); None when
         fine."""
+        if self.halt_reason is not None:
+            return Code.HALTED, f"trading halted: {self.halt_reason}"
         grid = self._grid.get(market)
         if grid is None:
             return Code.UNKNOWN_MARKET, f"unknown market {market}"
@@ -1818,6 +1827,17 @@ class Engine:
         if cmd.market not in self.params.markets:
             return _ack(cmd.req_id, Code.UNKNOWN_MARKET, f"unknown market {cmd.market}")
         self.ledger.note_chain_funding(cmd.market, cmd.cumulative_index)
+        return _Result(_Ack(cmd.req_id, True, _OK, "", 0, 0), [], True)
+
+    def _set_halt(self, cmd: SetHalt) -> Result:
+        # journaled only when it changes something: a repeated halt keeps its first reason
+        if type(cmd.reason) is not str or len(cmd.reason) > _HALT_REASON_MAX:
+            return _ack(cmd.req_id, Code.BAD_REQUEST, f"reason must be a string of at most {_HALT_REASON_MAX} characters")
+        reason = cmd.reason or None
+        if (reason is None) == (self.halt_reason is None):
+            msg = f"already halted: {self.halt_reason}" if reason is not None else "not halted"
+            return _Result(_Ack(cmd.req_id, True, _OK, msg, 0, 0), [], False)
+        self.halt_reason = reason
         return _Result(_Ack(cmd.req_id, True, _OK, "", 0, 0), [], True)
 
     def _prices(self, cmd: SetOraclePrices) -> Result:

@@ -53,6 +53,7 @@ from matcher.commands import (
     OrderUpdate,
     PlaceOrder,
     PostFunding,
+    SetHalt,
     Result,
     Sequenced,
 )
@@ -70,6 +71,7 @@ from matcher.ws_messages import (
     DeadMan,
     DeadManFired,
     FundingReq,
+    HaltReq,
     GetChallenge,
     Heartbeat,
     Hello,
@@ -690,6 +692,8 @@ class MatcherServer:
             self._chain(conn, req)
         elif t is FundingReq:
             self._post_funding(conn, req)
+        elif t is HaltReq:
+            self._halt(conn, req)
         elif t is ChainCursorReq:
             led = self.engine.ledger
             block, log_index = self.engine.chain_cursor
@@ -862,6 +866,19 @@ class MatcherServer:
         self._enqueue(conn, req.id, PostFunding(self.next_req_id(), req.market, req.rate_ppm,
                                                 self.now()))
 
+    def _halt(self, conn: Conn, req: HaltReq) -> None:
+        """Operator (``crossbook halt``, or the watcher on a reorg deeper than its confirmation
+        depth): halt or resume trading. Guarded by the operator token; the engine journals it."""
+        tok = self.config.operator_token
+        if tok is None or req.token != tok:
+            conn.send(_err(req.id, "NOT_AUTHORISED", "bad operator token"))
+            return
+        if req.reason:
+            log.warning("operator asks to halt trading: %.200s", req.reason)
+        else:
+            log.warning("operator asks to resume trading")
+        self._enqueue(conn, req.id, SetHalt(self.next_req_id(), req.reason))
+
     def status(self) -> dict[str, Any]:
         """Sequencing and settlement-lag figures (the ``status`` op)."""
         led = self.engine.ledger
@@ -882,6 +899,7 @@ class MatcherServer:
             "max_unsettled_per_account": cfg.max_unsettled_per_account,
             "max_unsettled_global": cfg.max_unsettled_global,
             "chain_cursor": [block, log_index],
+            "halted": self.engine.halt_reason,  # why trading is halted, or null
         }
 
     # ================================================================ relayer stream

@@ -127,6 +127,8 @@ class EngineSnapshot(msgspec.Struct, array_like=True):
     # ``nonce_buckets`` empty; one written before them restores those into words
     nonce_words: list[tuple[str, int, int, int]] = []
     nonce_word_buckets: list[tuple[int, list[str], list[int]]] = []
+    # additive, defaulted: why trading is halted (SetHalt), None while trading
+    halt_reason: str | None = None
 
 
 __all__ = ["Acct", "AcctRow", "Entry", "EngineSnapshot", "LedgerSnapshot", "RecRow", "SettleResult"]

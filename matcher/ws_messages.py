@@ -260,6 +260,17 @@ class ChainCursorReq(msgspec.Struct, tag="chain_cursor", tag_field="op",
     id: Uint
 
 
+class HaltReq(msgspec.Struct, tag="halt", tag_field="op", forbid_unknown_fields=True,
+              frozen=True):
+    """Operator (``crossbook halt``): halt trading with ``reason`` (new and replacement orders
+    are refused ``HALTED``; cancels go on), or resume it with ``reason`` empty. ``token`` must
+    equal the server's ``operator_token``."""
+
+    id: Uint
+    token: str
+    reason: str
+
+
 class StatusReq(msgspec.Struct, tag="status", tag_field="op", forbid_unknown_fields=True,
                 frozen=True):
     """Sequencing and settlement-lag figures (invariant 6)."""
@@ -269,7 +280,7 @@ class StatusReq(msgspec.Struct, tag="status", tag_field="op", forbid_unknown_fie
 
 Request = Union[Login, GetChallenge, Place, Cancel, CancelAllReq, Modify, WithdrawReq,
                 TransferReq, Subscribe, Unsubscribe, DeadMan, Ping, Stream, ChainReq,
-                ChainCursorReq, StatusReq, FundingReq]
+                ChainCursorReq, StatusReq, FundingReq, HaltReq]
 
 # Withdrawal/Transfer amounts are checked by crossbook.protocol_types.validate as uint128
 _WIDE_FIELDS: Final = frozenset({"amount"})
@@ -557,7 +568,7 @@ __all__ = [
     "MarketsMsg", "Modify", "OrderMsg", "Ping", "Place", "PositionEntry", "PositionMsg",
     "PricesMsg", "RangeError", "Request", "Response", "Stream", "Subscribe", "TradeMsg",
     "TransferReq", "Unsubscribe", "WireOrder", "WireTransfer", "WireWithdrawal", "WithdrawReq",
-    "check_ranges", "encoder", "request_decoder", "U32_MAX", "U64_MAX", "FundingReq",
+    "check_ranges", "encoder", "request_decoder", "U32_MAX", "U64_MAX", "FundingReq", "HaltReq",
 ]
 
 

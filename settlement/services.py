@@ -370,9 +370,14 @@ async def forward(link: MatcherLink, token: str, ev: WatcherOutput,
     event, so an event must never overtake an earlier one that could still fail."""
     if isinstance(ev, ChainReorg):
         # confirmations >= the reorg depth keep reorged logs away from the engine; a deeper
-        # reorg means already-applied events may be void: an operator must look (docs)
-        log.critical("chain reorg below block %d deeper than the confirmation depth: the "
-                     "matcher may hold events the chain dropped", ev.common_block)
+        # reorg means already-applied events may be void (a deposit the chain dropped would
+        # margin orders whose fills then bust): trading halts until an operator has looked
+        reason = (f"chain reorg below block {ev.common_block} deeper than the confirmation depth: "
+                  "check with `crossbook reconcile`, then `crossbook halt --resume`")
+        log.critical("%s; halting trading (the matcher may hold events the chain dropped)", reason)
+        resp = await link.call({"op": "halt", "token": token, "reason": reason})
+        if not resp.get("ok"):
+            log.error("the matcher did not halt: %s %s", resp.get("code"), resp.get("message"))
         return
     if (ev.block_number, ev.log_index) <= cursor:
         return  # the engine has it (saves a round trip; the engine would ignore it too)

@@ -5,7 +5,8 @@ import argparse
 import importlib
 
 # one module per subcommand group; `crossbook.cli.build_parser` calls :func:`register`
-_MODULES = ("keeper", "feeder", "funding", "deposit", "withdraw", "account", "markets", "oracle", "mm", "dashboard")
+_MODULES = ("keeper", "feeder", "funding", "deposit", "withdraw", "account", "markets", "oracle", "mm", "dashboard",
+            "halt")
 
 
 def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
