@@ -112,6 +112,8 @@ class MarketMaker:
     requotes: int = 0
     # called once, when the first quotes are on the book (`crossbook mm` reports ready then)
     on_quoting: Callable[[], None] | None = None
+    # why the exchange halted trading (the markets channel's `halt` message), None while trading
+    halted: str | None = None
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _stopped: bool = False
 
@@ -153,6 +155,15 @@ class MarketMaker:
 
     # --- events -----------------------------------------------------------------------------
     def _on_markets(self, msg: dict[str, Any]) -> None:
+        if msg.get("type") == "halt":
+            # no quoting while halted (every place would be refused); resting quotes stay
+            self.halted = msg["halted"]
+            if self.halted:
+                log.warning("trading halted by the exchange: %s", self.halted)
+            else:
+                log.info("trading resumed")
+                self._wake.set()
+            return
         for row in msg["markets"]:
             mid = int(row["market"])
             if self.cfg.markets is not None and mid not in self.cfg.markets:
@@ -205,7 +216,9 @@ class MarketMaker:
         return abs(m.oracle - m.quoted_at) * PPM > m.quoted_at * self.cfg.refresh_ppm
 
     async def refresh(self) -> None:
-        """Re-quote every market whose quotes are missing or stale."""
+        """Re-quote every market whose quotes are missing or stale (none while halted)."""
+        if self.halted:
+            return
         for m in list(self.markets.values()):
             if m.oracle <= 0 or not self._stale(m):
                 continue

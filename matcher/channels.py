@@ -39,6 +39,7 @@ from matcher.commands import (
     RequestWithdrawal,
     Result,
     Sequenced,
+    SetHalt,
     SetOraclePrices,
 )
 from matcher.engine import Engine
@@ -52,6 +53,7 @@ from matcher.ws_messages import (
     HealthMsg,
     LiquidatedMsg,
     MarketInfo,
+    HaltMsg,
     MarketsMsg,
     OrderMsg,
     PositionEntry,
@@ -244,6 +246,8 @@ class Hub:
         elif name == "markets":
             conn.send(encoder.encode(MarketsMsg(name, [self._market_info(m)
                                                        for m in sorted(self.books)])))
+            if self.engine.halt_reason is not None:
+                conn.send(encoder.encode(HaltMsg(name, self.engine.halt_reason)))
         elif name == "prices":
             r = self.engine.risk
             conn.send(encoder.encode(PricesMsg(name, dict(r.asset_prices),
@@ -432,6 +436,8 @@ class Hub:
                     self._to_owner("health", owner, self._health_frame((owner, sub)))
         elif ct is RequestWithdrawal or ct is RequestTransfer:
             pass  # covered by the Sequenced output
+        elif ct is SetHalt and res.journal and "markets" in self.public:
+            self._to_public("markets", encoder.encode(HaltMsg("markets", self.engine.halt_reason)))
         elif ct is AgentSet and res.ack.ok:
             assert isinstance(cmd, AgentSet)
             if not cmd.approved:

@@ -445,6 +445,14 @@ class MarketsMsg(msgspec.Struct, tag="markets", tag_field="type"):
     markets: list[MarketInfo]
 
 
+class HaltMsg(msgspec.Struct, tag="halt", tag_field="type"):
+    """``markets`` channel: trading halted (``halted``: the reason) or resumed (null); sent when
+    it changes, and after the subscribe snapshot while halted."""
+
+    channel: str
+    halted: str | None
+
+
 class PricesMsg(msgspec.Struct, tag="prices", tag_field="type"):
     """``prices`` channel: the matcher's oracle prices (1e8) by asset id and market id."""
 
@@ -568,7 +576,7 @@ __all__ = [
     "MarketsMsg", "Modify", "OrderMsg", "Ping", "Place", "PositionEntry", "PositionMsg",
     "PricesMsg", "RangeError", "Request", "Response", "Stream", "Subscribe", "TradeMsg",
     "TransferReq", "Unsubscribe", "WireOrder", "WireTransfer", "WireWithdrawal", "WithdrawReq",
-    "check_ranges", "encoder", "request_decoder", "U32_MAX", "U64_MAX", "FundingReq", "HaltReq",
+    "check_ranges", "encoder", "request_decoder", "U32_MAX", "U64_MAX", "FundingReq", "HaltReq", "HaltMsg",
 ]
 
 

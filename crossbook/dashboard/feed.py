@@ -47,6 +47,7 @@ class DashboardFeed:
         self.status_poll_s = status_poll_s
         self.client: Client | None = None
         self.markets: dict[int, dict[str, Any]] = {}
+        self.halted: str | None = None  # why the exchange halted trading, None while trading
         self.trades: deque[dict[str, Any]] = deque(maxlen=50)
         self.status: dict[str, Any] = {}
         self.insurance_fund: int | None = None
@@ -116,6 +117,10 @@ class DashboardFeed:
 
     # --- matcher messages -------------------------------------------------------------------
     def _on_markets(self, msg: dict[str, Any]) -> None:
+        if msg.get("type") == "halt":  # trading halted (the reason) or resumed (None)
+            self.halted = msg["halted"]
+            self.version += 1
+            return
         for row in msg["markets"]:
             self.markets.setdefault(int(row["market"]), {}).update(row)
         self.version += 1
@@ -161,7 +166,7 @@ class DashboardFeed:
                 for e in self.liquidations]
         return {"ts_ms": int(time.time() * 1000), "markets": markets, "trades": trades, "lag": lag,
                 "insurance_fund": units.fmt(self.insurance_fund, Q, 2), "liquidations": liqs,
-                "errors": dict(self.errors)}
+                "errors": dict(self.errors), "halted": self.halted}
 
     def _symbol(self, market: int) -> str:
         row = self.markets.get(market)

@@ -58,15 +58,22 @@ def around(q: dict[str, Any], oracle: int, cfg: Any) -> bool:
     return oracle - band <= q["bid"] < oracle < q["ask"] <= oracle + band
 
 
-async def test_market_maker_quotes_and_follows_price(server: MatcherServer) -> None:
-    mm_mod = load_example("market_maker")
-    user = USERS[2]
-    owner = user.address.lower()
+async def start_bot(server: MatcherServer, user: Any, mm_mod: ModuleType
+                    ) -> tuple[Any, Client, "asyncio.Task[None]"]:
+    """The example market maker for ``user`` (2,000 USD quotes), running for up to 30 s."""
     client = await Client.connect(server.url, nonces=NonceManager(start=1))
     await client.login(user, cancel_on_disconnect=True)
     cfg = mm_mod.MMConfig(notional=2_000 * 10**6, max_position_notional=20_000 * 10**6)
     mm = mm_mod.MarketMaker(client, cfg)
-    task = asyncio.create_task(mm.run(duration_s=30))
+    return mm, client, asyncio.create_task(mm.run(duration_s=30))
+
+
+async def test_market_maker_quotes_and_follows_price(server: MatcherServer) -> None:
+    mm_mod = load_example("market_maker")
+    user = USERS[2]
+    owner = user.address.lower()
+    mm, client, task = await start_bot(server, user, mm_mod)
+    cfg = mm.cfg
     try:
         oracles = {0: ETH_PX, 1: 60_000 * 10**8, 2: 150 * 10**8}
         await wait_for(lambda: len(quotes(server, owner)) == 3)
@@ -139,10 +146,42 @@ async def test_a_refused_requote_does_not_leave_the_old_quote_behind(server: Mat
         await asyncio.sleep(0.5)  # a few more refresh rounds
         q = quotes(server, owner).get(0, {})
         assert q.get("bid") != old_bid  # pulled (its re-quote still crosses the resting ask)
-        mine = {o.oid for o in server.engine.orders.values() if o.signed.owner.lower() == owner}
-        assert mine <= set(client.orders)  # nothing live that the bot has forgotten
+        # nothing live that the bot has forgotten. Waited for: a re-quote in flight is live in
+        # the engine a moment before its ack reaches the bot (a race under load), while a
+        # forgotten order would stay outside client.orders for good
+        await wait_for(lambda: {o.oid for o in server.engine.orders.values()
+                                if o.signed.owner.lower() == owner} <= set(client.orders))
     finally:
         mm.stop()
         await task
         await other.close()
+        await client.close()
+
+
+async def test_market_maker_pauses_while_trading_is_halted(server: MatcherServer) -> None:
+    """The markets channel's `halt` message: the bot stops re-quoting (every place would be
+    refused HALTED) without crashing its callback, and quotes the new price once resumed."""
+    from matcher.commands import SetHalt
+
+    user = USERS[4]
+    owner = user.address.lower()
+    mm, client, task = await start_bot(server, user, load_example("market_maker"))
+    cfg = mm.cfg
+    try:
+        await wait_for(lambda: around(quotes(server, owner).get(0, {}), ETH_PX, cfg))
+        assert (await server.submit(SetHalt(server.next_req_id(), "exchange maintenance"))).ack.ok
+        await wait_for(lambda: mm.halted == "exchange maintenance")
+        placed = mm.quotes_placed
+        new_eth = ETH_PX * 102 // 100
+        assert (await server.submit(SetOraclePrices(server.next_req_id(), {1: new_eth}, {0: new_eth},
+                                                    int(time.time())))).ack.ok
+        await asyncio.sleep(1.5)  # the loop refreshes every second: nothing placed while halted
+        assert mm.quotes_placed == placed and not task.done()
+        assert (await server.submit(SetHalt(server.next_req_id(), ""))).ack.ok
+        await wait_for(lambda: mm.halted is None)
+        await wait_for(lambda: around(quotes(server, owner).get(0, {}), new_eth, cfg))
+        assert mm.quotes_placed > placed
+    finally:
+        mm.stop()
+        await task
         await client.close()

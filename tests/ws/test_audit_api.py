@@ -74,6 +74,9 @@ async def test_documented_frames_match_real_ones(tmp_path) -> None:  # type: ign
         await mm.wait_for(lambda f: f["type"] == "heartbeat", 2)
         assert (await mm.request("dead_man", timeout_ms=50))["ok"]
         await mm.wait_for(lambda f: f["type"] == "dead_man", 2)
+        assert (await tk.request("halt", token="tok", reason="exchange maintenance"))["ok"]
+        await mm.wait_for(lambda f: f["type"] == "halt")
+        assert (await tk.request("halt", token="tok", reason=""))["ok"]
         for f in mm.all:
             key = f["type"] + ("." + f["kind"] if f["type"] == "book" else "")
             if key == "order" and f["status"] != "PARTIALLY_FILLED":

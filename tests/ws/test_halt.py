@@ -78,3 +78,31 @@ async def test_crossbook_halt_command(tmp_path: Path) -> None:
         assert srv.engine.halt_reason is None
     finally:
         await srv.close()
+
+
+async def test_markets_channel_announces_the_halt(tmp_path: Path) -> None:
+    srv = await start_server(journal_dir=str(tmp_path), operator_token=TOKEN)
+    try:
+        op = await Client.open(srv.url)
+        watcher = await Client.open(srv.url)
+        assert (await watcher.request("subscribe", channels=["markets"]))["ok"]
+        await watcher.wait_for(lambda f: f["type"] == "markets")
+        assert (await op.request("halt", token=TOKEN, reason="exchange maintenance"))["ok"]
+        got = await watcher.wait_for(lambda f: f["type"] == "halt")
+        assert got == {"type": "halt", "channel": "markets", "halted": "exchange maintenance"}
+        # a repeat changes nothing and announces nothing
+        assert (await op.request("halt", token=TOKEN, reason="again"))["ok"]
+        # a subscriber arriving while halted: the snapshot, then the halt
+        late = await Client.open(srv.url)
+        assert (await late.request("subscribe", channels=["markets"]))["ok"]
+        halt = await late.wait_for(lambda f: f["type"] == "halt")
+        snap = next(f for f in late.all if f.get("type") == "markets")
+        assert late.all.index(snap) < late.all.index(halt) and halt["halted"] == "exchange maintenance"
+        assert (await op.request("halt", token=TOKEN, reason=""))["ok"]
+        resumed = await watcher.wait_for(lambda f: f["type"] == "halt" and f["halted"] is None)
+        assert [f["halted"] for f in watcher.all if f.get("type") == "halt"] == ["exchange maintenance", None]
+        assert resumed["channel"] == "markets"
+        for c in (op, watcher, late):
+            await c.close()
+    finally:
+        await srv.close()

@@ -52,6 +52,7 @@ function render(s) {
   });
   const errs = Object.values(s.errors || {});
   document.getElementById("errors").textContent = errs.join(" · ");
+  document.getElementById("halted").textContent = s.halted ? "TRADING HALTED: " + s.halted : "";
 }
 
 function connect() {
