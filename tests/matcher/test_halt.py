@@ -15,15 +15,18 @@ BID = ETH_PX - 10 * PRICE
 
 def test_halt_refuses_orders_keeps_cancels_and_resumes() -> None:
     eng = funded()
-    live = place(eng, A, True, BID, LOT, nonce=1).ack.order_id
+    live = place(eng, A, True, BID, 2 * LOT, nonce=1).ack.order_id
     seq = eng.cmd_seq
     r = eng.apply(SetHalt(req(), "chain reorg below block 7"))
     assert r.ack.ok and r.journal and eng.cmd_seq == seq + 1
     refused = place(eng, B, False, ETH_PX + PRICE, LOT, nonce=1)
     assert refused.ack.code == Code.HALTED and not refused.journal
     assert refused.ack.message == "trading halted: chain reorg below block 7"
-    m = eng.apply(ModifyOrder(req(), A, live, LOT, order(A, True, BID - PRICE, LOT, 2), SIG, A, NOW))
-    assert m.ack.code == Code.HALTED and live in eng.orders
+    m = eng.apply(ModifyOrder(req(), A, live, 2 * LOT, order(A, True, BID - PRICE, 2 * LOT, 2), SIG, A, NOW))
+    assert m.ack.code == Code.HALTED and eng.orders[live].remaining == 2 * LOT
+    # lowering the size only (a partial cancel, no new signed order) reduces risk: allowed
+    assert eng.apply(ModifyOrder(req(), A, live, LOT, None, None, None, NOW)).ack.ok
+    assert eng.orders[live].remaining == LOT
     # a repeat changes nothing (not journaled, the first reason stays)
     again = eng.apply(SetHalt(req(), "another"))
     assert again.ack.ok and not again.journal and eng.halt_reason == "chain reorg below block 7"

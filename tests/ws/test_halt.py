@@ -91,7 +91,8 @@ async def test_markets_channel_announces_the_halt(tmp_path: Path) -> None:
         got = await watcher.wait_for(lambda f: f["type"] == "halt")
         assert got == {"type": "halt", "channel": "markets", "halted": "exchange maintenance"}
         # a repeat changes nothing and announces nothing
-        assert (await op.request("halt", token=TOKEN, reason="again"))["ok"]
+        r = await op.request("halt", token=TOKEN, reason="again")
+        assert r["ok"] and r["result"] == {"order_id": 0, "seq": 0}, r
         # a subscriber arriving while halted: the snapshot, then the halt
         late = await Client.open(srv.url)
         assert (await late.request("subscribe", channels=["markets"]))["ok"]
