@@ -371,6 +371,13 @@ def available_commands() -> set[str]:
 # ============================================================================ bootstrap
 
 
+def read_secrets(home: Path) -> dict[str, str]:
+    """The operator and stream tokens `up` keeps in ``<home>/secrets.json`` (OSError when
+    absent; ValueError, TypeError or KeyError when damaged)."""
+    tok = json.loads((home / "secrets.json").read_text())
+    return {k: str(tok[k]) for k in ("operator_token", "stream_token")}
+
+
 def _secrets(home: Path) -> dict[str, str]:
     """Operator and stream tokens, generated once per state dir (a restart keeps them)."""
     from crossbook.stack import SetupError
@@ -378,8 +385,7 @@ def _secrets(home: Path) -> dict[str, str]:
     path = home / "secrets.json"
     if path.exists():
         try:
-            tok = json.loads(path.read_text())
-            return {k: str(tok[k]) for k in ("operator_token", "stream_token")}
+            return read_secrets(home)
         except (ValueError, TypeError, KeyError) as err:
             raise SetupError(f"{path} is unreadable ({err!r}); remove it and `up` writes new tokens") from err
     tok = {"operator_token": secrets.token_hex(16), "stream_token": secrets.token_hex(16)}

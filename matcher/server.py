@@ -841,13 +841,20 @@ class MatcherServer:
 
     # ================================================================ operator: chain events
 
+    def _operator(self, conn: Conn, rid: int, token: str) -> bool:
+        """The operator token check of the operator ops; answers NOT_AUTHORISED when it fails
+        (always, when the server has no token)."""
+        tok = self.config.operator_token
+        if tok is None or token != tok:
+            conn.send(_err(rid, "NOT_AUTHORISED", "bad operator token"))
+            return False
+        return True
+
     def _chain(self, conn: Conn, req: ChainReq) -> None:
         """A confirmed chain event from the watcher -> the engine command it implies
         (:func:`matcher.chain_commands.command_for`); an event it maps to nothing is
         acknowledged as ignored."""
-        tok = self.config.operator_token
-        if tok is None or req.token != tok:
-            conn.send(_err(req.id, "NOT_AUTHORISED", "bad operator token"))
+        if not self._operator(conn, req.id, req.token):
             return
         cmd = command_for(req.event, self.next_req_id())
         if cmd is None:
@@ -858,9 +865,7 @@ class MatcherServer:
     def _post_funding(self, conn: Conn, req: FundingReq) -> None:
         """Operator (``crossbook funding``): sequence a funding update of one market. Guarded
         by the operator token like ``chain``: a funding item moves money between accounts."""
-        tok = self.config.operator_token
-        if tok is None or req.token != tok:
-            conn.send(_err(req.id, "NOT_AUTHORISED", "bad operator token"))
+        if not self._operator(conn, req.id, req.token):
             return
         # the engine checks the market, the int32 range and that it has an oracle price
         self._enqueue(conn, req.id, PostFunding(self.next_req_id(), req.market, req.rate_ppm,
@@ -869,9 +874,7 @@ class MatcherServer:
     def _halt(self, conn: Conn, req: HaltReq) -> None:
         """Operator (``crossbook halt``, or the watcher on a reorg deeper than its confirmation
         depth): halt or resume trading. Guarded by the operator token; the engine journals it."""
-        tok = self.config.operator_token
-        if tok is None or req.token != tok:
-            conn.send(_err(req.id, "NOT_AUTHORISED", "bad operator token"))
+        if not self._operator(conn, req.id, req.token):
             return
         if req.reason:
             log.warning("operator asks to halt trading: %.200s", req.reason)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 
 from crossbook.commands.common import default_matcher_url, env
 
@@ -30,9 +29,10 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
 def _stack_token() -> str | None:
     """The operator token `crossbook up` generated for this state dir, if any."""
     from crossbook.paths import state_dir
+    from crossbook.supervisor import read_secrets
 
     try:
-        return str(json.loads((state_dir() / "secrets.json").read_text())["operator_token"])
+        return read_secrets(state_dir())["operator_token"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
