@@ -41,7 +41,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, TextIO
+from typing import Any, Callable, TextIO
 
 from crossbook.chain.anvil import DEV_MNEMONIC, free_port, rpc_call
 from crossbook.paths import ANVIL_STATE_FILE, REPO_ROOT, state_dir, tool
@@ -583,6 +583,26 @@ def write_state(home: Path, sup: Supervisor, info: dict[str, object]) -> None:
     tmp.replace(home / "stack.json")
 
 
+def running_stack(home: Path) -> dict[str, Any] | None:
+    """``<home>/stack.json`` if the `up` that wrote it is still running, else None: a supervisor
+    killed with SIGKILL cannot remove the file, and tools must not send orders or operator ops to
+    the URLs of a stack that is gone (a later `up` on other ports would not be the one they name)."""
+    try:
+        data = json.loads((home / "stack.json").read_text())
+        pid = int(data["supervisor_pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if pid <= 0:  # kill(0 or -1, 0) would ask about a process group, or every process
+        return None
+    try:
+        os.kill(pid, 0)
+    except PermissionError:
+        pass  # alive, under another user
+    except (ProcessLookupError, OverflowError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def run_up(args: argparse.Namespace) -> int:
     """``crossbook up``: bring everything up, supervise until Ctrl-C / SIGTERM, stop in order."""
     from web3 import Web3
@@ -609,6 +629,9 @@ def run_up(args: argparse.Namespace) -> int:
     lock.truncate(0)
     lock.write(str(os.getpid()))
     lock.flush()
+    # holding the lock, any stack.json is a dead `up`'s (killed with SIGKILL): drop it at once, so
+    # that no tool reads the old URLs while this one starts
+    (home / "stack.json").unlink(missing_ok=True)
     sup = Supervisor(home)
     fh = logging.FileHandler(sup.logs / "supervisor.log")
     fh.setFormatter(JsonFormatter("supervisor"))

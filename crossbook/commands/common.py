@@ -30,16 +30,15 @@ def default_matcher_url() -> str:
     """``$CROSSBOOK_MATCHER_URL``, else the matcher of the stack running in the state dir (its
     ``stack.json``: `crossbook up --matcher-port 0` picks a free port), else the default port."""
     from crossbook.paths import state_dir
+    from crossbook.supervisor import running_stack
 
     url = env("CROSSBOOK_MATCHER_URL")
     if url:
         return url
     try:
-        import json
-
-        stack = json.loads((state_dir() / "stack.json").read_text())
-        return str(stack["services"]["matcher"]["urls"]["ws"])
-    except (OSError, ValueError, KeyError, TypeError):
+        stack = running_stack(state_dir())
+        return str(stack["services"]["matcher"]["urls"]["ws"]) if stack else "ws://127.0.0.1:8765"
+    except (KeyError, TypeError):
         return "ws://127.0.0.1:8765"
 
 

@@ -62,7 +62,6 @@ def funding_events(stack: Stack) -> list[ChainFundingUpdated]:
 
 
 def test_funding_is_posted_settled_and_zero_sum(stack: Stack) -> None:
-    t0 = time.monotonic()
     maker, long_, short = user_signer(401), user_signer(402), user_signer(403)
     stack.ex.fund_many([maker.address, long_.address, short.address], "USDC", 100_000 * USD)
     stack.interval_mining()
@@ -159,4 +158,3 @@ def test_funding_is_posted_settled_and_zero_sum(stack: Stack) -> None:
     eng = stack.recovered_engine()
     assert eng.ledger.conf_funding[ETH] == eng.ledger.proj_funding[ETH] == index
     assert assert_ledger_matches_chain(stack, eng) == 3
-    assert time.monotonic() - t0 < 120

@@ -115,7 +115,6 @@ def test_a_liquidation_during_unsettled_fills_reconciles(stack: Stack) -> None:
         for c in (tc, mc, lc, oc):
             await c.close()
 
-    t0 = time.monotonic()
     run_async(scenario())
     st = stack.wait_settled(3, timeout=30)
     assert st["lag_items"] == 0
@@ -134,7 +133,6 @@ def test_a_liquidation_during_unsettled_fills_reconciles(stack: Stack) -> None:
     # confirmed == projected == the chain's views, for every sub-account the matcher knows
     assert assert_ledger_matches_chain(stack, eng) == 4
     assert not [r for r in eng.orders.values() if r.acct == (target.address.lower(), 0)]
-    assert time.monotonic() - t0 < 60
 
 
 def test_an_owner_executed_escape_hatch_withdrawal_reconciles(stack: Stack) -> None:
