@@ -46,6 +46,7 @@ from matcher.commands import (
     CancelAll,
     CancelOrder,
     ChainBatchSettled,
+    Code,
     Command,
     ExpireTick,
     ModifyOrder,
@@ -64,14 +65,18 @@ from matcher.limits import Limits, TokenBucket
 from matcher.orders import CancelReason, Stp, Tif
 from matcher.sessions import Authenticator, LoginError, Session
 from matcher.ws_messages import (
+    BatchCancel,
+    BatchPlace,
     Cancel,
     CancelAllReq,
+    CancelItem,
     ChainCursorReq,
     ChainReq,
     DeadMan,
     DeadManFired,
     FundingReq,
     HaltReq,
+    MAX_BATCH,
     GetChallenge,
     Heartbeat,
     Hello,
@@ -80,6 +85,7 @@ from matcher.ws_messages import (
     Modify,
     Ping,
     Place,
+    PlaceItem,
     RangeError,
     Response,
     StatusReq,
@@ -178,8 +184,13 @@ def _hex_bytes(s: str) -> bytes | None:
         return None
 
 
-# one queued engine job: command, requesting connection, client request id, admin future
-_Job = tuple[Command, Conn | None, int | None, "asyncio.Future[Result] | None"]
+class _Batch(list[Command | Ack]):
+    """The items of one ``batch_place`` / ``batch_cancel``, in order: an engine command, or
+    the rejection intake already gave it. Queued as one job, so they run back to back."""
+
+
+# one queued engine job: command (or batch), requesting connection, client request id, admin future
+_Job = tuple["Command | _Batch", Conn | None, int | None, "asyncio.Future[Result] | None"]
 _TEXT = Opcode.TEXT
 _OPEN = State.OPEN
 # the generator websockets' frame parser waits in between frames, when nothing is buffered
@@ -314,6 +325,7 @@ class MatcherServer:
             "send_queue_frames": self.limits.send_queue_frames,
             "max_subscriptions": self.limits.max_subscriptions,
             "open_orders_per_subaccount": self.limits.open_orders(self.engine.config),
+            "max_batch": MAX_BATCH,
         }
 
     # ================================================================ lifecycle
@@ -395,17 +407,15 @@ class MatcherServer:
 
     def _run(self, job: _Job) -> None:
         cmd, conn, rid, fut = job
+        if type(cmd) is _Batch:
+            assert conn is not None
+            self._run_batch(cmd, conn, rid)
+            return
+        assert not isinstance(cmd, _Batch)
         settled_before = self.engine.ledger.settled_seq
         try:
-            res = self.jengine.submit(cmd)
-        except JournalWriteFailed:
-            # fail-stop: the engine applied a command the journal does not hold; acking anything
-            # more would break "journaled before acknowledged". The supervisor restarts us and
-            # recovery rebuilds the state from the journal.
-            log.critical("journal write failed; stopping the matcher", exc_info=True)
-            os._exit(75)
-        except Exception as exc:  # an engine bug must not take the server down
-            log.exception("engine failed on %r", cmd)
+            res = self._apply(cmd)
+        except Exception as exc:
             if conn is not None:
                 conn.send(_err(rid, "INTERNAL", f"internal error: {type(exc).__name__}"))
             if fut is not None and not fut.done():
@@ -415,14 +425,64 @@ class MatcherServer:
         if conn is not None:
             if ack.ok:
                 conn.send(_ok(rid, {"order_id": ack.order_id, "seq": ack.seq}))
-                if ack.order_id and ack.order_id in self.engine.orders and (
-                        type(cmd) is PlaceOrder or type(cmd) is ModifyOrder):
-                    conn.session.orders.add(ack.order_id)
-                    self._oid_session[ack.order_id] = conn.session
+                self._track(conn, cmd, ack)
             else:
                 conn.send(_err(rid, ack.code.name, ack.message))
         if fut is not None and not fut.done():
             fut.set_result(res)
+        self._after(cmd, res, settled_before)
+
+    def _apply(self, cmd: Command) -> Result:
+        """Journal and apply one command (an engine failure is logged and re-raised)."""
+        try:
+            return self.jengine.submit(cmd)
+        except JournalWriteFailed:
+            # fail-stop: the engine applied a command the journal does not hold; acking anything
+            # more would break "journaled before acknowledged". The supervisor restarts us and
+            # recovery rebuilds the state from the journal.
+            log.critical("journal write failed; stopping the matcher", exc_info=True)
+            os._exit(75)
+        except Exception:  # an engine bug must not take the server down
+            log.exception("engine failed on %r", cmd)
+            raise
+
+    def _track(self, conn: Conn, cmd: Command, ack: Ack) -> None:
+        """Remember which session placed a live order (dead-man's switch, cancel on disconnect)."""
+        if ack.order_id and ack.order_id in self.engine.orders and (
+                type(cmd) is PlaceOrder or type(cmd) is ModifyOrder):
+            conn.session.orders.add(ack.order_id)
+            self._oid_session[ack.order_id] = conn.session
+
+    def _run_batch(self, batch: _Batch, conn: Conn, rid: int | None) -> None:
+        """Apply a batch's items back to back; one response lists each item's outcome. Each
+        item's updates are published as it is applied (the books' deltas follow the engine
+        step by step), so they reach the client before the response."""
+        results: list[dict[str, Any]] = []
+        for item in batch:
+            if type(item) is Ack:
+                assert isinstance(item, Ack)
+                results.append({"ok": False, "code": item.code.name, "message": item.message})
+                continue
+            assert not isinstance(item, Ack)
+            settled_before = self.engine.ledger.settled_seq
+            try:
+                res = self._apply(item)
+            except Exception as exc:
+                results.append({"ok": False, "code": "INTERNAL",
+                                "message": f"internal error: {type(exc).__name__}"})
+                continue
+            ack = res.ack
+            if ack.ok:
+                results.append({"ok": True, "order_id": ack.order_id, "seq": ack.seq})
+                self._track(conn, item, ack)
+            else:
+                results.append({"ok": False, "code": ack.code.name, "message": ack.message})
+            self._after(item, res, settled_before)
+        conn.send(_ok(rid, {"results": results}))
+
+    def _after(self, cmd: Command, res: Result, settled_before: int) -> None:
+        """Everything after an applied command's answer: session and lag bookkeeping, the
+        fan-out, waking the relayer streams."""
         sequenced = False
         ts = 0
         for o in res.outputs:
@@ -455,7 +515,7 @@ class MatcherServer:
             self._seq_event = asyncio.Event()
             ev.set()
 
-    def _enqueue(self, conn: Conn, rid: int, cmd: Command) -> None:
+    def _enqueue(self, conn: Conn, rid: int, cmd: Command | _Batch) -> None:
         """Run a client's command now when nothing is queued before it (the common case: its
         ack leaves within this callback), else queue it behind the others."""
         if not self._jobs:
@@ -629,13 +689,10 @@ class MatcherServer:
             self._place(conn, req)
         elif t is Cancel:
             owner = self._owner(conn, rid)
-            if owner is None:
-                return
-            if req.order_id is None and req.client_id is None:
-                conn.send(_err(rid, "BAD_REQUEST", "give order_id or client_id"))
-                return
-            self._enqueue(conn, rid, CancelOrder(self.next_req_id(), owner, req.order_id,
-                                                 req.sub, req.market, req.client_id, self.now()))
+            if owner is not None:
+                self._submit_or_reject(conn, rid, self._cancel_cmd(owner, req))
+        elif t is BatchPlace or t is BatchCancel:
+            self._batch(conn, req)
         elif t is CancelAllReq:
             owner = self._owner(conn, rid)
             if owner is not None:
@@ -711,21 +768,50 @@ class MatcherServer:
             self._enqueue(conn, rid, got)
 
     def _place(self, conn: Conn, req: Place) -> None:
+        owner = self._owner(conn, req.id)
+        if owner is not None:
+            self._submit_or_reject(conn, req.id, self._place_cmd(owner, req))
+
+    def _place_cmd(self, owner: str, req: PlaceItem) -> Command | Ack:
+        """The engine command for one signed order, or its rejection (intake's checks and the
+        signature recovery run here, off the engine's queue)."""
+        rid = self.next_req_id()
+        if req.order.owner.lower() != owner:
+            return Ack(rid, False, Code.NOT_AUTHORISED, "order owner must be the session owner", 0, 0)
+        sig = _hex_bytes(req.signature)
+        if sig is None:
+            return Ack(rid, False, Code.BAD_REQUEST, "signature is not hex", 0, 0)
+        return self.intake.place(rid, req.order.to_order(), sig, tif=_TIF[req.tif],
+                                 client_id=req.client_id, stp=_STP[req.stp], now=self.now())
+
+    def _cancel_cmd(self, owner: str, req: CancelItem) -> Command | Ack:
+        """The engine command for one cancel, or its rejection."""
+        rid = self.next_req_id()
+        if req.order_id is None and req.client_id is None:
+            return Ack(rid, False, Code.BAD_REQUEST, "give order_id or client_id", 0, 0)
+        return CancelOrder(rid, owner, req.order_id, req.sub, req.market, req.client_id, self.now())
+
+    def _batch(self, conn: Conn, req: BatchPlace | BatchCancel) -> None:
+        """``batch_place`` / ``batch_cancel``: each item costs one message of the rate limit
+        (the frame paid for the first); the items run back to back as one engine job."""
         rid = req.id
         owner = self._owner(conn, rid)
         if owner is None:
             return
-        if req.order.owner.lower() != owner:
-            conn.send(_err(rid, "NOT_AUTHORISED", "order owner must be the session owner"))
+        if isinstance(req, BatchPlace):
+            n = len(req.orders)
+        else:
+            n = len(req.cancels)
+        if n > 1 and not conn.bucket.take(n - 1):
+            conn.send(_err(rid, "RATE_LIMITED",
+                           f"a batch of {n} counts as {n} messages: more than "
+                           f"{self.limits.msgs_per_s:g} msgs/s"))
             return
-        sig = _hex_bytes(req.signature)
-        if sig is None:
-            conn.send(_err(rid, "BAD_REQUEST", "signature is not hex"))
-            return
-        got = self.intake.place(self.next_req_id(), req.order.to_order(), sig,
-                                tif=_TIF[req.tif], client_id=req.client_id, stp=_STP[req.stp],
-                                now=self.now())
-        self._submit_or_reject(conn, rid, got)
+        if isinstance(req, BatchPlace):
+            batch = _Batch(self._place_cmd(owner, it) for it in req.orders)
+        else:
+            batch = _Batch(self._cancel_cmd(owner, it) for it in req.cancels)
+        self._enqueue(conn, rid, batch)
 
     def _modify(self, conn: Conn, req: Modify) -> None:
         rid = req.id

@@ -45,6 +45,9 @@ TifName = Literal["GTC", "IOC", "FOK", "POST_ONLY"]
 StpName = Literal["EXPIRE_TAKER", "EXPIRE_MAKER", "EXPIRE_BOTH"]
 
 _MAX_TIMEOUT_MS: Final = 24 * 3600 * 1000
+# items per batch_place / batch_cancel: 20 signed orders with every field at its widest are
+# ~11 kB, within max_message_bytes
+MAX_BATCH: Final = 20
 
 
 class WireOrder(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -123,11 +126,9 @@ class GetChallenge(msgspec.Struct, tag="challenge", tag_field="op", forbid_unkno
     id: Uint
 
 
-class Place(msgspec.Struct, tag="place", tag_field="op", forbid_unknown_fields=True,
-                  frozen=True):
-    """Place a signed order."""
+class PlaceItem(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """A signed order with its placement options: one ``place``, or one item of ``batch_place``."""
 
-    id: Uint
     order: WireOrder
     signature: Hex
     tif: TifName = "GTC"
@@ -135,15 +136,42 @@ class Place(msgspec.Struct, tag="place", tag_field="op", forbid_unknown_fields=T
     stp: StpName = "EXPIRE_TAKER"
 
 
-class Cancel(msgspec.Struct, tag="cancel", tag_field="op", forbid_unknown_fields=True,
-                  frozen=True):
-    """Cancel by exchange ``order_id``, or by ``(sub, market, client_id)``."""
+class Place(PlaceItem, tag="place", tag_field="op", kw_only=True, frozen=True):
+    """Place a signed order."""
 
     id: Uint
+
+
+class CancelItem(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """Which order to cancel: by exchange ``order_id``, or by ``(sub, market, client_id)``."""
+
     order_id: Uint | None = None
     sub: U32 = 0
     market: U32 = 0
     client_id: Uint | None = None
+
+
+class Cancel(CancelItem, tag="cancel", tag_field="op", kw_only=True, frozen=True):
+    """Cancel one order."""
+
+    id: Uint
+
+
+class BatchPlace(msgspec.Struct, tag="batch_place", tag_field="op", forbid_unknown_fields=True,
+                 frozen=True):
+    """Place up to ``MAX_BATCH`` signed orders, run back to back in the engine (nothing else is
+    sequenced between them); each gets its own result."""
+
+    id: Uint
+    orders: Annotated[list[PlaceItem], msgspec.Meta(min_length=1, max_length=MAX_BATCH)]
+
+
+class BatchCancel(msgspec.Struct, tag="batch_cancel", tag_field="op", forbid_unknown_fields=True,
+                  frozen=True):
+    """Cancel up to ``MAX_BATCH`` orders back to back; each gets its own result."""
+
+    id: Uint
+    cancels: Annotated[list[CancelItem], msgspec.Meta(min_length=1, max_length=MAX_BATCH)]
 
 
 class CancelAllReq(msgspec.Struct, tag="cancel_all", tag_field="op", forbid_unknown_fields=True,
@@ -278,7 +306,7 @@ class StatusReq(msgspec.Struct, tag="status", tag_field="op", forbid_unknown_fie
     id: Uint
 
 
-Request = Union[Login, GetChallenge, Place, Cancel, CancelAllReq, Modify, WithdrawReq,
+Request = Union[Login, GetChallenge, Place, Cancel, BatchPlace, BatchCancel, CancelAllReq, Modify, WithdrawReq,
                 TransferReq, Subscribe, Unsubscribe, DeadMan, Ping, Stream, ChainReq,
                 ChainCursorReq, StatusReq, FundingReq, HaltReq]
 
@@ -351,17 +379,29 @@ def check_ranges(req: msgspec.Struct) -> None:
         if not 0 <= req.market <= U32_MAX:
             raise RangeError(f"`$.market` = {req.market} is not a uint32")
         return
+    if isinstance(req, (BatchPlace, BatchCancel)):
+        # the items are in a list, which the field walk does not enter
+        _check_struct(req, "$")
+        name = "orders" if isinstance(req, BatchPlace) else "cancels"
+        for i, item in enumerate(getattr(req, name)):
+            _check_struct(item, f"$.{name}[{i}]")
+        return
+    _check_struct(req, "$")
+
+
+def _check_struct(obj: msgspec.Struct, path: str) -> None:
+    """:func:`check_ranges` for one struct and the structs nested in it."""
     try:
-        values = _getter(t)(req)
+        values = _getter(type(obj))(obj)
     except AttributeError:  # an optional nested struct is absent: field by field
-        _check(req, "$")
+        _check(obj, path)
         return
     for v in values:
         if v is not None and v > U64_MAX:
             break
     else:
         return
-    _check(req, "$")  # raises, naming the field
+    _check(obj, path)  # raises, naming the field
 
 
 request_decoder: Final = msgspec.json.Decoder(Request)
@@ -570,7 +610,8 @@ class ItemMsg(msgspec.Struct, tag="item", tag_field="type"):
 encoder: Final = msgspec.json.Encoder()
 
 __all__ = [
-    "Address", "BookMsg", "BustMsg", "Cancel", "CancelAllReq", "ChainCursorReq", "ChainReq",
+    "Address", "BatchCancel", "BatchPlace", "BookMsg", "BustMsg", "Cancel", "CancelAllReq", "CancelItem",
+    "MAX_BATCH", "PlaceItem", "ChainCursorReq", "ChainReq",
     "StatusReq", "DeadMan", "FillMsg",
     "GetChallenge", "HealthMsg", "Heartbeat", "Hello", "ItemMsg", "LiquidatedMsg", "Login", "MarketInfo",
     "MarketsMsg", "Modify", "OrderMsg", "Ping", "Place", "PositionEntry", "PositionMsg",

@@ -173,7 +173,10 @@ class Client:
         self._ws: ClientConnection | None = None
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[Message]] = {}
-        self._placing: dict[int, Order] = {}  # request id -> the order it places
+        # request id -> the order it places (a batch: the orders of its items, in order)
+        self._placing: dict[int, Order | list[Order]] = {}
+        # orders that ended before the response of the batch that placed them arrived
+        self._ended_early: set[int] = set()
         self._subs: list[Subscription] = []
         self._channels: set[str] = set()
         self._login: _Login | None = None
@@ -356,6 +359,7 @@ class Client:
 
     def _fail_pending(self) -> None:
         self._placing.clear()
+        self._ended_early.clear()
         pending, self._pending = self._pending, {}
         for fut in pending.values():
             if not fut.done():
@@ -379,7 +383,9 @@ class Client:
                 if "fills" in result:
                     self._check_replay(result["fills"])  # before the replayed frames
             placed = self._placing.pop(msg.get("id"), None)  # type: ignore[arg-type]
-            if placed is not None and msg.get("ok") and isinstance(result, dict) \
+            if isinstance(placed, list):
+                self._batch_placed(placed, msg)
+            elif placed is not None and msg.get("ok") and isinstance(result, dict) \
                     and result.get("order_id"):
                 # here, not when the caller resumes: the order's updates follow the ack in the
                 # same read, and an IOC's FILLED must find it to remove it
@@ -404,9 +410,26 @@ class Client:
                 sub._deliver(msg)
         if t == "order":
             if msg.get("status") in ("FILLED", "CANCELLED"):
-                self.orders.pop(int(msg["order_id"]), None)
+                oid = int(msg["order_id"])
+                if self.orders.pop(oid, None) is None and self._batch_in_flight():
+                    self._ended_early.add(oid)  # perhaps a batch's: its response comes later
             elif self._snapshot_orders is not None:
                 self._snapshot_orders.add(int(msg["order_id"]))
+
+    def _batch_placed(self, placed: list[Order], msg: Message) -> None:
+        """A ``batch_place`` response: its accepted orders join :attr:`orders`, except those
+        whose end (an IOC's fill, ...) arrived before the response, as a batch's updates do."""
+        result = msg.get("result")
+        if msg.get("ok") and isinstance(result, dict):
+            for o, item in zip(placed, result.get("results", ())):
+                oid = int(item.get("order_id") or 0) if item.get("ok") else 0
+                if oid and oid not in self._ended_early:
+                    self.orders[oid] = o
+        if not self._batch_in_flight():
+            self._ended_early.clear()
+
+    def _batch_in_flight(self) -> bool:
+        return any(isinstance(p, list) for p in self._placing.values())
 
     def _orders_ended(self, absent: set[int]) -> None:
         """After a reconnect: the orders this client placed that the new ``orders`` snapshot
@@ -452,10 +475,10 @@ class Client:
         fut = await self._send(op, signed, **fields)
         return await self._result(fut)
 
-    async def _send(self, op: str, signed: Order | None = None,
+    async def _send(self, op: str, signed: Order | list[Order] | None = None,
                     **fields: Any) -> asyncio.Future[Message]:
-        """Send one request; ``signed``: the order it places, tracked in :attr:`orders` from
-        its ack on."""
+        """Send one request; ``signed``: the order it places (a batch's orders), tracked in
+        :attr:`orders` from its ack on."""
         ws = self._ws
         if ws is None:
             raise NotConnected("not connected")
@@ -569,24 +592,42 @@ class Client:
         return await self.place_signed(o, sig, tif=tif, client_id=client_id, stp=stp)
 
     async def batch_place(self, orders: Iterable[OrderRequest]) -> list[Ack | Rejected]:
-        """Place many orders pipelined on the connection (all frames are sent before any
-        response is awaited). The API has no atomic batch, so each order succeeds or fails on
-        its own: the list holds an :class:`Ack` or the :class:`Rejected` error per order, in
-        order. A lost connection raises."""
-        futs: list[tuple[asyncio.Future[Message], Order]] = []
+        """Sign and place many orders with ``batch_place`` frames of up to the server's
+        ``max_batch`` (hello) each, all sent before any response is awaited. Each frame's orders
+        are sequenced back to back; each order succeeds or fails on its own: the list holds an
+        :class:`Ack` or the :class:`Rejected` error per order, in order (a frame refused whole,
+        e.g. ``RATE_LIMITED``, gives its error to each of its orders). A lost connection raises."""
+        signed: list[tuple[OrderRequest, Order, bytes]] = []
         for r in orders:
             o, sig = self.sign_order(r.market, r.is_buy, r.price, r.size, sub=r.sub,
                                      reduce_only=r.reduce_only, expiry=r.expiry,
                                      max_fee_ppm=r.max_fee_ppm)
-            fields = _place_fields(o, sig, r.tif, r.client_id, r.stp)
-            futs.append((await self._send("place", o, **fields), o))
+            signed.append((r, o, sig))
+        frames = []
+        for chunk in self._chunks(signed):
+            items = [_place_fields(o, sig, r.tif, r.client_id, r.stp) for r, o, sig in chunk]
+            frames.append((await self._send("batch_place", [o for _, o, _ in chunk], orders=items),
+                           [o for _, o, _ in chunk]))
         out: list[Ack | Rejected] = []
-        for fut, o in futs:
-            try:
-                out.append(self._order_ack(await self._result(fut), o))
-            except Rejected as exc:
-                out.append(exc)
+        for fut, placed in frames:
+            for o, item in zip(placed, await self._batch_results(fut, len(placed))):
+                out.append(item if isinstance(item, Rejected) else self._order_ack(item, o))
         return out
+
+    def _chunks(self, items: list[Any]) -> list[list[Any]]:
+        n = int(self.hello.get("limits", {}).get("max_batch", 1)) if self.hello else 1
+        n = max(1, n)
+        return [items[i:i + n] for i in range(0, len(items), n)]
+
+    async def _batch_results(self, fut: asyncio.Future[Message], n: int) -> list[Any]:
+        """The per-item results of a batch response: each accepted item's result, or a
+        :class:`Rejected` (the frame's own error for all ``n`` when it was refused whole)."""
+        try:
+            result = await self._result(fut)
+        except Rejected as exc:
+            return [exc] * n
+        return [item if item.get("ok") else Rejected(str(item.get("code")), str(item.get("message", "")))
+                for item in result["results"]]
 
     def _order_ack(self, result: Any, order: Order | None) -> Ack:
         return Ack(int(result["order_id"]), int(result["seq"]), order)
@@ -607,15 +648,18 @@ class Client:
         return ack
 
     async def batch_cancel(self, order_ids: Iterable[int]) -> list[Ack | Rejected]:
-        """Cancel many orders pipelined; an :class:`Ack` or :class:`Rejected` per order id."""
-        futs = [(oid, await self._send("cancel", order_id=oid)) for oid in order_ids]
+        """Cancel many orders with ``batch_cancel`` frames (as :meth:`batch_place`); an
+        :class:`Ack` or :class:`Rejected` per order id, in order."""
+        frames = [(await self._send("batch_cancel", cancels=[{"order_id": oid} for oid in chunk]), chunk)
+                  for chunk in self._chunks(list(order_ids))]
         out: list[Ack | Rejected] = []
-        for oid, fut in futs:
-            try:
-                out.append(self._order_ack(await self._result(fut), None))
-                self.orders.pop(oid, None)
-            except Rejected as exc:
-                out.append(exc)
+        for fut, chunk in frames:
+            for oid, item in zip(chunk, await self._batch_results(fut, len(chunk))):
+                if isinstance(item, Rejected):
+                    out.append(item)
+                else:
+                    out.append(self._order_ack(item, None))
+                    self.orders.pop(oid, None)
         return out
 
     async def cancel_all(self, sub: int = 0, market: int | None = None) -> Ack:
