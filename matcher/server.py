@@ -66,6 +66,7 @@ from matcher.orders import CancelReason, Stp, Tif
 from matcher.sessions import Authenticator, LoginError, Session
 from matcher.ws_messages import (
     BatchCancel,
+    BatchModify,
     BatchPlace,
     Cancel,
     CancelAllReq,
@@ -83,6 +84,7 @@ from matcher.ws_messages import (
     ItemMsg,
     Login,
     Modify,
+    ModifyItem,
     Ping,
     Place,
     PlaceItem,
@@ -691,7 +693,7 @@ class MatcherServer:
             owner = self._owner(conn, rid)
             if owner is not None:
                 self._submit_or_reject(conn, rid, self._cancel_cmd(owner, req))
-        elif t is BatchPlace or t is BatchCancel:
+        elif t is BatchPlace or t is BatchCancel or t is BatchModify:
             self._batch(conn, req)
         elif t is CancelAllReq:
             owner = self._owner(conn, rid)
@@ -699,7 +701,9 @@ class MatcherServer:
                 self._enqueue(conn, rid, CancelAll(self.next_req_id(), owner, req.sub,
                                                    req.market, self.now()))
         elif t is Modify:
-            self._modify(conn, req)
+            owner = self._owner(conn, rid)
+            if owner is not None:
+                self._submit_or_reject(conn, rid, self._modify_cmd(owner, req))
         elif t is Login:
             self._login(conn, req)
         elif t is GetChallenge:
@@ -791,17 +795,20 @@ class MatcherServer:
             return Ack(rid, False, Code.BAD_REQUEST, "give order_id or client_id", 0, 0)
         return CancelOrder(rid, owner, req.order_id, req.sub, req.market, req.client_id, self.now())
 
-    def _batch(self, conn: Conn, req: BatchPlace | BatchCancel) -> None:
-        """``batch_place`` / ``batch_cancel``: each item costs one message of the rate limit
-        (the frame paid for the first); the items run back to back as one engine job."""
+    def _batch(self, conn: Conn, req: BatchPlace | BatchCancel | BatchModify) -> None:
+        """``batch_place`` / ``batch_cancel`` / ``batch_modify``: each item costs one message of
+        the rate limit (the frame paid for the first); the items run back to back as one engine
+        job."""
         rid = req.id
         owner = self._owner(conn, rid)
         if owner is None:
             return
         if isinstance(req, BatchPlace):
             n = len(req.orders)
-        else:
+        elif isinstance(req, BatchCancel):
             n = len(req.cancels)
+        else:
+            n = len(req.modifies)
         if n > 1 and not conn.bucket.take(n - 1):
             conn.send(_err(rid, "RATE_LIMITED",
                            f"a batch of {n} counts as {n} messages: more than "
@@ -809,35 +816,31 @@ class MatcherServer:
             return
         if isinstance(req, BatchPlace):
             batch = _Batch(self._place_cmd(owner, it) for it in req.orders)
-        else:
+        elif isinstance(req, BatchCancel):
             batch = _Batch(self._cancel_cmd(owner, it) for it in req.cancels)
+        else:
+            batch = _Batch(self._modify_cmd(owner, it) for it in req.modifies)
         self._enqueue(conn, rid, batch)
 
-    def _modify(self, conn: Conn, req: Modify) -> None:
-        rid = req.id
-        owner = self._owner(conn, rid)
-        if owner is None:
-            return
+    def _modify_cmd(self, owner: str, req: ModifyItem) -> Command | Ack:
+        """The engine command for one modify (a size decrease, or a cancel-replace whose new
+        order intake verifies here), or its rejection."""
+        rid = self.next_req_id()
         if req.order is not None:
             if req.size is not None or req.signature is None:
-                conn.send(_err(rid, "BAD_REQUEST",
-                               "a replacement takes `order` + `signature` and no `size`"))
-                return
+                return Ack(rid, False, Code.BAD_REQUEST,
+                           "a replacement takes `order` + `signature` and no `size`", 0, 0)
             sig = _hex_bytes(req.signature)
             if sig is None:
-                conn.send(_err(rid, "BAD_REQUEST", "signature is not hex"))
-                return
+                return Ack(rid, False, Code.BAD_REQUEST, "signature is not hex", 0, 0)
             if req.order.owner.lower() != owner:
-                conn.send(_err(rid, "NOT_AUTHORISED", "order owner must be the session owner"))
-                return
-            got = self.intake.replace(self.next_req_id(), owner, req.order_id,
-                                      req.order.to_order(), sig, now=self.now())
-            self._submit_or_reject(conn, rid, got)
-        elif req.size is not None and req.signature is None:
-            self._enqueue(conn, rid, ModifyOrder(self.next_req_id(), owner, req.order_id,
-                                                 req.size, None, None, None, self.now()))
-        else:
-            conn.send(_err(rid, "BAD_REQUEST", "give `size` or `order` + `signature`"))
+                return Ack(rid, False, Code.NOT_AUTHORISED, "order owner must be the session owner",
+                           0, 0)
+            return self.intake.replace(rid, owner, req.order_id, req.order.to_order(), sig,
+                                       now=self.now())
+        if req.size is not None and req.signature is None:
+            return ModifyOrder(rid, owner, req.order_id, req.size, None, None, None, self.now())
+        return Ack(rid, False, Code.BAD_REQUEST, "give `size` or `order` + `signature`", 0, 0)
 
     def _login(self, conn: Conn, req: Login) -> None:
         s = conn.session

@@ -166,6 +166,15 @@ class BatchPlace(msgspec.Struct, tag="batch_place", tag_field="op", forbid_unkno
     orders: Annotated[list[PlaceItem], msgspec.Meta(min_length=1, max_length=MAX_BATCH)]
 
 
+class BatchModify(msgspec.Struct, tag="batch_modify", tag_field="op", forbid_unknown_fields=True,
+                  frozen=True):
+    """Modify up to ``MAX_BATCH`` orders back to back (a whole re-quote in one frame); each
+    gets its own result."""
+
+    id: Uint
+    modifies: Annotated[list[ModifyItem], msgspec.Meta(min_length=1, max_length=MAX_BATCH)]
+
+
 class BatchCancel(msgspec.Struct, tag="batch_cancel", tag_field="op", forbid_unknown_fields=True,
                   frozen=True):
     """Cancel up to ``MAX_BATCH`` orders back to back; each gets its own result."""
@@ -183,17 +192,21 @@ class CancelAllReq(msgspec.Struct, tag="cancel_all", tag_field="op", forbid_unkn
     market: U32 | None = None
 
 
-class Modify(msgspec.Struct, tag="modify", tag_field="op", forbid_unknown_fields=True,
-                  frozen=True):
+class ModifyItem(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """Reduce an order's open size (``size``), or cancel-replace it into a new signed order
     (``order`` + ``signature``: the old order is reported CANCELLED and the replacement gets
     a new exchange order id, returned in the response; the client id carries over)."""
 
-    id: Uint
     order_id: Uint
     size: Uint | None = None
     order: WireOrder | None = None
     signature: Hex | None = None
+
+
+class Modify(ModifyItem, tag="modify", tag_field="op", kw_only=True, frozen=True):
+    """Modify one order."""
+
+    id: Uint
 
 
 class WithdrawReq(msgspec.Struct, tag="withdraw", tag_field="op", forbid_unknown_fields=True,
@@ -306,8 +319,8 @@ class StatusReq(msgspec.Struct, tag="status", tag_field="op", forbid_unknown_fie
     id: Uint
 
 
-Request = Union[Login, GetChallenge, Place, Cancel, BatchPlace, BatchCancel, CancelAllReq, Modify, WithdrawReq,
-                TransferReq, Subscribe, Unsubscribe, DeadMan, Ping, Stream, ChainReq,
+Request = Union[Login, GetChallenge, Place, Cancel, Modify, BatchPlace, BatchCancel, BatchModify,
+                CancelAllReq, WithdrawReq, TransferReq, Subscribe, Unsubscribe, DeadMan, Ping, Stream, ChainReq,
                 ChainCursorReq, StatusReq, FundingReq, HaltReq]
 
 # Withdrawal/Transfer amounts are checked by crossbook.protocol_types.validate as uint128
@@ -365,6 +378,11 @@ def _check(obj: msgspec.Struct, path: str) -> None:
             _check(v, f"{path}.{name}")
 
 
+# the list field of each batch op
+_BATCH_ITEMS: Final[dict[type, str]] = {BatchPlace: "orders", BatchCancel: "cancels",
+                                        BatchModify: "modifies"}
+
+
 def check_ranges(req: msgspec.Struct) -> None:
     """Raise :class:`RangeError` when an integer field exceeds uint64 (narrower bounds are
     decoding constraints)."""
@@ -379,10 +397,10 @@ def check_ranges(req: msgspec.Struct) -> None:
         if not 0 <= req.market <= U32_MAX:
             raise RangeError(f"`$.market` = {req.market} is not a uint32")
         return
-    if isinstance(req, (BatchPlace, BatchCancel)):
+    name = _BATCH_ITEMS.get(t)
+    if name is not None:
         # the items are in a list, which the field walk does not enter
         _check_struct(req, "$")
-        name = "orders" if isinstance(req, BatchPlace) else "cancels"
         for i, item in enumerate(getattr(req, name)):
             _check_struct(item, f"$.{name}[{i}]")
         return
@@ -610,7 +628,7 @@ class ItemMsg(msgspec.Struct, tag="item", tag_field="type"):
 encoder: Final = msgspec.json.Encoder()
 
 __all__ = [
-    "Address", "BatchCancel", "BatchPlace", "BookMsg", "BustMsg", "Cancel", "CancelAllReq", "CancelItem",
+    "Address", "BatchCancel", "BatchModify", "BatchPlace", "ModifyItem", "BookMsg", "BustMsg", "Cancel", "CancelAllReq", "CancelItem",
     "MAX_BATCH", "PlaceItem", "ChainCursorReq", "ChainReq",
     "StatusReq", "DeadMan", "FillMsg",
     "GetChallenge", "HealthMsg", "Heartbeat", "Hello", "ItemMsg", "LiquidatedMsg", "Login", "MarketInfo",

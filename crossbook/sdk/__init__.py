@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from crossbook.sdk import units
 from crossbook.sdk.book import GapDetected, OrderBook
-from crossbook.sdk.client import Ack, Client, ClientStats, OrderRequest, Subscription
+from crossbook.sdk.client import Ack, Client, ClientStats, ModifyRequest, OrderRequest, Subscription
 from crossbook.sdk.errors import ConnectionLost, NotConnected, Rejected, SdkError
 from crossbook.sdk.nonces import NonceManager
 from crossbook.sdk.risk import AccountRisk, PositionRisk, account_risk, liquidation_price
 
 __all__ = [
     "Ack", "AccountRisk", "Client", "ClientStats", "ConnectionLost", "GapDetected",
-    "NonceManager", "NotConnected", "OrderBook", "OrderRequest", "PositionRisk", "Rejected",
+    "ModifyRequest", "NonceManager", "NotConnected", "OrderBook", "OrderRequest", "PositionRisk", "Rejected",
     "SdkError", "Subscription", "account_risk", "liquidation_price", "units",
 ]
 

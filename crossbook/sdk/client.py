@@ -75,6 +75,17 @@ class OrderRequest:
     max_fee_ppm: int | None = None
 
 
+@dataclass(frozen=True)
+class ModifyRequest:
+    """One change of :meth:`Client.batch_modify`, with :meth:`Client.modify`'s arguments."""
+
+    order_id: int
+    size: int | None = None
+    price: int | None = None
+    order: tuple[Order, bytes] | None = None
+    expiry: int | None = None
+
+
 class Subscription:
     """Messages of some channels, as an async iterator and/or through a callback.
 
@@ -174,7 +185,7 @@ class Client:
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[Message]] = {}
         # request id -> the order it places (a batch: the orders of its items, in order)
-        self._placing: dict[int, Order | list[Order]] = {}
+        self._placing: dict[int, Order | list[Order | None]] = {}
         # orders that ended before the response of the batch that placed them arrived
         self._ended_early: set[int] = set()
         self._subs: list[Subscription] = []
@@ -416,14 +427,14 @@ class Client:
             elif self._snapshot_orders is not None:
                 self._snapshot_orders.add(int(msg["order_id"]))
 
-    def _batch_placed(self, placed: list[Order], msg: Message) -> None:
+    def _batch_placed(self, placed: list[Order | None], msg: Message) -> None:
         """A ``batch_place`` response: its accepted orders join :attr:`orders`, except those
         whose end (an IOC's fill, ...) arrived before the response, as a batch's updates do."""
         result = msg.get("result")
         if msg.get("ok") and isinstance(result, dict):
             for o, item in zip(placed, result.get("results", ())):
                 oid = int(item.get("order_id") or 0) if item.get("ok") else 0
-                if oid and oid not in self._ended_early:
+                if o is not None and oid and oid not in self._ended_early:
                     self.orders[oid] = o
         if not self._batch_in_flight():
             self._ended_early.clear()
@@ -475,7 +486,7 @@ class Client:
         fut = await self._send(op, signed, **fields)
         return await self._result(fut)
 
-    async def _send(self, op: str, signed: Order | list[Order] | None = None,
+    async def _send(self, op: str, signed: Order | list[Order | None] | None = None,
                     **fields: Any) -> asyncio.Future[Message]:
         """Send one request; ``signed``: the order it places (a batch's orders), tracked in
         :attr:`orders` from its ack on."""
@@ -606,12 +617,12 @@ class Client:
         frames = []
         for chunk in self._chunks(signed):
             items = [_place_fields(o, sig, r.tif, r.client_id, r.stp) for r, o, sig in chunk]
-            frames.append((await self._send("batch_place", [o for _, o, _ in chunk], orders=items),
-                           [o for _, o, _ in chunk]))
+            placed: list[Order | None] = [o for _, o, _ in chunk]
+            frames.append((await self._send("batch_place", placed, orders=items), placed))
         out: list[Ack | Rejected] = []
-        for fut, placed in frames:
-            for o, item in zip(placed, await self._batch_results(fut, len(placed))):
-                out.append(item if isinstance(item, Rejected) else self._order_ack(item, o))
+        for fut, sent in frames:
+            for po, item in zip(sent, await self._batch_results(fut, len(sent))):
+                out.append(item if isinstance(item, Rejected) else self._order_ack(item, po))
         return out
 
     def _chunks(self, items: list[Any]) -> list[list[Any]]:
@@ -687,11 +698,42 @@ class Client:
           :meth:`place` (default: ``DEFAULT_ORDER_TTL_S`` from now).
         - ``order``: cancel-replace into the given signed order.
         """
+        fields, o = self._modify_fields(order_id, size, price, order, expiry)
+        res = await self._request("modify", o, order_id=order_id, **fields)
+        if o is not None:
+            self.orders.pop(order_id, None)
+        return self._order_ack(res, o)
+
+    async def batch_modify(self, changes: Iterable[ModifyRequest]) -> list[Ack | Rejected]:
+        """Many :meth:`modify` changes (a whole re-quote) in ``batch_modify`` frames of up to
+        ``max_batch``, each frame's changes sequenced back to back; an :class:`Ack` or
+        :class:`Rejected` per change, in order (as :meth:`batch_place`)."""
+        prepared = [(c.order_id, *self._modify_fields(c.order_id, c.size, c.price, c.order, c.expiry))
+                    for c in changes]
+        frames = []
+        for chunk in self._chunks(prepared):
+            replacing: list[Order | None] = [o for _, _, o in chunk]
+            items = [{"order_id": oid, **fields} for oid, fields, _ in chunk]
+            frames.append((await self._send("batch_modify", replacing, modifies=items), chunk))
+        out: list[Ack | Rejected] = []
+        for fut, chunk in frames:
+            for (oid, _, o), item in zip(chunk, await self._batch_results(fut, len(chunk))):
+                if isinstance(item, Rejected):
+                    out.append(item)
+                    continue
+                if o is not None:
+                    self.orders.pop(oid, None)
+                out.append(self._order_ack(item, o))
+        return out
+
+    def _modify_fields(self, order_id: int, size: int | None, price: int | None,
+                       order: tuple[Order, bytes] | None,
+                       expiry: int | None) -> tuple[dict[str, Any], Order | None]:
+        """A modify's request fields, and the replacement order it signs (None: size only)."""
         if order is None and price is None:
             if size is None:
                 raise ValueError("give size, price or order")
-            return self._order_ack(await self._request("modify", order_id=order_id, size=size),
-                                   None)
+            return {"size": size}, None
         if order is None:
             old = self.orders.get(order_id)
             if old is None:
@@ -702,10 +744,7 @@ class Client:
                                     reduce_only=old.reduce_only, max_fee_ppm=old.max_fee_ppm,
                                     expiry=expiry)
         o, sig = order
-        res = await self._request("modify", o, order_id=order_id, order=_order_json(o),
-                                  signature="0x" + sig.hex())
-        self.orders.pop(order_id, None)
-        return self._order_ack(res, o)
+        return {"order": _order_json(o), "signature": "0x" + sig.hex()}, o
 
     # ---------------------------------------------------------------- funds
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from crossbook.sdk import Client, NonceManager, OrderRequest, Rejected
+from crossbook.sdk import Client, ModifyRequest, NonceManager, OrderRequest, Rejected
 from matcher.limits import Limits
 from matcher.server import MatcherServer
 from tests.sdk.test_client import until
@@ -66,3 +66,28 @@ async def test_a_frame_refused_whole_rejects_each_of_its_orders(tmp_path: Path) 
     finally:
         await c.close()
         await srv.close()
+
+
+async def test_batch_modify_requotes(server: MatcherServer) -> None:
+    c = await Client.connect(server.url, nonces=NonceManager(start=1))
+    try:
+        await c.login(USERS[0])
+        await c.subscribe(["orders"])
+        acks = await c.batch_place([OrderRequest(0, True, ETH_PX - (10 + i) * TICK, 10 * LOT,
+                                                 client_id=i) for i in range(3)])
+        a, b, d = [x.order_id for x in acks if not isinstance(x, Rejected)]
+        res = await c.batch_modify([ModifyRequest(a, price=ETH_PX - 30 * TICK, size=5 * LOT),
+                                    ModifyRequest(b, size=4 * LOT),
+                                    ModifyRequest(999_999, size=LOT)])
+        assert isinstance(res[2], Rejected) and res[2].code == "UNKNOWN_ORDER"
+        new_a, same_b = res[0], res[1]
+        assert not isinstance(new_a, Rejected) and not isinstance(same_b, Rejected)
+        assert same_b.order_id == b and same_b.seq == new_a.seq + 1
+        assert new_a.order is not None and new_a.order.price == ETH_PX - 30 * TICK
+        eng = server.engine.orders
+        assert a not in eng and eng[new_a.order_id].remaining == 5 * LOT
+        assert eng[b].remaining == 4 * LOT and eng[d].remaining == 10 * LOT
+        await until(lambda: set(c.orders) == {new_a.order_id, b, d})
+        assert c.orders[new_a.order_id] == new_a.order
+    finally:
+        await c.close()

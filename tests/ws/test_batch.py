@@ -210,3 +210,31 @@ async def test_the_documented_response_matches_a_real_one(server: MatcherServer)
     same_shape({k: v for k, v in doc.items() if k != "result"},
                {k: v for k, v in r.items() if k != "result"}, "$")
     await c.close()
+
+
+async def test_batch_modify_requotes_in_one_frame(server: MatcherServer) -> None:
+    c = await _client(server)
+    r = await c.request("batch_place", orders=[_item(0, ETH_PX - (10 + i) * TICK, size=50 * LOT,
+                                                     client_id=200 + i) for i in range(3)])
+    a, b, d = [x["order_id"] for x in r["result"]["results"]]
+    new_b = _item(0, ETH_PX - 20 * TICK, size=30 * LOT)
+    r = await c.request("batch_modify", modifies=[
+        {"order_id": a, "size": 20 * LOT},
+        {"order_id": b, **new_b},
+        {"order_id": 999_999, "size": LOT},
+        {"order_id": d, "size": LOT, **_item(0, ETH_PX - 21 * TICK)},
+        {"order_id": d, **_item(1, ETH_PX - 21 * TICK)},
+        {"order_id": d},
+    ])
+    assert r["ok"], r
+    res = r["result"]["results"]
+    assert [x.get("code") for x in res] == [None, None, "UNKNOWN_ORDER", "BAD_REQUEST",
+                                            "NOT_AUTHORISED", "BAD_REQUEST"]
+    assert res[1]["seq"] == res[0]["seq"] + 1
+    assert res[0]["order_id"] == a and server.engine.orders[a].remaining == 20 * LOT
+    nb = res[1]["order_id"]
+    assert b not in server.engine.orders and nb != b
+    assert server.engine.orders[nb].price == ETH_PX - 20 * TICK
+    assert server.engine.orders[nb].cid == 201  # the client id carries over
+    assert server.engine.orders[d].remaining == 50 * LOT
+    await c.close()
