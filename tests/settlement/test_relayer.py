@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 from web3 import AsyncWeb3
@@ -110,6 +111,13 @@ async def test_a_persistent_revert_stops_with_a_clear_error(ex: LocalExchange, a
     assert ex.client.next_seq() == first
 
 
+async def _pool_tips(aw3: AsyncWeb3) -> list[int]:
+    """The priority fees of the node's pending transactions (anvil's ``txpool_content``)."""
+    pool = await aw3.provider.make_request("txpool_content", [])  # type: ignore[arg-type]
+    return [int(tx["maxPriorityFeePerGas"], 16) for txs in pool["result"]["pending"].values()
+            for tx in txs.values()]
+
+
 async def test_a_stuck_transaction_is_replaced_with_higher_fees(ex: LocalExchange, aw3: AsyncWeb3) -> None:
     first = ex.client.next_seq()
     src = InMemorySource(make_fills(ex, 3), first_seq=first)
@@ -119,7 +127,13 @@ async def test_a_stuck_transaction_is_replaced_with_higher_fees(ex: LocalExchang
     await aw3.provider.make_request("evm_setAutomine", [False])  # type: ignore[arg-type]
     try:
         task = asyncio.create_task(r.run())
-        await asyncio.sleep(1.0)  # the tx sits in the mempool; the relayer bumps it (twice or more)
+        # the tx sits in the mempool until the relayer's replacement with a higher tip is there
+        # (polled rather than slept for: a loaded machine may take longer than stuck_after_s)
+        deadline = time.monotonic() + 30
+        while max(await _pool_tips(aw3), default=0) <= cfg.priority_fee_wei:
+            assert time.monotonic() < deadline, "no fee-bumped replacement reached the mempool"
+            assert not task.done()
+            await asyncio.sleep(0.05)
         assert not task.done()
         await aw3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
         await asyncio.wait_for(task, 20)

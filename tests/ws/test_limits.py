@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 from matcher.limits import Limits, TokenBucket
 from tests.ws.helpers import ETH_PX, LOT, TICK, USERS, Client, signed_order, start_server
@@ -20,7 +21,7 @@ def test_token_bucket() -> None:
 
 
 async def wait_closed(c: Client) -> None:
-    for _ in range(100):
+    for _ in range(500):
         if c.closed:
             return
         await asyncio.sleep(0.02)
@@ -28,15 +29,20 @@ async def wait_closed(c: Client) -> None:
 
 async def test_rate_limit_then_recover(tmp_path) -> None:  # type: ignore[no-untyped-def]
     srv = await start_server(journal_dir=str(tmp_path),
-                             limits=Limits(msgs_per_s=50, burst=10, flood_disconnect_after=1000))
+                             limits=Limits(msgs_per_s=5, burst=10, flood_disconnect_after=1000))
     try:
         c = await Client.open(srv.url)
+        t0 = time.monotonic()
         for i in range(30):
             await c.send_raw(json.dumps({"op": "ping", "id": i}))
         rs = [await c.response(i) for i in range(30)]
+        # 10 from the burst, then one per 0.2 s while the 30 arrive (a loaded machine may take
+        # longer than the usual few ms: the bound follows the time it took)
+        refills = int((time.monotonic() - t0) * 5) + 1
         limited = [r for r in rs if not r["ok"]]
-        assert 15 <= len(limited) <= 20 and all(r["code"] == "RATE_LIMITED" for r in limited)
-        await asyncio.sleep(0.25)
+        assert 20 - refills <= len(limited) <= 20 and all(r["code"] == "RATE_LIMITED" for r in limited)
+        assert limited
+        await asyncio.sleep(0.5)
         assert (await c.request("ping"))["ok"]
         await c.close()
     finally:
@@ -143,13 +149,13 @@ async def test_dead_man_switch(server) -> None:  # type: ignore[no-untyped-def]
     oids = [(await c.request("place", **signed_order(USERS[0], True, ETH_PX - (i + 1) * TICK,
                                                      LOT)))["result"]["order_id"]
             for i in range(3)]
-    r = await c.request("dead_man", timeout_ms=150)
+    r = await c.request("dead_man", timeout_ms=1000)
     assert r["ok"] and r["result"]["deadline_ms"] > 0
-    for _ in range(3):  # refreshing keeps it from firing
-        await asyncio.sleep(0.08)
-        assert (await c.request("dead_man", timeout_ms=150))["ok"]
+    for _ in range(3):  # refreshing keeps it from firing (wide margins: a loaded CI machine)
+        await asyncio.sleep(0.4)
+        assert (await c.request("dead_man", timeout_ms=1000))["ok"]
     assert all(o in server.engine.orders for o in oids)
-    fired = await c.wait_for(lambda f: f["type"] == "dead_man", 2)
+    fired = await c.wait_for(lambda f: f["type"] == "dead_man", 10)
     assert sorted(fired["cancelling"]) == sorted(oids)
     for o in oids:
         up = await c.wait_for(lambda f, o=o: f["type"] == "order" and f["order_id"] == o
