@@ -187,8 +187,9 @@ def _hex_bytes(s: str) -> bytes | None:
 
 
 class _Batch(list[Command | Ack]):
-    """The items of one ``batch_place`` / ``batch_cancel``, in order: an engine command, or
-    the rejection intake already gave it. Queued as one job, so they run back to back."""
+    """The items of one ``batch_place`` / ``batch_cancel`` / ``batch_modify``, in order: an
+    engine command, or the rejection its checks already gave it. Queued as one job, so they
+    run back to back."""
 
 
 # one queued engine job: command (or batch), requesting connection, client request id, admin future
