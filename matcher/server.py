@@ -722,32 +722,10 @@ class MatcherServer:
             conn.send(_ok(rid, {"ts_ms": int(time.time() * 1000)}))
         elif t is DeadMan:
             self._dead_man(conn, req)
-        elif t is WithdrawReq:
+        elif t is WithdrawReq or t is TransferReq:
             owner = self._owner(conn, rid)
-            if owner is None:
-                return
-            w = req.withdrawal.to_withdrawal()
-            sig = _hex_bytes(req.signature)
-            if w.owner.lower() != owner or sig is None:
-                conn.send(_err(rid, "NOT_AUTHORISED" if sig is not None else "BAD_REQUEST",
-                               "withdrawal owner must be the session owner"
-                               if sig is not None else "signature is not hex"))
-                return
-            got = self.intake.withdrawal(self.next_req_id(), w, sig, now=self.now())
-            self._submit_or_reject(conn, rid, got)
-        elif t is TransferReq:
-            owner = self._owner(conn, rid)
-            if owner is None:
-                return
-            tr = req.transfer.to_transfer()
-            sig = _hex_bytes(req.signature)
-            if tr.owner.lower() != owner or sig is None:
-                conn.send(_err(rid, "NOT_AUTHORISED" if sig is not None else "BAD_REQUEST",
-                               "transfer owner must be the session owner"
-                               if sig is not None else "signature is not hex"))
-                return
-            self._submit_or_reject(conn, rid, self.intake.transfer(
-                self.next_req_id(), tr, sig, now=self.now()))
+            if owner is not None:
+                self._submit_or_reject(conn, rid, self._funds_cmd(owner, req))
         elif t is Stream:
             self._stream(conn, req)
         elif t is ChainReq:
@@ -795,6 +773,20 @@ class MatcherServer:
         if req.order_id is None and req.client_id is None:
             return Ack(rid, False, Code.BAD_REQUEST, "give order_id or client_id", 0, 0)
         return CancelOrder(rid, owner, req.order_id, req.sub, req.market, req.client_id, self.now())
+
+    def _funds_cmd(self, owner: str, req: WithdrawReq | TransferReq) -> Command | Ack:
+        """The engine command for an owner-signed withdrawal or transfer, or its rejection."""
+        rid = self.next_req_id()
+        what = req.withdrawal if isinstance(req, WithdrawReq) else req.transfer
+        sig = _hex_bytes(req.signature)
+        if sig is None:
+            return Ack(rid, False, Code.BAD_REQUEST, "signature is not hex", 0, 0)
+        if what.owner.lower() != owner:
+            kind = "withdrawal" if isinstance(req, WithdrawReq) else "transfer"
+            return Ack(rid, False, Code.NOT_AUTHORISED, f"{kind} owner must be the session owner", 0, 0)
+        if isinstance(req, WithdrawReq):
+            return self.intake.withdrawal(rid, req.withdrawal.to_withdrawal(), sig, now=self.now())
+        return self.intake.transfer(rid, req.transfer.to_transfer(), sig, now=self.now())
 
     def _batch(self, conn: Conn, req: BatchPlace | BatchCancel | BatchModify) -> None:
         """``batch_place`` / ``batch_cancel`` / ``batch_modify``: each item costs one message of
