@@ -198,6 +198,18 @@ class Stack:
         return self.ex.client.subaccount(owner, sub)
 
 
+async def wait_status(stack: Stack, pred: Any, timeout: float = 60.0) -> dict[str, Any]:
+    """Poll the matcher's ``status`` until ``pred(status)`` (a generous bound: it is only
+    reached when something is wrong)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        st = await stack.status()
+        if pred(st):
+            return st
+        assert time.monotonic() < deadline, f"status never matched: {st}"
+        await asyncio.sleep(0.2)
+
+
 def assert_tiles(events: Sequence[ChainBatchSettled], n: int) -> None:
     """BatchSettled ranges tile [1, n] with no gap and no overlap, in order."""
     findings = check_tiling(events, n + 1)

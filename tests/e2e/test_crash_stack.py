@@ -27,13 +27,13 @@ from typing import Any
 
 from crossbook.chain.devkeys import KEEPER, dev_address
 from crossbook.chain.local_exchange import user_signer
-from crossbook.config import DEFAULT_SPEC, PRICE, SIZE, USD
+from crossbook.config import DEFAULT_SPEC, PRICE, USD
 from crossbook.eip712 import Signer
 from crossbook.fixedpoint import PPM, ceil_div
 from settlement.events import ChainBadDebtSettled, ChainBatchSettled, ChainLiquidated
 from settlement.watcher import EventDecoder
 from tests.e2e.flow import run_async
-from tests.e2e.stack import Stack, assert_ledger_matches_chain, assert_tiles, login, order_msg
+from tests.e2e.stack import Stack, assert_ledger_matches_chain, assert_tiles, login, order_msg, wait_status
 
 ETH = 0
 N_ACCOUNTS = 200
@@ -54,17 +54,6 @@ def plan(i: int) -> tuple[int, int]:
     frac = IMF * (1_500 + (i * 37) % 100 * 105) // 1_000
     cash = size * PX // 10**10
     return size, ceil_div(cash * frac, PPM) + ceil_div(cash * 1_000, PPM) + USD
-
-
-async def wait_status(stack: Stack, pred: Any, timeout: float = 60.0) -> dict[str, Any]:
-    """Poll the matcher's ``status`` until ``pred(status)``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        st = await stack.status()
-        if pred(st):
-            return st
-        assert time.monotonic() < deadline, f"status never matched: {st}"
-        await asyncio.sleep(0.2)
 
 
 def conservation(stack: Stack, accounts: list[tuple[str, int]], block: int) -> None:

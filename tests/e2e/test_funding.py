@@ -23,7 +23,7 @@ from crossbook.protocol_types import FundingItem
 from settlement.events import ChainFundingUpdated
 from settlement.watcher import EventDecoder
 from tests.e2e.flow import run_async
-from tests.e2e.stack import OPERATOR_TOKEN, Stack, assert_ledger_matches_chain, login, order_msg
+from tests.e2e.stack import Stack, assert_ledger_matches_chain, login, order_msg, wait_status
 
 ETH = 0
 LOT = SIZE // 1000
@@ -34,17 +34,6 @@ MAX_RATE = DEFAULT_SPEC.markets[ETH].max_funding_ppm
 def ceil_div(a: int, b: int) -> int:
     """Ceiling division (b > 0)."""
     return -((-a) // b)
-
-
-async def wait_status(stack: Stack, pred: Any, timeout: float = 40.0) -> dict[str, Any]:
-    """Poll the matcher's ``status`` until ``pred(status)``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        st = await stack.status()
-        if pred(st):
-            return st
-        assert time.monotonic() < deadline, f"status never matched: {st}"
-        await asyncio.sleep(0.2)
 
 
 def start_funding(stack: Stack) -> None:

@@ -18,22 +18,11 @@ from crossbook.chain.local_exchange import user_key, user_signer
 from crossbook.config import DEFAULT_SPEC, PRICE, SIZE, USD
 from crossbook.protocol_types import RejectReason
 from tests.e2e.flow import run_async
-from tests.e2e.stack import Stack, assert_ledger_matches_chain, assert_tiles, login, order_msg
+from tests.e2e.stack import Stack, assert_ledger_matches_chain, assert_tiles, login, order_msg, wait_status
 
 ETH = 0
 LIQ_SUB = 1
 CRASH = 2_050 * PRICE  # a 1 ETH long opened at $3,000 on $1,000 is liquidatable (partially) here
-
-
-async def wait_status(stack: Stack, pred: Any, timeout: float = 30.0) -> dict[str, Any]:
-    """Poll the matcher's ``status`` until ``pred(status)``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        st = await stack.status()
-        if pred(st):
-            return st
-        assert time.monotonic() < deadline, f"status never matched: {st}"
-        await asyncio.sleep(0.2)
 
 
 def conservation(stack: Stack, accounts: list[tuple[str, int]]) -> tuple[int, int]:
