@@ -98,7 +98,7 @@ def _cmd_matcher(args: argparse.Namespace) -> int:
         journal_segment_mb=args.journal_segment_mb,
         max_unsettled_per_account=args.max_unsettled_per_account,
         max_unsettled_global=args.max_unsettled_global, max_open_orders=args.max_open_orders,
-        busy_poll_us=args.busy_poll_us)))
+        max_nonce_words=args.max_nonce_words, busy_poll_us=args.busy_poll_us)))
     return 0
 
 
@@ -169,6 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--max-unsettled-global", type=int, default=1_000_000,
                    help="unsettled items overall before risk-increasing orders are refused")
     m.add_argument("--max-open-orders", type=int, default=1_000, help="open orders per sub-account")
+    m.add_argument("--max-nonce-words", type=int, default=1_000_000,
+                   help="replay protection remembered per owner, in words of 32 nonces (~100 bytes "
+                        "each) until their orders expire; beyond it orders get TOO_MANY_NONCES")
     m.add_argument("--busy-poll-us", type=int, default=0,
                    help="keep polling the sockets this long after each request instead of sleeping "
                         "(lower ack latency for a matcher on a core of its own; 0: off)")

@@ -51,7 +51,7 @@ LEDGER_SKIPPED = "ledger_skipped"  # info: the matcher has not seen the chain up
 # large enough that a replay never refuses what the live matcher accepted under its own limits
 _HUGE = 10**12
 REPLAY_CONFIG = EngineConfig(max_unsettled_per_account=_HUGE, max_unsettled_global=_HUGE,
-                             max_open_orders_per_account=_HUGE)
+                             max_open_orders_per_account=_HUGE, max_nonce_words_per_owner=_HUGE)
 LOG_RANGE = 5_000  # blocks per eth_getLogs request
 _SETTLE_SELECTOR = bytes(Web3.keccak(text="settle(bytes)")[:4])
 

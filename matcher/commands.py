@@ -48,6 +48,7 @@ class Code(IntEnum):
     REDUCE_ONLY = 22  # a reduce-only order had nothing to reduce
     STALE_SETTLEMENT = 23  # a settled-batch event that does not continue the settled prefix
     HALTED = 24  # trading halted by the operator (or a deep chain reorg): only cancels
+    TOO_MANY_NONCES = 25  # the owner's replay protection is at its bound (EngineConfig)
 
 
 class OrderStatus(IntEnum):

@@ -213,6 +213,10 @@ class EngineConfig:
     max_unsettled_global: int = 1_000_000
     max_open_orders_per_account: int = 1_000
     expiry_margin_s: int = 0
+    # replay protection remembered per owner, in words of 32 consecutive nonces (~100 bytes a
+    # word): 32M sequential nonces, or ~120 MB for an owner who scatters one nonce per word
+    # with far expiries. Orders that would need one more word are refused TOO_MANY_NONCES
+    max_nonce_words_per_owner: int = 1_000_000
 
 
 class OrderRec:
@@ -353,6 +357,7 @@ class Engine:
         # the limits the order path reads, as plain ints (config is a frozen dataclass)
         self._expiry_margin = cfg.expiry_margin_s
         self._max_open = cfg.max_open_orders_per_account
+        self._max_words = cfg.max_nonce_words_per_owner
         self._max_pending = cfg.max_unsettled_per_account
         self._max_unsettled = cfg.max_unsettled_global
         spec = cfg.spec
@@ -750,6 +755,25 @@ class Engine:
         w = d.get(n >> _NONCE_SHIFT)
         return w is not None and (w >> (n & _NONCE_MASK)) & 1 == 1
 
+    def _nonce_refusal(self, owner: str, nonce: Any) -> tuple[Code, str] | None:
+        """Why a new order cannot take ``nonce`` (used, or no room for one more word of the
+        owner's replay protection), or None."""
+        d = self.nonces.get(owner)
+        if d is None:
+            return None
+        n: int = nonce
+        key = n >> _NONCE_SHIFT
+        w = d.get(key)
+        if w is None:
+            if len(d) >= self._max_words:
+                return (Code.TOO_MANY_NONCES,
+                        f"{len(d)} words of 32 nonces remembered for this owner until their orders "
+                        "expire: use the next nonces in sequence or shorter expiries")
+            return None
+        if (w >> (n & _NONCE_MASK)) & 1 == 1:
+            return Code.REPLAYED_NONCE, f"nonce {nonce} already used"
+        return None
+
     def _use_nonce(self, owner: str, nonce: Any, expiry: int, fresh: bool) -> None:
         """Remember (owner, nonce) of an accepted order until the clock passes ``expiry`` (its
         effective expiry) and every other expiry of its word. ``fresh``: the caller checked
@@ -1091,8 +1115,9 @@ class Engine:
         if bad is not None:
             return _ack(cmd.req_id, *bad)
         acct = self._acct(owner, sub)
-        if self._nonce_used(owner, nonce):
-            return _ack(cmd.req_id, Code.REPLAYED_NONCE, f"nonce {nonce} already used")
+        why = self._nonce_refusal(owner, nonce)
+        if why is not None:
+            return _ack(cmd.req_id, *why)
         book = self.books[market]
         cid = cmd.client_id
         if cid is not None:
@@ -1250,8 +1275,10 @@ class Engine:
         if bad is not None:
             return _ack(req_id, *bad)
         same_nonce = n_nonce == rec.nonce
-        if not same_nonce and self._nonce_used(r_owner, n_nonce):
-            return _ack(req_id, Code.REPLAYED_NONCE, f"nonce {n_nonce} already used")
+        if not same_nonce:
+            why = self._nonce_refusal(r_owner, n_nonce)
+            if why is not None:
+                return _ack(req_id, *why)
         # on the same nonce the contract's budget already holds what the old order filled
         # (n_size > 0 passed the checks, so without fills the size needs no test)
         filled = 0

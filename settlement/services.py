@@ -74,6 +74,7 @@ class MatcherOptions:
     max_unsettled_per_account: int = 10_000
     max_unsettled_global: int = 1_000_000
     max_open_orders: int = 1_000
+    max_nonce_words: int = 1_000_000  # EngineConfig.max_nonce_words_per_owner
     expiry_margin_s: int = 0
     gc_sweep_s: float = gc_policy.SWEEP_S  # cyclic-GC sweep period (0: CPython's own collector)
     busy_poll_us: int = 0  # ServerConfig.busy_poll_us
@@ -163,6 +164,7 @@ async def run_matcher(opts: MatcherOptions) -> None:
     cfg = EngineConfig(max_unsettled_per_account=opts.max_unsettled_per_account,
                        max_unsettled_global=opts.max_unsettled_global,
                        max_open_orders_per_account=opts.max_open_orders,
+                       max_nonce_words_per_owner=opts.max_nonce_words,
                        expiry_margin_s=opts.expiry_margin_s)
     t0 = time.monotonic()
     try:

@@ -19,7 +19,7 @@ from matcher.commands import (
     RequestTransfer,
     RequestWithdrawal,
 )
-from matcher.engine import Engine, EngineSnapshot
+from matcher.engine import Engine, EngineConfig, EngineSnapshot
 from matcher.orders import Tif
 from engine_helpers import (
     A,
@@ -307,3 +307,32 @@ def test_snapshot_with_per_nonce_buckets_restores_into_words() -> None:
     assert _nonces(clone, A) == {200}
     assert _nonces(_through_json(clone), A) == {200}
     assert _through_json(clone).state_hash() == clone.state_hash()
+
+
+def test_an_owner_at_the_word_bound_gets_too_many_nonces() -> None:
+    """A bounded number of remembered words per owner: nonces in remembered words still work,
+    a nonce that needs a new word is refused (place and cancel-replace alike, nothing changed),
+    other owners are not affected, and the room comes back as words are forgotten."""
+    eng = funded(EngineConfig(max_nonce_words_per_owner=3))
+    exp = NOW + 100
+    for n in (0, WORD, 2 * WORD):  # three words
+        assert place(eng, A, True, BID, LOT, n, expiry=exp).ack.ok
+    assert place(eng, A, True, BID, LOT, 1, expiry=exp).ack.ok  # a word already remembered
+    h = eng.state_hash()
+    r = place(eng, A, True, BID, LOT, 3 * WORD, expiry=exp)
+    assert r.ack.code == Code.TOO_MANY_NONCES and "3 words" in r.ack.message
+    live = next(iter(eng.orders))
+    m = eng.apply(ModifyOrder(req(), A, live, LOT, order(A, True, BID - PRICE, LOT, 4 * WORD),
+                              SIG, A, NOW))
+    assert m.ack.code == Code.TOO_MANY_NONCES and live in eng.orders
+    assert eng.state_hash() == h
+    # a replayed nonce is still REPLAYED_NONCE at the bound
+    assert place(eng, A, True, BID, LOT, WORD, expiry=exp).ack.code == Code.REPLAYED_NONCE
+    assert place(eng, B, True, BID, LOT, 3 * WORD).ack.ok  # another owner
+    # the words are forgotten once their orders' expiry passes: room again
+    for oid in [o for o, rec in eng.orders.items() if rec.owner == A]:
+        _cancel(eng, A, oid)
+    later = exp + 2 * BUCKET
+    eng.apply(ExpireTick(req(), later))
+    assert len(eng.nonces.get(A, {})) == 0
+    assert place(eng, A, True, BID, LOT, 3 * WORD, now=later, expiry=later + 100).ack.ok
