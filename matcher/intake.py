@@ -135,9 +135,11 @@ class Intake:
     def replace(self, req_id: int, owner: str, order_id: int, new_order: Order,
                 signature: bytes, *, now: int) -> ModifyOrder | Ack:
         """A verified cancel-replace of ``order_id`` into ``new_order``."""
-        rec = self.engine.orders.get(order_id)
-        tif = int(rec.bo.tif) if rec is not None else int(Tif.GTC)
-        signer, err = self._check_order(req_id, new_order, signature, tif, now)
+        # the fee bound depends on the replaced order's tif (a POST_ONLY order pays the maker
+        # fee), which is the engine's to read when the command runs: requests queued before it
+        # (a batch's earlier items) may create or end that order. Intake checks the lower bound,
+        # the engine the exact one, so the outcome never depends on when the frame arrived.
+        signer, err = self._check_order(req_id, new_order, signature, int(Tif.POST_ONLY), now)
         if err is not None:
             return err
         return ModifyOrder(req_id, owner, order_id, new_order.size, new_order, signature, signer,

@@ -30,15 +30,16 @@ class Rig:
     """A server, one logged-in connection with a resting order, on a loop of its own (a
     hypothesis test body is synchronous)."""
 
-    def __init__(self) -> None:
+    def __init__(self, placed: dict[str, Any] | None = None, client_id: int = 1,
+                 **server: Any) -> None:
         self.loop = asyncio.new_event_loop()
-        self.server: MatcherServer = self.run(start_server(heartbeat_s=3600))
+        self.server: MatcherServer = self.run(start_server(heartbeat_s=3600, **server))
         self.c: Client = self.run(Client.open(self.server.url))
         assert self.run(self.c.login(USERS[0]))["ok"]
-        self.placed = signed_order(USERS[0], False, ETH_PX + TICK, 5 * LOT, nonce=777)
-        r = self.run(self.c.request("place", client_id=1, **self.placed))
+        self.placed = placed or signed_order(USERS[0], False, ETH_PX + TICK, 5 * LOT, nonce=777)
+        r = self.run(self.c.request("place", client_id=client_id, **self.placed))
         assert r["ok"], r
-        self.oid = r["result"]["order_id"]
+        self.oid: int = r["result"]["order_id"]
 
     def run(self, coro: Any) -> Any:
         return self.loop.run_until_complete(coro)

@@ -238,3 +238,38 @@ async def test_batch_modify_requotes_in_one_frame(server: MatcherServer) -> None
     assert server.engine.orders[nb].cid == 201  # the client id carries over
     assert server.engine.orders[d].remaining == 50 * LOT
     await c.close()
+
+
+async def test_a_replace_of_an_order_an_earlier_item_created_is_fee_checked_against_it(
+        server: MatcherServer) -> None:
+    """A POST_ONLY order pays the maker fee, so a replacement whose fee cap covers only that
+    is fine. Item 2 replaces the order item 1 created: its fee bound must be the one of that
+    order when item 2 runs, not whatever the engine held when the frame arrived (it got
+    FEE_TOO_HIGH). The same items one by one give the same answers."""
+    maker_fee, taker_fee = server.engine.maker_fee, server.engine.taker_fee
+    assert maker_fee < taker_fee
+    cap = (maker_fee + taker_fee) // 2  # enough for a maker, not for a taker
+    c = await _client(server)
+
+    def sell(px: int) -> dict[str, Any]:
+        return signed_order(USERS[0], False, ETH_PX + px * TICK, LOT, max_fee=cap)
+
+    r = await c.request("place", tif="POST_ONLY", **sell(30))
+    first = r["result"]["order_id"]
+    r = await c.request("batch_modify", modifies=[{"order_id": first, **sell(31)},
+                                                  {"order_id": first + 1, **sell(32)}])
+    res = r["result"]["results"]
+    assert [x["ok"] for x in res] == [True, True], res
+    assert res[1]["order_id"] == first + 2 and server.engine.orders[first + 2].price == ETH_PX + 32 * TICK
+    # the same order id twice: the second finds it replaced, as it would one by one
+    r = await c.request("batch_modify", modifies=[{"order_id": first + 2, **sell(33)},
+                                                  {"order_id": first + 2, **sell(34)}])
+    res = r["result"]["results"]
+    assert res[0]["ok"] and (res[1]["ok"], res[1]["code"]) == (False, "UNKNOWN_ORDER"), res
+    r = await c.request("modify", order_id=first + 2, **sell(35))
+    assert (r["ok"], r["code"]) == (False, "UNKNOWN_ORDER"), r
+    # a GTC order's replacement still needs the taker fee: the engine's exact check
+    r = await c.request("place", **signed_order(USERS[0], False, ETH_PX + 40 * TICK, LOT))
+    r = await c.request("modify", order_id=r["result"]["order_id"], **sell(41))
+    assert (r["ok"], r["code"]) == (False, "FEE_TOO_HIGH"), r
+    await c.close()
