@@ -9,8 +9,8 @@ Quotes one bid and one ask around the oracle price on every market:
 
 so a long book leans its quotes down (sells more eagerly) and a short book leans them up. Each
 side's size is cut so a fill can never take the position beyond ``max_position``. Quotes are
-refreshed (cancel-replace via ``modify``) when the oracle moves more than ``refresh_ppm`` or the
-position changes. The dead-man's switch cancels the quotes if this process stalls.
+refreshed (cancel-replace; both sides in one ``batch_modify`` when both are live, so they move
+back to back) when the oracle moves more than ``refresh_ppm`` or the position changes. The dead-man's switch cancels the quotes if this process stalls.
 
 All figures are integers in protocol units (prices/sizes 1e8, fractions ppm).
 
@@ -33,7 +33,8 @@ if __package__ in (None, ""):  # run as a script from a checkout: make `crossboo
 
 from crossbook.eip712 import Signer  # noqa: E402
 from crossbook.fixedpoint import ceil_div  # noqa: E402
-from crossbook.sdk import Client, ConnectionLost, NotConnected, Rejected, units  # noqa: E402
+from crossbook.sdk import (  # noqa: E402
+    Ack, Client, ConnectionLost, ModifyRequest, NotConnected, Rejected, units)
 
 log = logging.getLogger("market_maker")
 PPM = 1_000_000
@@ -224,8 +225,7 @@ class MarketMaker:
                 continue
             plan = plan_quotes(m, self.cfg)
             try:
-                m.bid_id = await self._quote(m, m.bid_id, True, plan.bid_price, plan.bid_size)
-                m.ask_id = await self._quote(m, m.ask_id, False, plan.ask_price, plan.ask_size)
+                await self._quote_both(m, plan)
             except (ConnectionLost, NotConnected) as exc:
                 log.info("connection lost while quoting: %s", exc)
                 return
@@ -237,32 +237,58 @@ class MarketMaker:
                      units.fmt(plan.bid_size, units.SIZE_SCALE), units.fmt(plan.ask_price, units.PRICE_SCALE),
                      units.fmt(plan.ask_size, units.SIZE_SCALE), units.fmt(m.position, units.SIZE_SCALE))
 
+    async def _quote_both(self, m: Market, plan: QuotePlan) -> None:
+        """Re-quote both sides. With both quotes live, one ``batch_modify`` cancel-replaces
+        them back to back: no trade lands between the two, and it is one round trip."""
+        c = self.client
+        if plan.bid_size > 0 and plan.ask_size > 0 and m.bid_id in c.orders and m.ask_id in c.orders:
+            assert m.bid_id is not None and m.ask_id is not None
+            expiry = int(time.time()) + self.cfg.ttl_s
+            bid, ask = await c.batch_modify([
+                ModifyRequest(m.bid_id, price=plan.bid_price, size=plan.bid_size, expiry=expiry),
+                ModifyRequest(m.ask_id, price=plan.ask_price, size=plan.ask_size, expiry=expiry)])
+            m.bid_id = await self._quoted(m, m.bid_id, True, plan.bid_price, plan.bid_size, bid)
+            m.ask_id = await self._quoted(m, m.ask_id, False, plan.ask_price, plan.ask_size, ask)
+            return
+        m.bid_id = await self._quote(m, m.bid_id, True, plan.bid_price, plan.bid_size)
+        m.ask_id = await self._quote(m, m.ask_id, False, plan.ask_price, plan.ask_size)
+
     async def _quote(self, m: Market, current: int | None, is_buy: bool, price: int,
                      size: int) -> int | None:
+        """Quote one side (place, or cancel-replace ``current``); the live quote's id."""
         c = self.client
         if size <= 0:
             if current is not None:
                 await self._cancel(current)
             return None
         expiry = int(time.time()) + self.cfg.ttl_s
+        outcome: Ack | Rejected
         try:
             if current is not None and current in c.orders:
                 # cancel-replace: one request, the old quote never lingers next to the new one
-                ack = await c.modify(current, price=price, size=size, expiry=expiry)
+                outcome = await c.modify(current, price=price, size=size, expiry=expiry)
             else:
-                ack = await c.place(m.market, is_buy, price, size, sub=self.cfg.sub,
-                                    tif=self.cfg.tif, expiry=expiry)
+                outcome = await c.place(m.market, is_buy, price, size, sub=self.cfg.sub,
+                                        tif=self.cfg.tif, expiry=expiry)
         except Rejected as exc:
-            if exc.code == "UNKNOWN_ORDER":  # filled or cancelled meanwhile: quote afresh
-                return await self._quote(m, None, is_buy, price, size)
-            log.info("%s %s quote refused: %s", m.symbol, "bid" if is_buy else "ask", exc)
-            if current is not None and current in c.orders:
-                # a refused cancel-replace leaves the old quote resting at its old price: pull it
-                # rather than forget it there (after a big move it is far off the market)
-                await self._cancel(current)
-            return None
-        self.quotes_placed += 1
-        return ack.order_id
+            outcome = exc
+        return await self._quoted(m, current, is_buy, price, size, outcome)
+
+    async def _quoted(self, m: Market, current: int | None, is_buy: bool, price: int, size: int,
+                      outcome: Ack | Rejected) -> int | None:
+        """The live quote's id after a place or cancel-replace of ``current`` answered."""
+        c = self.client
+        if isinstance(outcome, Ack):
+            self.quotes_placed += 1
+            return outcome.order_id
+        if outcome.code == "UNKNOWN_ORDER":  # filled or cancelled meanwhile: quote afresh
+            return await self._quote(m, None, is_buy, price, size)
+        log.info("%s %s quote refused: %s", m.symbol, "bid" if is_buy else "ask", outcome)
+        if current is not None and current in c.orders:
+            # a refused cancel-replace leaves the old quote resting at its old price: pull it
+            # rather than forget it there (after a big move it is far off the market)
+            await self._cancel(current)
+        return None
 
     async def _cancel(self, order_id: int) -> None:
         try:

@@ -79,12 +79,23 @@ async def test_market_maker_quotes_and_follows_price(server: MatcherServer) -> N
         await wait_for(lambda: len(quotes(server, owner)) == 3)
         await wait_for(lambda: all(around(quotes(server, owner).get(m, {}), px, cfg)
                                    for m, px in oracles.items()))
-        # the oracle moves 2 %: the bot re-quotes around the new price
+        # the oracle moves 2 %: the bot re-quotes around the new price, both sides of a market
+        # in one batch_modify (counted here)
+        batches: list[int] = []
+        batch_modify = client.batch_modify
+
+        async def counted(changes: Any) -> Any:
+            changes = list(changes)
+            batches.append(len(changes))
+            return await batch_modify(changes)
+
+        client.batch_modify = counted  # type: ignore[method-assign]
         new_eth = ETH_PX * 102 // 100
         res = await server.submit(SetOraclePrices(server.next_req_id(), {1: new_eth}, {0: new_eth},
                                                   int(time.time())))
         assert res.ack.ok
         await wait_for(lambda: around(quotes(server, owner).get(0, {}), new_eth, cfg))
+        assert batches and set(batches) == {2}, batches
         before = quotes(server, owner)[0]
         # a taker lifts the ask: the bot is short, so it re-quotes both sides higher (skew)
         taker = await Client.connect(server.url, nonces=NonceManager(start=1))
