@@ -18,6 +18,7 @@ BENCHMARKS = {
     "keeper": "bench.keeper_bench",
     "matcher": "bench.matcher_bench",
     "recovery": "bench.recovery_bench",
+    "requote": "bench.requote_bench",
     "settle": "bench.settle_bench",
     "ws": "bench.ws_bench",
     "ws-path": "bench.ws_path_bench",
