@@ -197,16 +197,14 @@ def test_sigint_stops_everything_and_restart_resumes(up: Up, home: Path) -> None
     st = up.refresh()
     status_before = _status(st["services"]["matcher"]["urls"]["ws"])
     pids = {n: s["pid"] for n, s in st["services"].items() if s["pid"]}
-    t0 = time.monotonic()
     assert up.stop() == 0
-    took = time.monotonic() - t0
     alive = [n for n, pid in pids.items() if _alive(pid)]
     assert not alive, f"orphans after SIGINT: {alive}"
     assert not (home / "stack.json").exists()
     text = up.text()
     # ordered: matcher after the services that talk to it, anvil last (it saves the chain)
     assert text.index("stopping watcher, relayer") < text.index("stopping matcher") < text.index("stopping anvil")
-    assert took < 45
+    assert "did not stop" not in text  # every service stopped on its signal: none was killed
     state = home / "anvil-state.json"
     assert state.exists()
 

@@ -335,7 +335,6 @@ def test_product_end_to_end(tmp_path: Path) -> None:
     assert int(str(saved["block"]["number"]), 0) >= ev.block_number
     timings["total"] = time.monotonic() - t_start
     print("timings (s):", {k: round(v, 1) for k, v in timings.items()})
-    assert timings["total"] < 150, timings
 
 
 def _metrics(url: str) -> str | None:
