@@ -428,8 +428,9 @@ class Client:
                 self._snapshot_orders.add(int(msg["order_id"]))
 
     def _batch_placed(self, placed: list[Order | None], msg: Message) -> None:
-        """A ``batch_place`` response: its accepted orders join :attr:`orders`, except those
-        whose end (an IOC's fill, ...) arrived before the response, as a batch's updates do."""
+        """A ``batch_place`` or ``batch_modify`` response: the orders its accepted items placed
+        join :attr:`orders` (``None``: a size-only modify placed none), except those whose end
+        (an IOC's fill, ...) arrived before the response, as a batch's updates do."""
         result = msg.get("result")
         if msg.get("ok") and isinstance(result, dict):
             for o, item in zip(placed, result.get("results", ())):
@@ -626,6 +627,7 @@ class Client:
         return out
 
     def _chunks(self, items: list[Any]) -> list[list[Any]]:
+        """``items`` in runs of the server's ``max_batch`` (1 for a server that names none)."""
         n = int(self.hello.get("limits", {}).get("max_batch", 1)) if self.hello else 1
         n = max(1, n)
         return [items[i:i + n] for i in range(0, len(items), n)]
