@@ -650,7 +650,7 @@ def run_up(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
 
     if args.fresh:
-        for f in (ANVIL_STATE_FILE, "deployment.json", "stack.json"):
+        for f in (ANVIL_STATE_FILE, "deployment.json"):  # stack.json went with the lock above
             (home / f).unlink(missing_ok=True)
 
         shutil.rmtree(home / "matcher", ignore_errors=True)

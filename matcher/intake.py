@@ -48,7 +48,8 @@ _U64: Final = 2**64 - 1
 _OWNER_CACHE_MAX: Final = 65_536
 
 
-def _reject(req_id: int, code: Code, message: str) -> Ack:
+def reject(req_id: int, code: Code, message: str) -> Ack:
+    """A refused request's ack (no state changed, nothing sequenced)."""
     return Ack(req_id, False, code, message, 0, 0)
 
 
@@ -83,35 +84,35 @@ class Intake:
             try:
                 validate(o)
             except ProtocolRangeError as exc:
-                return None, _reject(req_id, Code.BAD_REQUEST, str(exc))
+                return None, reject(req_id, Code.BAD_REQUEST, str(exc))
             if len(self._good_owners) >= _OWNER_CACHE_MAX:
                 self._good_owners.clear()
             self._good_owners.add(o.owner)
         if type(sig) is not bytes or len(sig) != 65:
-            return None, _reject(req_id, Code.BAD_SIGNATURE, "signature must be 65 bytes")
+            return None, reject(req_id, Code.BAD_SIGNATURE, "signature must be 65 bytes")
         mc = self._markets.get(market)
         if mc is None:
-            return None, _reject(req_id, Code.UNKNOWN_MARKET, f"unknown market {market}")
+            return None, reject(req_id, Code.UNKNOWN_MARKET, f"unknown market {market}")
         if size == 0:
-            return None, _reject(req_id, Code.BAD_SIZE, "size must be positive")
+            return None, reject(req_id, Code.BAD_SIZE, "size must be positive")
         if price == 0:
-            return None, _reject(req_id, Code.BAD_PRICE, "price must be positive")
+            return None, reject(req_id, Code.BAD_PRICE, "price must be positive")
         if price % mc.tick_size:
-            return None, _reject(req_id, Code.OFF_TICK, f"price not on tick {mc.tick_size}")
+            return None, reject(req_id, Code.OFF_TICK, f"price not on tick {mc.tick_size}")
         if size % mc.lot_size:
-            return None, _reject(req_id, Code.OFF_LOT, f"size not on lot {mc.lot_size}")
+            return None, reject(req_id, Code.OFF_LOT, f"size not on lot {mc.lot_size}")
         if expiry - self._margin < max(now, 1):
-            return None, _reject(req_id, Code.EXPIRED, "order expired")
+            return None, reject(req_id, Code.EXPIRED, "order expired")
         if fee < (self._fee_post if tif == Tif.POST_ONLY else self._fee_any):
-            return None, _reject(req_id, Code.FEE_TOO_HIGH, "exchange fee above max_fee_ppm")
+            return None, reject(req_id, Code.FEE_TOO_HIGH, "exchange fee above max_fee_ppm")
         try:
             signer = recover_address_bytes(order_digest(self.domain, o), sig)
         except (InvalidSignature, ProtocolRangeError) as exc:
-            return None, _reject(req_id, Code.BAD_SIGNATURE, str(exc))
+            return None, reject(req_id, Code.BAD_SIGNATURE, str(exc))
         signer_hex = "0x" + signer.hex()
         owner = o.owner.lower()
         if signer_hex != owner and not self.engine.is_agent(owner, signer_hex):
-            return None, _reject(req_id, Code.BAD_SIGNATURE,
+            return None, reject(req_id, Code.BAD_SIGNATURE,
                                  "signer is neither the owner nor an approved agent")
         return signer_hex, None
 
@@ -120,12 +121,12 @@ class Intake:
               now: int) -> PlaceOrder | Ack:
         """A verified :class:`PlaceOrder`, or the rejection ack."""
         if type(tif) is not int and not isinstance(tif, Tif) or int(tif) not in _TIFS:
-            return _reject(req_id, Code.BAD_REQUEST, "unknown tif")
+            return reject(req_id, Code.BAD_REQUEST, "unknown tif")
         if int(stp) not in _STPS:
-            return _reject(req_id, Code.BAD_REQUEST, "unknown stp")
+            return reject(req_id, Code.BAD_REQUEST, "unknown stp")
         if client_id is not None and (type(client_id) is not int
                                       or not 0 <= client_id < 2**64):
-            return _reject(req_id, Code.BAD_REQUEST, "client id must be a uint64")
+            return reject(req_id, Code.BAD_REQUEST, "client id must be a uint64")
         signer, err = self._check_order(req_id, order, signature, int(tif), now)
         if err is not None:
             return err
@@ -155,11 +156,11 @@ class Intake:
                       else transfer_digest(self.domain, msg))
             signer = recover_address_bytes(digest, signature)
         except ProtocolRangeError as exc:
-            return _reject(req_id, Code.BAD_REQUEST, str(exc))
+            return reject(req_id, Code.BAD_REQUEST, str(exc))
         except InvalidSignature as exc:
-            return _reject(req_id, Code.BAD_SIGNATURE, str(exc))
+            return reject(req_id, Code.BAD_SIGNATURE, str(exc))
         if not same_address(signer, msg.owner):
-            return _reject(req_id, Code.BAD_SIGNATURE, f"{what} must be signed by the owner")
+            return reject(req_id, Code.BAD_SIGNATURE, f"{what} must be signed by the owner")
         return digest
 
     def withdrawal(self, req_id: int, w: Withdrawal, signature: bytes, *,

@@ -59,7 +59,7 @@ from matcher.commands import (
     Sequenced,
 )
 from matcher.engine import Engine
-from matcher.intake import Intake
+from matcher.intake import Intake, reject
 from matcher.journal import FSYNC_BY_SHELL, JournaledEngine, JournalWriteFailed
 from matcher.limits import Limits, TokenBucket
 from matcher.orders import CancelReason, Stp, Tif
@@ -760,10 +760,10 @@ class MatcherServer:
         signature recovery run here, off the engine's queue)."""
         rid = self.next_req_id()
         if req.order.owner.lower() != owner:
-            return Ack(rid, False, Code.NOT_AUTHORISED, "order owner must be the session owner", 0, 0)
+            return reject(rid, Code.NOT_AUTHORISED, "order owner must be the session owner")
         sig = _hex_bytes(req.signature)
         if sig is None:
-            return Ack(rid, False, Code.BAD_REQUEST, "signature is not hex", 0, 0)
+            return reject(rid, Code.BAD_REQUEST, "signature is not hex")
         return self.intake.place(rid, req.order.to_order(), sig, tif=_TIF[req.tif],
                                  client_id=req.client_id, stp=_STP[req.stp], now=self.now())
 
@@ -771,7 +771,7 @@ class MatcherServer:
         """The engine command for one cancel, or its rejection."""
         rid = self.next_req_id()
         if req.order_id is None and req.client_id is None:
-            return Ack(rid, False, Code.BAD_REQUEST, "give order_id or client_id", 0, 0)
+            return reject(rid, Code.BAD_REQUEST, "give order_id or client_id")
         return CancelOrder(rid, owner, req.order_id, req.sub, req.market, req.client_id, self.now())
 
     def _funds_cmd(self, owner: str, req: WithdrawReq | TransferReq) -> Command | Ack:
@@ -780,10 +780,10 @@ class MatcherServer:
         what = req.withdrawal if isinstance(req, WithdrawReq) else req.transfer
         sig = _hex_bytes(req.signature)
         if sig is None:
-            return Ack(rid, False, Code.BAD_REQUEST, "signature is not hex", 0, 0)
+            return reject(rid, Code.BAD_REQUEST, "signature is not hex")
         if what.owner.lower() != owner:
             kind = "withdrawal" if isinstance(req, WithdrawReq) else "transfer"
-            return Ack(rid, False, Code.NOT_AUTHORISED, f"{kind} owner must be the session owner", 0, 0)
+            return reject(rid, Code.NOT_AUTHORISED, f"{kind} owner must be the session owner")
         if isinstance(req, WithdrawReq):
             return self.intake.withdrawal(rid, req.withdrawal.to_withdrawal(), sig, now=self.now())
         return self.intake.transfer(rid, req.transfer.to_transfer(), sig, now=self.now())
@@ -807,6 +807,7 @@ class MatcherServer:
                            f"a batch of {n} counts as {n} messages: more than "
                            f"{self.limits.msgs_per_s:g} msgs/s"))
             return
+        # the items' checks (and signature recoveries) only once the rate limit let them in
         if isinstance(req, BatchPlace):
             batch = _Batch(self._place_cmd(owner, it) for it in req.orders)
         elif isinstance(req, BatchCancel):
@@ -821,19 +822,18 @@ class MatcherServer:
         rid = self.next_req_id()
         if req.order is not None:
             if req.size is not None or req.signature is None:
-                return Ack(rid, False, Code.BAD_REQUEST,
-                           "a replacement takes `order` + `signature` and no `size`", 0, 0)
+                return reject(rid, Code.BAD_REQUEST,
+                              "a replacement takes `order` + `signature` and no `size`")
             sig = _hex_bytes(req.signature)
             if sig is None:
-                return Ack(rid, False, Code.BAD_REQUEST, "signature is not hex", 0, 0)
+                return reject(rid, Code.BAD_REQUEST, "signature is not hex")
             if req.order.owner.lower() != owner:
-                return Ack(rid, False, Code.NOT_AUTHORISED, "order owner must be the session owner",
-                           0, 0)
+                return reject(rid, Code.NOT_AUTHORISED, "order owner must be the session owner")
             return self.intake.replace(rid, owner, req.order_id, req.order.to_order(), sig,
                                        now=self.now())
         if req.size is not None and req.signature is None:
             return ModifyOrder(rid, owner, req.order_id, req.size, None, None, None, self.now())
-        return Ack(rid, False, Code.BAD_REQUEST, "give `size` or `order` + `signature`", 0, 0)
+        return reject(rid, Code.BAD_REQUEST, "give `size` or `order` + `signature`")
 
     def _login(self, conn: Conn, req: Login) -> None:
         s = conn.session
