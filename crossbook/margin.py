@@ -8,7 +8,7 @@ is ceil, for positive ``b``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Callable, Final, Literal, Mapping
 
 from crossbook.fixedpoint import (
@@ -447,6 +447,17 @@ def check_fill_side(
     )
 
 
+def check_fill_side_unpriced(size_before: int, size_after: int, health_after: Health) -> bool:
+    """Reduce-only mode's rule for a fill side in a market without an oracle price
+    (docs/protocol.md §9.8): the position shrinks without flipping, and the account stays
+    solvent at the fill price: maintenance health after the fill, the market valued at the fill
+    price (``health_after``), is >= 0."""
+    return (
+        reduces_without_flip(size_before, size_after)
+        and health_after.maintenance_health >= 0
+    )
+
+
 def check_withdrawal(health_after: Health) -> bool:
     """Withdrawals and transfers never count as risk-reducing: ``H_im >= 0`` after."""
     return health_after.initial_health >= 0
@@ -484,6 +495,28 @@ def simulate_fill_side(
     after = compute_health_at(after_account, params, prices)
     accepted = check_fill_side(size_before, size_before + delta, before, after)
     return SideOutcome(accepted, after_account, before, after, realized)
+
+
+def simulate_fill_side_unpriced(
+    account: SubAccount,
+    params: RiskParams,
+    prices: Prices,
+    market_id: int,
+    fill_price: int,
+    delta: int,
+    cash_signed: int,
+    fee: int,
+) -> SideOutcome:
+    """:func:`simulate_fill_side` for a fill in a market whose oracle price is unavailable
+    (reduce-only mode, docs/protocol.md §9.8): the market is valued at ``fill_price``
+    (``prices.markets`` need not hold it, every other price the account needs must be there:
+    KeyError otherwise) and the rule is :func:`check_fill_side_unpriced`."""
+    at_fill = Prices(prices.assets, {**prices.markets, market_id: fill_price}, prices.funding)
+    out = simulate_fill_side(account, params, at_fill, market_id, delta, cash_signed, fee)
+    pos = account.positions.get(market_id)
+    size_before = pos.size if pos is not None else 0
+    return replace(out, accepted=check_fill_side_unpriced(size_before, size_before + delta,
+                                                          out.health_after))
 
 
 # ---------------------------------------------------------------------------------------------

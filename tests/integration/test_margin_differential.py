@@ -26,8 +26,8 @@ MAX_OPEN_NOTIONAL = 2**86
 
 
 @pytest.fixture(scope="module")
-def harness(anvil_node: AnvilNode) -> Iterator[LocalExchange]:
-    ex = LocalExchange(anvil_node, harness=True)
+def harness(harness_node: AnvilNode) -> Iterator[LocalExchange]:
+    ex = LocalExchange(harness_node, harness=True)
     snap = ex.snapshot()
     yield ex
     ex.revert(snap)

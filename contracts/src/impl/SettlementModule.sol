@@ -831,8 +831,9 @@ contract SettlementModule is MarginEngine {
         if (!cached) {
             if ((c.okMarkets >> m) & 1 == 0 && _marketPrice(c, m) == BAD) {
                 // Reduce-only mode (§9.8): with the market's oracle down, positions may still be closed or
-                // shrunk. A fill where both sides strictly reduce without flipping cannot raise either side's
-                // risk, so it needs no price and no margin check; anything else waits for a fresh price.
+                // shrunk, by a fill where both sides strictly reduce without flipping; anything else waits for a
+                // fresh price. The fill price is then the only price of the market there is, and the solvency
+                // test at that price keeps a close at an extreme price from leaving a deficit for the system.
                 // the size deltas: newSize - s (both in range here)
                 if (
                     !MarginMath.strictlyReduces(t.s, t.newSize - t.s)
@@ -840,9 +841,11 @@ contract SettlementModule is MarginEngine {
                 ) {
                     return R_ORACLE_UNAVAILABLE;
                 }
-                // no sums without a price: the two accounts' records (if any) are rebuilt when next needed
+                uint8 r = _solventAtFillPrice(c, mc, fillPrice, t, k);
+                // sums built at the fill price are no record of the market: both are rebuilt when next needed
                 _dropAcct(t.id);
                 _dropAcct(k.id);
+                if (r != 0) return r;
                 _commitFill(m, mc, fillSize, newOi);
                 return 0;
             }
@@ -866,6 +869,33 @@ contract SettlementModule is MarginEngine {
 
         _commitFill(m, mc, fillSize, newOi);
         return 0;
+    }
+
+    /// @dev Reduce-only mode's solvency test (§9.8), for a fill whose market m (cache `mc`) has no oracle price:
+    ///      with m priced at the fill price and every other price each side's holdings need available
+    ///      (ORACLE_UNAVAILABLE otherwise), both sides' maintenance health after the fill must be >= 0
+    ///      (INSUFFICIENT_MARGIN otherwise, taker first). A rare path: it evaluates the two accounts from storage.
+    function _solventAtFillPrice(Ctx memory c, MarketCache memory mc, uint256 fillPrice, Side memory t, Side memory k)
+        private
+        view
+        returns (uint8 r)
+    {
+        // only in the cache entry, never in okMarkets: no other item's fast path can take it for an oracle price
+        mc.price = fillPrice;
+        // _pricesOk reads only the header's holding bits: the two headers' union asks for what either needs
+        (bool ok,) = _pricesOk(c, t.hdr | k.hdr);
+        if (!ok) r = R_ORACLE_UNAVAILABLE;
+        else if (!_maintenanceOkAfter(c, t) || !_maintenanceOkAfter(c, k)) r = R_INSUFFICIENT_MARGIN;
+        mc.price = BAD;
+    }
+
+    /// @dev Maintenance health >= 0 of side x's account after the fill (its new header and fill-market position).
+    function _maintenanceOkAfter(Ctx memory c, Side memory x) private view returns (bool) {
+        c.ovMarket = x.market;
+        c.ovPos = x.newPos;
+        _terms(c, x.id, x.newHdr);
+        c.ovMarket = NONE;
+        return c.base + int256(c.wMaint) >= int256(c.rMm);
     }
 
     /// @dev Applies a checked fill in fill market m (the sides' market) whose cache is `mc`. Per side: stores its new
