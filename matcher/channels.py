@@ -250,8 +250,10 @@ class Hub:
                 conn.send(encoder.encode(HaltMsg(name, self.engine.halt_reason)))
         elif name == "prices":
             r = self.engine.risk
-            conn.send(encoder.encode(PricesMsg(name, dict(r.asset_prices),
-                                               dict(r.market_prices))))
+            conn.send(encoder.encode(PricesMsg(
+                name, dict(r.asset_prices), dict(r.market_prices),
+                sorted(a for a in r.params.collaterals if a not in r.asset_prices),
+                sorted(m for m in r.params.markets if m not in r.market_prices))))
 
     def unsubscribe(self, conn: Conn, name: str) -> None:
         """Drop one subscription (no error when absent)."""
@@ -427,9 +429,11 @@ class Hub:
             touched_accts.add((cmd.owner.lower(), cmd.sub))
         elif ct is SetOraclePrices and res.ack.ok:
             assert isinstance(cmd, SetOraclePrices)
-            self._to_public("prices", encoder.encode(PricesMsg("prices", dict(cmd.assets),
-                                                               dict(cmd.markets))))
+            self._to_public("prices", encoder.encode(PricesMsg(
+                "prices", dict(cmd.assets), dict(cmd.markets), list(cmd.gone_assets),
+                list(cmd.gone_markets))))
             touched_markets.update(m for m in cmd.markets if m in self.books)
+            touched_markets.update(m for m in cmd.gone_markets if m in self.books)
             # every account's health moves with prices: refresh all the subscribed ones
             for owner in list(private["health"]):
                 for sub in self._owner_subs(owner):

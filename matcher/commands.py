@@ -223,12 +223,16 @@ class PostFunding(msgspec.Struct, frozen=True, array_like=True, tag=12):
 
 class SetOraclePrices(msgspec.Struct, frozen=True, array_like=True, tag=13):
     """The engine's view of oracle prices (1e8) for the risk checks: collateral assets by id
-    and markets by id. Only the listed ids change."""
+    and markets by id. Only the listed ids change; ``gone_assets`` and ``gone_markets`` lose
+    their price (the adapter refuses it: a market without one is in reduce-only mode,
+    docs/protocol.md §9.8). Journals written before those two fields decode with them empty."""
 
     req_id: int
     assets: dict[int, int]
     markets: dict[int, int]
     now: int
+    gone_assets: list[int] = []
+    gone_markets: list[int] = []
 
 
 # Liquidation-path and escape-hatch events (docs/protocol.md sections 8 and 9). They happen on-chain

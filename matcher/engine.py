@@ -1057,6 +1057,10 @@ class Engine:
                 gone = (market, rs, rp)
             if not risk.reduces(st, ex, market, is_buy, size, gone):
                 return Code.SETTLEMENT_LAG, "settlement lags; only risk-reducing orders accepted"
+        if market not in risk.market_prices:
+            if rs:
+                gone = (market, rs, rp)
+            return self._unpriced_gate(acct, ex, market, is_buy, size, price, reduce_only, gone)
         if reduce_only:
             # a reduce-only order is capped to the position by the book and refused on-chain if
             # it would grow it, so it can never add risk
@@ -1087,6 +1091,38 @@ class Engine:
             return Code.ORACLE_UNAVAILABLE, "no oracle price for a market or asset held"
         if not ok:
             return Code.INSUFFICIENT_MARGIN, "initial health would fall below 0"
+        return None
+
+    def _unpriced_gate(self, acct: Any, ex: Exposure | None, market: int, is_buy: bool,
+                       size: int, price: int, reduce_only: bool,
+                       gone: tuple[int, int, int] | None) -> tuple[Code, str] | None:
+        """Reduce-only mode (docs/protocol.md §9.8): the market has no oracle price, and the
+        contract applies a fill in it only if both sides strictly reduce their positions and
+        stay solvent at the fill price. So an order is accepted only if it (with its side's
+        other open orders in the market) shrinks the position without flipping it, and the
+        account stays solvent if it fills at its limit; makers are held to the contract's exact
+        rule when they fill (RiskModel.check_fill)."""
+        st = self.ledger.account(acct)
+        if reduce_only:
+            # the book caps it at the position; nothing to close: the book ends it unfilled
+            p = st.positions.get(market)
+            s = 0 if p is None else p.size
+            if (s > 0) == is_buy or not s:
+                return None
+            size = min(size, -s if s < 0 else s)
+        elif not self.risk.reduces(st, ex, market, is_buy, size, gone):
+            return (Code.ORACLE_UNAVAILABLE,
+                    "no oracle price for the market: reduce-only mode, only orders that "
+                    "shrink the position are accepted")
+        try:
+            ok = self.risk.closes_solvently(st, market, is_buy, size, price,
+                                            self._grid[market][1], self.ledger.proj_funding)
+        except KeyError:
+            return Code.ORACLE_UNAVAILABLE, "no oracle price for a market or asset held"
+        if not ok:
+            return (Code.INSUFFICIENT_MARGIN,
+                    "reduce-only mode: the account would not stay solvent (maintenance health "
+                    ">= 0) filled at this limit")
         return None
 
     def _acct(self, owner: str, sub: Any) -> Any:
@@ -1873,6 +1909,12 @@ class Engine:
                 return _ack(cmd.req_id, Code.BAD_PRICE, f"bad price {v!r} for id {k}")
         self.risk.asset_prices.update(cmd.assets)
         self.risk.market_prices.update(cmd.markets)
+        # prices the oracle adapter now refuses (stale, out of band): the risk checks must not
+        # go on using the last good one, which the contract no longer will
+        for a in cmd.gone_assets:
+            self.risk.asset_prices.pop(a, None)
+        for m in cmd.gone_markets:
+            self.risk.market_prices.pop(m, None)
         return _Result(_Ack(cmd.req_id, True, _OK, "", 0, 0), [], True)
 
 

@@ -18,11 +18,15 @@ from typing import Any, Mapping
 from crossbook.fixedpoint import NOTIONAL_DIV, PPM, trunc_div
 from crossbook.margin import (
     Position,
+    Prices,
     RiskParams,
+    SideOutcome,
     SubAccount,
     apply_fill_side,
     compute_health,
     reduces_without_flip,
+    side_delta,
+    simulate_fill_side_unpriced,
 )
 from matcher.native import use_source_if_stale
 
@@ -441,8 +445,11 @@ class RiskModel:
         funding: Mapping[int, int],
     ) -> SubAccount | None:
         """The maker re-check: apply one fill side to a copy of ``st`` and run the contract's
-        rule (``H_im >= 0`` after, or strictly reduces risk). Returns the account after, or None
+        rule (``H_im >= 0`` after, or strictly reduces risk; in a market without an oracle
+        price, reduce-only mode's rule at the fill price). Returns the account after, or None
         if refused (a missing price refuses too)."""
+        if market not in self.market_prices:
+            return self.check_fill_unpriced(st, market, is_buy, size, price, fee_ppm, funding)
         after = st.copy()
         cash = div_notional(size * price)
         fee = cash * fee_ppm // PPM
@@ -460,6 +467,49 @@ class RiskModel:
         except KeyError:
             return None
         return None
+
+    def check_fill_unpriced(
+        self,
+        st: SubAccount,
+        market: int,
+        is_buy: bool,
+        size: int,
+        price: int,
+        fee_ppm: int,
+        funding: Mapping[int, int],
+    ) -> SubAccount | None:
+        """:meth:`check_fill` in a market without an oracle price (reduce-only mode,
+        docs/protocol.md §9.8): the contract applies the fill side only if it strictly reduces
+        the position and leaves maintenance health >= 0 with the market valued at the fill
+        price. Returns the account after, or None if refused (a missing other price too)."""
+        try:
+            out = self._unpriced_fill(st, market, is_buy, size, price, fee_ppm, funding)
+        except KeyError:
+            return None
+        return out.account_after if out.accepted else None
+
+    def closes_solvently(
+        self, st: SubAccount, market: int, is_buy: bool, size: int, price: int, lot: int,
+        funding: Mapping[int, int],
+    ) -> bool:
+        """Reduce-only mode's pre-trade test of an order that reduces the position in a market
+        without an oracle price: :meth:`check_fill_unpriced` accepts it at its limit (the
+        worst fill price it allows) with the taker fee, both as one full fill and as a first
+        fill of one lot (a small fill leaves the most requirement). Raises KeyError when
+        another price the account needs is missing."""
+        return all(
+            self._unpriced_fill(st, market, is_buy, q, price, self.taker_fee_ppm, funding).accepted
+            for q in ((size,) if size <= lot else (lot, size)))
+
+    def _unpriced_fill(self, st: SubAccount, market: int, is_buy: bool, size: int, price: int,
+                       fee_ppm: int, funding: Mapping[int, int]) -> SideOutcome:
+        """crossbook.margin's reduce-only-mode outcome of one fill side (KeyError: a price
+        missing)."""
+        cash = div_notional(size * price)
+        d, signed = side_delta(is_buy, size, cash)
+        prices = Prices(self.asset_prices, self.market_prices, funding)
+        return simulate_fill_side_unpriced(st, self.params, prices, market, price, d, signed,
+                                           cash * fee_ppm // PPM)
 
 
 def div_notional(x: int) -> int:

@@ -512,11 +512,14 @@ class HaltMsg(msgspec.Struct, tag="halt", tag_field="type"):
 
 
 class PricesMsg(msgspec.Struct, tag="prices", tag_field="type"):
-    """``prices`` channel: the matcher's oracle prices (1e8) by asset id and market id."""
+    """``prices`` channel: the matcher's oracle prices (1e8) by asset id and market id, and the
+    ids that have none (the adapter refuses it: such a market is in reduce-only mode)."""
 
     channel: str
     assets: dict[int, int]
     markets: dict[int, int]
+    unavailable_assets: list[int]
+    unavailable_markets: list[int]
 
 
 class OrderMsg(msgspec.Struct, tag="order", tag_field="type"):

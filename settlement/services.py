@@ -80,6 +80,17 @@ class MatcherOptions:
     busy_poll_us: int = 0  # ServerConfig.busy_poll_us
 
 
+@dataclass(frozen=True)
+class OracleUpdate:
+    """One change of the oracle adapter's answers: new prices by asset id and market id, and the
+    ids whose price it now refuses (``SetOraclePrices``'s fields)."""
+
+    assets: dict[int, int]
+    markets: dict[int, int]
+    gone_assets: list[int]
+    gone_markets: list[int]
+
+
 class OraclePoller:
     """Reads the oracle adapter's prices once per new block and hands the engine the ones that
     changed (as ``SetOraclePrices``), so the pre-trade check uses the prices the contract will."""
@@ -93,10 +104,12 @@ class OraclePoller:
         self.assets: dict[int, int] = {}
         self.markets: dict[int, int] = {}
 
-    async def read(self) -> tuple[dict[int, int], dict[int, int]] | None:
-        """Prices that changed since the last read, or None when there is no new block or no
-        change. A feed the adapter refuses (stale, out of band) keeps its previous price: the
-        contract refuses trades needing it anyway, and the matcher must not invent one."""
+    async def read(self) -> OracleUpdate | None:
+        """What changed since the last read, or None when there is no new block or no change:
+        new prices, and the ids whose price the adapter now refuses (stale, out of band). The
+        matcher must not go on with a refused price the contract no longer takes: a market
+        without one is in reduce-only mode (docs/protocol.md §9.8), and an account holding an
+        asset without one can only do what needs no price of it."""
         block = await self.w3.eth.block_number
         if block == self.last_block:
             return None
@@ -104,20 +117,25 @@ class OraclePoller:
         feeds = sorted({f.feed_id for f in self.spec.feeds})
         got = await asyncio.gather(*(self.oracle.functions.tryPrice(f).call() for f in feeds))
         price = {f: int(p) for f, (ok, p) in zip(feeds, got) if ok and int(p) > 0}
-        assets = {i + 1: price[c.feed_id] for i, c in enumerate(self.spec.collaterals)
-                  if c.feed_id in price}
-        markets = {i: price[m.feed_id] for i, m in enumerate(self.spec.markets)
-                   if m.feed_id in price}
-        new_a = {k: v for k, v in assets.items() if self.assets.get(k) != v}
-        new_m = {k: v for k, v in markets.items() if self.markets.get(k) != v}
-        if not new_a and not new_m:
+        assets = {i + 1: price.get(c.feed_id) for i, c in enumerate(self.spec.collaterals)}
+        markets = {i: price.get(m.feed_id) for i, m in enumerate(self.spec.markets)}
+        up = OracleUpdate(
+            {k: v for k, v in assets.items() if v is not None and self.assets.get(k) != v},
+            {k: v for k, v in markets.items() if v is not None and self.markets.get(k) != v},
+            sorted(k for k, v in assets.items() if v is None and k in self.assets),
+            sorted(k for k, v in markets.items() if v is None and k in self.markets))
+        if not (up.assets or up.markets or up.gone_assets or up.gone_markets):
             return None
-        return new_a, new_m
+        return up
 
-    def applied(self, assets: dict[int, int], markets: dict[int, int]) -> None:
-        """The engine took these prices."""
-        self.assets.update(assets)
-        self.markets.update(markets)
+    def applied(self, up: OracleUpdate) -> None:
+        """The engine took this update."""
+        self.assets.update(up.assets)
+        self.markets.update(up.markets)
+        for a in up.gone_assets:
+            self.assets.pop(a, None)
+        for m in up.gone_markets:
+            self.markets.pop(m, None)
 
 
 # how far past the point where recovery stops the journal is searched for a whole record
@@ -205,10 +223,11 @@ async def run_matcher(opts: MatcherOptions) -> None:
             try:
                 got = await poller.read()
                 if got is not None:
-                    res = await server.submit(SetOraclePrices(server.next_req_id(), got[0],
-                                                              got[1], server.now()))
+                    res = await server.submit(SetOraclePrices(
+                        server.next_req_id(), got.assets, got.markets, server.now(),
+                        got.gone_assets, got.gone_markets))
                     if res.ack.ok:
-                        poller.applied(*got)
+                        poller.applied(got)
                     else:
                         log.error("oracle prices refused: %s", res.ack.message)
             except Exception as exc:  # noqa: BLE001 - a flaky RPC must not stop the matcher

@@ -166,6 +166,23 @@ async def test_prices_channel_and_unsubscribe(server: MatcherServer) -> None:
     await server.submit(SetOraclePrices(server.next_req_id(), {}, {0: ETH_PX + 100}, 0))
     p1 = await c.wait_for(lambda f: f["type"] == "prices")
     assert p1["markets"] == {"0": ETH_PX + 100}
+    assert p1["unavailable_markets"] == [] and p1["unavailable_assets"] == []
+    # the adapter starts refusing market 0's price: reduce-only mode
+    mk = await Client.open(server.url)
+    await mk.request("subscribe", channels=["markets"])
+    await mk.wait_for(lambda f: f["type"] == "markets")
+    await server.submit(SetOraclePrices(server.next_req_id(), {}, {}, 0, [], [0]))
+    p2 = await c.wait_for(lambda f: f["type"] == "prices")
+    assert p2["markets"] == {} and p2["unavailable_markets"] == [0]
+    await mk.wait_for(lambda f: f["type"] == "markets" and any(
+        x["market"] == 0 and x["oracle_price"] is None for x in f["markets"]))
+    late = await Client.open(server.url)
+    await late.request("subscribe", channels=["prices"])
+    p3 = await late.wait_for(lambda f: f["type"] == "prices")
+    assert "0" not in p3["markets"] and p3["unavailable_markets"] == [0]
+    for x in (mk, late):
+        await x.close()
+    await server.submit(SetOraclePrices(server.next_req_id(), {}, {0: ETH_PX}, 0))
     r = await c.request("unsubscribe", channels=["prices"])
     assert r["ok"] and r["result"]["channels"] == []
     r = await c.request("subscribe", channels=["book.99"])
