@@ -1057,13 +1057,12 @@ class Engine:
                 gone = (market, rs, rp)
             if not risk.reduces(st, ex, market, is_buy, size, gone):
                 return Code.SETTLEMENT_LAG, "settlement lags; only risk-reducing orders accepted"
-        if market not in risk.market_prices:
-            if rs:
-                gone = (market, rs, rp)
-            return self._unpriced_gate(acct, ex, market, is_buy, size, price, reduce_only, gone)
         if reduce_only:
             # a reduce-only order is capped to the position by the book and refused on-chain if
-            # it would grow it, so it can never add risk
+            # it would grow it, so it can never add risk; in reduce-only mode it must still
+            # leave the account solvent at its limit
+            if market not in risk.market_prices:
+                return self._unpriced_gate(acct, ex, market, is_buy, size, price, True, None)
             return None
         funding = led.proj_funding
         # _base, inlined with one lookup (the projected state only on a miss)
@@ -1088,6 +1087,10 @@ class Engine:
         try:
             ok = risk.check_order(st, ex, market, is_buy, size, price, funding, gone)
         except KeyError:
+            # (the floor above never passes an order whose market has no price: its leg has
+            # no cost without one, RiskModel._leg_cost)
+            if market not in risk.market_prices:
+                return self._unpriced_gate(acct, ex, market, is_buy, size, price, False, gone)
             return Code.ORACLE_UNAVAILABLE, "no oracle price for a market or asset held"
         if not ok:
             return Code.INSUFFICIENT_MARGIN, "initial health would fall below 0"

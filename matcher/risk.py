@@ -448,8 +448,6 @@ class RiskModel:
         rule (``H_im >= 0`` after, or strictly reduces risk; in a market without an oracle
         price, reduce-only mode's rule at the fill price). Returns the account after, or None
         if refused (a missing price refuses too)."""
-        if market not in self.market_prices:
-            return self.check_fill_unpriced(st, market, is_buy, size, price, fee_ppm, funding)
         after = st.copy()
         cash = div_notional(size * price)
         fee = cash * fee_ppm // PPM
@@ -465,6 +463,8 @@ class RiskModel:
             if reduces_without_flip(s, s + d) and h_after >= self.health(st, funding):
                 return after
         except KeyError:
+            if market not in self.market_prices:
+                return self.check_fill_unpriced(st, market, is_buy, size, price, fee_ppm, funding)
             return None
         return None
 
