@@ -98,11 +98,12 @@ class CancelOrder(msgspec.Struct, frozen=True, array_like=True, tag=2):
 
 
 class CancelAll(msgspec.Struct, frozen=True, array_like=True, tag=3):
-    """Cancel every live order of ``(owner, sub)``, in one market or all of them."""
+    """Cancel every live order of ``(owner, sub)`` (``sub`` None: of every sub-account of
+    ``owner``), in one market or all of them."""
 
     req_id: int
     owner: str
-    sub: int
+    sub: int | None
     market: int | None
     now: int
 

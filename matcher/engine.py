@@ -383,6 +383,9 @@ class Engine:
         self.orders: dict[int, OrderRec] = {}
         self.open_count: dict[Acct, int] = {}
         self.exposure: dict[Acct, Exposure] = {}
+        # owner -> its sub-accounts that ever had an order (every key of ``exposure``), for
+        # cancel_all over all of them; kept where exposure entries are created
+        self._subs_of: dict[str, set[int]] = {}
         # owner -> nonce >> _NONCE_SHIFT -> the word: the Forgets bucket id of the largest
         # effective expiry of the orders accepted with its nonces (_NEVER: never forgotten)
         # << _WORD_BITS | its bits (bit nonce & _NONCE_MASK: used). A word is forgotten once
@@ -844,6 +847,11 @@ class Engine:
         ex = self.exposure.get(rec.acct)
         if ex is None:
             ex = self.exposure[rec.acct] = {}
+            owner, sub = rec.acct
+            subs = self._subs_of.get(owner)
+            if subs is None:
+                subs = self._subs_of[owner] = set()
+            subs.add(sub)
         x = ex.get(rec.market)
         if x is None:
             x = ex[rec.market] = new_exposure()
@@ -1265,9 +1273,11 @@ class Engine:
         if cmd.market is not None and cmd.market not in self.books:
             return _ack(cmd.req_id, Code.UNKNOWN_MARKET, f"unknown market {cmd.market}")
         markets = [cmd.market] if cmd.market is not None else sorted(self.books)
+        subs = [cmd.sub] if cmd.sub is not None else sorted(self._subs_of.get(owner, ()))
         out: list[Output] = []
-        for m in markets:
-            self._events(self.books[m].cancel_all(owner, cmd.sub), out, 0)
+        for sub in subs:
+            for m in markets:
+                self._events(self.books[m].cancel_all(owner, sub), out, 0)
         return _Result(_Ack(cmd.req_id, True, _OK, "", 0, 0), out, bool(out))
 
     def _modify(self, cmd: ModifyOrder) -> Result:

@@ -699,7 +699,8 @@ class MatcherServer:
         elif t is CancelAllReq:
             owner = self._owner(conn, rid)
             if owner is not None:
-                self._enqueue(conn, rid, CancelAll(self.next_req_id(), owner, req.sub,
+                self._enqueue(conn, rid, CancelAll(self.next_req_id(), owner,
+                                                   None if req.all_subs else req.sub,
                                                    req.market, self.now()))
         elif t is Modify:
             owner = self._owner(conn, rid)

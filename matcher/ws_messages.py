@@ -185,11 +185,13 @@ class BatchCancel(msgspec.Struct, tag="batch_cancel", tag_field="op", forbid_unk
 
 class CancelAllReq(msgspec.Struct, tag="cancel_all", tag_field="op", forbid_unknown_fields=True,
                   frozen=True):
-    """Cancel every live order of one sub-account (optionally one market)."""
+    """Cancel every live order of one sub-account, or with ``all_subs`` of every sub-account of
+    the logged-in owner (optionally in one market only)."""
 
     id: Uint
     sub: U32 = 0
     market: U32 | None = None
+    all_subs: bool = False
 
 
 class ModifyItem(msgspec.Struct, forbid_unknown_fields=True, frozen=True):

@@ -675,14 +675,16 @@ class Client:
                     self.orders.pop(oid, None)
         return out
 
-    async def cancel_all(self, sub: int = 0, market: int | None = None) -> Ack:
-        """Cancel every live order of a sub-account (one market, or all)."""
-        fields: dict[str, Any] = {"sub": sub}
+    async def cancel_all(self, sub: int = 0, market: int | None = None, *,
+                         all_subs: bool = False) -> Ack:
+        """Cancel every live order of a sub-account, or with ``all_subs`` of every
+        sub-account of the logged-in owner (in one market, or all)."""
+        fields: dict[str, Any] = {"all_subs": True} if all_subs else {"sub": sub}
         if market is not None:
             fields["market"] = market
         ack = self._order_ack(await self._request("cancel_all", **fields), None)
         for oid, o in list(self.orders.items()):
-            if o.subaccount == sub and (market is None or o.market == market):
+            if (all_subs or o.subaccount == sub) and (market is None or o.market == market):
                 del self.orders[oid]
         return ack
 

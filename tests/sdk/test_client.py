@@ -73,6 +73,22 @@ async def test_place_cancel_modify_batch(client: Client, server: MatcherServer) 
     assert not server.engine.orders and not client.orders
 
 
+async def test_cancel_all_of_every_sub_account(client: Client, server: MatcherServer) -> None:
+    """``all_subs``: one request ends the owner's orders in every sub-account (and the SDK's
+    table of them); another owner's order stays."""
+    await client.transfer(0, 1, 0, 50_000_000_000)
+    for sub in (0, 1):
+        await client.place(0, True, ETH_PX - 10 * TICK, LOT, sub=sub)
+    other = await Client.connect(server.url, nonces=NonceManager(start=1))
+    await other.login(USERS[1])
+    kept = await other.place(0, True, ETH_PX - 11 * TICK, LOT)
+    assert len(client.orders) == 2 and len(server.engine.orders) == 3
+    ack = await client.cancel_all(all_subs=True)
+    assert ack.seq > 0
+    assert set(server.engine.orders) == {kept.order_id} and not client.orders
+    await other.close()
+
+
 async def test_withdraw_transfer_and_agent(client: Client, server: MatcherServer) -> None:
     w = await client.withdraw(0, 5_000_000)
     assert w.seq > 0
