@@ -357,10 +357,13 @@ class ChainFundingUpdated(msgspec.Struct, frozen=True, array_like=True, tag=20):
 class SetHalt(msgspec.Struct, frozen=True, array_like=True, tag=21):
     """Operator: halt trading (``reason`` non-empty) or resume it (``reason`` empty). While
     halted the engine refuses new and replacement orders (``HALTED``); cancels, chain events,
-    prices, funding, withdrawals and transfers go on."""
+    prices, funding, withdrawals and transfers go on. ``cancel_orders`` (with a halt) also
+    cancels every resting order (reason ``HALT``), so that none trades at the prices of before
+    the halt when trading resumes. Journals written before it decode with it false."""
 
     req_id: int
     reason: str
+    cancel_orders: bool = False
 
 
 Command = Union[

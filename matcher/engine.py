@@ -1910,11 +1910,21 @@ class Engine:
         if type(cmd.reason) is not str or len(cmd.reason) > _HALT_REASON_MAX:
             return _ack(cmd.req_id, Code.BAD_REQUEST, f"reason must be a string of at most {_HALT_REASON_MAX} characters")
         reason = cmd.reason or None
+        if type(cmd.cancel_orders) is not bool:
+            return _ack(cmd.req_id, Code.BAD_REQUEST, "cancel_orders must be a boolean")
+        if cmd.cancel_orders and reason is None:
+            return _ack(cmd.req_id, Code.BAD_REQUEST, "cancel_orders goes with a halt (a reason)")
+        out: list[Output] = []
+        if cmd.cancel_orders:
+            # market by market, account by account: one command, so nothing trades between
+            # the halt and the last cancel
+            for m, acct in sorted({(r.market, r.acct) for r in self.orders.values()}):
+                self._events(self.books[m].cancel_all(acct[0], acct[1], CancelReason.HALT), out, 0)
         if (reason is None) == (self.halt_reason is None):
             msg = f"already halted: {self.halt_reason}" if reason is not None else "not halted"
-            return _Result(_Ack(cmd.req_id, True, _OK, msg, 0, 0), [], False)
+            return _Result(_Ack(cmd.req_id, True, _OK, msg, 0, 0), out, bool(out))
         self.halt_reason = reason
-        return _Result(_Ack(cmd.req_id, True, _OK, "", 0, 0), [], True)
+        return _Result(_Ack(cmd.req_id, True, _OK, "", 0, 0), out, True)
 
     def _prices(self, cmd: SetOraclePrices) -> Result:
         for k, v in list(cmd.assets.items()) + list(cmd.markets.items()):

@@ -79,6 +79,7 @@ class CancelReason(IntEnum):
     LIQUIDATION = 9
     RISK = 10  # the maker-fill veto hook refused this maker
     AGENT_REVOKED = 11  # signed by an agent key the owner revoked (the contract would reject its fills)
+    HALT = 12  # the operator halted trading and cancelled the resting orders with it
 
 
 # tif / stp values an order may carry (both enums are contiguous from 0)

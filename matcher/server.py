@@ -963,7 +963,7 @@ class MatcherServer:
             log.warning("operator asks to halt trading: %.200s", req.reason)
         else:
             log.warning("operator asks to resume trading")
-        self._enqueue(conn, req.id, SetHalt(self.next_req_id(), req.reason))
+        self._enqueue(conn, req.id, SetHalt(self.next_req_id(), req.reason, req.cancel_orders))
 
     def status(self) -> dict[str, Any]:
         """Sequencing and settlement-lag figures (the ``status`` op)."""

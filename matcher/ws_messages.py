@@ -306,12 +306,13 @@ class ChainCursorReq(msgspec.Struct, tag="chain_cursor", tag_field="op",
 class HaltReq(msgspec.Struct, tag="halt", tag_field="op", forbid_unknown_fields=True,
               frozen=True):
     """Operator (``crossbook halt``): halt trading with ``reason`` (new and replacement orders
-    are refused ``HALTED``; cancels go on), or resume it with ``reason`` empty. ``token`` must
-    equal the server's ``operator_token``."""
+    are refused ``HALTED``; cancels go on; ``cancel_orders`` also cancels every resting order),
+    or resume it with ``reason`` empty. ``token`` must equal the server's ``operator_token``."""
 
     id: Uint
     token: str
     reason: str
+    cancel_orders: bool = False
 
 
 class StatusReq(msgspec.Struct, tag="status", tag_field="op", forbid_unknown_fields=True,

@@ -18,6 +18,9 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--reason", help="why (at most 200 characters): every refused order carries it")
     what.add_argument("--resume", action="store_true", help="resume trading")
+    p.add_argument("--cancel-orders", action="store_true",
+                   help="with --reason: also cancel every resting order (reason HALT), so that "
+                        "none trades at the prices of before the halt when trading resumes")
     p.add_argument("--matcher-url", default=None,
                    help="matcher websocket URL [$CROSSBOOK_MATCHER_URL, else the running stack's]")
     p.add_argument("--operator-token", default=env("CROSSBOOK_OPERATOR_TOKEN"),
@@ -49,12 +52,15 @@ def run(args: argparse.Namespace) -> int:
     reason = "" if args.resume else str(args.reason).strip()
     if not args.resume and not reason:
         raise SystemExit("--reason must not be empty")
+    if args.resume and args.cancel_orders:
+        raise SystemExit("--cancel-orders goes with --reason (a halt)")
     url = args.matcher_url or default_matcher_url()
 
     async def go() -> str | None:
         client = await Client.connect(url)
         try:
-            await client.request("halt", token=token, reason=reason)
+            await client.request("halt", token=token, reason=reason,
+                                 **({"cancel_orders": True} if args.cancel_orders else {}))
             return (await client.status()).get("halted")
         finally:
             await client.close()

@@ -58,3 +58,41 @@ def test_halt_survives_snapshot_and_replay_and_is_in_the_state_hash() -> None:
     fresh = funded()
     assert fresh.replay(SetHalt(req(), "maintenance"))
     assert fresh.state_hash() == eng.state_hash()
+
+
+def test_halt_with_cancel_orders_empties_every_book_in_one_command() -> None:
+    """``cancel_orders``: the halt and a cancel (reason HALT) of every resting order, market by
+    market, in one journaled command; without it the orders stay."""
+    from matcher.commands import OrderStatus, OrderUpdate
+    from matcher.orders import CancelReason
+
+    eng = funded()
+    ids = [place(eng, owner, True, BID - i * PRICE, LOT, nonce=10 + i, market=market).ack.order_id
+           for i, (owner, market) in enumerate([(A, 0), (B, 1), (A, 1), (B, 0)])]
+    assert all(ids)
+    kept = eng.state_hash()
+    plain = Engine.restore(eng.snapshot())
+    assert plain.apply(SetHalt(req(), "maintenance")).journal and len(plain.orders) == 4
+    assert eng.state_hash() == kept
+    r = eng.apply(SetHalt(req(), "oracle incident", True))
+    assert r.ack.ok and r.journal and eng.halt_reason == "oracle incident" and not eng.orders
+    ended = [(u.order_id, u.status, u.reason) for u in r.outputs if isinstance(u, OrderUpdate)]
+    assert ended == [(i, OrderStatus.CANCELLED, CancelReason.HALT)
+                     for i in (ids[0], ids[3], ids[2], ids[1])]  # market 0's, then market 1's
+    # replayed from the journal: the same state
+    twin = funded()
+    for i, (owner, market) in enumerate([(A, 0), (B, 1), (A, 1), (B, 0)]):
+        place(twin, owner, True, BID - i * PRICE, LOT, nonce=10 + i, market=market)
+    assert twin.replay(SetHalt(req(), "oracle incident", True))
+    assert twin.state_hash() == eng.state_hash()
+
+
+def test_halt_cancel_orders_on_a_halted_exchange_and_refused_with_a_resume() -> None:
+    eng = funded()
+    place(eng, A, True, BID, LOT, nonce=1)
+    assert eng.apply(SetHalt(req(), "first")).journal
+    r = eng.apply(SetHalt(req(), "second", True))
+    assert r.ack.ok and r.journal and not eng.orders and eng.halt_reason == "first"
+    h = eng.state_hash()
+    r = eng.apply(SetHalt(req(), "", True))
+    assert r.ack.code == Code.BAD_REQUEST and eng.halt_reason == "first" and eng.state_hash() == h

@@ -107,3 +107,28 @@ async def test_markets_channel_announces_the_halt(tmp_path: Path) -> None:
             await c.close()
     finally:
         await srv.close()
+
+
+async def test_halt_with_cancel_orders_over_the_cli(tmp_path: Path) -> None:
+    """``crossbook halt --reason ... --cancel-orders``: halted, every resting order cancelled with
+    reason HALT on its owner's ``orders`` channel; ``--cancel-orders`` with ``--resume`` is refused
+    before anything is sent."""
+    srv = await start_server(journal_dir=str(tmp_path), operator_token=TOKEN)
+    try:
+        mm = await logged_in(srv, 0, ["orders"])
+        r = await mm.request("place", **signed_order(USERS[0], True, ETH_PX - 10 * TICK, 10 * LOT))
+        assert r["ok"], r
+        live = r["result"]["order_id"]
+        code, out = await _cli("--reason", "oracle incident", "--cancel-orders", "--matcher-url", srv.url,
+                               token=TOKEN)
+        assert (code, out.strip()) == (0, "trading halted: oracle incident")
+        assert not srv.engine.orders and srv.engine.halt_reason == "oracle incident"
+        up = await mm.wait_for(lambda f: f["type"] == "order" and f["order_id"] == live
+                               and f["status"] == "CANCELLED")
+        assert up["reason"] == "HALT"
+        code, out = await _cli("--resume", "--cancel-orders", "--matcher-url", srv.url, token=TOKEN)
+        assert code == 1 and "--cancel-orders goes with --reason" in out
+        assert srv.engine.halt_reason == "oracle incident"
+        await mm.close()
+    finally:
+        await srv.close()
