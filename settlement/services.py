@@ -103,6 +103,7 @@ class OraclePoller:
         self.last_block = -1
         self.assets: dict[int, int] = {}
         self.markets: dict[int, int] = {}
+        self._applied_once = False
 
     async def read(self) -> OracleUpdate | None:
         """What changed since the last read, or None when there is no new block or no change:
@@ -119,17 +120,21 @@ class OraclePoller:
         price = {f: int(p) for f, (ok, p) in zip(feeds, got) if ok and int(p) > 0}
         assets = {i + 1: price.get(c.feed_id) for i, c in enumerate(self.spec.collaterals)}
         markets = {i: price.get(m.feed_id) for i, m in enumerate(self.spec.markets)}
+        # until the engine took a first update the poller cannot know which prices it holds (a
+        # restarted matcher recovers its last ones from the journal): every refused id is news
+        known = self._applied_once
         up = OracleUpdate(
             {k: v for k, v in assets.items() if v is not None and self.assets.get(k) != v},
             {k: v for k, v in markets.items() if v is not None and self.markets.get(k) != v},
-            sorted(k for k, v in assets.items() if v is None and k in self.assets),
-            sorted(k for k, v in markets.items() if v is None and k in self.markets))
+            sorted(k for k, v in assets.items() if v is None and (k in self.assets or not known)),
+            sorted(k for k, v in markets.items() if v is None and (k in self.markets or not known)))
         if not (up.assets or up.markets or up.gone_assets or up.gone_markets):
             return None
         return up
 
     def applied(self, up: OracleUpdate) -> None:
         """The engine took this update."""
+        self._applied_once = True
         self.assets.update(up.assets)
         self.markets.update(up.markets)
         for a in up.gone_assets:

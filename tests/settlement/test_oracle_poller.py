@@ -42,3 +42,19 @@ async def test_poller_reports_refused_prices_and_their_return(ex: LocalExchange,
     assert up is not None
     assert up.markets == {0: ETH_PX} and up.assets == {1: ETH_PX}
     assert up.gone_markets == [] and up.gone_assets == []
+
+
+async def test_a_fresh_poller_reports_every_refused_price(ex: LocalExchange, aw3: AsyncWeb3) -> None:
+    """A matcher restarted during an outage recovers the last price it had from its journal: the
+    new poller's first update names the refused ids, so the engine drops them."""
+    feed = ex.client.feed("ETH")
+    now = ex.w3.eth.get_block("latest")["timestamp"]
+    ex.admin.transact(feed.functions.setAnswerAt(ETH_PX, now - 2 * 3600))
+    poller = OraclePoller(aw3, ex.deployment.oracle)
+    up = await poller.read()
+    assert up is not None
+    assert up.markets == {1: BTC_PX, 2: SOL_PX} and up.assets == {2: BTC_PX}
+    assert up.gone_markets == [0] and up.gone_assets == [1]
+    poller.applied(up)
+    ex.advance_time(1)
+    assert await poller.read() is None  # known now: not repeated
