@@ -11,6 +11,8 @@ so a long book leans its quotes down (sells more eagerly) and a short book leans
 side's size is cut so a fill can never take the position beyond ``max_position``. Quotes are
 refreshed (cancel-replace; both sides in one ``batch_modify`` when both are live, so they move
 back to back) when the oracle moves more than ``refresh_ppm`` or the position changes. The dead-man's switch cancels the quotes if this process stalls.
+A market whose oracle price the chain refuses (reduce-only mode: the ``prices`` channel lists it
+as unavailable) gets no quotes: they are pulled until its price is back.
 
 All figures are integers in protocol units (prices/sizes 1e8, fractions ppm).
 
@@ -182,6 +184,13 @@ class MarketMaker:
             m = self.markets.get(int(mid))
             if m is not None:
                 m.oracle = int(px)
+        for mid in msg.get("unavailable_markets", ()):
+            m = self.markets.get(int(mid))
+            if m is not None:
+                # reduce-only mode (the chain's oracle refuses the price): nothing to quote
+                # around, and the last price may be far off the market by now
+                m.oracle = 0
+                log.warning("%s has no oracle price: quotes pulled until it is back", m.symbol)
         self._wake.set()
 
     def _on_position(self, msg: dict[str, Any]) -> None:
@@ -221,7 +230,10 @@ class MarketMaker:
         if self.halted:
             return
         for m in list(self.markets.values()):
-            if m.oracle <= 0 or not self._stale(m):
+            if m.oracle <= 0:
+                await self._pull(m)
+                continue
+            if not self._stale(m):
                 continue
             plan = plan_quotes(m, self.cfg)
             try:
@@ -289,6 +301,18 @@ class MarketMaker:
             # rather than forget it there (after a big move it is far off the market)
             await self._cancel(current)
         return None
+
+    async def _pull(self, m: Market) -> None:
+        """Cancel a market's quotes (it has no oracle price); quoted afresh once it has one."""
+        live = [oid for oid in (m.bid_id, m.ask_id) if oid is not None and oid in self.client.orders]
+        try:
+            for oid in live:
+                await self._cancel(oid)
+        except (ConnectionLost, NotConnected) as exc:
+            log.info("connection lost while pulling quotes: %s", exc)
+            return
+        m.bid_id = m.ask_id = None
+        m.quoted_at = 0
 
     async def _cancel(self, order_id: int) -> None:
         try:

@@ -196,3 +196,29 @@ async def test_market_maker_pauses_while_trading_is_halted(server: MatcherServer
         mm.stop()
         await task
         await client.close()
+
+
+async def test_market_maker_pulls_quotes_while_a_market_has_no_oracle_price(server: MatcherServer) -> None:
+    """Reduce-only mode: the prices channel lists ETH as unavailable; the bot cancels its ETH
+    quotes (the other markets keep theirs) and quotes ETH again once the price is back."""
+    user = USERS[5]
+    owner = user.address.lower()
+    mm, client, task = await start_bot(server, user, load_example("market_maker"))
+    cfg = mm.cfg
+    try:
+        await wait_for(lambda: len(quotes(server, owner)) == 3)
+        res = await server.submit(SetOraclePrices(server.next_req_id(), {}, {}, int(time.time()), [], [0]))
+        assert res.ack.ok
+        await wait_for(lambda: 0 not in quotes(server, owner))
+        assert set(quotes(server, owner)) == {1, 2} and not task.done()
+        placed = mm.quotes_placed
+        await asyncio.sleep(1.5)  # the loop refreshes every second: nothing placed meanwhile
+        assert 0 not in quotes(server, owner) and mm.quotes_placed == placed
+        new_eth = ETH_PX * 99 // 100
+        res = await server.submit(SetOraclePrices(server.next_req_id(), {}, {0: new_eth}, int(time.time())))
+        assert res.ack.ok
+        await wait_for(lambda: around(quotes(server, owner).get(0, {}), new_eth, cfg))
+    finally:
+        mm.stop()
+        await task
+        await client.close()
