@@ -986,6 +986,9 @@ class MatcherServer:
             "max_unsettled_global": cfg.max_unsettled_global,
             "chain_cursor": [block, log_index],
             "halted": self.engine.halt_reason,  # why trading is halted, or null
+            # markets without an oracle price: in reduce-only mode (docs/protocol.md §9.8)
+            "reduce_only_markets": sorted(m for m in self.engine.books
+                                          if m not in self.engine.risk.market_prices),
         }
 
     # ================================================================ relayer stream

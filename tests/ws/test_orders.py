@@ -176,6 +176,8 @@ async def test_prices_channel_and_unsubscribe(server: MatcherServer) -> None:
     assert p2["markets"] == {} and p2["unavailable_markets"] == [0]
     await mk.wait_for(lambda f: f["type"] == "markets" and any(
         x["market"] == 0 and x["oracle_price"] is None for x in f["markets"]))
+    st = await c.request("status")
+    assert st["result"]["reduce_only_markets"] == [0]
     late = await Client.open(server.url)
     await late.request("subscribe", channels=["prices"])
     p3 = await late.wait_for(lambda f: f["type"] == "prices")
@@ -183,6 +185,7 @@ async def test_prices_channel_and_unsubscribe(server: MatcherServer) -> None:
     for x in (mk, late):
         await x.close()
     await server.submit(SetOraclePrices(server.next_req_id(), {}, {0: ETH_PX}, 0))
+    assert (await c.request("status"))["result"]["reduce_only_markets"] == []
     r = await c.request("unsubscribe", channels=["prices"])
     assert r["ok"] and r["result"]["channels"] == []
     r = await c.request("subscribe", channels=["book.99"])
