@@ -27,6 +27,10 @@ S = units.SIZE_SCALE
 Q = units.QUOTE_SCALE
 
 
+# what the markets table shows for a market without an oracle price
+NO_ORACLE = "no price: reduce-only"
+
+
 def _px(v: int | None) -> str:
     return units.fmt(v, P, 2) if v is not None else "-"
 
@@ -128,6 +132,8 @@ class DashboardFeed:
     def _on_prices(self, msg: dict[str, Any]) -> None:
         for mid, px in msg["markets"].items():
             self.markets.setdefault(int(mid), {"market": int(mid)})["oracle_price"] = int(px)
+        for mid in msg.get("unavailable_markets", ()):
+            self.markets.setdefault(int(mid), {"market": int(mid)})["oracle_price"] = None
         self.version += 1
 
     def _on_market_data(self, msg: dict[str, Any]) -> None:
@@ -146,7 +152,10 @@ class DashboardFeed:
             bids, asks = book.top(8) if book is not None and book.valid else ([], [])
             markets.append({
                 "market": mid, "symbol": row.get("symbol", f"#{mid}"),
-                "oracle": _px(row.get("oracle_price")), "best_bid": _px(row.get("best_bid")),
+                # no oracle price: the market is in reduce-only mode (docs/api.md)
+                "oracle": (_px(row["oracle_price"]) if row.get("oracle_price") is not None
+                           else NO_ORACLE),
+                "best_bid": _px(row.get("best_bid")),
                 "best_ask": _px(row.get("best_ask")),
                 "bids": [[_px(p), units.fmt(s, S)] for p, s in bids],
                 "asks": [[_px(p), units.fmt(s, S)] for p, s in asks],
