@@ -106,28 +106,27 @@ def test_deposit_account_markets_oracle(exchange: tuple[LocalExchange, Path],
     assert "ETH-PERP" in capsys.readouterr().out
 
 
-def test_liquidation_price_is_where_maintenance_health_turns_negative(
-        exchange: tuple[LocalExchange, Path]) -> None:
-    from crossbook.commands.account import _with_feed_price, liquidation_price
-    from crossbook.config import DEFAULT_SPEC, PRICE, SIZE, risk_params
-    from crossbook.fixedpoint import NOTIONAL_DIV
-    from crossbook.margin import Position, Prices, SubAccount, compute_health_at
+def test_account_shows_the_sdks_liquidation_price(exchange: tuple[LocalExchange, Path],
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """``crossbook account`` reports the SDK's liquidation price (one search for CLI, dashboard
+    and bots: tests/sdk/test_risk_units.py), here of a ~8x long."""
+    from crossbook.chain.local_exchange import user_signer
+    from crossbook.config import SIZE, USD, risk_params
+    from crossbook.sdk.risk import liquidation_price
 
-    params = risk_params()
-    prices = Prices(assets={1: 3000 * PRICE, 2: 60_000 * PRICE}, markets={0: 3000 * PRICE, 1: 60_000 * PRICE,
-                                                                            2: 150 * PRICE}, funding={0: 0, 1: 0, 2: 0})
-    for size in (10 * SIZE, -10 * SIZE):
-        cost = size * 3000 * PRICE // NOTIONAL_DIV  # 10 ETH bought (sold) at 3000 on 3000 USD of equity
-        acct = SubAccount(quote=3_000 * 10**6 - cost, positions={0: Position(size, cost, 0)})
-        liq = liquidation_price(acct, params, prices, DEFAULT_SPEC, 0)
-        assert liq is not None
-
-        def h(p: int) -> int:
-            return compute_health_at(acct, params, _with_feed_price(prices, DEFAULT_SPEC, 0, p)).maintenance_health
-
-        assert h(liq) < 0
-        assert h(liq + (1 if size > 0 else -1)) >= 0  # the boundary, to the last 1e-8
-        assert (2700 * PRICE < liq < 3000 * PRICE) if size > 0 else (3000 * PRICE < liq < 3300 * PRICE)
+    ex, dep = exchange
+    taker, maker = user_signer(41), user_signer(42)
+    ex.fund(taker.address, 0, "USDC", 3_000 * USD)
+    ex.fund(maker.address, 0, "USDC", 1_000_000 * USD)
+    px = ex.client.prices().markets[0]  # whatever an earlier test of the module left
+    assert not ex.settle([ex.fill(ex.order(taker, 0, True, px, 10 * SIZE),
+                                  ex.order(maker, 0, False, px, 10 * SIZE), 10 * SIZE, px)]).rejected
+    assert main(["account", taker.address, "--json", "--deployment", str(dep)]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    liq = rep["positions"][0]["liquidation_price"]
+    acct = ex.client.subaccount(taker.address, 0)
+    assert liq == liquidation_price(acct, risk_params(), ex.client.prices(), 0)
+    assert px * 8 // 10 < liq < px
 
 
 def test_relayer_help_shows_the_relayers_own_defaults() -> None:

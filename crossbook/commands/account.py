@@ -2,10 +2,10 @@
 
 Balances come from the contract's views; health is computed twice — by the contract's
 ``health()`` view and by the Python margin engine (:mod:`crossbook.margin`) on the same state and
-oracle prices — and the two must agree (invariant 5). Liquidation prices are what the Python
-engine says: for each position, the oracle price of its feed at which maintenance health turns
-negative with every other price held still (a collateral asset on the same feed moves with it,
-as it would in reality), found by integer bisection on the exact margin formula.
+oracle prices — and the two must agree (invariant 5). Liquidation prices are the SDK's
+(:func:`crossbook.sdk.risk.liquidation_price`, the same figure the dashboard and bots see): for
+each position, the price of its feed at which maintenance health turns negative with every other
+price held still (a collateral asset on the same feed moves with it, as it would in reality).
 """
 from __future__ import annotations
 
@@ -29,67 +29,12 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     p.set_defaults(func=run)
 
 
-def _with_feed_price(prices: Any, spec: Any, feed_id: int, price: int) -> Any:
-    """``prices`` with every market and collateral on ``feed_id`` moved to ``price``."""
-    from crossbook.margin import Prices
-
-    markets = dict(prices.markets)
-    assets = dict(prices.assets)
-    for i, m in enumerate(spec.markets):
-        if m.feed_id == feed_id:
-            markets[i] = price
-    for i, c in enumerate(spec.collaterals):
-        if c.feed_id == feed_id:
-            assets[i + 1] = price
-    return Prices(assets=assets, markets=markets, funding=prices.funding)
-
-
-def liquidation_price(acct: Any, params: Any, prices: Any, spec: Any, market: int) -> int | None:
-    """The 1e8 oracle price of ``market``'s feed at which maintenance health first goes below
-    zero, moving away from the current price in the position's losing direction; None when no
-    price in (0, 1000x current] gets there. Returns the current price if it already is."""
-    from crossbook.margin import compute_health_at
-
-    pos = acct.positions.get(market)
-    if pos is None or pos.size == 0:
-        return None
-    feed = spec.markets[market].feed_id
-    now = prices.markets[market]
-
-    def bad(p: int) -> bool:
-        return compute_health_at(acct, params, _with_feed_price(prices, spec, feed, p)).maintenance_health < 0
-
-    if bad(now):
-        return now
-    if pos.size > 0:  # long: loses as the price falls; find the highest bad price below now
-        if not bad(1):
-            return None
-        lo, hi = 1, now  # bad(lo), not bad(hi)
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            if bad(mid):
-                lo = mid
-            else:
-                hi = mid
-        return lo
-    top = now * 1000  # short: loses as the price rises; find the lowest bad price above now
-    if not bad(top):
-        return None
-    lo, hi = now, top  # not bad(lo), bad(hi)
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if bad(mid):
-            hi = mid
-        else:
-            lo = mid
-    return hi
-
-
 def account_report(client: Any, owner: str, sub: int) -> dict[str, Any]:
     """Everything ``crossbook account`` shows, as integers in protocol units."""
     from crossbook.config import risk_params
     from crossbook.fixedpoint import NOTIONAL_DIV
     from crossbook.margin import compute_health_at, position_notional, position_value
+    from crossbook.sdk.risk import liquidation_price
 
     spec = client.spec
     params = risk_params(spec)
@@ -106,7 +51,7 @@ def account_report(client: Any, owner: str, sub: int) -> dict[str, Any]:
             "market": m, "symbol": spec.markets[m].symbol, "size": p.size, "open_notional": p.open_notional,
             "entry_price": abs(p.open_notional) * NOTIONAL_DIV // abs(p.size) if p.size else 0,
             "oracle_price": px, "notional": position_notional(p.size, px), "unrealized_pnl": upnl,
-            "liquidation_price": liquidation_price(acct, params, prices, spec, m),
+            "liquidation_price": liquidation_price(acct, params, prices, m),
         })
     return {
         "owner": owner, "subaccount": sub, "quote": acct.quote,

@@ -1,11 +1,14 @@
-"""Account risk figures for bots and the dashboard: health summary, leverage and per-position
-liquidation prices. Integer math on top of :func:`crossbook.margin.compute_health`.
+"""Account risk figures for bots, the dashboard and ``crossbook account``: health summary,
+leverage and per-position liquidation prices. Integer math on top of
+:func:`crossbook.margin.compute_health`.
 
-Liquidation price of a position: the oracle price of its market at which the sub-account's
-maintenance health crosses below 0, every other price (and the funding indices) held fixed.
+Liquidation price of a position: the price of its market's oracle feed at which the sub-account's
+maintenance health crosses below 0. Everything that feed prices moves with it (a collateral asset
+on the same feed too: WETH collateral falls with ETH, as it does in reality); every other price
+and the funding indices are held fixed.
 
 - long: the **highest** price ``p`` with ``H_mm(p) < 0``; at every price above it the account is
-  not liquidatable (as far as this market's price goes).
+  not liquidatable (as far as this feed goes).
 - short: the **lowest** such price; at every price below it the account is safe.
 
 ``None`` when no price in ``[1, 2**64 - 1]`` makes the account liquidatable. When it is already
@@ -13,13 +16,22 @@ liquidatable at the current price the result is still the boundary (above the cu
 a long, below it for a short).
 
 Why a search and not a closed form: ``H_mm`` is piecewise linear in the price with tiered
-requirements and floor/ceil roundings. For a short it is non-increasing in ``p``. For a long
-``PV = floor(s*p/D)`` and ``N = ceil(s*p/D)`` differ by one except where ``s*p`` is a multiple
-of ``D``, so ``H_mm`` can be one atom higher at those isolated exact prices than at their
-neighbours: the liquidatable set is a prefix with isolated holes. The predicate
-``Q(p) = H(p) < 0 or H(p+1) < 0`` closes the holes (they are never adjacent unless every price is
-exact, in which case there are none) and is monotone, so a binary search finds the boundary
-exactly. Tests check the result against ``compute_health`` at and around it.
+requirements and floor/ceil roundings. For a long ``PV = floor(s*p/D)`` and ``N = ceil(s*p/D)``
+differ by one except where ``s*p`` is a multiple of ``D``, so ``H_mm`` can be one atom higher at
+those isolated exact prices than at their neighbours; a collateral balance on the feed only adds
+a non-decreasing term. So for a long the liquidatable set is a prefix with isolated holes: the
+predicate ``Q(p) = H(p) < 0 or H(p+1) < 0`` closes the holes (they are never adjacent unless every
+price is exact, in which case there are none) and is monotone, and a binary search finds the
+boundary exactly. For a short with no collateral on its feed ``H_mm`` is non-increasing in ``p``:
+exact as well.
+
+A short that holds collateral on its own feed (short ETH against WETH) is the one case where
+health is not monotone: the position loses as the price rises, the collateral as it falls, and
+the tiered requirement makes health concave in the price (up to the roundings). Then the result
+is the lowest liquidatable price above the current one (None if none), found by bisection from
+the current price (above it the liquidatable set is an upper set, by concavity), and the current
+price itself when the account is liquidatable there already. Tests check every case against
+``compute_health`` at and around the result.
 """
 from __future__ import annotations
 
@@ -32,11 +44,28 @@ from crossbook.margin import Health, Prices, RiskParams, SubAccount, compute_hea
 MAX_PRICE = 2**64 - 1
 
 
+def feed_assets(params: RiskParams, market: int) -> tuple[int, ...]:
+    """The collateral assets priced by ``market``'s oracle feed (they move with it)."""
+    feed = params.markets[market].feed_id
+    return tuple(sorted(a for a, c in params.collaterals.items() if c.feed_id == feed))
+
+
+def at_feed_price(params: RiskParams, prices: Prices, market: int, price: int) -> Prices:
+    """``prices`` with ``market``'s feed at ``price``: the market and every collateral asset on
+    that feed (other markets have feeds of their own)."""
+    feed = params.markets[market].feed_id
+    markets = {m: (price if params.markets[m].feed_id == feed else p) for m, p in prices.markets.items()}
+    markets[market] = price
+    assets = dict(prices.assets)
+    for a in feed_assets(params, market):
+        assets[a] = price
+    return Prices(assets=assets, markets=markets, funding=prices.funding)
+
+
 def _mm_health(account: SubAccount, params: RiskParams, prices: Prices, market: int,
                price: int) -> int:
-    markets = dict(prices.markets)
-    markets[market] = price
-    return compute_health(account, params, prices.assets, markets, prices.funding).maintenance_health
+    at = at_feed_price(params, prices, market, price)
+    return compute_health(account, params, at.assets, at.markets, at.funding).maintenance_health
 
 
 def liquidation_price(account: SubAccount, params: RiskParams, prices: Prices,
@@ -51,12 +80,21 @@ def liquidation_price(account: SubAccount, params: RiskParams, prices: Prices,
         return _mm_health(account, params, prices, market, p) < 0
 
     if pos.size < 0:
-        # non-increasing in p: the lowest liquidatable price
-        if not liq(MAX_PRICE):
-            return None
-        lo, hi = 1, MAX_PRICE  # answer in [lo, hi]
-        if liq(lo):
-            return lo
+        if any(account.collateral.get(a) for a in feed_assets(params, market)):
+            # concave, not monotone: search above the current price only
+            now = prices.markets[market]
+            if liq(now):
+                return now
+            if not liq(MAX_PRICE):
+                return None
+            lo, hi = now, MAX_PRICE  # invariant: not liq(lo), liq(hi)
+        else:
+            # non-increasing in p: the lowest liquidatable price
+            if not liq(MAX_PRICE):
+                return None
+            lo, hi = 1, MAX_PRICE  # answer in [lo, hi]
+            if liq(lo):
+                return lo
         while hi - lo > 1:  # invariant: not liq(lo), liq(hi)
             mid = (lo + hi) // 2
             if liq(mid):

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from crossbook.config import PRICE, SIZE, USD, risk_params
 from crossbook.margin import Position, Prices, SubAccount, compute_health
 from crossbook.sdk import NonceManager, liquidation_price, units
-from crossbook.sdk.risk import MAX_PRICE, account_risk
+from crossbook.sdk.risk import MAX_PRICE, account_risk, at_feed_price, feed_assets
 
 PARAMS = risk_params()
 PRICES = Prices(assets={1: 3_000 * PRICE, 2: 60_000 * PRICE},
@@ -46,6 +46,56 @@ def test_liquidation_price_is_the_boundary(size: int, quote: int, other: int) ->
         for x in (p - 1, p - 2, p - 1000, p // 2):
             if x >= 1:
                 assert mm(acct, 0, x) >= 0, x
+
+
+def mm_feed(acct: SubAccount, market: int, px: int) -> int:
+    """Maintenance health with ``market``'s feed at ``px`` (WETH, on ETH's feed, moves with it)."""
+    at = at_feed_price(PARAMS, PRICES, market, px)
+    return compute_health(acct, PARAMS, at.assets, at.markets, at.funding).maintenance_health
+
+
+def test_collateral_on_the_feed_moves_with_it() -> None:
+    """A long ETH backed by WETH is liquidated sooner than one backed by the same USD value in
+    USDC: the collateral falls with the price (the CLI, the dashboard and bots all say so)."""
+    assert feed_assets(PARAMS, 0) == (1,) and feed_assets(PARAMS, 2) == ()
+    pos = {0: Position(10 * SIZE, 30_000 * USD, 0)}
+    usdc = SubAccount(quote=3_000 * USD - 30_000 * USD, positions=dict(pos))
+    weth = SubAccount(quote=-30_000 * USD, collateral={1: 10**18 * 3_000 * USD // (3_000 * USD * 9 // 10)},
+                      positions=dict(pos))
+    a, b = liquidation_price(usdc, PARAMS, PRICES, 0), liquidation_price(weth, PARAMS, PRICES, 0)
+    assert a is not None and b is not None and a < b < 3_000 * PRICE
+    assert mm_feed(weth, 0, b) < 0 <= mm_feed(weth, 0, b + 1)
+
+
+@settings(max_examples=80, deadline=None, derandomize=True)
+@given(size=st.integers(-50 * SIZE, 50 * SIZE).filter(lambda s: s != 0),
+       quote=st.integers(-200_000 * USD, 300_000 * USD),
+       weth=st.integers(0, 100 * 10**18))
+def test_liquidation_price_with_collateral_on_the_feed(size: int, quote: int, weth: int) -> None:
+    """Longs: the exact boundary, safe above it. Shorts holding WETH (health concave in the
+    price): the current price if liquidatable there, else the boundary above it (safe just
+    below), or None when health stays >= 0 up to the top price."""
+    acct = SubAccount(quote=quote, collateral={1: weth} if weth else {},
+                      positions={0: Position(size, size * 3_000 * PRICE // 10**10, 0)})
+    p = liquidation_price(acct, PARAMS, PRICES, 0)
+    now = PRICES.markets[0]
+    if size > 0:
+        if p is None:
+            assert all(mm_feed(acct, 0, x) >= 0 for x in (1, 2, 10**6, now, MAX_PRICE))
+            return
+        assert mm_feed(acct, 0, p) < 0
+        for x in (p + 1, p + 2, p + 1000, 2 * p + 1):
+            if x <= MAX_PRICE:
+                assert mm_feed(acct, 0, x) >= 0, x
+    elif weth == 0:
+        if p is not None:
+            assert mm_feed(acct, 0, p) < 0 and (p == 1 or mm_feed(acct, 0, p - 1) >= 0)
+    elif p is None:
+        assert mm_feed(acct, 0, now) >= 0 and mm_feed(acct, 0, MAX_PRICE) >= 0
+    elif p == now:
+        assert mm_feed(acct, 0, now) < 0
+    else:
+        assert p > now and mm_feed(acct, 0, p) < 0 <= mm_feed(acct, 0, p - 1)
 
 
 def test_account_risk_leverage() -> None:
