@@ -27,16 +27,17 @@ exact as well.
 
 A short that holds collateral on its own feed (short ETH against WETH) is the one case where
 health is not monotone: the position loses as the price rises, the collateral as it falls, and
-the tiered requirement makes health concave in the price (up to the roundings). Then the result
-is the lowest liquidatable price above the current one (None if none), found by bisection from
-the current price (above it the liquidatable set is an upper set, by concavity), and the current
-price itself when the account is liquidatable there already. Tests check every case against
-``compute_health`` at and around the result.
+the tiered requirement makes health concave in the price (up to the roundings), so the account
+can be liquidated by a rise (the short outweighs) or by a fall (the collateral does), or both.
+By concavity the liquidatable prices above the current one are an upper set and those below a
+lower set: each side's boundary is found by bisection from the current price, and the result is
+the one nearer to it (the current price itself when the account is liquidatable there already).
+Tests check every case against ``compute_health`` at and around the result.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Callable, Mapping
 
 from crossbook.fixedpoint import NOTIONAL_DIV, PPM
 from crossbook.margin import Health, Prices, RiskParams, SubAccount, compute_health
@@ -81,20 +82,13 @@ def liquidation_price(account: SubAccount, params: RiskParams, prices: Prices,
 
     if pos.size < 0:
         if any(account.collateral.get(a) for a in feed_assets(params, market)):
-            # concave, not monotone: search above the current price only
-            now = prices.markets[market]
-            if liq(now):
-                return now
-            if not liq(MAX_PRICE):
-                return None
-            lo, hi = now, MAX_PRICE  # invariant: not liq(lo), liq(hi)
-        else:
-            # non-increasing in p: the lowest liquidatable price
-            if not liq(MAX_PRICE):
-                return None
-            lo, hi = 1, MAX_PRICE  # answer in [lo, hi]
-            if liq(lo):
-                return lo
+            return _hedged_short(liq, prices.markets[market])
+        # non-increasing in p: the lowest liquidatable price
+        if not liq(MAX_PRICE):
+            return None
+        lo, hi = 1, MAX_PRICE  # answer in [lo, hi]
+        if liq(lo):
+            return lo
         while hi - lo > 1:  # invariant: not liq(lo), liq(hi)
             mid = (lo + hi) // 2
             if liq(mid):
@@ -119,6 +113,35 @@ def liquidation_price(account: SubAccount, params: RiskParams, prices: Prices,
             hi = mid
     # q(lo) and not q(lo + 1): lo + 1 is safe, so lo itself is the last liquidatable price
     return lo
+
+
+def _hedged_short(liq: Callable[[int], bool], now: int) -> int | None:
+    """:func:`liquidation_price` of a short holding collateral on its own feed: health is
+    concave in the price, so the liquidatable prices below ``now`` are a lower set and those
+    above it an upper set. The boundary nearer to ``now`` (the upper one on a tie), ``now`` when
+    the account is liquidatable there, None when neither side has one."""
+    if liq(now):
+        return now
+    found: list[int] = []
+    if now < MAX_PRICE and liq(MAX_PRICE):
+        lo, hi = now, MAX_PRICE  # invariant: not liq(lo), liq(hi)
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if liq(mid):
+                hi = mid
+            else:
+                lo = mid
+        found.append(hi)
+    if now > 1 and liq(1):
+        lo, hi = 1, now  # invariant: liq(lo), not liq(hi)
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if liq(mid):
+                lo = mid
+            else:
+                hi = mid
+        found.append(lo)
+    return min(found, key=lambda p: (abs(p - now), -p)) if found else None
 
 
 @dataclass(frozen=True)

@@ -73,8 +73,8 @@ def test_collateral_on_the_feed_moves_with_it() -> None:
        weth=st.integers(0, 100 * 10**18))
 def test_liquidation_price_with_collateral_on_the_feed(size: int, quote: int, weth: int) -> None:
     """Longs: the exact boundary, safe above it. Shorts holding WETH (health concave in the
-    price): the current price if liquidatable there, else the boundary above it (safe just
-    below), or None when health stays >= 0 up to the top price."""
+    price): the current price if liquidatable there, else the nearer of the boundaries above and
+    below it (safe on the current price's side of it), or None when health is >= 0 at both ends."""
     acct = SubAccount(quote=quote, collateral={1: weth} if weth else {},
                       positions={0: Position(size, size * 3_000 * PRICE // 10**10, 0)})
     p = liquidation_price(acct, PARAMS, PRICES, 0)
@@ -91,11 +91,26 @@ def test_liquidation_price_with_collateral_on_the_feed(size: int, quote: int, we
         if p is not None:
             assert mm_feed(acct, 0, p) < 0 and (p == 1 or mm_feed(acct, 0, p - 1) >= 0)
     elif p is None:
-        assert mm_feed(acct, 0, now) >= 0 and mm_feed(acct, 0, MAX_PRICE) >= 0
+        assert min(mm_feed(acct, 0, x) for x in (1, now, MAX_PRICE)) >= 0
     elif p == now:
         assert mm_feed(acct, 0, now) < 0
     else:
-        assert p > now and mm_feed(acct, 0, p) < 0 <= mm_feed(acct, 0, p - 1)
+        step = -1 if p > now else 1  # towards the current price: safe from the next price on
+        assert mm_feed(acct, 0, p) < 0 <= mm_feed(acct, 0, p + step)
+        # none nearer on the other side: safe there at one price less than p's distance (the
+        # liquidatable prices on each side are a lower / an upper set)
+        mirror = 2 * now - p - step
+        if 1 <= mirror <= MAX_PRICE:
+            assert mm_feed(acct, 0, mirror) >= 0, mirror
+
+
+def test_a_short_outweighed_by_its_collateral_is_liquidated_by_a_fall() -> None:
+    """Short 1 ETH against 10 WETH: net long nine, so a fall liquidates it, not a rise."""
+    acct = SubAccount(quote=-20_000 * USD, collateral={1: 10 * 10**18},
+                      positions={0: Position(-SIZE, -3_000 * USD, 0)})
+    p = liquidation_price(acct, PARAMS, PRICES, 0)
+    assert p is not None and p < PRICES.markets[0]
+    assert mm_feed(acct, 0, p) < 0 <= mm_feed(acct, 0, p + 1)
 
 
 def test_account_risk_leverage() -> None:
