@@ -86,16 +86,7 @@ def liquidation_price(account: SubAccount, params: RiskParams, prices: Prices,
         # non-increasing in p: the lowest liquidatable price
         if not liq(MAX_PRICE):
             return None
-        lo, hi = 1, MAX_PRICE  # answer in [lo, hi]
-        if liq(lo):
-            return lo
-        while hi - lo > 1:  # invariant: not liq(lo), liq(hi)
-            mid = (lo + hi) // 2
-            if liq(mid):
-                hi = mid
-            else:
-                lo = mid
-        return hi
+        return 1 if liq(1) else _first(liq, 1, MAX_PRICE)
 
     def q(p: int) -> bool:
         return liq(p) or (p < MAX_PRICE and liq(p + 1))
@@ -104,15 +95,20 @@ def liquidation_price(account: SubAccount, params: RiskParams, prices: Prices,
         return None
     if q(MAX_PRICE):
         return MAX_PRICE
-    lo, hi = 1, MAX_PRICE  # invariant: q(lo), not q(hi)
+    # the first p with not q(p): p and p + 1 are safe, so p - 1 is the last liquidatable price
+    return _first(lambda p: not q(p), 1, MAX_PRICE) - 1
+
+
+def _first(pred: Callable[[int], bool], lo: int, hi: int) -> int:
+    """The smallest ``p`` in ``(lo, hi]`` with ``pred(p)``, for ``pred`` false at ``lo``, true at
+    ``hi`` and monotone between (bisection)."""
     while hi - lo > 1:
         mid = (lo + hi) // 2
-        if q(mid):
-            lo = mid
-        else:
+        if pred(mid):
             hi = mid
-    # q(lo) and not q(lo + 1): lo + 1 is safe, so lo itself is the last liquidatable price
-    return lo
+        else:
+            lo = mid
+    return hi
 
 
 def _hedged_short(liq: Callable[[int], bool], now: int) -> int | None:
@@ -124,23 +120,9 @@ def _hedged_short(liq: Callable[[int], bool], now: int) -> int | None:
         return now
     found: list[int] = []
     if now < MAX_PRICE and liq(MAX_PRICE):
-        lo, hi = now, MAX_PRICE  # invariant: not liq(lo), liq(hi)
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            if liq(mid):
-                hi = mid
-            else:
-                lo = mid
-        found.append(hi)
+        found.append(_first(liq, now, MAX_PRICE))
     if now > 1 and liq(1):
-        lo, hi = 1, now  # invariant: liq(lo), not liq(hi)
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            if liq(mid):
-                lo = mid
-            else:
-                hi = mid
-        found.append(lo)
+        found.append(_first(lambda p: not liq(p), 1, now) - 1)
     return min(found, key=lambda p: (abs(p - now), -p)) if found else None
 
 
