@@ -129,6 +129,34 @@ def test_account_shows_the_sdks_liquidation_price(exchange: tuple[LocalExchange,
     assert px * 8 // 10 < liq < px
 
 
+def test_account_during_an_oracle_outage(exchange: tuple[LocalExchange, Path],
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """ETH's feed goes stale: ``crossbook account`` still shows the balances and the position,
+    says health is unavailable and why, instead of failing on the contract's OracleStale."""
+    from crossbook.chain.local_exchange import user_signer
+
+    ex, dep = exchange
+    owner = user_signer(41).address  # long ETH (the test above)
+    assert ex.client.position(owner, 0, 0).size > 0
+    feed = ex.client.feed("ETH")
+    answer = feed.functions.latestRoundData().call()[1]
+    now = ex.w3.eth.get_block("latest")["timestamp"]
+    ex.admin.transact(feed.functions.setAnswerAt(answer, now - 2 * 3600))
+    try:
+        assert main(["account", owner, "--json", "--deployment", str(dep)]) == 0
+        rep = json.loads(capsys.readouterr().out)
+        assert rep["unpriced"] == ["ETH-PERP"]
+        assert rep["equity"] is None and rep["liquidatable"] is None and rep["chain_health_agrees"] is None
+        pos = rep["positions"][0]
+        assert pos["size"] > 0 and pos["oracle_price"] is None and pos["unrealized_pnl"] is None
+        assert pos["liquidation_price"] is not None  # it sets the feed's price itself
+        assert main(["account", owner, "--deployment", str(dep)]) == 0
+        out = capsys.readouterr().out
+        assert "health    unavailable: no oracle price for ETH-PERP" in out and "ETH-PERP" in out
+    finally:
+        ex.admin.transact(feed.functions.setAnswer(answer))
+
+
 def test_relayer_help_shows_the_relayers_own_defaults() -> None:
     # the CLI leaves unset tuning to settlement's dataclasses and only names their values in
     # the help, so the help must follow them

@@ -220,3 +220,19 @@ class ClearinghouseClient:
         markets = {i: self.oracle_price(m.feed_id) for i, m in enumerate(self.spec.markets)}
         funding = {i: int(self._call(self.contract.functions.cumulativeFunding(i))) for i in markets}
         return Prices(assets=assets, markets=markets, funding=funding)
+
+    def available_prices(self) -> Prices:
+        """:meth:`prices` without the ones the adapter refuses (stale, out of band: such a
+        market is in reduce-only mode, docs/protocol.md §9.8), instead of failing on them; every
+        market's funding index."""
+        oracle = bind(self.w3, "OracleAdapter", self.deployment.oracle)
+        ok: dict[int, int] = {}
+        for f in sorted({f.feed_id for f in self.spec.feeds}):
+            good, p = self._call(oracle.functions.tryPrice(f))
+            if good:
+                ok[f] = int(p)
+        assets = {i + 1: ok[c.feed_id] for i, c in enumerate(self.spec.collaterals) if c.feed_id in ok}
+        markets = {i: ok[m.feed_id] for i, m in enumerate(self.spec.markets) if m.feed_id in ok}
+        funding = {i: int(self._call(self.contract.functions.cumulativeFunding(i)))
+                   for i in range(len(self.spec.markets))}
+        return Prices(assets=assets, markets=markets, funding=funding)

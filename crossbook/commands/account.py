@@ -30,7 +30,10 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
 
 
 def account_report(client: Any, owner: str, sub: int) -> dict[str, Any]:
-    """Everything ``crossbook account`` shows, as integers in protocol units."""
+    """Everything ``crossbook account`` shows, as integers in protocol units. While an oracle
+    price the account needs is refused (reduce-only mode), what needs it is None and
+    ``unpriced`` names it; balances and positions are still there."""
+    from crossbook.chain.errors import ContractRevert
     from crossbook.config import risk_params
     from crossbook.fixedpoint import NOTIONAL_DIV
     from crossbook.margin import compute_health_at, position_notional, position_value
@@ -39,30 +42,47 @@ def account_report(client: Any, owner: str, sub: int) -> dict[str, Any]:
     spec = client.spec
     params = risk_params(spec)
     acct = client.subaccount(owner, sub)
-    prices = client.prices()
-    h = compute_health_at(acct, params, prices)
-    chain_h = client.health(owner, sub)
-    notional = sum(position_notional(p.size, prices.markets[m]) for m, p in acct.positions.items())
+    prices = client.available_prices()
+    unpriced = [spec.markets[m].symbol for m, p in sorted(acct.positions.items())
+                if p.size and m not in prices.markets]
+    unpriced += [spec.collaterals[a - 1].symbol for a, amt in sorted(acct.collateral.items())
+                 if amt and a not in prices.assets]
+    h = None if unpriced else compute_health_at(acct, params, prices)
+    try:
+        chain_h = client.health(owner, sub)
+    except ContractRevert:  # OracleUnavailable: the contract needs the same prices
+        chain_h = None
     positions = []
     for m, p in sorted(acct.positions.items()):
-        px = prices.markets[m]
-        upnl = position_value(p.size, px) - p.open_notional
+        px = prices.markets.get(m)
+        try:
+            liq = liquidation_price(acct, params, prices, m)
+        except KeyError:  # another price the account needs is refused
+            liq = None
         positions.append({
             "market": m, "symbol": spec.markets[m].symbol, "size": p.size, "open_notional": p.open_notional,
             "entry_price": abs(p.open_notional) * NOTIONAL_DIV // abs(p.size) if p.size else 0,
-            "oracle_price": px, "notional": position_notional(p.size, px), "unrealized_pnl": upnl,
-            "liquidation_price": liquidation_price(acct, params, prices, m),
+            "oracle_price": px, "notional": None if px is None else position_notional(p.size, px),
+            "unrealized_pnl": None if px is None else position_value(p.size, px) - p.open_notional,
+            "liquidation_price": liq,
         })
+    notional = None if h is None else sum(x["notional"] for x in positions)
     return {
         "owner": owner, "subaccount": sub, "quote": acct.quote,
         "collateral": {spec.collaterals[a - 1].symbol: amt for a, amt in sorted(acct.collateral.items())},
-        "equity": h.equity, "initial_health": h.initial_health, "maintenance_health": h.maintenance_health,
-        "initial_requirement": h.initial_requirement, "maintenance_requirement": h.maintenance_requirement,
+        "unpriced": unpriced,
+        "equity": None if h is None else h.equity,
+        "initial_health": None if h is None else h.initial_health,
+        "maintenance_health": None if h is None else h.maintenance_health,
+        "initial_requirement": None if h is None else h.initial_requirement,
+        "maintenance_requirement": None if h is None else h.maintenance_requirement,
         "notional": notional,
         # leverage in hundredths (integer math): total notional / equity
-        "leverage_x100": notional * 100 // h.equity if h.equity > 0 else None,
-        "liquidatable": h.maintenance_health < 0,
-        "chain_health_agrees": (chain_h.equity, chain_h.initial_health, chain_h.maintenance_health)
+        "leverage_x100": notional * 100 // h.equity if h is not None and notional is not None
+        and h.equity > 0 else None,
+        "liquidatable": None if h is None else h.maintenance_health < 0,
+        "chain_health_agrees": None if h is None or chain_h is None
+        else (chain_h.equity, chain_h.initial_health, chain_h.maintenance_health)
         == (h.equity, h.initial_health, h.maintenance_health),
         "positions": positions,
     }
@@ -100,18 +120,23 @@ def run(args: argparse.Namespace) -> int:
     for sym, amt in rep["collateral"].items():
         dec = next(c.decimals for c in client.spec.collaterals if c.symbol == sym)
         print(f"collateral {format_units(amt, dec)} {sym}")
-    print(f"equity    {_usd(rep['equity'])} USD")
-    print(f"health    initial {_usd(rep['initial_health'])}   maintenance {_usd(rep['maintenance_health'])}"
-          f"   {'LIQUIDATABLE' if rep['liquidatable'] else 'healthy'}")
-    print(f"leverage  {'-' if lev is None else f'{lev // 100}.{lev % 100:02d}x'}   "
-          f"(notional {_usd(rep['notional'])} USD)")
-    if not rep["chain_health_agrees"]:
+    if rep["unpriced"]:
+        print(f"health    unavailable: no oracle price for {', '.join(rep['unpriced'])} (reduce-only "
+              f"mode: only closes that stay solvent trade, nothing is liquidated)")
+    else:
+        print(f"equity    {_usd(rep['equity'])} USD")
+        print(f"health    initial {_usd(rep['initial_health'])}   maintenance "
+              f"{_usd(rep['maintenance_health'])}   {'LIQUIDATABLE' if rep['liquidatable'] else 'healthy'}")
+        print(f"leverage  {'-' if lev is None else f'{lev // 100}.{lev % 100:02d}x'}   "
+              f"(notional {_usd(rep['notional'])} USD)")
+    if rep["chain_health_agrees"] is False:
         print("WARNING: the contract's health view disagrees with the Python margin engine")
     if rep["positions"]:
         print(f"{'market':<10} {'size':>14} {'entry':>14} {'oracle':>14} {'uPnL':>14} {'liq. price':>14}")
         for p in rep["positions"]:
+            upnl = "-" if p["unrealized_pnl"] is None else _usd(p["unrealized_pnl"])
             print(f"{p['symbol']:<10} {format_units(p['size'], 8, 4):>14} {_px(p['entry_price']):>14} "
-                  f"{_px(p['oracle_price']):>14} {_usd(p['unrealized_pnl']):>14} {_px(p['liquidation_price']):>14}")
+                  f"{_px(p['oracle_price']):>14} {upnl:>14} {_px(p['liquidation_price']):>14}")
     else:
         print("no open positions")
     return 0
