@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import random
 
-from crossbook.chain.deploy import bind
 from crossbook.chain.local_exchange import LocalExchange, user_signer
 from crossbook.config import DEFAULT_SPEC, PRICE, SIZE, USD, risk_params
 from crossbook.margin import (
-    Prices,
     SubAccount,
     fee_amount,
     fill_cash,
@@ -29,25 +27,10 @@ USERS = [user_signer(20 + i) for i in range(10)]
 ITEMS = 60
 
 
-def _chain_prices(ex: LocalExchange) -> Prices:
-    """The adapter's answers as the contract sees them: a refused feed has no price."""
-    oracle = bind(ex.w3, "OracleAdapter", ex.deployment.oracle)
-    ok = {}
-    for f in DEFAULT_SPEC.feeds:
-        good, p = oracle.functions.tryPrice(f.feed_id).call()
-        if good:
-            ok[f.feed_id] = int(p)
-    assets = {i + 1: ok[c.feed_id] for i, c in enumerate(DEFAULT_SPEC.collaterals) if c.feed_id in ok}
-    markets = {i: ok[m.feed_id] for i, m in enumerate(DEFAULT_SPEC.markets) if m.feed_id in ok}
-    funding = {i: int(ex.client.contract.functions.cumulativeFunding(i).call())
-               for i in range(len(DEFAULT_SPEC.markets))}
-    return Prices(assets, markets, funding)
-
-
 def _predict(ex: LocalExchange, item: FillItem) -> int:
     """The contract's reason for ``item`` in reduce-only mode by crossbook.margin (0: applied)."""
     params = risk_params()
-    prices = _chain_prices(ex)
+    prices = ex.client.available_prices()  # the adapter's answers as the contract sees them
     assert ETH not in prices.markets
     cash = fill_cash(item.size, item.price)
     sides = []
