@@ -440,7 +440,8 @@ class Hub:
                     self._to_owner("health", owner, self._health_frame((owner, sub)))
         elif ct is RequestWithdrawal or ct is RequestTransfer:
             pass  # covered by the Sequenced output
-        elif ct is SetHalt and res.journal and "markets" in self.public:
+        elif ct is SetHalt and res.journal and not res.ack.message and "markets" in self.public:
+            # (a message says the halt state stayed: a halt with cancels on a halted exchange)
             self._to_public("markets", encoder.encode(HaltMsg("markets", self.engine.halt_reason)))
         elif ct is AgentSet and res.ack.ok:
             assert isinstance(cmd, AgentSet)

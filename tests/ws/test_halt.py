@@ -132,3 +132,31 @@ async def test_halt_with_cancel_orders_over_the_cli(tmp_path: Path) -> None:
         await mm.close()
     finally:
         await srv.close()
+
+
+async def test_halt_with_cancels_on_a_halted_exchange_announces_no_new_halt(tmp_path: Path) -> None:
+    """Halted without cancels, then with them: what rests is cancelled, the first reason stays,
+    and the markets channel carries one halt message, not two."""
+    srv = await start_server(journal_dir=str(tmp_path), operator_token=TOKEN)
+    try:
+        op = await Client.open(srv.url)
+        watcher = await Client.open(srv.url)
+        assert (await watcher.request("subscribe", channels=["markets"]))["ok"]
+        mm = await logged_in(srv, 0, ["orders"])
+        r = await mm.request("place", **signed_order(USERS[0], True, ETH_PX - 10 * TICK, 10 * LOT))
+        assert r["ok"], r
+        assert (await op.request("halt", token=TOKEN, reason="maintenance"))["ok"]
+        await watcher.wait_for(lambda f: f["type"] == "halt")
+        assert srv.engine.orders  # a plain halt keeps resting orders
+        r2 = await op.request("halt", token=TOKEN, reason="incident", cancel_orders=True)
+        assert r2["ok"] and r2["result"]["seq"] == srv.engine.cmd_seq, r2
+        assert not srv.engine.orders and srv.engine.halt_reason == "maintenance"
+        up = await mm.wait_for(lambda f: f["type"] == "order" and f["order_id"] == r["result"]["order_id"]
+                               and f["status"] == "CANCELLED")
+        assert up["reason"] == "HALT"
+        assert (await watcher.request("ping"))["ok"]  # answered after anything the halt sent
+        assert [f["halted"] for f in watcher.all if f.get("type") == "halt"] == ["maintenance"]
+        for c in (op, watcher, mm):
+            await c.close()
+    finally:
+        await srv.close()
