@@ -210,6 +210,8 @@ class Hub:
         self.private: dict[str, dict[str, set[Conn]]] = {k: {} for k in PRIVATE}
         self.books = {m: _BookFeed(m, book_depth) for m in engine.books}
         self._bbo: dict[int, tuple[int | None, int | None, int | None]] = {}
+        # the halt reason the markets channel last announced (a halt is announced when it changes)
+        self._halt_said = engine.halt_reason
         self.valid_public = {"markets", "prices"}
         for m in engine.books:
             self.valid_public.add(f"book.{m}")
@@ -440,9 +442,11 @@ class Hub:
                     self._to_owner("health", owner, self._health_frame((owner, sub)))
         elif ct is RequestWithdrawal or ct is RequestTransfer:
             pass  # covered by the Sequenced output
-        elif ct is SetHalt and res.journal and not res.ack.message and "markets" in self.public:
-            # (a message says the halt state stayed: a halt with cancels on a halted exchange)
-            self._to_public("markets", encoder.encode(HaltMsg("markets", self.engine.halt_reason)))
+        elif ct is SetHalt and self.engine.halt_reason != self._halt_said:
+            # (a halt with cancels on a halted exchange leaves it, and says nothing new)
+            self._halt_said = self.engine.halt_reason
+            if "markets" in self.public:
+                self._to_public("markets", encoder.encode(HaltMsg("markets", self._halt_said)))
         elif ct is AgentSet and res.ack.ok:
             assert isinstance(cmd, AgentSet)
             if not cmd.approved:

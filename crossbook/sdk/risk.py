@@ -51,22 +51,28 @@ def feed_assets(params: RiskParams, market: int) -> tuple[int, ...]:
     return tuple(sorted(a for a, c in params.collaterals.items() if c.feed_id == feed))
 
 
-def at_feed_price(params: RiskParams, prices: Prices, market: int, price: int) -> Prices:
-    """``prices`` with ``market``'s feed at ``price``: the market and every collateral asset on
-    that feed (other markets have feeds of their own)."""
+def _feed_markets(params: RiskParams, market: int) -> tuple[int, ...]:
+    """The markets priced by ``market``'s oracle feed (``market`` itself among them)."""
     feed = params.markets[market].feed_id
-    markets = {m: (price if params.markets[m].feed_id == feed else p) for m, p in prices.markets.items()}
-    markets[market] = price
-    assets = dict(prices.assets)
-    for a in feed_assets(params, market):
-        assets[a] = price
-    return Prices(assets=assets, markets=markets, funding=prices.funding)
+    return tuple(m for m, c in params.markets.items() if c.feed_id == feed)
 
 
-def _mm_health(account: SubAccount, params: RiskParams, prices: Prices, market: int,
-               price: int) -> int:
-    at = at_feed_price(params, prices, market, price)
-    return compute_health(account, params, at.assets, at.markets, at.funding).maintenance_health
+def _with_price(prices: Prices, markets: tuple[int, ...], assets: tuple[int, ...],
+                price: int) -> Prices:
+    """``prices`` with ``markets`` and ``assets`` at ``price``."""
+    moved = dict(prices.markets)
+    for m in markets:
+        moved[m] = price
+    held = dict(prices.assets)
+    for a in assets:
+        held[a] = price
+    return Prices(assets=held, markets=moved, funding=prices.funding)
+
+
+def at_feed_price(params: RiskParams, prices: Prices, market: int, price: int) -> Prices:
+    """``prices`` with ``market``'s feed at ``price``: every market and collateral asset on
+    that feed."""
+    return _with_price(prices, _feed_markets(params, market), feed_assets(params, market), price)
 
 
 def liquidation_price(account: SubAccount, params: RiskParams, prices: Prices,
@@ -77,11 +83,17 @@ def liquidation_price(account: SubAccount, params: RiskParams, prices: Prices,
     if pos is None or pos.size == 0:
         return None
 
+    # what the feed prices, looked up once for the whole search
+    on_feed = _feed_markets(params, market)
+    assets = feed_assets(params, market)
+
     def liq(p: int) -> bool:
-        return _mm_health(account, params, prices, market, p) < 0
+        at = _with_price(prices, on_feed, assets, p)
+        return compute_health(account, params, at.assets, at.markets,
+                              at.funding).maintenance_health < 0
 
     if pos.size < 0:
-        if any(account.collateral.get(a) for a in feed_assets(params, market)):
+        if any(account.collateral.get(a) for a in assets):
             return _hedged_short(liq, prices.markets[market])
         # non-increasing in p: the lowest liquidatable price
         if not liq(MAX_PRICE):

@@ -13,7 +13,9 @@ from matcher.commands import (
     ChainDeposit,
     Command,
     ExpireTick,
+    FillReport,
     ModifyOrder,
+    OrderUpdate,
     PlaceOrder,
     PostFunding,
     Result,
@@ -76,6 +78,16 @@ def funded(config: EngineConfig | None = None, usd: int = 1_000_000,
     for o in owners:
         assert eng.apply(ChainDeposit(req(), o, 0, 0, usd * USD)).ack.ok
     return eng
+
+
+def fills(res: Result) -> list[FillReport]:
+    """The fills a command produced."""
+    return [o for o in res.outputs if isinstance(o, FillReport)]
+
+
+def updates(res: Result) -> list[OrderUpdate]:
+    """The order updates a command produced."""
+    return [o for o in res.outputs if isinstance(o, OrderUpdate)]
 
 
 def random_commands(seed: int, n: int, owners: int = 6) -> list[Command]:

@@ -13,10 +13,8 @@ from matcher.commands import (
     ChainBatchSettled,
     ChainDeposit,
     Code,
-    FillReport,
     ModifyOrder,
     OrderStatus,
-    OrderUpdate,
     PlaceOrder,
     PostFunding,
     RequestWithdrawal,
@@ -35,25 +33,19 @@ from engine_helpers import (
     LOT,
     NOW,
     SIG,
+    fills,
     funded,
     order,
     place,
     prices_cmd,
     random_commands,
     req,
+    updates,
 )
-
-
-def fills(res: Result) -> list[FillReport]:
-    return [o for o in res.outputs if isinstance(o, FillReport)]
 
 
 def seqd(res: Result) -> list[Sequenced]:
     return [o for o in res.outputs if isinstance(o, Sequenced)]
-
-
-def updates(res: Result) -> list[OrderUpdate]:
-    return [o for o in res.outputs if isinstance(o, OrderUpdate)]
 
 
 def canon(eng: Engine, owner: str, confirmed: bool = False) -> object:

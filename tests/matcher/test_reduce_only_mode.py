@@ -9,30 +9,27 @@ import msgspec
 
 from crossbook.config import PRICE, SIZE
 from crossbook.margin import Prices, side_delta, simulate_fill_side_unpriced
-from matcher.commands import (
-    Code,
-    Command,
-    FillReport,
-    OrderStatus,
-    OrderUpdate,
-    Result,
-    SetOraclePrices,
-)
+from matcher.commands import Code, Command, OrderStatus, SetOraclePrices
 from matcher.engine import Engine
 from matcher.journal import _batch_dec
 from matcher.orders import CancelReason, Tif
 from matcher.risk import div_notional
-from engine_helpers import A, B, C, ETH, ETH_PX, NOW, funded, place, prices_cmd, req
+from engine_helpers import (
+    A,
+    B,
+    C,
+    ETH,
+    ETH_PX,
+    NOW,
+    fills,
+    funded,
+    place,
+    prices_cmd,
+    req,
+    updates,
+)
 
 ONE = SIZE
-
-
-def fills(res: Result) -> list[FillReport]:
-    return [o for o in res.outputs if isinstance(o, FillReport)]
-
-
-def updates(res: Result) -> list[OrderUpdate]:
-    return [o for o in res.outputs if isinstance(o, OrderUpdate)]
 
 
 def outage(eng: Engine) -> None:
