@@ -18,6 +18,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 from matcher.engine import Engine
 from matcher.journal import JournalWriter, prune_segments, snapshot_files, write_snapshot
@@ -32,13 +33,16 @@ class Child:
 
 
 def _write_in_child(snapdir: Path, engine: Engine, journal_fd: int, offset: int,
-                    segment: int) -> None:
+                    segment: int, also_sync: Sequence[int]) -> None:
     status = 1
     try:
         # the snapshot says "the journal up to offset is applied": make that part durable first,
         # through the descriptor inherited at the fork (the parent may seal and rename the
-        # segment meanwhile; this one still names it)
+        # segment meanwhile; this one still names it); likewise the files whose record must
+        # reach the snapshot (the fill log's mark)
         os.fsync(journal_fd)
+        for fd in also_sync:
+            os.fsync(fd)
         write_snapshot(snapdir, engine, offset, segment)
         status = 0
     except BaseException as exc:  # noqa: BLE001 - reported through the exit status
@@ -50,14 +54,16 @@ def _write_in_child(snapdir: Path, engine: Engine, journal_fd: int, offset: int,
         os._exit(status)
 
 
-def start(snapdir: Path, engine: Engine, writer: JournalWriter) -> Child:
-    """Fork a child that writes the snapshot of ``engine`` as it is now; returns at once."""
+def start(snapdir: Path, engine: Engine, writer: JournalWriter,
+          also_sync: Sequence[int] = ()) -> Child:
+    """Fork a child that writes the snapshot of ``engine`` as it is now; returns at once.
+    ``also_sync``: descriptors the child fsyncs with the journal before writing."""
     offset, segment = writer.offset, writer.segment
     sys.stdout.flush()  # the child exits without flushing: nothing buffered twice
     sys.stderr.flush()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child (coverage does not follow it)
-        _write_in_child(snapdir, engine, writer.fileno(), offset, segment)
+        _write_in_child(snapdir, engine, writer.fileno(), offset, segment, also_sync)
     return Child(pid, engine.cmd_seq)
 
 

@@ -44,6 +44,7 @@ from matcher.commands import (
 )
 from matcher.engine import Engine
 from matcher.fill_history import NOT_A_FILL, FillHistory
+from matcher.fill_log import FillFrame, FillLog
 from matcher.orders import CancelReason
 from matcher.sessions import Session
 from matcher.ws_messages import (
@@ -205,6 +206,9 @@ class Hub:
         # owner -> seq of the newest fill its `fills` channel carried: the `fills_after` that
         # resumes from a subscription made now (a client that has seen no fill has no seq)
         self.last_fill: dict[str, int] = {}
+        # the on-disk record (restore_fills) and the frames of the command being published
+        self.fill_log: FillLog | None = None
+        self._fill_out: list[FillFrame] = []
         self.symbols = symbols
         self.public: dict[str, set[Conn]] = {}
         self.private: dict[str, dict[str, set[Conn]]] = {k: {} for k in PRIVATE}
@@ -342,13 +346,34 @@ class Hub:
             for c in tuple(group):
                 c.send(frame)
 
-    def _fills(self, owner: str, seq: int, frame: bytes) -> None:
-        """A ``fills`` frame: recorded for a later replay (subscribe's ``fills_after``) even when
-        nobody listens, then sent to the owner's subscribed connections."""
+    def _remember(self, owner: str, seq: int, frame: bytes) -> None:
         self.fill_history.record(owner, seq, frame)
         if seq != NOT_A_FILL:
             self.last_fill[owner] = seq
+
+    def _fills(self, owner: str, seq: int, frame: bytes) -> None:
+        """A ``fills`` frame: recorded for a later replay (subscribe's ``fills_after``) even when
+        nobody listens, and on disk with the command's other frames, then sent to the owner's
+        subscribed connections."""
+        self._remember(owner, seq, frame)
+        if self.fill_log is not None:
+            self._fill_out.append((owner, seq, frame))
         self._to_owner("fills", owner, frame)
+
+    def restore_fills(self, fill_log: FillLog,
+                      unpublished: Iterable[tuple[Command, Result]] = ()) -> None:
+        """Load the fill record from ``fill_log`` (already resumed after recovery), publish the
+        outputs of the commands it missed (``unpublished``, from recovery) and record every
+        ``fills`` frame from now on in it too."""
+        old = self.fill_history
+        first = fill_log.first_seq if fill_log.first_seq is not None else self.engine.ledger.next_seq
+        self.fill_history = FillHistory(first, old.per_owner, old.total)
+        for rec in fill_log.take_records():
+            for owner, seq, frame in rec.frames:
+                self._remember(owner, seq, frame)
+        self.fill_log = fill_log
+        for cmd, res in unpublished:
+            self.publish(cmd, res)
 
     def _to_public(self, channel: str, frame: bytes) -> None:
         group = self.public.get(channel)
@@ -370,6 +395,8 @@ class Hub:
             return
         touched_markets: set[int] = set()
         touched_accts: set[Acct] = set()
+        if self._fill_out:  # left by a fan-out that failed half way
+            self._fill_out = []
         ts_ms = int(time.time() * 1000)
         for o in outs:
             t = type(o)
@@ -419,6 +446,10 @@ class Hub:
                     ow = it.transfer.owner.lower()
                     touched_accts.add((ow, it.transfer.from_subaccount))
                     touched_accts.add((ow, it.transfer.to_subaccount))
+        if self._fill_out:
+            assert self.fill_log is not None
+            self.fill_log.append(res.ack.seq, self._fill_out)
+            self._fill_out = []
         ct = type(cmd)
         if ct is ChainDeposit and res.ack.ok:
             assert isinstance(cmd, ChainDeposit)

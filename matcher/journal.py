@@ -38,7 +38,7 @@ import gc
 import os
 import struct
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -405,6 +405,10 @@ class Recovery:
     journal_offset: int  # valid length of the active segment (the file was truncated to it)
     replayed: int  # records replayed on top of the snapshot
     truncated: int  # bytes of torn tail removed
+    # with ``outputs_after``: the commands after it, with their results (outputs included)
+    unpublished: list[tuple[Command, Result]] = field(default_factory=list)
+    # ... and whether those are all of them (False: the snapshot lies after ``outputs_after``)
+    unpublished_complete: bool = False
 
 
 @dataclass
@@ -477,8 +481,10 @@ def _journal_chain(path: Path, snap: SnapshotFile | None) -> _Chain:
     return _Chain(parts[0] if len(parts) == 1 else b"".join(parts), active_at, active_base)
 
 
-def _apply_records(engine: Engine, records: list[tuple[int, Command]]) -> tuple[int, int]:
-    """:meth:`Engine.replay_records` through :meth:`Engine.apply` (the reference path)."""
+def _apply_records(engine: Engine, records: list[tuple[int, Command]],
+                   results: list[tuple[Command, Result]] | None = None) -> tuple[int, int]:
+    """:meth:`Engine.replay_records` through :meth:`Engine.apply` (the reference path); each
+    command replayed is appended to ``results`` with its result when given."""
     replayed = 0
     for i, (seq, cmd) in enumerate(records):
         if seq > engine.cmd_seq:
@@ -487,6 +493,8 @@ def _apply_records(engine: Engine, records: list[tuple[int, Command]]) -> tuple[
             res: Result = engine.apply(cmd)
             if not res.journal:
                 return i, replayed
+            if results is not None:
+                results.append((cmd, res))
             replayed += 1
     return len(records), replayed
 
@@ -498,6 +506,7 @@ def recover(
     *,
     truncate: bool = True,
     fast: bool = True,
+    outputs_after: int | None = None,
 ) -> Recovery:
     """Rebuild the engine: newest snapshot (if any) + replay of the journal after it (the
     segments from the one holding the first record the snapshot does not cover).
@@ -505,6 +514,9 @@ def recover(
     A torn last record of the active segment is cut off (``truncate``) so the writer can
     append after it. ``fast`` replays through :meth:`Engine.replay` (no client outputs; the same state as ``apply``);
     ``fast=False`` uses :meth:`Engine.apply` for every record (the reference path).
+    ``outputs_after``: the records after that command are applied with :meth:`Engine.apply`
+    and returned with their results (:attr:`Recovery.unpublished`), for a caller whose own
+    record of the outputs (matcher/fill_log.py) ends there.
     """
     snap = load_latest_snapshot(snapshot_dir) if snapshot_dir is not None else None
     engine = Engine.restore(snap.engine, config) if snap is not None else Engine(config)
@@ -514,13 +526,22 @@ def recover(
     offset = 0
     engine.replaying = True
     replayed = 0
+    unpublished: list[tuple[Command, Result]] = []
+    fast_until = outputs_after if outputs_after is not None else 2**63
     # the replay builds millions of objects and no cyclic garbage: with the collector on, its
     # generation-2 passes over the growing engine would cost seconds of a million-record replay
     gc_was_on = gc.isenabled()
     gc.disable()
     try:
         for recs, ends in iter_record_batches(buf, offset):
-            done, n = engine.replay_records(recs) if fast else _apply_records(engine, recs)
+            k = len(recs)
+            if recs[-1][0] > fast_until:  # the records after it are applied with outputs
+                k = next(i for i, (seq, _) in enumerate(recs) if seq > fast_until)
+            head = recs if k == len(recs) else recs[:k]
+            done, n = engine.replay_records(head) if fast else _apply_records(engine, head)
+            if done == k < len(recs):
+                more, n2 = _apply_records(engine, recs[k:], unpublished)
+                done, n = done + more, n + n2
             replayed += n
             if done:
                 offset = ends[done - 1]
@@ -534,16 +555,19 @@ def recover(
         if gc_was_on:
             gc.enable()
     cut = len(buf) - offset
+    # the outputs of every command after outputs_after were rebuilt unless a snapshot covers
+    # some of them (their outputs are then beyond reach)
+    complete = outputs_after is not None and (snap is None or snap.seq <= outputs_after)
     if chain.active_at is None:
         if cut:
             raise JournalError("a sealed journal segment is damaged (no active segment after it)")
-        return Recovery(engine, 0, replayed, 0)
+        return Recovery(engine, 0, replayed, 0, unpublished, complete)
     if offset < chain.active_at:
         raise JournalError(f"a sealed journal segment is damaged after record {engine.cmd_seq}")
     valid = chain.active_base + offset - chain.active_at
     if cut and truncate:
         cut_tail(path, valid)
-    return Recovery(engine, valid, replayed, cut)
+    return Recovery(engine, valid, replayed, cut, unpublished, complete)
 
 
 def cut_tail(path: str | Path, valid: int) -> None:

@@ -26,7 +26,7 @@ import os
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import msgspec
 import websockets
@@ -59,6 +59,7 @@ from matcher.commands import (
     Sequenced,
 )
 from matcher.engine import Engine
+from matcher.fill_log import FillLog
 from matcher.intake import Intake, reject
 from matcher.journal import FSYNC_BY_SHELL, JournaledEngine, JournalWriteFailed
 from matcher.limits import Limits, TokenBucket
@@ -288,7 +289,11 @@ class MatcherServer:
     commands (watcher deposits, agent approvals, oracle prices, settlements)."""
 
     def __init__(self, jengine: JournaledEngine, config: ServerConfig | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, fill_log: FillLog | None = None,
+                 unpublished: Iterable[tuple[Command, Result]] = ()) -> None:
+        """``fill_log``: the fills record on disk (resumed after recovery), so fills are
+        replayed across restarts; ``unpublished``: the commands recovery applied after the
+        log's end, with their results (:attr:`matcher.journal.Recovery.unpublished`)."""
         self.jengine = jengine
         self.engine: Engine = jengine.engine
         self.config = cfg = config or ServerConfig()
@@ -300,6 +305,8 @@ class MatcherServer:
         symbols = {i: m.symbol for i, m in enumerate(self.engine.config.spec.markets)}
         self.hub = Hub(self.engine, symbols, cfg.book_depth, cfg.fill_history,
                        cfg.fill_history_total)
+        if fill_log is not None:
+            self.hub.restore_fills(fill_log, unpublished)
         self.conns: set[Conn] = set()
         self.port = 0
         # engine jobs not yet run (FIFO); bounded by limits.engine_queue

@@ -178,6 +178,7 @@ async def run_matcher(opts: MatcherOptions) -> None:
     from matcher.engine import EngineConfig
     from matcher.journal import FSYNC_BY_SHELL, JournaledEngine, JournalError, JournalWriter, cut_tail, recover
     from matcher import background_snapshot
+    from matcher.fill_log import FillLog
     from matcher.journal import write_snapshot
     from matcher.server import MatcherServer, ServerConfig
 
@@ -190,8 +191,10 @@ async def run_matcher(opts: MatcherOptions) -> None:
                        max_nonce_words_per_owner=opts.max_nonce_words,
                        expiry_margin_s=opts.expiry_margin_s)
     t0 = time.monotonic()
+    # the fills channel's record: recovery rebuilds the outputs of the commands after its end
+    fills = FillLog(opts.journal_dir / "fills")
     try:
-        rec = recover(journal, snapdir, cfg, truncate=False)
+        rec = recover(journal, snapdir, cfg, truncate=False, outputs_after=fills.last_cmd_seq)
         if rec.truncated:
             why = journal_damage(journal, rec.journal_offset)
             if why:
@@ -210,12 +213,15 @@ async def run_matcher(opts: MatcherOptions) -> None:
     writer = JournalWriter(journal, fsync=FSYNC_BY_SHELL,
                            segment_bytes=opts.journal_segment_mb * 1024 * 1024)
     jengine = JournaledEngine(eng, writer)  # snapshots: the background task below
+    fills.resume(eng.cmd_seq, eng.ledger.next_seq, rec.unpublished_complete)
     dep = opts.deployment
     server = MatcherServer(jengine, ServerConfig(
         host=opts.host, port=opts.port, chain_id=dep.chain_id,
         verifying_contract=dep.clearinghouse.lower(), stream_token=opts.stream_token,
         operator_token=opts.operator_token, gc_sweep_s=opts.gc_sweep_s,
-        busy_poll_us=opts.busy_poll_us))
+        busy_poll_us=opts.busy_poll_us), fill_log=fills, unpublished=rec.unpublished)
+    log.info("fill log: %d frames kept, %d commands republished",
+             server.hub.fill_history.frames(), len(rec.unpublished))
     instrument_matcher(server)  # before start(): the engine task binds _run when it starts
     stop = stop_event()
     await server.start()
@@ -261,8 +267,10 @@ async def run_matcher(opts: MatcherOptions) -> None:
             due = (eng.cmd_seq - last >= opts.snapshot_every
                    or time.monotonic() - last_at >= opts.snapshot_interval_s)
             if eng.cmd_seq != last and due:
-                # the engine runs on this loop, so state and journal offset agree at the fork
-                child = background_snapshot.start(snapdir, eng, writer)
+                # the engine runs on this loop, so state and journal offset agree at the fork,
+                # and every command up to here was published: the fill log says so first
+                fills.mark(eng.cmd_seq)
+                child = background_snapshot.start(snapdir, eng, writer, (fills.fileno(),))
                 last_at = time.monotonic()
 
     tasks = [asyncio.create_task(poll_prices()), asyncio.create_task(snapshots())]
@@ -275,6 +283,8 @@ async def run_matcher(opts: MatcherOptions) -> None:
         await server.close()
         if child is not None:
             background_snapshot.wait(child)
+        fills.mark(eng.cmd_seq)
+        fills.close()
         write_snapshot(snapdir, eng, writer.offset, writer.segment)
         writer.close()
         log.info("matcher stopped at cmd_seq %d", eng.cmd_seq)

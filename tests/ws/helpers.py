@@ -38,13 +38,19 @@ def addr(s: Signer) -> str:
     return s.address.lower()
 
 
+def setup_commands(usd: int = 1_000_000) -> list[SetOraclePrices | ChainDeposit]:
+    """Oracle prices, then ``usd`` deposited into sub 0 of every test user."""
+    cmds: list[SetOraclePrices | ChainDeposit] = [SetOraclePrices(
+        1, {1: ETH_PX, 2: 60_000 * PRICE}, {0: ETH_PX, 1: 60_000 * PRICE, 2: 150 * PRICE}, 0)]
+    cmds += [ChainDeposit(10 + i, addr(u), 0, 0, usd * USD) for i, u in enumerate(USERS)]
+    return cmds
+
+
 def make_engine(config: EngineConfig | None = None, usd: int = 1_000_000) -> Engine:
-    """An engine with oracle prices and ``usd`` deposited into sub 0 of every test user."""
+    """An engine after :func:`setup_commands`."""
     eng = Engine(config)
-    assert eng.apply(SetOraclePrices(1, {1: ETH_PX, 2: 60_000 * PRICE},
-                                     {0: ETH_PX, 1: 60_000 * PRICE, 2: 150 * PRICE}, 0)).ack.ok
-    for i, u in enumerate(USERS):
-        assert eng.apply(ChainDeposit(10 + i, addr(u), 0, 0, usd * USD)).ack.ok
+    for cmd in setup_commands(usd):
+        assert eng.apply(cmd).ack.ok
     return eng
 
 
@@ -176,3 +182,15 @@ class Client:
         """Close the connection."""
         await self.ws.close()
         self._reader.cancel()
+
+
+async def logged_in(url: str, user: int) -> Client:
+    """A client on ``url`` logged in as ``USERS[user]``."""
+    c = await Client.open(url)
+    assert (await c.login(USERS[user]))["ok"]
+    return c
+
+
+def fill_frames(c: Client) -> list[dict[str, Any]]:
+    """The ``fill`` frames ``c`` received, in arrival order."""
+    return [f for f in c.all if f.get("type") == "fill"]

@@ -5,13 +5,24 @@ over loopback; the record itself is tested sans-I/O first."""
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from crossbook.protocol_types import Order
 from matcher.commands import ChainBatchSettled, PlaceOrder
 from matcher.fill_history import NOT_A_FILL, FillHistory
 from matcher.orders import Stp, Tif
-from tests.ws.helpers import ETH, ETH_PX, LOT, USERS, Client, addr, make_engine, signed_order, start_server
+from tests.ws.helpers import (
+    ETH,
+    ETH_PX,
+    LOT,
+    USERS,
+    Client,
+    addr,
+    fill_frames,
+    logged_in,
+    make_engine,
+    signed_order,
+    start_server,
+)
 
 
 def test_record_replays_after_the_named_fill_in_order() -> None:
@@ -65,31 +76,23 @@ async def _trade(taker: Client, size: int = LOT) -> None:
     assert r["ok"], r
 
 
-async def _logged_in(url: str, user: int) -> Client:
-    c = await Client.open(url)
-    assert (await c.login(USERS[user]))["ok"]
-    return c
-
-
-def _fills(c: Client) -> list[dict[str, Any]]:
-    return [f for f in c.all if f.get("type") == "fill"]
 
 
 async def test_fills_missed_while_away_are_replayed_once_in_order(tmp_path) -> None:  # type: ignore[no-untyped-def]
     srv = await start_server(journal_dir=str(tmp_path))
     try:
-        maker = await _logged_in(srv.url, 0)
+        maker = await logged_in(srv.url, 0)
         assert (await maker.request("subscribe", channels=["fills"]))["ok"]
         rest = await maker.request("place", tif="GTC", **signed_order(USERS[0], False, ETH_PX, 10 * LOT))
         assert rest["ok"]
-        taker = await _logged_in(srv.url, 1)
+        taker = await logged_in(srv.url, 1)
         await _trade(taker)
         seen = await maker.wait_for(lambda f: f.get("type") == "fill")
         await maker.close()
         for _ in range(2):  # filled twice more while the maker is away
             await _trade(taker)
 
-        back = await _logged_in(srv.url, 0)
+        back = await logged_in(srv.url, 0)
         r = await back.request("subscribe", channels=["orders", "fills"], fills_after=seen["seq"])
         assert r["result"]["fills"] == {"after": seen["seq"], "replayed": 2, "complete": True}
         replayed = [await back.wait_for(lambda f: f.get("type") == "fill") for _ in range(2)]
@@ -104,22 +107,22 @@ async def test_fills_missed_while_away_are_replayed_once_in_order(tmp_path) -> N
         await _trade(taker)
         live = await back.wait_for(lambda f: f.get("type") == "fill")
         assert live["seq"] > replayed[-1]["seq"]
-        assert len(_fills(back)) == 3
+        assert len(fill_frames(back)) == 3
 
         # asking from the newest fill replays nothing; from 0 (fresh engine) all four, complete
         r2 = await back.request("subscribe", channels=["fills"], fills_after=live["seq"])
         assert r2["result"]["fills"] == {"after": live["seq"], "replayed": 0, "complete": True}
-        other = await _logged_in(srv.url, 0)
+        other = await logged_in(srv.url, 0)
         r3 = await other.request("subscribe", channels=["fills"], fills_after=0)
         assert r3["result"]["fills"] == {"after": 0, "replayed": 4, "complete": True}
         await other.wait_for(lambda f: f.get("type") == "fill" and f["seq"] == live["seq"])
-        assert [f["seq"] for f in _fills(other)] == [seen["seq"], *(f["seq"] for f in replayed),
+        assert [f["seq"] for f in fill_frames(other)] == [seen["seq"], *(f["seq"] for f in replayed),
                                                     live["seq"]]
         # the taker's own record is separate: its side of the same four fills
         t = await taker.request("subscribe", channels=["fills"], fills_after=0)
         assert t["result"]["fills"]["replayed"] == 4
         await taker.wait_for(lambda f: f.get("type") == "fill" and f["seq"] == live["seq"])
-        assert {f["liquidity"] for f in _fills(taker)} == {"taker"}
+        assert {f["liquidity"] for f in fill_frames(taker)} == {"taker"}
     finally:
         await srv.close()
 
@@ -127,17 +130,17 @@ async def test_fills_missed_while_away_are_replayed_once_in_order(tmp_path) -> N
 async def test_trimmed_record_is_reported_incomplete(tmp_path) -> None:  # type: ignore[no-untyped-def]
     srv = await start_server(journal_dir=str(tmp_path), fill_history=2)
     try:
-        maker = await _logged_in(srv.url, 0)
+        maker = await logged_in(srv.url, 0)
         assert (await maker.request("subscribe", channels=["fills"]))["ok"]
         assert (await maker.request("place", tif="GTC",
                                     **signed_order(USERS[0], False, ETH_PX, 10 * LOT)))["ok"]
-        taker = await _logged_in(srv.url, 1)
+        taker = await logged_in(srv.url, 1)
         await _trade(taker)
         first = await maker.wait_for(lambda f: f.get("type") == "fill")
         await maker.close()
         for _ in range(3):
             await _trade(taker)
-        back = await _logged_in(srv.url, 0)
+        back = await logged_in(srv.url, 0)
         r = await back.request("subscribe", channels=["fills"], fills_after=first["seq"])
         # one of the three fills since was trimmed: the two kept, flagged incomplete
         assert r["result"]["fills"] == {"after": first["seq"], "replayed": 2, "complete": False}
@@ -157,7 +160,7 @@ async def test_fills_before_this_process_are_not_claimed(tmp_path) -> None:  # t
     assert eng.ledger.next_seq > 1
     srv = await start_server(eng, journal_dir=str(tmp_path))
     try:
-        c = await _logged_in(srv.url, 0)
+        c = await logged_in(srv.url, 0)
         r = await c.request("subscribe", channels=["fills"], fills_after=0)
         assert r["result"]["fills"] == {"after": 0, "replayed": 0, "complete": False}
     finally:
@@ -167,7 +170,7 @@ async def test_fills_before_this_process_are_not_claimed(tmp_path) -> None:  # t
 async def test_fills_after_needs_the_fills_channel(tmp_path) -> None:  # type: ignore[no-untyped-def]
     srv = await start_server(journal_dir=str(tmp_path))
     try:
-        c = await _logged_in(srv.url, 0)
+        c = await logged_in(srv.url, 0)
         r = await c.request("subscribe", channels=["orders"], fills_after=3)
         assert (r["ok"], r["code"]) == (False, "BAD_REQUEST")
         assert "fills" not in (await c.request("subscribe", channels=["orders"]))["result"]
@@ -186,11 +189,11 @@ async def test_a_bust_of_an_older_fill_is_replayed_by_arrival(tmp_path) -> None:
     every fill before its link dropped still gets the bust that came while it was away."""
     srv = await start_server(journal_dir=str(tmp_path))
     try:
-        maker = await _logged_in(srv.url, 0)
+        maker = await logged_in(srv.url, 0)
         assert (await maker.request("subscribe", channels=["fills"]))["ok"]
         assert (await maker.request("place", tif="GTC",
                                     **signed_order(USERS[0], False, ETH_PX, 10 * LOT)))["ok"]
-        taker = await _logged_in(srv.url, 1)
+        taker = await logged_in(srv.url, 1)
         for _ in range(2):
             await _trade(taker)
         seen = [await maker.wait_for(lambda f: f.get("type") == "fill") for _ in range(2)]
@@ -200,11 +203,11 @@ async def test_a_bust_of_an_older_fill_is_replayed_by_arrival(tmp_path) -> None:
         res = await srv.submit(ChainBatchSettled(srv.next_req_id(), first, last - first + 1,
                                                  [(first, 7)]))
         assert res.ack.ok
-        back = await _logged_in(srv.url, 0)
+        back = await logged_in(srv.url, 0)
         r = await back.request("subscribe", channels=["fills"], fills_after=last)
         assert r["result"]["fills"] == {"after": last, "replayed": 1, "complete": True}
         bust = await back.wait_for(lambda f: f.get("type") == "bust")
         assert (bust["seq"], bust["sub"], bust["reason"]) == (first, 0, 7)
-        assert not _fills(back)  # the fills it had seen are not sent again
+        assert not fill_frames(back)  # the fills it had seen are not sent again
     finally:
         await srv.close()

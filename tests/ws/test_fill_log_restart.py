@@ -1,0 +1,128 @@
+"""Fills survive a matcher restart (matcher/fill_log.py): a market maker that reconnects to a
+restarted matcher gets the fills of before the restart from ``fills_after``, complete, including
+those the log missed because the process died between journaling a command and logging its
+frames (rebuilt from the journal). Real server over loopback, restarted the way ``crossbook
+matcher`` restarts: fill log, recovery with ``outputs_after``, resume, server."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from matcher.engine import Engine
+from matcher.fill_log import FillLog, decode_all
+from matcher.journal import (
+    FSYNC_BY_SHELL,
+    JournaledEngine,
+    JournalWriter,
+    recover,
+    write_snapshot,
+)
+from matcher.server import MatcherServer, ServerConfig
+from tests.ws.helpers import (
+    CHAIN_ID,
+    CONTRACT,
+    ETH_PX,
+    LOT,
+    USERS,
+    fill_frames,
+    logged_in,
+    setup_commands,
+    signed_order,
+)
+
+
+async def _start(d: Path) -> tuple[MatcherServer, FillLog, int]:
+    """Start (or restart) the matcher whose state is in ``d``; also returns how many commands
+    recovery had to publish again."""
+    fills = FillLog(d / "fills")
+    rec = recover(d / "journal.bin", d / "snapshots", outputs_after=fills.last_cmd_seq)
+    je = JournaledEngine(rec.engine, JournalWriter(d / "journal.bin", fsync=FSYNC_BY_SHELL))
+    fills.resume(rec.engine.cmd_seq, rec.engine.ledger.next_seq, rec.unpublished_complete)
+    srv = MatcherServer(je, ServerConfig(chain_id=CHAIN_ID, verifying_contract=CONTRACT),
+                        fill_log=fills, unpublished=rec.unpublished)
+    await srv.start()
+    return srv, fills, len(rec.unpublished)
+
+
+async def _stop(srv: MatcherServer, fills: FillLog) -> None:
+    """Stop without the shutdown's mark: as after a kill -9 once everything was written."""
+    await srv.close()
+    srv.jengine.writer.close()
+    fills.close()
+
+
+
+
+async def test_fills_of_before_a_restart_are_replayed_complete(tmp_path: Path) -> None:
+    (tmp_path / "snapshots").mkdir()
+    je = JournaledEngine(Engine(), JournalWriter(tmp_path / "journal.bin", fsync=FSYNC_BY_SHELL))
+    for cmd in setup_commands():
+        assert je.submit(cmd).ack.ok
+    je.writer.close()
+
+    srv, fills, republished = await _start(tmp_path)
+    assert republished == 0
+    try:
+        maker = await logged_in(srv.url, 0)
+        assert (await maker.request("subscribe", channels=["fills"]))["ok"]
+        assert (await maker.request("place", tif="GTC",
+                                    **signed_order(USERS[0], False, ETH_PX, 10 * LOT)))["ok"]
+        taker = await logged_in(srv.url, 1)
+        for i in range(3):
+            r = await taker.request("place", tif="IOC", **signed_order(USERS[1], True, ETH_PX, LOT))
+            assert r["ok"], r
+            await maker.wait_for(lambda f: f.get("type") == "fill" and len(fill_frames(maker)) > i)
+            if i == 0:  # a snapshot as the matcher takes them: the log's mark first
+                fills.mark(srv.engine.cmd_seq)
+                write_snapshot(tmp_path / "snapshots", srv.engine, srv.jengine.writer.offset,
+                               srv.jengine.writer.segment)
+        before = fill_frames(maker)
+        assert len(before) == 3
+    finally:
+        await _stop(srv, fills)
+
+    # the process died after journaling the last trade and before logging its frames
+    seg = tmp_path / "fills" / "fills-0.bin"
+    recs, _ = decode_all(seg.read_bytes())
+    last, at = recs[-1]
+    assert [s for _, s, _ in last.frames] == [before[-1]["seq"]] * 2  # maker's and taker's
+    with open(seg, "r+b") as f:
+        f.truncate(at)
+
+    srv, fills, republished = await _start(tmp_path)
+    try:
+        assert republished >= 1
+        back = await logged_in(srv.url, 0)
+        r = await back.request("subscribe", channels=["fills"], fills_after=0)
+        assert r["result"]["fills"] == {"after": 0, "replayed": 3, "complete": True}
+        await back.wait_for(lambda f: len(fill_frames(back)) == 3)
+        after = fill_frames(back)
+        assert after[:2] == before[:2]  # as sent, byte for byte (the same ts_ms)
+        # the rebuilt one: the same fill, stamped when it was rebuilt
+        assert {k: v for k, v in after[2].items() if k != "ts_ms"} == \
+            {k: v for k, v in before[2].items() if k != "ts_ms"}
+        r = await back.request("subscribe", channels=["fills"], fills_after=before[0]["seq"])
+        assert r["result"]["fills"] == {"after": before[0]["seq"], "replayed": 2, "complete": True}
+        taker = await logged_in(srv.url, 1)
+        r = await taker.request("subscribe", channels=["fills"], fills_after=0)
+        assert r["result"]["fills"] == {"after": 0, "replayed": 3, "complete": True}
+    finally:
+        await _stop(srv, fills)
+
+    # the rebuilt frames are on disk now: the next start republishes nothing
+    srv, fills, republished = await _start(tmp_path)
+    try:
+        assert republished == 0 and srv.hub.fill_history.frames() == 6
+    finally:
+        await _stop(srv, fills)
+
+    # without its log the matcher claims no history it cannot show
+    shutil.rmtree(tmp_path / "fills")
+    srv, fills, republished = await _start(tmp_path)
+    try:
+        assert republished == 0
+        back = await logged_in(srv.url, 0)
+        r = await back.request("subscribe", channels=["fills"], fills_after=0)
+        assert r["result"]["fills"] == {"after": 0, "replayed": 0, "complete": False}
+    finally:
+        await _stop(srv, fills)
