@@ -153,6 +153,16 @@ def test_account_during_an_oracle_outage(exchange: tuple[LocalExchange, Path],
         assert main(["account", owner, "--deployment", str(dep)]) == 0
         out = capsys.readouterr().out
         assert "health    unavailable: no oracle price for ETH-PERP" in out and "ETH-PERP" in out
+        # the dashboard's account lookup shows the same, instead of the contract's error
+        from crossbook.dashboard.feed import DashboardFeed
+        from crossbook.sdk import units
+
+        view = DashboardFeed("ws://127.0.0.1:9", ex.deployment, rpc_url=ex.node.url).account(owner, 0)
+        assert view["unpriced"] == ["ETH-PERP"] and view["liquidatable"] is None
+        assert view["equity"] == view["maintenance_health"] == view["leverage"] == "-"
+        row = view["positions"][0]
+        assert row["size"] == units.fmt(pos["size"], units.SIZE_SCALE) and row["oracle"] == "-"
+        assert row["liquidation_price"] == units.fmt(pos["liquidation_price"], units.PRICE_SCALE, 2)
     finally:
         ex.admin.transact(feed.functions.setAnswer(answer))
 

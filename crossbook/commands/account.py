@@ -29,65 +29,6 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     p.set_defaults(func=run)
 
 
-def account_report(client: Any, owner: str, sub: int) -> dict[str, Any]:
-    """Everything ``crossbook account`` shows, as integers in protocol units. While an oracle
-    price the account needs is refused (reduce-only mode), what needs it is None and
-    ``unpriced`` names it; balances and positions are still there."""
-    from crossbook.chain.errors import ContractRevert
-    from crossbook.config import risk_params
-    from crossbook.fixedpoint import NOTIONAL_DIV
-    from crossbook.margin import compute_health_at, position_notional, position_value
-    from crossbook.sdk.risk import liquidation_price
-
-    spec = client.spec
-    params = risk_params(spec)
-    acct = client.subaccount(owner, sub)
-    prices = client.available_prices()
-    unpriced = [spec.markets[m].symbol for m, p in sorted(acct.positions.items())
-                if p.size and m not in prices.markets]
-    unpriced += [spec.collaterals[a - 1].symbol for a, amt in sorted(acct.collateral.items())
-                 if amt and a not in prices.assets]
-    h = None if unpriced else compute_health_at(acct, params, prices)
-    try:
-        chain_h = client.health(owner, sub)
-    except ContractRevert:  # OracleUnavailable: the contract needs the same prices
-        chain_h = None
-    positions = []
-    for m, p in sorted(acct.positions.items()):
-        px = prices.markets.get(m)
-        try:
-            liq = liquidation_price(acct, params, prices, m)
-        except KeyError:  # another price the account needs is refused
-            liq = None
-        positions.append({
-            "market": m, "symbol": spec.markets[m].symbol, "size": p.size, "open_notional": p.open_notional,
-            "entry_price": abs(p.open_notional) * NOTIONAL_DIV // abs(p.size) if p.size else 0,
-            "oracle_price": px, "notional": None if px is None else position_notional(p.size, px),
-            "unrealized_pnl": None if px is None else position_value(p.size, px) - p.open_notional,
-            "liquidation_price": liq,
-        })
-    notional = None if h is None else sum(x["notional"] for x in positions)
-    return {
-        "owner": owner, "subaccount": sub, "quote": acct.quote,
-        "collateral": {spec.collaterals[a - 1].symbol: amt for a, amt in sorted(acct.collateral.items())},
-        "unpriced": unpriced,
-        "equity": None if h is None else h.equity,
-        "initial_health": None if h is None else h.initial_health,
-        "maintenance_health": None if h is None else h.maintenance_health,
-        "initial_requirement": None if h is None else h.initial_requirement,
-        "maintenance_requirement": None if h is None else h.maintenance_requirement,
-        "notional": notional,
-        # leverage in hundredths (integer math): total notional / equity
-        "leverage_x100": notional * 100 // h.equity if h is not None and notional is not None
-        and h.equity > 0 else None,
-        "liquidatable": None if h is None else h.maintenance_health < 0,
-        "chain_health_agrees": None if h is None or chain_h is None
-        else (chain_h.equity, chain_h.initial_health, chain_h.maintenance_health)
-        == (h.equity, h.initial_health, h.maintenance_health),
-        "positions": positions,
-    }
-
-
 def _usd(atoms: int) -> str:
     return format_units(atoms, 6, 2)
 
@@ -102,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
     from web3 import Web3
 
     from crossbook.chain.devkeys import FIRST_USER, dev_address
+    from crossbook.sdk.risk import account_report
 
     client = chain_client(args)
     if args.owner:

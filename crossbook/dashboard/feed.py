@@ -16,9 +16,9 @@ from web3 import Web3
 from crossbook.chain.clearinghouse import ClearinghouseClient
 from settlement.events import ChainLiquidated
 from crossbook.chain.deploy import Deployment
-from crossbook.config import DEFAULT_SPEC, ExchangeSpec, risk_params
+from crossbook.config import DEFAULT_SPEC, ExchangeSpec
 from crossbook.sdk import Client, ConnectionLost, NotConnected, Rejected, units
-from crossbook.sdk.risk import account_risk
+from crossbook.sdk.risk import account_report
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,6 @@ class DashboardFeed:
         self.spec = spec
         w3 = Web3(Web3.HTTPProvider(rpc_url or deployment.rpc_url, request_kwargs={"timeout": 30}))
         self.chain = ClearinghouseClient(w3, deployment, spec)
-        self.params = risk_params(spec)
         self.chain_poll_s = chain_poll_s
         self.status_poll_s = status_poll_s
         self.client: Client | None = None
@@ -185,23 +184,24 @@ class DashboardFeed:
 
     def account(self, owner: str, sub: int) -> dict[str, Any]:
         """Equity, health, leverage and liquidation prices of a sub-account from chain state
-        and the oracle (synchronous: call it in a thread)."""
-        acct = self.chain.subaccount(owner, sub)
-        risk = account_risk(acct, self.params, self.chain.prices())
-        h = risk.health
+        and the oracle, as ``crossbook account`` shows them (synchronous: call it in a thread).
+        During an oracle outage balances and positions are still shown; what needs a refused
+        price is ``"-"`` and ``unpriced`` names the feeds."""
+        rep = account_report(self.chain, owner, sub)
         return {
             "owner": Web3.to_checksum_address(owner), "sub": sub,
-            "equity": units.fmt(h.equity, Q, 2),
-            "initial_health": units.fmt(h.initial_health, Q, 2),
-            "maintenance_health": units.fmt(h.maintenance_health, Q, 2),
-            "leverage": units.fmt(risk.leverage_ppm, units.PPM, 2) + "x"
-            if risk.leverage_ppm is not None else "-",
-            "liquidatable": risk.liquidatable,
-            "quote": units.fmt(risk.quote, Q, 2),
-            "positions": [{"market": p.market, "symbol": self._symbol(p.market),
-                           "size": units.fmt(p.size, S), "oracle": _px(p.oracle_price),
-                           "notional": units.fmt(p.notional, Q, 2),
-                           "upnl": units.fmt(p.unrealized_pnl, Q, 2),
-                           "liquidation_price": _px(p.liquidation_price)}
-                          for p in risk.positions],
+            "unpriced": rep["unpriced"],
+            "equity": units.fmt(rep["equity"], Q, 2),
+            "initial_health": units.fmt(rep["initial_health"], Q, 2),
+            "maintenance_health": units.fmt(rep["maintenance_health"], Q, 2),
+            "leverage": units.fmt(rep["leverage_x100"], 100, 2) + "x"
+            if rep["leverage_x100"] is not None else "-",
+            "liquidatable": rep["liquidatable"],
+            "quote": units.fmt(rep["quote"], Q, 2),
+            "positions": [{"market": p["market"], "symbol": p["symbol"],
+                           "size": units.fmt(p["size"], S), "oracle": _px(p["oracle_price"]),
+                           "notional": units.fmt(p["notional"], Q, 2),
+                           "upnl": units.fmt(p["unrealized_pnl"], Q, 2),
+                           "liquidation_price": _px(p["liquidation_price"])}
+                          for p in rep["positions"]],
         }

@@ -79,10 +79,13 @@ async function lookup(ev) {
   t.id = "account-summary";
   const rows = [["Equity (USD)", a.equity], ["Initial health", a.initial_health],
                 ["Maintenance health", a.maintenance_health], ["Leverage", a.leverage],
-                ["Liquidatable", a.liquidatable ? "YES" : "no"]];
+                ["Liquidatable", a.liquidatable === null
+                  ? "unknown: no price for " + a.unpriced.join(", ") + " (reduce-only)"
+                  : (a.liquidatable ? "YES" : "no")]];
   for (const [k, v] of rows) {
     const tr = el("tr");
-    tr.append(el("td", "", k), el("td", k === "Liquidatable" ? (a.liquidatable ? "bad" : "good") : "", v));
+    const cls = k !== "Liquidatable" ? "" : (a.liquidatable === false ? "good" : "bad");
+    tr.append(el("td", "", k), el("td", cls, v));
     t.appendChild(tr);
   }
   const p = el("table");
