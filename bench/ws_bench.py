@@ -61,13 +61,15 @@ def _keys() -> list[bytes]:
 
 def make_server(journal_dir: str, busy_poll_us: int = 0) -> Any:
     """The benchmark's :class:`matcher.server.MatcherServer` (not started): an engine with
-    oracle prices and every connection's owner funded, a group-commit journal in
-    ``journal_dir``, the production GC policy and rate limits above the benchmark's rate."""
+    oracle prices and every connection's owner funded, a group-commit journal and a fill log
+    in ``journal_dir`` (as ``crossbook matcher`` runs), the production GC policy and rate
+    limits above the benchmark's rate."""
     from crossbook import gc_policy
     from crossbook.config import PRICE, USD
     from crossbook.eip712 import Signer
     from matcher.commands import ChainDeposit, SetOraclePrices
     from matcher.engine import Engine
+    from matcher.fill_log import FillLog
     from matcher.journal import FSYNC_BY_SHELL, JournaledEngine, JournalWriter
     from matcher.limits import Limits
     from matcher.server import MatcherServer, ServerConfig
@@ -78,11 +80,13 @@ def make_server(journal_dir: str, busy_poll_us: int = 0) -> Any:
     for i, k in enumerate(_keys()):
         eng.apply(ChainDeposit(2 + i, Signer(k).address.lower(), 0, 0, 10_000_000 * USD))
     writer = JournalWriter(Path(journal_dir) / "journal.bin", fsync=FSYNC_BY_SHELL)
+    fills = FillLog(Path(journal_dir) / "fills")
+    fills.resume(eng.cmd_seq, eng.ledger.next_seq, covered=False)
     return MatcherServer(JournaledEngine(eng, writer),
                          ServerConfig(chain_id=CHAIN_ID, verifying_contract=CONTRACT,
                                       limits=Limits(msgs_per_s=10_000, burst=10_000),
                                       gc_sweep_s=gc_policy.SWEEP_S,
-                                      busy_poll_us=busy_poll_us))
+                                      busy_poll_us=busy_poll_us), fill_log=fills)
 
 
 def _server_main(port_q: Any, stop_ev: Any, journal_dir: str, busy_poll_us: int) -> None:

@@ -21,6 +21,7 @@ from typing import Any, Iterable
 
 from websockets.protocol import State
 
+from crossbook import gc_policy
 from crossbook.margin import compute_health
 from crossbook.protocol_types import TransferItem, WithdrawItem
 from matcher.commands import (
@@ -209,6 +210,8 @@ class Hub:
         # the on-disk record (restore_fills) and the frames of the command being published
         self.fill_log: FillLog | None = None
         self._fill_out: list[FillFrame] = []
+        # frames held back while the fill log is written: (channel, owner or None, frame)
+        self._held: list[tuple[str, str | None, bytes]] | None = None
         self.symbols = symbols
         self.public: dict[str, set[Conn]] = {}
         self.private: dict[str, dict[str, set[Conn]]] = {k: {} for k in PRIVATE}
@@ -341,6 +344,9 @@ class Hub:
     # ---------------------------------------------------------------- fan-out
 
     def _to_owner(self, channel: str, owner: str, frame: bytes) -> None:
+        if self._held is not None:
+            self._held.append((channel, owner, frame))
+            return
         group = self.private[channel].get(owner)
         if group:
             for c in tuple(group):
@@ -360,6 +366,15 @@ class Hub:
             self._fill_out.append((owner, seq, frame))
         self._to_owner("fills", owner, frame)
 
+    def _release(self) -> None:
+        """Send the frames held while the fill log was written, in order."""
+        held, self._held = self._held, None
+        for channel, owner, frame in held or ():
+            if owner is None:
+                self._to_public(channel, frame)
+            else:
+                self._to_owner(channel, owner, frame)
+
     def restore_fills(self, fill_log: FillLog,
                       unpublished: Iterable[tuple[Command, Result]] = ()) -> None:
         """Load the fill record from ``fill_log`` (already resumed after recovery), publish the
@@ -368,14 +383,18 @@ class Hub:
         old = self.fill_history
         first = fill_log.first_seq if fill_log.first_seq is not None else self.engine.ledger.next_seq
         self.fill_history = FillHistory(first, old.per_owner, old.total)
-        for rec in fill_log.take_records():
-            for owner, seq, frame in rec.frames:
-                self._remember(owner, seq, frame)
+        with gc_policy.paused():  # up to a million frames
+            for rec in fill_log.take_records():
+                for owner, seq, frame in rec.frames:
+                    self._remember(owner, seq, frame)
         self.fill_log = fill_log
         for cmd, res in unpublished:
             self.publish(cmd, res)
 
     def _to_public(self, channel: str, frame: bytes) -> None:
+        if self._held is not None:
+            self._held.append((channel, None, frame))
+            return
         group = self.public.get(channel)
         if group:
             for c in tuple(group):
@@ -395,8 +414,13 @@ class Hub:
             return
         touched_markets: set[int] = set()
         touched_accts: set[Acct] = set()
-        if self._fill_out:  # left by a fan-out that failed half way
-            self._fill_out = []
+        if self._fill_out or self._held is not None:  # left by a fan-out that failed half way
+            self._fill_out, self._held = [], None
+        if self.fill_log is not None and any(type(o) in _FILLS_CHANNEL for o in outs):
+            # this command's frames are held until its fills frames are in the log, and then
+            # sent in their order: a frame a client saw is on disk even if the process dies
+            # right after sending it (the fills keep their place among the order updates)
+            self._held = []
         ts_ms = int(time.time() * 1000)
         for o in outs:
             t = type(o)
@@ -450,6 +474,8 @@ class Hub:
             assert self.fill_log is not None
             self.fill_log.append(res.ack.seq, self._fill_out)
             self._fill_out = []
+        if self._held is not None:
+            self._release()
         ct = type(cmd)
         if ct is ChainDeposit and res.ack.ok:
             assert isinstance(cmd, ChainDeposit)

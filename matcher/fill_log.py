@@ -3,14 +3,15 @@
 :class:`matcher.fill_history.FillHistory` keeps every owner's recent ``fills``-channel frames in
 memory for subscribe's ``fills_after`` replay. This log makes that record outlive the process:
 after the fan-out of every command that produced such frames, the frames are appended, as sent,
-in one record named by the command's sequence number. On start the log is read back into the
-history, and a reconnecting market maker gets the fills of before the restart, byte for byte.
+in one record named by the command's sequence number, before any of the command's frames is
+sent (matcher/channels.py holds them meanwhile). On start the log is read back into the history,
+and a reconnecting market maker gets the fills of before the restart, byte for byte.
 
 Why no fill is lost to a crash: the frames of command ``n`` are written after the journal holds
 ``n``, so a kill -9 can cut the log behind the journal, never ahead. The log's last command
 ``C`` says how far it got; recovery applies the journal records after ``C`` with their outputs
 (:func:`matcher.journal.recover`, ``outputs_after``) and the server publishes those outputs again,
-which rebuilds the missing frames (with the restart's ``ts_ms``). That needs the engine state at
+which rebuilds the missing frames (with the restart's ``ts_ms``; no client saw them). That needs the engine state at
 ``C`` or earlier, so before every snapshot the log gets a *mark* (a record without frames naming
 the engine's command sequence): the newest snapshot never lies after ``C``. If it does anyway
 (the log was deleted or damaged), the log starts over and the history claims nothing older.
@@ -26,12 +27,14 @@ from __future__ import annotations
 
 import logging
 import os
-from bisect import bisect_right
+import struct
 from pathlib import Path
 
 import msgspec
 
-from matcher.journal import frame, unframe
+from crossbook import gc_policy
+from matcher.framing import scan
+from matcher.journal import frame
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +53,8 @@ class LogRecord(msgspec.Struct, array_like=True):
 
 _enc = msgspec.msgpack.Encoder()
 _dec = msgspec.msgpack.Decoder(LogRecord)
+_batch_dec = msgspec.msgpack.Decoder(list[LogRecord])
+_ARRAY32 = struct.Struct(">BI")
 _PREFIX, _SUFFIX = "fills-", ".bin"
 
 
@@ -61,19 +66,20 @@ def encode(rec: LogRecord) -> bytes:
 def decode_all(buf: bytes) -> tuple[list[tuple[LogRecord, int]], int]:
     """Every whole record of ``buf`` with its offset, and the length of the intact prefix
     (shorter than ``buf`` when its tail is torn or damaged)."""
-    out: list[tuple[LogRecord, int]] = []
-    at = 0
-    while True:
-        got = unframe(buf, at)
-        if got is None:
-            return out, at
-        payload, end = got
-        try:
-            rec = _dec.decode(payload)
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            return out, at
-        out.append((rec, at))
-        at = end
+    parts: list[bytes] = []
+    ends: list[int] = []
+    scan(buf, 0, len(buf), parts, ends)  # the frames' lengths and CRCs, in one compiled loop
+    try:  # the payloads as one msgpack array: one decoder call
+        recs = _batch_dec.decode(b"".join([_ARRAY32.pack(0xDD, len(parts)), *parts]))
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        recs = []
+        for p in parts:  # a bad payload behind a good CRC: the records before it
+            try:
+                recs.append(_dec.decode(p))
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                break
+    starts = [0, *ends[:len(recs) - 1]] if recs else []
+    return list(zip(recs, starts)), ends[len(recs) - 1] if recs else 0
 
 
 class FillLog:
@@ -96,10 +102,8 @@ class FillLog:
         # (k, frames) of every segment on disk, oldest first; the last one is appended to
         self._segs: list[tuple[int, int]] = []
         self._records: list[LogRecord] = []
-        # where each loaded record sits, for resume's cut: cmd seqs ascending, and each
-        # record's (segment, offset, frames)
-        self._at_seq: list[int] = []
-        self._at: list[tuple[int, int, int]] = []
+        # the last command of each segment read on open (resume's cut finds its segment)
+        self._last_in: dict[int, int] = {}
         self.first_seq: int | None = None
         self.last_cmd_seq: int | None = None
         self._load()
@@ -118,20 +122,22 @@ class FillLog:
         return sorted(ks)
 
     def _load(self) -> None:
+        with gc_policy.paused():
+            self._load_segments()
+
+    def _load_segments(self) -> None:
         ks = self._segment_numbers()
         for i, k in enumerate(ks):
             buf = self._path(k).read_bytes()
             recs, valid = decode_all(buf)
-            frames = 0
-            for rec, at in recs:
-                if rec.first_seq and k == 0 and at == 0:
-                    self.first_seq = rec.first_seq
-                self._records.append(rec)
-                self._at_seq.append(rec.cmd_seq)
-                self._at.append((k, at, len(rec.frames)))
-                frames += len(rec.frames)
-                self.last_cmd_seq = rec.cmd_seq
-            self._segs.append((k, frames))
+            if recs:
+                first = recs[0][0]
+                if k == 0 and first.first_seq:
+                    self.first_seq = first.first_seq
+                self.last_cmd_seq = recs[-1][0].cmd_seq
+            self._records += [r for r, _ in recs]
+            self._last_in[k] = recs[-1][0].cmd_seq if recs else -1
+            self._segs.append((k, sum(len(r.frames) for r, _ in recs)))
             if valid < len(buf):
                 # a torn tail (kill -9 mid-write) or damage: nothing after it can be trusted,
                 # and recovery rebuilds what followed from the journal
@@ -163,18 +169,16 @@ class FillLog:
         if self.last_cmd_seq is not None and self.last_cmd_seq > cmd_seq:
             # records of commands the journal does not hold (lost with a power failure, or a
             # log from another journal): dropped, as those commands never happened
-            i = bisect_right(self._at_seq, cmd_seq)
-            k, at, _ = self._at[i]
-            self._truncate(k, at, later=[j for j, _ in self._segs if j > k])
-            self._records = self._records[:i]
-            self._segs = [(j, sum(n for kk, _, n in self._at[:i] if kk == j))
-                          for j, _ in self._segs]
-            self.last_cmd_seq = self._at_seq[i - 1] if i else None
-            if self.first_seq is not None and not any(j == 0 for j, _ in self._segs):
-                self.first_seq = None
-            if i == 0:
-                covered = False  # not even the header survives: start over
-        self._at_seq, self._at = [], []
+            k = next(j for j, _ in self._segs if self._last_in.get(j, -1) > cmd_seq)
+            recs, _ = decode_all(self._path(k).read_bytes())
+            keep = [r for r, _ in recs if r.cmd_seq <= cmd_seq]
+            self._truncate(k, recs[len(keep)][1], later=[j for j, _ in self._segs if j > k])
+            self._segs[-1] = (k, sum(len(r.frames) for r in keep))
+            while self._records and self._records[-1].cmd_seq > cmd_seq:
+                self._records.pop()
+            # no record left, not even the header: the log starts over below
+            self.last_cmd_seq = self._records[-1].cmd_seq if self._records else None
+        self._last_in = {}
         if not covered or self.last_cmd_seq is None:
             if self._segs:
                 log.warning("fill log %s: it does not reach the journal's snapshot; starting "

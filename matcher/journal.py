@@ -34,7 +34,6 @@ order was accepted, and the check is a function of journaled state).
 
 from __future__ import annotations
 
-import gc
 import os
 import struct
 import zlib
@@ -44,6 +43,7 @@ from typing import Iterator
 
 import msgspec
 
+from crossbook import gc_policy
 from matcher.commands import Command, Result
 from matcher.engine import Engine, EngineConfig, EngineSnapshot
 from matcher.framing import HEADER_SIZE, scan
@@ -530,30 +530,27 @@ def recover(
     fast_until = outputs_after if outputs_after is not None else 2**63
     # the replay builds millions of objects and no cyclic garbage: with the collector on, its
     # generation-2 passes over the growing engine would cost seconds of a million-record replay
-    gc_was_on = gc.isenabled()
-    gc.disable()
     try:
-        for recs, ends in iter_record_batches(buf, offset):
-            k = len(recs)
-            if recs[-1][0] > fast_until:  # the records after it are applied with outputs
-                k = next(i for i, (seq, _) in enumerate(recs) if seq > fast_until)
-            head = recs if k == len(recs) else recs[:k]
-            done, n = engine.replay_records(head) if fast else _apply_records(engine, head)
-            if done == k < len(recs):
-                more, n2 = _apply_records(engine, recs[k:], unpublished)
-                done, n = done + more, n + n2
-            replayed += n
-            if done:
-                offset = ends[done - 1]
-            if done < len(recs):
-                seq = recs[done][0]
-                if seq != engine.cmd_seq + 1:
-                    raise JournalError(f"journal gap: expected {engine.cmd_seq + 1}, got {seq}")
-                raise JournalError(f"record {seq} changed nothing on replay")
+        with gc_policy.paused():
+            for recs, ends in iter_record_batches(buf, offset):
+                k = len(recs)
+                if recs[-1][0] > fast_until:  # the records after it are applied with outputs
+                    k = next(i for i, (seq, _) in enumerate(recs) if seq > fast_until)
+                head = recs if k == len(recs) else recs[:k]
+                done, n = engine.replay_records(head) if fast else _apply_records(engine, head)
+                if done == k < len(recs):
+                    more, n2 = _apply_records(engine, recs[k:], unpublished)
+                    done, n = done + more, n + n2
+                replayed += n
+                if done:
+                    offset = ends[done - 1]
+                if done < len(recs):
+                    seq = recs[done][0]
+                    if seq != engine.cmd_seq + 1:
+                        raise JournalError(f"journal gap: expected {engine.cmd_seq + 1}, got {seq}")
+                    raise JournalError(f"record {seq} changed nothing on replay")
     finally:
         engine.replaying = False
-        if gc_was_on:
-            gc.enable()
     cut = len(buf) - offset
     # the outputs of every command after outputs_after were rebuilt unless a snapshot covers
     # some of them (their outputs are then beyond reach)

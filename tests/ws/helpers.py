@@ -18,6 +18,7 @@ from crossbook.eip712 import Domain, Signer
 from crossbook.protocol_types import Order
 from matcher.commands import ChainDeposit, SetOraclePrices
 from matcher.engine import Engine, EngineConfig
+from matcher.fill_log import FillLog
 from matcher.journal import FSYNC_BY_SHELL, JournaledEngine, JournalWriter
 from matcher.server import MatcherServer, ServerConfig
 from matcher.sessions import login_digest
@@ -56,13 +57,16 @@ def make_engine(config: EngineConfig | None = None, usd: int = 1_000_000) -> Eng
 
 async def start_server(engine: Engine | None = None, journal_dir: str | None = None,
                        **cfg: Any) -> MatcherServer:
-    """A started server on 127.0.0.1:<ephemeral> around ``engine`` (default :func:`make_engine`)."""
+    """A started server on 127.0.0.1:<ephemeral> around ``engine`` (default :func:`make_engine`),
+    with a journal and a fill log in ``journal_dir``, as ``crossbook matcher`` runs."""
     d = journal_dir or tempfile.mkdtemp(prefix="ws-test-")
     writer = JournalWriter(Path(d) / "journal.bin", fsync=FSYNC_BY_SHELL)
     je = JournaledEngine(engine or make_engine(), writer)
+    fills = FillLog(Path(d) / "fills")
+    fills.resume(je.engine.cmd_seq, je.engine.ledger.next_seq, covered=False)
     cfg.setdefault("chain_id", CHAIN_ID)
     cfg.setdefault("verifying_contract", CONTRACT)
-    srv = MatcherServer(je, ServerConfig(**cfg))
+    srv = MatcherServer(je, ServerConfig(**cfg), fill_log=fills)
     await srv.start()
     return srv
 
