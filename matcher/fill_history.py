@@ -10,11 +10,11 @@ fill the client saw.
 The record is bounded twice, oldest frames dropped first: a frame is kept while it is among its
 owner's last ``per_owner`` (a busy owner cannot crowd out the others) and among the last
 ``total`` frames recorded for anyone (memory stays bounded however many owners trade over a long
-uptime). It lives in memory, so a replay says whether it is
-provably complete: the fill the client names is still recorded, or the
-client saw no fill and the record holds the owner's whole history. Otherwise the client learns
-that frames are missing (the record was trimmed, or the matcher restarted) instead of silently
-going on without them. Sans-I/O: frames in, frames out.
+uptime). A replay says whether it is provably complete: the fill the client names is still
+recorded, or the client saw no fill and the record holds the owner's whole history. Otherwise
+the client learns that frames are missing (the record was trimmed, or it begins after the fill:
+its on-disk log, matcher/fill_log.py, was lost) instead of silently going on without them.
+Sans-I/O: frames in, frames out; the server reloads it from the log at start.
 """
 from __future__ import annotations
 
