@@ -9,7 +9,7 @@ from typing import Any
 
 from crossbook.sdk import Client, NonceManager
 from matcher.server import MatcherServer
-from tests.sdk.test_client import until
+from tests.ws.helpers import until
 from tests.ws.helpers import ETH_PX, LOT, TICK, USERS, addr
 from tests.ws.helpers import Client as RawClient
 

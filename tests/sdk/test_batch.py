@@ -8,7 +8,7 @@ from pathlib import Path
 from crossbook.sdk import Client, ModifyRequest, NonceManager, OrderRequest, Rejected
 from matcher.limits import Limits
 from matcher.server import MatcherServer
-from tests.sdk.test_client import until
+from tests.ws.helpers import until
 from tests.ws.helpers import ETH_PX, LOT, TICK, USERS, start_server
 
 

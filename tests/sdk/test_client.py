@@ -6,23 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, AsyncIterator, Callable
+from typing import Any, AsyncIterator
 
 import pytest
 
 from crossbook.sdk import Client, NonceManager, OrderRequest, Rejected
 from matcher.commands import AgentSet
 from matcher.server import MatcherServer
-from tests.ws.helpers import AGENT, ETH_PX, LOT, TICK, USERS, addr, start_server
-
-
-async def until(pred: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Poll ``pred`` until it holds."""
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not reached")
-        await asyncio.sleep(0.02)
+from tests.ws.helpers import AGENT, ETH_PX, LOT, TICK, USERS, addr, start_server, until
 
 
 @pytest.fixture

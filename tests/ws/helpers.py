@@ -198,3 +198,12 @@ async def logged_in(url: str, user: int) -> Client:
 def fill_frames(c: Client) -> list[dict[str, Any]]:
     """The ``fill`` frames ``c`` received, in arrival order."""
     return [f for f in c.all if f.get("type") == "fill"]
+
+
+async def until(pred: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Poll ``pred`` until it holds."""
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not reached")
+        await asyncio.sleep(0.02)

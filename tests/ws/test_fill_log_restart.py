@@ -7,6 +7,10 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
+
+from crossbook.sdk import Client as SdkClient
+from crossbook.sdk import NonceManager
 
 from matcher.engine import Engine
 from matcher.fill_log import FillLog, decode_all
@@ -28,17 +32,18 @@ from tests.ws.helpers import (
     logged_in,
     setup_commands,
     signed_order,
+    until,
 )
 
 
-async def _start(d: Path) -> tuple[MatcherServer, FillLog, int]:
+async def _start(d: Path, port: int = 0) -> tuple[MatcherServer, FillLog, int]:
     """Start (or restart) the matcher whose state is in ``d``; also returns how many commands
     recovery had to publish again."""
     fills = FillLog(d / "fills")
     rec = recover(d / "journal.bin", d / "snapshots", outputs_after=fills.last_cmd_seq)
     je = JournaledEngine(rec.engine, JournalWriter(d / "journal.bin", fsync=FSYNC_BY_SHELL))
     fills.resume(rec.engine.cmd_seq, rec.engine.ledger.next_seq, rec.unpublished_complete)
-    srv = MatcherServer(je, ServerConfig(chain_id=CHAIN_ID, verifying_contract=CONTRACT),
+    srv = MatcherServer(je, ServerConfig(port=port, chain_id=CHAIN_ID, verifying_contract=CONTRACT),
                         fill_log=fills, unpublished=rec.unpublished)
     await srv.start()
     return srv, fills, len(rec.unpublished)
@@ -53,12 +58,17 @@ async def _stop(srv: MatcherServer, fills: FillLog) -> None:
 
 
 
-async def test_fills_of_before_a_restart_are_replayed_complete(tmp_path: Path) -> None:
-    (tmp_path / "snapshots").mkdir()
-    je = JournaledEngine(Engine(), JournalWriter(tmp_path / "journal.bin", fsync=FSYNC_BY_SHELL))
+def _new_exchange(d: Path) -> None:
+    """A journal holding the test setup (prices, deposits), as a matcher would have written it."""
+    (d / "snapshots").mkdir()
+    je = JournaledEngine(Engine(), JournalWriter(d / "journal.bin", fsync=FSYNC_BY_SHELL))
     for cmd in setup_commands():
         assert je.submit(cmd).ack.ok
     je.writer.close()
+
+
+async def test_fills_of_before_a_restart_are_replayed_complete(tmp_path: Path) -> None:
+    _new_exchange(tmp_path)
 
     srv, fills, republished = await _start(tmp_path)
     assert republished == 0
@@ -126,3 +136,40 @@ async def test_fills_of_before_a_restart_are_replayed_complete(tmp_path: Path) -
         assert r["result"]["fills"] == {"after": 0, "replayed": 0, "complete": False}
     finally:
         await _stop(srv, fills)
+
+
+async def test_an_sdk_bot_misses_no_fill_across_a_matcher_restart(tmp_path: Path) -> None:
+    """The SDK reconnects to the restarted matcher, logs in, resubscribes with the last fill it
+    processed and gets the fills that were in flight when the matcher went down: no gap."""
+    _new_exchange(tmp_path)
+    srv, fills, _ = await _start(tmp_path)
+    port = srv.port
+    got: list[dict[str, Any]] = []
+    bot = await SdkClient.connect(srv.url, nonces=NonceManager(start=1), max_backoff_s=0.2)
+    try:
+        await bot.login(USERS[0])
+        await bot.subscribe(["fills"], callback=got.append)
+        await bot.place(0, False, ETH_PX, 10 * LOT)
+        taker = await logged_in(srv.url, 1)
+        assert (await taker.request("place", tif="IOC",
+                                    **signed_order(USERS[1], True, ETH_PX, LOT)))["ok"]
+        await until(lambda: len(got) == 1)
+        # two more fills reach the wire but not the bot: the matcher goes down with them
+        bot.frame_filter = lambda m: m.get("type") != "fill"
+        for _ in range(2):
+            assert (await taker.request("place", tif="IOC",
+                                        **signed_order(USERS[1], True, ETH_PX, LOT)))["ok"]
+        await until(lambda: srv.hub.fill_history.frames(USERS[0].address.lower()) == 3)
+        await _stop(srv, fills)
+        bot.frame_filter = None
+
+        srv, fills, _ = await _start(tmp_path, port)
+        try:
+            await until(lambda: bot.stats.reconnects >= 1 and len(got) == 3, 10)
+            assert [f["seq"] for f in got] == sorted({f["seq"] for f in got})
+            assert (bot.stats.fills_replayed, bot.stats.fill_gaps) == (2, 0)
+        finally:
+            await _stop(srv, fills)
+    finally:
+        await bot.close()
+
