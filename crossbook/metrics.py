@@ -76,6 +76,7 @@ class MatcherMetrics:
     settle_p99: Gauge
     journal_bytes: Gauge  # the journal on disk (sealed segments + the active file)
     replay_keys: Gauge  # nonce words and digests the engine still remembers (bounded by expiry)
+    fill_log_ok: Gauge  # the fills record on disk is being written (matcher/fill_log.py)
 
 
 @functools.lru_cache(maxsize=None)
@@ -106,6 +107,9 @@ def matcher_metrics() -> MatcherMetrics:
         replay_keys=Gauge("crossbook_matcher_replay_protection_keys",
                           "order nonce words (runs of 32 nonces) and withdrawal/transfer digests "
                           "remembered until expiry",
+                          registry=r),
+        fill_log_ok=Gauge("crossbook_matcher_fill_log_ok",
+                          "1 while the fills record is written to disk, 0 after a write failed",
                           registry=r),
     )
 
@@ -207,6 +211,9 @@ def instrument_matcher(server: Any) -> MatcherMetrics:
     eng = server.engine
     m.replay_keys.set_function(
         lambda: float(sum(len(d) for d in eng.nonces.values()) + len(eng.digests)))
+    hub = server.hub
+    m.fill_log_ok.set_function(
+        lambda: float(hub.fill_log is not None and not hub.fill_log.broken))
     return m
 
 

@@ -996,6 +996,10 @@ class MatcherServer:
             # markets without an oracle price: in reduce-only mode (docs/protocol.md §9.8)
             "reduce_only_markets": sorted(m for m in self.engine.books
                                           if m not in self.engine.risk.market_prices),
+            # the fills record on disk: "ok", "failed" (a write failed: fills from then on
+            # are not replayed after the next restart), or null when the server runs without
+            "fill_log": None if (fl := self.hub.fill_log) is None
+            else "failed" if fl.broken else "ok",
         }
 
     # ================================================================ relayer stream

@@ -39,7 +39,7 @@ EXPECTED_METRICS = {
     "matcher": ["crossbook_matcher_orders_total", "crossbook_matcher_ack_latency_seconds_bucket",
                 "crossbook_matcher_open_orders", "crossbook_matcher_settlement_lag_items",
                 "crossbook_matcher_settlement_lag_seconds", "crossbook_matcher_journal_bytes",
-                "crossbook_matcher_replay_protection_keys"],
+                "crossbook_matcher_replay_protection_keys", "crossbook_matcher_fill_log_ok"],
     "relayer": ["crossbook_relayer_batch_gas_bucket", "crossbook_relayer_batches_total",
                 "crossbook_relayer_settle_delay_p99_seconds"],
     "watcher": ["crossbook_watcher_events_total", "crossbook_watcher_cursor_block"],
@@ -164,10 +164,12 @@ def test_trade_settles_on_chain(up: Up) -> None:
     assert 'crossbook_matcher_orders_total{op="place",outcome="ok"}' in body
     gauges = {ln.split()[0]: float(ln.split()[1]) for ln in body.splitlines()
               if ln.startswith(("crossbook_matcher_journal_bytes ",
-                                "crossbook_matcher_replay_protection_keys "))}
+                                "crossbook_matcher_replay_protection_keys ",
+                                "crossbook_matcher_fill_log_ok "))}
     # the two orders above are journaled and their nonces remembered (they expire in an hour)
     assert gauges["crossbook_matcher_journal_bytes"] > 0
     assert gauges["crossbook_matcher_replay_protection_keys"] >= 2
+    assert gauges["crossbook_matcher_fill_log_ok"] == 1
     assert "crossbook_relayer_batch_gas_count" in _metrics(up.state["services"]["relayer"]["urls"]["metrics"])
 
 
