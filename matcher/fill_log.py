@@ -34,7 +34,7 @@ import msgspec
 
 from crossbook import gc_policy
 from matcher.framing import scan
-from matcher.journal import frame
+from matcher.journal import Recovery, frame
 
 log = logging.getLogger(__name__)
 
@@ -161,11 +161,20 @@ class FillLog:
 
     # ------------------------------------------------------------------ after recovery
 
+    def resume_after(self, rec: Recovery) -> None:
+        """:meth:`resume` after :func:`matcher.journal.recover` (with ``outputs_after`` =
+        :attr:`last_cmd_seq`): the server then publishes ``rec.unpublished``, which follow."""
+        eng = rec.engine
+        self.resume(eng.cmd_seq - len(rec.unpublished), eng.ledger.next_seq,
+                    rec.unpublished_complete)
+
     def resume(self, cmd_seq: int, next_seq: int, covered: bool) -> None:
-        """Make the log agree with the recovered engine (its ``cmd_seq`` and next settlement
-        ``next_seq``) and open it for appending. ``covered``: recovery rebuilt the outputs of
-        every command after :attr:`last_cmd_seq`; if not, what the log holds has a hole
-        before what the server will append, so it starts over."""
+        """Make the log agree with the recovered engine and open it for appending: ``cmd_seq``
+        is the last command whose frames the server will not publish again (the engine's, less
+        the commands recovery hands back to publish, which follow it), ``next_seq`` the
+        engine's next settlement seq. ``covered``: recovery rebuilt the outputs of every command
+        after :attr:`last_cmd_seq`; if not, what the log holds has a hole before what the
+        server will append, so it starts over at ``cmd_seq``."""
         if self.last_cmd_seq is not None and self.last_cmd_seq > cmd_seq:
             # records of commands the journal does not hold (lost with a power failure, or a
             # log from another journal): dropped, as those commands never happened

@@ -213,7 +213,7 @@ async def run_matcher(opts: MatcherOptions) -> None:
     writer = JournalWriter(journal, fsync=FSYNC_BY_SHELL,
                            segment_bytes=opts.journal_segment_mb * 1024 * 1024)
     jengine = JournaledEngine(eng, writer)  # snapshots: the background task below
-    fills.resume(eng.cmd_seq, eng.ledger.next_seq, rec.unpublished_complete)
+    fills.resume_after(rec)
     dep = opts.deployment
     server = MatcherServer(jengine, ServerConfig(
         host=opts.host, port=opts.port, chain_id=dep.chain_id,

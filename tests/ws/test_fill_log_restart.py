@@ -43,7 +43,7 @@ async def _start(d: Path, port: int = 0) -> tuple[MatcherServer, FillLog, int]:
     fills = FillLog(d / "fills")
     rec = recover(d / "journal.bin", d / "snapshots", outputs_after=fills.last_cmd_seq)
     je = JournaledEngine(rec.engine, JournalWriter(d / "journal.bin", fsync=FSYNC_BY_SHELL))
-    fills.resume(rec.engine.cmd_seq, rec.engine.ledger.next_seq, rec.unpublished_complete)
+    fills.resume_after(rec)
     srv = MatcherServer(je, ServerConfig(port=port, chain_id=CHAIN_ID, verifying_contract=CONTRACT),
                         fill_log=fills, unpublished=rec.unpublished)
     await srv.start()
@@ -197,15 +197,33 @@ async def test_a_failing_fill_log_is_reported_and_trading_goes_on(tmp_path: Path
         fills.mark(srv.engine.cmd_seq)
         write_snapshot(tmp_path / "snapshots", srv.engine, srv.jengine.writer.offset,
                        srv.jengine.writer.segment)
+        # one more fill after the snapshot, and a command without fills after it
+        r = await taker.request("place", tif="IOC", **signed_order(USERS[1], True, ETH_PX, LOT))
+        assert r["ok"], r
+        after_snap = await maker.wait_for(lambda f: f.get("type") == "fill")
+        assert (await maker.request("place", tif="GTC",
+                                    **signed_order(USERS[0], False, ETH_PX + 100 * LOT, LOT)))["ok"]
     finally:
         await _stop(srv, fills)
-    # the fill lies before the snapshot and after the log's end: beyond rebuilding, so the next
-    # start claims nothing older (without the snapshot it would be rebuilt from the journal)
+    # the first fill lies before the snapshot and after the log's end: beyond rebuilding, so the
+    # log starts over at the snapshot and claims nothing older (without the snapshot it would be
+    # rebuilt from the journal); the fill after the snapshot is rebuilt
     srv, fills, _ = await _start(tmp_path)
     try:
         back = await logged_in(srv.url, 0)
         r = await back.request("subscribe", channels=["fills"], fills_after=0)
-        assert r["result"]["fills"] == {"after": 0, "replayed": 0, "complete": False}
+        assert r["result"]["fills"] == {"after": 0, "replayed": 1, "complete": False}
+        rebuilt = await back.wait_for(lambda f: f.get("type") == "fill")
+        assert rebuilt["seq"] == after_snap["seq"]
         assert (await back.request("status"))["result"]["fill_log"] == "ok"
+    finally:
+        await _stop(srv, fills)
+    # the log's records are in command order (the fresh start sits before the rebuilt fill)
+    recs, _ = decode_all((tmp_path / "fills" / "fills-0.bin").read_bytes())
+    seqs = [r.cmd_seq for r, _ in recs]
+    assert seqs == sorted(seqs) and len(recs) == 2
+    srv, fills, _ = await _start(tmp_path)  # the last command (no fills) is applied again
+    try:
+        assert srv.hub.fill_history.frames() == 2  # nothing twice
     finally:
         await _stop(srv, fills)
