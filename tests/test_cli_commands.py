@@ -126,6 +126,8 @@ def test_account_shows_the_sdks_liquidation_price(exchange: tuple[LocalExchange,
     liq = rep["positions"][0]["liquidation_price"]
     acct = ex.client.subaccount(taker.address, 0)
     assert liq == liquidation_price(acct, risk_params(), ex.client.prices(), 0)
+    # a long: liquidated on the way down only
+    assert (rep["positions"][0]["liquidation_down"], rep["positions"][0]["liquidation_up"]) == (liq, None)
     assert px * 8 // 10 < liq < px
 
 

@@ -79,6 +79,10 @@ def run(args: argparse.Namespace) -> int:
             upnl = "-" if p["unrealized_pnl"] is None else _usd(p["unrealized_pnl"])
             print(f"{p['symbol']:<10} {format_units(p['size'], 8, 4):>14} {_px(p['entry_price']):>14} "
                   f"{_px(p['oracle_price']):>14} {upnl:>14} {_px(p['liquidation_price']):>14}")
+        for p in rep["positions"]:
+            if p["liquidation_down"] is not None and p["liquidation_up"] is not None:
+                print(f"{p['symbol']}: liquidated at or below {_px(p['liquidation_down'])} and at or "
+                      f"above {_px(p['liquidation_up'])} (a short hedged by collateral on its feed)")
     else:
         print("no open positions")
     return 0

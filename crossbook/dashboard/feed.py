@@ -35,6 +35,14 @@ def _px(v: int | None) -> str:
     return units.fmt(v, P, 2) if v is not None else "-"
 
 
+def _liq(pos: dict[str, Any]) -> str:
+    """A position's liquidation price; both sides for a short hedged by collateral on its feed."""
+    down, up = pos["liquidation_down"], pos["liquidation_up"]
+    if down is not None and up is not None and down != up:
+        return f"<= {_px(down)} or >= {_px(up)}"
+    return _px(pos["liquidation_price"])
+
+
 class DashboardFeed:
     """Keeps the latest view of the exchange; :meth:`state` is what the page renders."""
 
@@ -202,6 +210,6 @@ class DashboardFeed:
                            "size": units.fmt(p["size"], S), "oracle": _px(p["oracle_price"]),
                            "notional": units.fmt(p["notional"], Q, 2),
                            "upnl": units.fmt(p["unrealized_pnl"], Q, 2),
-                           "liquidation_price": _px(p["liquidation_price"])}
+                           "liquidation_price": _liq(p)}
                           for p in rep["positions"]],
         }

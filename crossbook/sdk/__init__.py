@@ -13,12 +13,18 @@ from crossbook.sdk.book import GapDetected, OrderBook
 from crossbook.sdk.client import Ack, Client, ClientStats, ModifyRequest, OrderRequest, Subscription
 from crossbook.sdk.errors import ConnectionLost, NotConnected, Rejected, SdkError
 from crossbook.sdk.nonces import NonceManager
-from crossbook.sdk.risk import AccountRisk, PositionRisk, account_risk, liquidation_price
+from crossbook.sdk.risk import (
+    AccountRisk,
+    PositionRisk,
+    account_risk,
+    liquidation_bounds,
+    liquidation_price,
+)
 
 __all__ = [
     "Ack", "AccountRisk", "Client", "ClientStats", "ConnectionLost", "GapDetected",
     "ModifyRequest", "NonceManager", "NotConnected", "OrderBook", "OrderRequest", "PositionRisk", "Rejected",
-    "SdkError", "Subscription", "account_risk", "liquidation_price", "units",
+    "SdkError", "Subscription", "account_risk", "liquidation_bounds", "liquidation_price", "units",
 ]
 
 

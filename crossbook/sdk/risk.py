@@ -30,9 +30,11 @@ health is not monotone: the position loses as the price rises, the collateral as
 the tiered requirement makes health concave in the price (up to the roundings), so the account
 can be liquidated by a rise (the short outweighs) or by a fall (the collateral does), or both.
 By concavity the liquidatable prices above the current one are an upper set and those below a
-lower set: each side's boundary is found by bisection from the current price, and the result is
-the one nearer to it (the current price itself when the account is liquidatable there already).
-Tests check every case against ``compute_health`` at and around the result.
+lower set: each side's boundary is found by bisection from the current price.
+:func:`liquidation_bounds` gives both (``crossbook account`` and the dashboard show both);
+:func:`liquidation_price` the one nearer to the current price (the current price itself when
+the account is liquidatable there already). Tests check every case against ``compute_health``
+at and around the result.
 """
 from __future__ import annotations
 
@@ -78,10 +80,38 @@ def at_feed_price(params: RiskParams, prices: Prices, market: int, price: int) -
 def liquidation_price(account: SubAccount, params: RiskParams, prices: Prices,
                       market: int) -> int | None:
     """The liquidation price (1e8) of the position in ``market`` (see the module docstring);
-    ``None`` for no position or when no price liquidates the account."""
+    ``None`` for no position or when no price liquidates the account. Of the two
+    :func:`liquidation_bounds` of a short holding collateral on its feed, the nearer one."""
     pos = account.positions.get(market)
     if pos is None or pos.size == 0:
         return None
+    return _nearer(pos.size, liquidation_bounds(account, params, prices, market),
+                   prices.markets.get(market))
+
+
+def _nearer(size: int, bounds: tuple[int | None, int | None], now: int | None) -> int | None:
+    """The one liquidation price of a position of ``size`` with these bounds: a long's lower
+    one, a short's upper one, or of two the nearer to ``now`` (the upper one on a tie)."""
+    down, up = bounds
+    if size > 0 or up is None:
+        return down
+    if down is None or now is None:
+        return up
+    return down if now - down < up - now else up
+
+
+def liquidation_bounds(account: SubAccount, params: RiskParams, prices: Prices,
+                       market: int) -> tuple[int | None, int | None]:
+    """``(down, up)``: the liquidation prices of the position in ``market`` on each side. The
+    account is liquidatable at ``down`` and at every price below it, and at ``up`` and every
+    price above it (as far as the position's feed goes); None where no price on that side
+    liquidates it. A long has only ``down``, a short only ``up``, except a short holding
+    collateral on its own feed, whose health is concave in the price (module docstring): it can
+    have both. When such a short is liquidatable at the current price already, both are the
+    current price."""
+    pos = account.positions.get(market)
+    if pos is None or pos.size == 0:
+        return None, None
 
     # what the feed prices, looked up once for the whole search
     on_feed = _feed_markets(params, market)
@@ -97,18 +127,18 @@ def liquidation_price(account: SubAccount, params: RiskParams, prices: Prices,
             return _hedged_short(liq, prices.markets[market])
         # non-increasing in p: the lowest liquidatable price
         if not liq(MAX_PRICE):
-            return None
-        return 1 if liq(1) else _first(liq, 1, MAX_PRICE)
+            return None, None
+        return None, 1 if liq(1) else _first(liq, 1, MAX_PRICE)
 
     def q(p: int) -> bool:
         return liq(p) or (p < MAX_PRICE and liq(p + 1))
 
     if not q(1):
-        return None
+        return None, None
     if q(MAX_PRICE):
-        return MAX_PRICE
+        return MAX_PRICE, None
     # the first p with not q(p): p and p + 1 are safe, so p - 1 is the last liquidatable price
-    return _first(lambda p: not q(p), 1, MAX_PRICE) - 1
+    return _first(lambda p: not q(p), 1, MAX_PRICE) - 1, None
 
 
 def _first(pred: Callable[[int], bool], lo: int, hi: int) -> int:
@@ -123,19 +153,15 @@ def _first(pred: Callable[[int], bool], lo: int, hi: int) -> int:
     return hi
 
 
-def _hedged_short(liq: Callable[[int], bool], now: int) -> int | None:
-    """:func:`liquidation_price` of a short holding collateral on its own feed: health is
+def _hedged_short(liq: Callable[[int], bool], now: int) -> tuple[int | None, int | None]:
+    """:func:`liquidation_bounds` of a short holding collateral on its own feed: health is
     concave in the price, so the liquidatable prices below ``now`` are a lower set and those
-    above it an upper set. The boundary nearer to ``now`` (the upper one on a tie), ``now`` when
-    the account is liquidatable there, None when neither side has one."""
+    above it an upper set; each side's boundary is found by bisection from ``now``."""
     if liq(now):
-        return now
-    found: list[int] = []
-    if now < MAX_PRICE and liq(MAX_PRICE):
-        found.append(_first(liq, now, MAX_PRICE))
-    if now > 1 and liq(1):
-        found.append(_first(lambda p: not liq(p), 1, now) - 1)
-    return min(found, key=lambda p: (abs(p - now), -p)) if found else None
+        return now, now
+    down = _first(lambda p: not liq(p), 1, now) - 1 if now > 1 and liq(1) else None
+    up = _first(liq, now, MAX_PRICE) if now < MAX_PRICE and liq(MAX_PRICE) else None
+    return down, up
 
 
 @dataclass(frozen=True)
@@ -149,6 +175,8 @@ class PositionRisk:
     notional: int  # quote atoms, unsigned
     unrealized_pnl: int  # quote atoms
     liquidation_price: int | None
+    # (down, up): liquidation_bounds, both sides for a short hedged by collateral on its feed
+    liquidation_bounds: tuple[int | None, int | None] = (None, None)
 
 
 @dataclass(frozen=True)
@@ -177,9 +205,9 @@ def account_risk(account: SubAccount, params: RiskParams, prices: Prices) -> Acc
         notional = -((-abs(pos.size) * px) // NOTIONAL_DIV)  # ceil, like the margin formula
         pv = pos.size * px // NOTIONAL_DIV
         total += notional
+        bounds = liquidation_bounds(account, params, prices, m)
         rows.append(PositionRisk(m, pos.size, pos.open_notional, px, notional,
-                                 pv - pos.open_notional,
-                                 liquidation_price(account, params, prices, m)))
+                                 pv - pos.open_notional, _nearer(pos.size, bounds, px), bounds))
     leverage = total * PPM // h.equity if h.equity > 0 else None
     return AccountRisk(h, account.quote, dict(account.collateral), total, leverage,
                        h.maintenance_health < 0, tuple(rows))
@@ -211,15 +239,17 @@ def account_report(client: Any, owner: str, sub: int) -> dict[str, Any]:
     for m, p in sorted(acct.positions.items()):
         px = prices.markets.get(m)
         try:
-            liq = liquidation_price(acct, params, prices, m)
+            bounds = liquidation_bounds(acct, params, prices, m)
         except KeyError:  # another price the account needs is refused
-            liq = None
+            bounds = (None, None)
         positions.append({
             "market": m, "symbol": spec.markets[m].symbol, "size": p.size, "open_notional": p.open_notional,
             "entry_price": abs(p.open_notional) * NOTIONAL_DIV // abs(p.size) if p.size else 0,
             "oracle_price": px, "notional": None if px is None else position_notional(p.size, px),
             "unrealized_pnl": None if px is None else position_value(p.size, px) - p.open_notional,
-            "liquidation_price": liq,
+            "liquidation_price": _nearer(p.size, bounds, px),
+            # both sides, for a short holding collateral on its feed (liquidation_bounds)
+            "liquidation_down": bounds[0], "liquidation_up": bounds[1],
         })
     notional = None if h is None else sum(x["notional"] for x in positions)
     return {

@@ -19,3 +19,16 @@ def test_a_market_without_an_oracle_price_shows_as_reduce_only(ex: LocalExchange
     feed._on_prices({"type": "prices", "assets": {}, "markets": {"0": 2_990 * PRICE},
                      "unavailable_assets": [], "unavailable_markets": []})
     assert [m["oracle"] for m in feed.state()["markets"]] == ["2990.00", "60000.00"]
+
+
+def test_a_hedged_short_shows_both_liquidation_prices() -> None:
+    from crossbook.dashboard.feed import _liq
+
+    both = {"liquidation_price": 1_333 * PRICE, "liquidation_down": 1_333 * PRICE,
+            "liquidation_up": 8_663 * PRICE}
+    assert _liq(both) == "<= 1333.00 or >= 8663.00"
+    one = {"liquidation_price": 2_100 * PRICE, "liquidation_down": 2_100 * PRICE, "liquidation_up": None}
+    assert _liq(one) == "2100.00"
+    now = {"liquidation_price": 3_000 * PRICE, "liquidation_down": 3_000 * PRICE,
+           "liquidation_up": 3_000 * PRICE}  # liquidatable at the current price already
+    assert _liq(now) == "3000.00"

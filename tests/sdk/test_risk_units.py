@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from crossbook.config import PRICE, SIZE, USD, risk_params
 from crossbook.margin import Position, Prices, SubAccount, compute_health
 from crossbook.sdk import NonceManager, liquidation_price, units
-from crossbook.sdk.risk import MAX_PRICE, account_risk, at_feed_price, feed_assets
+from crossbook.sdk.risk import MAX_PRICE, account_risk, at_feed_price, feed_assets, liquidation_bounds
 
 PARAMS = risk_params()
 PRICES = Prices(assets={1: 3_000 * PRICE, 2: 60_000 * PRICE},
@@ -111,6 +111,29 @@ def test_a_short_outweighed_by_its_collateral_is_liquidated_by_a_fall() -> None:
     p = liquidation_price(acct, PARAMS, PRICES, 0)
     assert p is not None and p < PRICES.markets[0]
     assert mm_feed(acct, 0, p) < 0 <= mm_feed(acct, 0, p + 1)
+
+
+def test_a_hedged_short_has_a_liquidation_price_on_each_side() -> None:
+    """Short 1,000 ETH against 1,211.1 WETH (0.9 weight: 1,090 ETH of margin value): below 5M
+    USD of notional (requirement 3-6%) it is net long, so a fall liquidates it; beyond, the
+    requirement is 12% and a rise liquidates it too (health is concave in the price)."""
+    acct = SubAccount(quote=-70_000 * USD, collateral={1: 1_211_100 * 10**15},
+                      positions={0: Position(-1_000 * SIZE, -3_000_000 * USD, 0)})
+    down, up = liquidation_bounds(acct, PARAMS, PRICES, 0)
+    now = PRICES.markets[0]
+    assert down is not None and up is not None and down < now < up
+    assert 1_300 * PRICE < down < 1_400 * PRICE and 8_600 * PRICE < up < 8_700 * PRICE
+    assert mm_feed(acct, 0, down) < 0 <= mm_feed(acct, 0, down + 1)
+    assert mm_feed(acct, 0, up) < 0 <= mm_feed(acct, 0, up - 1)
+    assert all(mm_feed(acct, 0, x) < 0 for x in (1, down // 2, 2 * up, MAX_PRICE))
+    assert liquidation_price(acct, PARAMS, PRICES, 0) == down  # the nearer one
+    row = account_risk(acct, PARAMS, PRICES).positions[0]
+    assert (row.liquidation_price, row.liquidation_bounds) == (down, (down, up))
+    # a long or a plain short has one side only
+    assert liquidation_bounds(SubAccount(quote=-2_000 * USD, positions={0: Position(SIZE, 3_000 * USD, 0)}),
+                              PARAMS, PRICES, 0)[1] is None
+    assert liquidation_bounds(SubAccount(quote=4_000 * USD, positions={0: Position(-SIZE, -3_000 * USD, 0)}),
+                              PARAMS, PRICES, 0)[0] is None
 
 
 def test_account_risk_leverage() -> None:
