@@ -10,11 +10,12 @@ and a reconnecting market maker gets the fills of before the restart, byte for b
 Why no fill is lost to a crash: the frames of command ``n`` are written after the journal holds
 ``n``, so a kill -9 can cut the log behind the journal, never ahead. The log's last command
 ``C`` says how far it got; recovery applies the journal records after ``C`` with their outputs
-(:func:`matcher.journal.recover`, ``outputs_after``) and the server publishes those outputs again,
-which rebuilds the missing frames (with the restart's ``ts_ms``; no client saw them). That needs the engine state at
-``C`` or earlier, so before every snapshot the log gets a *mark* (a record without frames naming
-the engine's command sequence): the newest snapshot never lies after ``C``. If it does anyway
-(the log was deleted or damaged), the log starts over and the history claims nothing older.
+(:func:`matcher.journal.recover`, ``outputs_after``) and the server publishes those outputs
+again, which rebuilds the missing frames (with the restart's ``ts_ms``; no client saw them).
+That needs the engine state at ``C`` or earlier, so before every snapshot the log gets a *mark*
+(a record without frames naming the engine's command sequence): the newest snapshot never lies
+after ``C``. If it does anyway (the log was deleted, damaged, or a write failed), the log starts
+over at the snapshot and the history claims nothing older.
 
 Framing is the journal's (length, CRC, payload; a torn tail is cut on open). Segments: the log
 is a series of files ``fills-<k>.bin``; a new one starts every ``segment_frames`` frames and the
