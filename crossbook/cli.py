@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 BENCHMARKS = {
+    "fill-log": "bench.fill_log_bench",
     "gas": "bench.gas_bench",
     "intake": "bench.intake_bench",
     "keeper": "bench.keeper_bench",
