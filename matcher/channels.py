@@ -406,8 +406,9 @@ class Hub:
         orders_subs = private["orders"]
         fills_subs = private["fills"]
         outs = res.outputs
+        fills_here = any(type(o) in _FILLS_CHANNEL for o in outs)
         if not (self.public or orders_subs or fills_subs or private["positions"]
-                or private["health"]) and not any(type(o) in _FILLS_CHANNEL for o in outs):
+                or private["health"]) and not fills_here:
             # nobody subscribes to anything and nothing goes to the fill record: no message
             # to build, and no book feed to keep fresh (a feed is fresh only while its channel
             # has a subscriber)
@@ -416,7 +417,7 @@ class Hub:
         touched_accts: set[Acct] = set()
         if self._fill_out or self._held is not None:  # left by a fan-out that failed half way
             self._fill_out, self._held = [], None
-        if self.fill_log is not None and any(type(o) in _FILLS_CHANNEL for o in outs):
+        if fills_here and self.fill_log is not None:
             # this command's frames are held until its fills frames are in the log, and then
             # sent in their order: a frame a client saw is on disk even if the process dies
             # right after sending it (the fills keep their place among the order updates)
